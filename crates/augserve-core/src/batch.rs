@@ -1,0 +1,64 @@
+//! The finished batch: the tensor and everything a trainer needs to use it.
+
+use std::time::Duration;
+
+use crate::error::SampleError;
+use crate::ops::stats::BatchStats;
+use crate::spec::{DType, Layout};
+
+/// An image tensor as raw little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub data: Vec<u8>,
+    /// `[N, C, H, W]` for NCHW, `[N, H, W, C]` for NHWC.
+    pub shape: [usize; 4],
+    pub dtype: DType,
+    pub layout: Layout,
+}
+
+/// Wall-clock time per stage. Per-image stages are summed over images (CPU time across
+/// threads); `per_image_wall` is the wall time of the whole parallel per-image stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimings {
+    pub read: Duration,
+    pub decode: Duration,
+    pub color: Duration,
+    pub per_image_wall: Duration,
+    pub resize: Duration,
+    pub mix_normalize: Duration,
+    pub stats: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub epoch: u64,
+    /// Index of the batch within this rank's epoch.
+    pub index: u64,
+    pub tensor: Tensor,
+    /// Each sample's own label.
+    pub labels_a: Vec<i64>,
+    /// The label of the sample mixed into it (equal to `labels_a` without mixing).
+    pub labels_b: Vec<i64>,
+    /// Weight of `labels_a`.
+    pub lam: Vec<f32>,
+    /// Mixed, smoothed one-hot targets `(N, num_classes)` when `mix.num_classes > 0`.
+    pub soft_targets: Option<Vec<f32>>,
+    pub sample_ids: Vec<u64>,
+    /// Images that failed and were left out.
+    pub errors: Vec<SampleError>,
+    pub stats: BatchStats,
+    pub timings: StageTimings,
+    /// Which device did the batch ops ("cpu", or the GPU's name).
+    pub device: String,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.sample_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sample_ids.is_empty()
+    }
+}

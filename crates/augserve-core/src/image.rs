@@ -1,0 +1,78 @@
+//! The in-memory image type: interleaved RGB bytes, row-major (HWC).
+
+/// An RGB image of `width * height` pixels, 3 bytes each, rows stored top to bottom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    pub fn new(width: u32, height: u32) -> Self {
+        RgbImage {
+            width,
+            height,
+            data: vec![0; width as usize * height as usize * 3],
+        }
+    }
+
+    /// Wraps `data`; `None` when its length is not `width * height * 3`.
+    pub fn from_vec(width: u32, height: u32, data: Vec<u8>) -> Option<Self> {
+        (data.len() == width as usize * height as usize * 3).then_some(RgbImage {
+            width,
+            height,
+            data,
+        })
+    }
+
+    pub fn pixel_count(&self) -> usize {
+        self.width as usize * self.height as usize
+    }
+
+    /// Copies the rectangle `[x0, x0+w) x [y0, y0+h)`; the caller keeps it inside the image.
+    pub fn crop(&self, x0: u32, y0: u32, w: u32, h: u32) -> RgbImage {
+        debug_assert!(x0 + w <= self.width && y0 + h <= self.height);
+        let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+        let stride = self.width as usize * 3;
+        for y in y0..y0 + h {
+            let start = y as usize * stride + x0 as usize * 3;
+            out.extend_from_slice(&self.data[start..start + w as usize * 3]);
+        }
+        RgbImage {
+            width: w,
+            height: h,
+            data: out,
+        }
+    }
+
+    /// Mirrors the image left to right, in place.
+    pub fn flip_horizontal(&mut self) {
+        let w = self.width as usize;
+        for row in self.data.chunks_exact_mut(w * 3) {
+            for x in 0..w / 2 {
+                let (a, b) = (x * 3, (w - 1 - x) * 3);
+                for c in 0..3 {
+                    row.swap(a + c, b + c);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_and_flip() {
+        let data: Vec<u8> = (0..4 * 2 * 3).map(|v| v as u8).collect();
+        let img = RgbImage::from_vec(4, 2, data).unwrap();
+        let c = img.crop(1, 1, 2, 1);
+        assert_eq!(c.data, vec![15, 16, 17, 18, 19, 20]);
+        let mut f = c.clone();
+        f.flip_horizontal();
+        assert_eq!(f.data, vec![18, 19, 20, 15, 16, 17]);
+        assert!(RgbImage::from_vec(2, 2, vec![0; 11]).is_none());
+    }
+}

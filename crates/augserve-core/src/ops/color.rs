@@ -1,0 +1,165 @@
+//! Colour jitter on u8 pixels: brightness, then contrast, then saturation (torchvision's
+//! ColorJitter factors, in a fixed order). Each step rounds to bytes and clamps, so the result
+//! is exact integer arithmetic that a GPU kernel can reproduce bit for bit.
+
+use rand::Rng;
+
+use crate::image::RgbImage;
+use crate::spec::ColorJitter;
+
+/// Multipliers for one image; 1.0 leaves a property unchanged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColorFactors {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+}
+
+impl ColorFactors {
+    pub const IDENTITY: ColorFactors = ColorFactors {
+        brightness: 1.0,
+        contrast: 1.0,
+        saturation: 1.0,
+    };
+
+    pub fn is_identity(&self) -> bool {
+        *self == Self::IDENTITY
+    }
+
+    /// Draws each enabled factor uniformly from `[max(0, 1 - f), 1 + f]`.
+    pub fn sample<R: Rng>(rng: &mut R, jitter: &ColorJitter) -> Self {
+        let mut draw = |f: f32| {
+            if f == 0.0 {
+                1.0
+            } else {
+                let lo = (1.0 - f).max(0.0);
+                lo + (1.0 + f - lo) * rng.random::<f32>()
+            }
+        };
+        ColorFactors {
+            brightness: draw(jitter.brightness),
+            contrast: draw(jitter.contrast),
+            saturation: draw(jitter.saturation),
+        }
+    }
+}
+
+/// ITU-R 601 luma in 16-bit fixed point, rounded: (0.299, 0.587, 0.114) * 65536.
+#[inline]
+pub fn gray_u8(r: u8, g: u8, b: u8) -> u8 {
+    ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 32768) >> 16) as u8
+}
+
+#[inline]
+fn round_clamp_u8(v: f32) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+/// Applies `f` to every pixel of `img`.
+pub fn apply_color_jitter(img: &mut RgbImage, f: &ColorFactors) {
+    if f.is_identity() || img.data.is_empty() {
+        return;
+    }
+    let mut lut_b = [0u8; 256];
+    for (v, out) in lut_b.iter_mut().enumerate() {
+        *out = round_clamp_u8(v as f32 * f.brightness);
+    }
+    let mut lut = lut_b;
+    if f.contrast != 1.0 {
+        // Contrast blends with the mean luma of the brightness-adjusted image.
+        let sum: u64 = img
+            .data
+            .chunks_exact(3)
+            .map(|p| u64::from(gray_u8(lut_b[p[0] as usize], lut_b[p[1] as usize], lut_b[p[2] as usize])))
+            .sum();
+        let mean = (sum as f64 / img.pixel_count() as f64) as f32;
+        for (v, out) in lut.iter_mut().enumerate() {
+            let b = f32::from(lut_b[v]);
+            *out = round_clamp_u8(f.contrast * b + (1.0 - f.contrast) * mean);
+        }
+    }
+    if f.saturation == 1.0 {
+        for v in img.data.iter_mut() {
+            *v = lut[*v as usize];
+        }
+        return;
+    }
+    // Saturation blends each pixel with its own luma, in 16-bit fixed point.
+    let s = (f.saturation * 65536.0).round() as i32;
+    for p in img.data.chunks_exact_mut(3) {
+        let (r, g, b) = (lut[p[0] as usize], lut[p[1] as usize], lut[p[2] as usize]);
+        let gray = i32::from(gray_u8(r, g, b));
+        for (c, v) in [r, g, b].into_iter().enumerate() {
+            let mixed = (i32::from(v) * s + gray * (65536 - s) + 32768) >> 16;
+            p[c] = mixed.clamp(0, 255) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{keyed_rng, Purpose};
+
+    fn img(px: &[[u8; 3]]) -> RgbImage {
+        RgbImage::from_vec(px.len() as u32, 1, px.iter().flatten().copied().collect()).unwrap()
+    }
+
+    #[test]
+    fn identity_changes_nothing() {
+        let mut a = img(&[[1, 2, 3], [250, 128, 0]]);
+        let b = a.clone();
+        apply_color_jitter(&mut a, &ColorFactors::IDENTITY);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn brightness_scales_and_clamps() {
+        let mut a = img(&[[10, 100, 200]]);
+        apply_color_jitter(
+            &mut a,
+            &ColorFactors {
+                brightness: 1.5,
+                ..ColorFactors::IDENTITY
+            },
+        );
+        assert_eq!(a.data, vec![15, 150, 255]);
+    }
+
+    #[test]
+    fn zero_contrast_gives_mean_gray_and_zero_saturation_gives_luma() {
+        let mut a = img(&[[0, 0, 0], [255, 255, 255]]);
+        apply_color_jitter(
+            &mut a,
+            &ColorFactors {
+                contrast: 0.0,
+                ..ColorFactors::IDENTITY
+            },
+        );
+        assert_eq!(a.data, vec![128; 6]); // mean 127.5 rounds up
+        let mut b = img(&[[255, 0, 0]]);
+        apply_color_jitter(
+            &mut b,
+            &ColorFactors {
+                saturation: 0.0,
+                ..ColorFactors::IDENTITY
+            },
+        );
+        assert_eq!(b.data, vec![76, 76, 76]); // 0.299 * 255
+    }
+
+    #[test]
+    fn factors_lie_in_range() {
+        let j = ColorJitter {
+            brightness: 0.4,
+            contrast: 2.0,
+            saturation: 0.0,
+        };
+        for id in 0..1000 {
+            let f = ColorFactors::sample(&mut keyed_rng(0, 0, Purpose::Sample, id), &j);
+            assert!((0.6..=1.4).contains(&f.brightness));
+            assert!((0.0..=3.0).contains(&f.contrast));
+            assert_eq!(f.saturation, 1.0);
+        }
+    }
+}

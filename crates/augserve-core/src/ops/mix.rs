@@ -1,0 +1,353 @@
+//! Mixup / cutmix (timm's `Mixup`), fused with normalisation, layout and dtype conversion.
+//!
+//! Sample `i` is mixed with its partner `B-1-i` (timm flips the batch). Mixup blends whole
+//! images with weight `lam`; cutmix pastes the partner's pixels inside a box and corrects
+//! `lam` to the area actually kept. Labels: `a = label[i]`, `b = label[partner]`, target
+//! `lam * onehot(a) + (1 - lam) * onehot(b)`.
+
+use rand::Rng;
+use rand_distr::{Beta, Distribution};
+
+use crate::spec::{DType, EpochMix, Layout, MixMode, Normalize};
+
+/// A cutmix box in output pixels: rows `[y0, y1)`, columns `[x0, x1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutBox {
+    pub y0: u32,
+    pub y1: u32,
+    pub x0: u32,
+    pub x1: u32,
+}
+
+impl CutBox {
+    pub fn contains(&self, y: u32, x: u32) -> bool {
+        y >= self.y0 && y < self.y1 && x >= self.x0 && x < self.x1
+    }
+    pub fn area(&self) -> u32 {
+        (self.y1 - self.y0) * (self.x1 - self.x0)
+    }
+}
+
+/// What to do to each sample of one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixPlan {
+    /// The sample mixed into sample i.
+    pub partner: Vec<u32>,
+    /// Weight of the sample's own image (after cutmix area correction).
+    pub lam: Vec<f32>,
+    /// `Some` for samples that get cutmix instead of mixup.
+    pub cut: Vec<Option<CutBox>>,
+}
+
+impl MixPlan {
+    /// No mixing: every sample keeps its own image.
+    pub fn identity(batch: usize) -> MixPlan {
+        MixPlan {
+            partner: (0..batch as u32).collect(),
+            lam: vec![1.0; batch],
+            cut: vec![None; batch],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lam.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lam.is_empty()
+    }
+}
+
+/// Beta(alpha, alpha), sampled in f64: rand_distr's f32 Beta rounds about 2% of draws
+/// to exactly 1.0 at alpha = 0.2, which would silently skip mixing.
+fn beta<R: Rng>(rng: &mut R, alpha: f32) -> f32 {
+    match Beta::new(f64::from(alpha), f64::from(alpha)) {
+        Ok(d) => d.sample(rng) as f32,
+        Err(_) => 1.0,
+    }
+}
+
+/// One lambda and the cutmix choice, as timm's `_params_per_batch` / `_params_per_elem`.
+fn draw_lam<R: Rng>(rng: &mut R, m: &EpochMix) -> (f32, bool) {
+    if rng.random::<f32>() >= m.prob {
+        return (1.0, false);
+    }
+    if m.mixup_alpha > 0.0 && m.cutmix_alpha > 0.0 {
+        let use_cut = rng.random::<f32>() < m.switch_prob;
+        let alpha = if use_cut { m.cutmix_alpha } else { m.mixup_alpha };
+        (beta(rng, alpha), use_cut)
+    } else if m.mixup_alpha > 0.0 {
+        (beta(rng, m.mixup_alpha), false)
+    } else if m.cutmix_alpha > 0.0 {
+        (beta(rng, m.cutmix_alpha), true)
+    } else {
+        (1.0, false)
+    }
+}
+
+/// timm's `rand_bbox` + `cutmix_bbox_and_lam(correct_lam=True)`.
+pub fn cutmix_box<R: Rng>(rng: &mut R, lam: f32, height: u32, width: u32) -> (CutBox, f32) {
+    let ratio = (1.0 - f64::from(lam)).max(0.0).sqrt();
+    let cut_h = (f64::from(height) * ratio) as i64;
+    let cut_w = (f64::from(width) * ratio) as i64;
+    let cy = rng.random_range(0..i64::from(height));
+    let cx = rng.random_range(0..i64::from(width));
+    let clip = |v: i64, hi: u32| v.clamp(0, i64::from(hi)) as u32;
+    let b = CutBox {
+        y0: clip(cy - cut_h / 2, height),
+        y1: clip(cy + cut_h / 2, height),
+        x0: clip(cx - cut_w / 2, width),
+        x1: clip(cx + cut_w / 2, width),
+    };
+    let lam = 1.0 - b.area() as f32 / (height * width) as f32;
+    (b, lam)
+}
+
+/// Draws the mixing of a batch of `batch` images of `height x width`.
+pub fn plan_mix<R: Rng>(rng: &mut R, m: &EpochMix, batch: usize, height: u32, width: u32) -> MixPlan {
+    let mut plan = MixPlan::identity(batch);
+    if batch < 2 {
+        return plan;
+    }
+    for i in 0..batch {
+        plan.partner[i] = (batch - 1 - i) as u32;
+    }
+    match m.mode {
+        MixMode::Batch => {
+            let (lam, use_cut) = draw_lam(rng, m);
+            if lam == 1.0 {
+                return plan;
+            }
+            if use_cut {
+                let (b, lam) = cutmix_box(rng, lam, height, width);
+                plan.lam.fill(lam);
+                plan.cut.fill(Some(b));
+            } else {
+                plan.lam.fill(lam);
+            }
+        }
+        MixMode::Elem => {
+            for i in 0..batch {
+                let (lam, use_cut) = draw_lam(rng, m);
+                if lam != 1.0 && use_cut {
+                    let (b, lam) = cutmix_box(rng, lam, height, width);
+                    plan.lam[i] = lam;
+                    plan.cut[i] = Some(b);
+                } else {
+                    plan.lam[i] = lam;
+                }
+            }
+        }
+        MixMode::Pair => {
+            for i in 0..batch / 2 {
+                let j = batch - 1 - i;
+                let (lam, use_cut) = draw_lam(rng, m);
+                if lam != 1.0 && use_cut {
+                    let (b, lam) = cutmix_box(rng, lam, height, width);
+                    plan.lam[i] = lam;
+                    plan.lam[j] = lam;
+                    plan.cut[i] = Some(b);
+                    plan.cut[j] = Some(b);
+                } else {
+                    plan.lam[i] = lam;
+                    plan.lam[j] = lam;
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// Per-channel affine map from a 0..255 pixel value to the normalised output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormalizeCoeffs {
+    pub scale: [f32; 3],
+    pub bias: [f32; 3],
+}
+
+impl NormalizeCoeffs {
+    /// `(v / 255 - mean) / std = v * scale + bias`.
+    pub fn new(n: &Normalize) -> Self {
+        let mut scale = [0.0; 3];
+        let mut bias = [0.0; 3];
+        for c in 0..3 {
+            scale[c] = 1.0 / (255.0 * n.std[c]);
+            bias[c] = -n.mean[c] / n.std[c];
+        }
+        NormalizeCoeffs { scale, bias }
+    }
+}
+
+/// The mixed pixel value before normalisation (0..255, fractional under mixup).
+/// Written as `b + lam * (a - b)`-free plain form so the GPU kernel reproduces it exactly.
+#[inline]
+pub fn mix_value(own: u8, other: u8, lam: f32) -> f32 {
+    lam * f32::from(own) + (1.0 - lam) * f32::from(other)
+}
+
+/// Mixes a batch of `B` HWC u8 images (`images`, contiguous) per `plan` and writes the output
+/// tensor in `dtype` and `layout`. u8 output rounds the mixed value and is not normalised.
+pub fn mix_normalize_image(
+    images: &[u8],
+    height: u32,
+    width: u32,
+    plan: &MixPlan,
+    i: usize,
+    norm: &NormalizeCoeffs,
+    dtype: DType,
+    layout: Layout,
+    out: &mut [u8],
+) {
+    let hw = height as usize * width as usize;
+    let img_len = hw * 3;
+    let own = &images[i * img_len..(i + 1) * img_len];
+    let j = plan.partner[i] as usize;
+    let other = &images[j * img_len..(j + 1) * img_len];
+    let lam = plan.lam[i];
+    let cut = plan.cut[i];
+    for y in 0..height {
+        for x in 0..width {
+            let p = (y as usize * width as usize + x as usize) * 3;
+            for c in 0..3 {
+                let v = match cut {
+                    Some(b) if b.contains(y, x) => f32::from(other[p + c]),
+                    Some(_) => f32::from(own[p + c]),
+                    None if lam == 1.0 => f32::from(own[p + c]),
+                    None => mix_value(own[p + c], other[p + c], lam),
+                };
+                let idx = match layout {
+                    Layout::Nhwc => p + c,
+                    Layout::Nchw => c * hw + p / 3,
+                };
+                match dtype {
+                    DType::Uint8 => out[idx] = v.round().clamp(0.0, 255.0) as u8,
+                    DType::Float16 => {
+                        let h = half::f16::from_f32(v * norm.scale[c] + norm.bias[c]);
+                        out[idx * 2..idx * 2 + 2].copy_from_slice(&h.to_le_bytes());
+                    }
+                    DType::Float32 => {
+                        let f = v * norm.scale[c] + norm.bias[c];
+                        out[idx * 4..idx * 4 + 4].copy_from_slice(&f.to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// timm's `mixup_target`: smoothed one-hot targets mixed with `lam`, row-major `(B, classes)`.
+pub fn soft_targets(labels_a: &[i64], labels_b: &[i64], lam: &[f32], num_classes: u32, smoothing: f32) -> Vec<f32> {
+    let n = num_classes as usize;
+    let off = smoothing / n as f32;
+    let on = 1.0 - smoothing + off;
+    let mut out = vec![0.0f32; labels_a.len() * n];
+    for (i, row) in out.chunks_exact_mut(n.max(1)).enumerate() {
+        if n == 0 {
+            break;
+        }
+        let mut add = |label: i64, w: f32| {
+            for v in row.iter_mut() {
+                *v += off * w;
+            }
+            if (0..n as i64).contains(&label) {
+                row[label as usize] += (on - off) * w;
+            }
+        };
+        add(labels_a[i], lam[i]);
+        add(labels_b[i], 1.0 - lam[i]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{keyed_rng, Purpose};
+    use statrs::distribution::{Beta as BetaDist, ContinuousCDF};
+
+    fn mixup(alpha: f32, mode: MixMode) -> EpochMix {
+        EpochMix {
+            mixup_alpha: alpha,
+            cutmix_alpha: 0.0,
+            prob: 1.0,
+            switch_prob: 0.5,
+            mode,
+        }
+    }
+
+    #[test]
+    fn mixup_lambda_follows_beta() {
+        for alpha in [0.2f32, 1.0, 2.0] {
+            let mut lams: Vec<f64> = (0..10_000)
+                .map(|b| {
+                    let p = plan_mix(&mut keyed_rng(3, 0, Purpose::Batch, b), &mixup(alpha, MixMode::Batch), 4, 8, 8);
+                    f64::from(p.lam[0])
+                })
+                .collect();
+            lams.sort_by(f64::total_cmp);
+            let d = BetaDist::new(f64::from(alpha), f64::from(alpha)).unwrap();
+            let n = lams.len() as f64;
+            let ks = lams
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let f = d.cdf(x);
+                    (f - i as f64 / n).abs().max(((i + 1) as f64 / n - f).abs())
+                })
+                .fold(0.0, f64::max);
+            assert!(ks < 1.63 / n.sqrt(), "alpha {alpha}: KS {ks}");
+        }
+    }
+
+    #[test]
+    fn partners_are_the_flipped_batch_and_pair_mode_shares_lambda() {
+        let p = plan_mix(&mut keyed_rng(0, 0, Purpose::Batch, 0), &mixup(1.0, MixMode::Pair), 6, 4, 4);
+        assert_eq!(p.partner, vec![5, 4, 3, 2, 1, 0]);
+        for i in 0..3 {
+            assert_eq!(p.lam[i], p.lam[5 - i]);
+        }
+        let e = plan_mix(&mut keyed_rng(0, 0, Purpose::Batch, 0), &mixup(1.0, MixMode::Elem), 6, 4, 4);
+        assert!(e.lam.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn cutmix_lambda_is_the_kept_area() {
+        let m = EpochMix {
+            mixup_alpha: 0.0,
+            cutmix_alpha: 1.0,
+            prob: 1.0,
+            switch_prob: 0.5,
+            mode: MixMode::Elem,
+        };
+        for b in 0..200 {
+            let p = plan_mix(&mut keyed_rng(1, 0, Purpose::Batch, b), &m, 8, 30, 40);
+            for i in 0..8 {
+                let c = p.cut[i].unwrap();
+                assert!(c.y1 <= 30 && c.x1 <= 40);
+                let kept = 1.0 - c.area() as f32 / 1200.0;
+                assert!((p.lam[i] - kept).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn mixing_pixels_and_labels() {
+        // Two 1x2 images; mixup with lam 0.25.
+        let imgs = [0u8, 0, 0, 100, 100, 100, 200, 200, 200, 40, 40, 40];
+        let plan = MixPlan { partner: vec![1, 0], lam: vec![0.25, 0.25], cut: vec![None, None] };
+        let norm = NormalizeCoeffs::new(&Normalize { mean: [0.0; 3], std: [1.0 / 255.0; 3] });
+        let mut out = vec![0u8; 12 * 4];
+        mix_normalize_image(&imgs, 1, 2, &plan, 0, &norm, DType::Float32, Layout::Nhwc, &mut out[..24]);
+        let f: Vec<f32> = out[..24].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(f, vec![150.0, 150.0, 150.0, 55.0, 55.0, 55.0]);
+        let mut u = vec![0u8; 6];
+        mix_normalize_image(&imgs, 1, 2, &plan, 1, &norm, DType::Uint8, Layout::Nchw, &mut u);
+        // own 200/40, other 0/100, lam 0.25: 50, 85 -> NCHW puts the two pixels per channel together.
+        assert_eq!(u, vec![50, 85, 50, 85, 50, 85]);
+        let t = soft_targets(&[0, 2], &[2, 0], &[0.25, 0.25], 3, 0.0);
+        assert_eq!(t, vec![0.25, 0.0, 0.75, 0.75, 0.0, 0.25]);
+        let s = soft_targets(&[1], &[1], &[1.0], 4, 0.1);
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((s[1] - 0.925).abs() < 1e-6);
+    }
+}

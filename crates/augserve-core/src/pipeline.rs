@@ -1,0 +1,404 @@
+//! The pipeline: for one batch of sample ids, read + decode + per-image CPU ops in parallel
+//! (one image per task), then the batch ops (resize, mixup/cutmix + normalise, statistics)
+//! on the CPU or on a GPU backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use rayon::ThreadPool;
+
+use crate::batch::{Batch, StageTimings, Tensor};
+use crate::dataset::Dataset;
+use crate::decode::{decode_jpeg, DecodeLimits};
+use crate::error::{Error, Result, SampleError};
+use crate::image::RgbImage;
+use crate::ops::color::{apply_color_jitter, ColorFactors};
+use crate::ops::crop::{choose_crop, CropBox};
+use crate::ops::mix::{mix_normalize_image, plan_mix, soft_targets, MixPlan, NormalizeCoeffs};
+use crate::ops::resize::{read_region, resize_u8_reference, FastResizer};
+use crate::ops::stats::{batch_stats, BatchStats};
+use crate::rng::{keyed_rng, Purpose};
+use crate::spec::{DType, ErrorPolicy, Layout, PipelineSpec};
+
+/// An image after the per-image stage: the region the resize will read, already colour
+/// jittered, and where in it the crop box lies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedImage {
+    pub sample_id: u64,
+    pub label: i64,
+    pub region: RgbImage,
+    /// The crop box in `region`'s coordinates.
+    pub crop: CropBox,
+    pub flip: bool,
+}
+
+/// Per-image random decisions, drawn from the (seed, epoch, sample id) stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImagePlan {
+    pub crop: CropBox,
+    pub flip: bool,
+    pub color: ColorFactors,
+}
+
+impl ImagePlan {
+    pub fn draw(spec: &PipelineSpec, seed: u64, epoch: u64, sample_id: u64, width: u32, height: u32) -> Self {
+        let mut rng = keyed_rng(seed, epoch, Purpose::Sample, sample_id);
+        let crop = choose_crop(&mut rng, &spec.crop, width, height, spec.size);
+        let flip = spec.flip_prob > 0.0 && rand::Rng::random::<f32>(&mut rng) < spec.flip_prob;
+        let color = ColorFactors::sample(&mut rng, &spec.color);
+        ImagePlan { crop, flip, color }
+    }
+}
+
+/// Decodes `bytes` and runs the per-image CPU ops under `plan_for(width, height)`.
+pub fn prepare_image(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    spec: &PipelineSpec,
+    plan_for: impl FnOnce(u32, u32) -> ImagePlan,
+    timings: &mut (Duration, Duration),
+) -> Result<(RgbImage, CropBox, bool), crate::error::SampleErrorKind> {
+    let t0 = Instant::now();
+    let img = decode_jpeg(bytes, limits)?;
+    let t1 = Instant::now();
+    let plan = plan_for(img.width, img.height);
+    let (x, y, w, h) = read_region(img.width, img.height, plan.crop, spec.size.width, spec.size.height);
+    let mut region = if (x, y, w, h) == (0, 0, img.width, img.height) {
+        img
+    } else {
+        img.crop(x, y, w, h)
+    };
+    apply_color_jitter(&mut region, &plan.color);
+    let crop = CropBox {
+        x0: plan.crop.x0 - x as f32,
+        y0: plan.crop.y0 - y as f32,
+        x1: plan.crop.x1 - x as f32,
+        y1: plan.crop.y1 - y as f32,
+    };
+    timings.0 += t1 - t0;
+    timings.1 += t1.elapsed();
+    Ok((region, crop, plan.flip))
+}
+
+/// The batch-wise stage: resize the prepared crops to the output size (flip fused), then
+/// mix + normalise into the output tensor and compute its statistics.
+pub trait BatchOps: Send + Sync {
+    /// "cpu", or the GPU's name.
+    fn device(&self) -> String;
+
+    fn run(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+    ) -> Result<BatchOutput>;
+}
+
+pub struct BatchOutput {
+    pub tensor: Tensor,
+    pub stats: BatchStats,
+    pub resize: Duration,
+    pub mix_normalize: Duration,
+    pub stats_time: Duration,
+}
+
+/// Which CPU resize implementation the CPU batch ops use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuResize {
+    /// fast_image_resize (SIMD); within one level of the reference.
+    #[default]
+    Fast,
+    /// The Pillow-exact reference, the arithmetic the GPU kernel copies.
+    Reference,
+}
+
+/// Batch ops on the CPU, parallel over images.
+#[derive(Debug, Default, Clone)]
+pub struct CpuBatchOps {
+    pub resize: CpuResize,
+}
+
+/// The output value of pixel value 0 and 255 per channel (for clipping statistics).
+pub fn clip_values(spec: &PipelineSpec) -> ([f32; 3], [f32; 3]) {
+    if spec.output.dtype == DType::Uint8 {
+        return ([0.0; 3], [255.0; 3]);
+    }
+    let n = NormalizeCoeffs::new(&spec.normalize);
+    let lo = n.bias;
+    let hi = [
+        255.0 * n.scale[0] + n.bias[0],
+        255.0 * n.scale[1] + n.bias[1],
+        255.0 * n.scale[2] + n.bias[2],
+    ];
+    (lo, hi)
+}
+
+/// Output tensor shape for `n` images.
+pub fn tensor_shape(spec: &PipelineSpec, n: usize) -> [usize; 4] {
+    let (h, w) = (spec.size.height as usize, spec.size.width as usize);
+    match spec.output.layout {
+        Layout::Nchw => [n, 3, h, w],
+        Layout::Nhwc => [n, h, w, 3],
+    }
+}
+
+impl CpuBatchOps {
+    /// Resizes every prepared image into one contiguous HWC u8 batch.
+    pub fn resize_batch(&self, images: &[PreparedImage], spec: &PipelineSpec, pool: &ThreadPool) -> Vec<u8> {
+        let (w, h) = (spec.size.width, spec.size.height);
+        let img_len = w as usize * h as usize * 3;
+        let mut out = vec![0u8; images.len() * img_len];
+        pool.install(|| {
+            out.par_chunks_mut(img_len.max(1))
+                .zip(images.par_iter())
+                .for_each_init(FastResizer::default, |fast, (dst, im)| {
+                    match self.resize {
+                        CpuResize::Fast => fast.resize_into(&im.region, im.crop, w, h, dst),
+                        CpuResize::Reference => {
+                            dst.copy_from_slice(&resize_u8_reference(&im.region, im.crop, w, h).data)
+                        }
+                    }
+                    if im.flip {
+                        flip_rows(dst, w as usize);
+                    }
+                })
+        });
+        out
+    }
+}
+
+fn flip_rows(img: &mut [u8], width: usize) {
+    for row in img.chunks_exact_mut(width * 3) {
+        for x in 0..width / 2 {
+            let (a, b) = (x * 3, (width - 1 - x) * 3);
+            for c in 0..3 {
+                row.swap(a + c, b + c);
+            }
+        }
+    }
+}
+
+/// Mixes and normalises a contiguous HWC u8 batch into the output tensor (CPU).
+pub fn mix_normalize_batch(resized: &[u8], plan: &MixPlan, spec: &PipelineSpec, pool: &ThreadPool) -> Tensor {
+    let n = plan.len();
+    let (w, h) = (spec.size.width, spec.size.height);
+    let out_img = w as usize * h as usize * 3 * spec.output.dtype.size_bytes();
+    let mut data = vec![0u8; n * out_img];
+    let norm = NormalizeCoeffs::new(&spec.normalize);
+    pool.install(|| {
+        data.par_chunks_mut(out_img.max(1)).enumerate().for_each(|(i, out)| {
+            mix_normalize_image(resized, h, w, plan, i, &norm, spec.output.dtype, spec.output.layout, out);
+        })
+    });
+    Tensor {
+        data,
+        shape: tensor_shape(spec, n),
+        dtype: spec.output.dtype,
+        layout: spec.output.layout,
+    }
+}
+
+impl BatchOps for CpuBatchOps {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn run(&self, images: &[PreparedImage], plan: &MixPlan, spec: &PipelineSpec, pool: &ThreadPool) -> Result<BatchOutput> {
+        let t0 = Instant::now();
+        let resized = self.resize_batch(images, spec, pool);
+        let t1 = Instant::now();
+        let tensor = mix_normalize_batch(&resized, plan, spec, pool);
+        let t2 = Instant::now();
+        let (lo, hi) = clip_values(spec);
+        let hw = spec.size.width as usize * spec.size.height as usize;
+        let stats = batch_stats(&tensor.data, images.len(), hw, tensor.dtype, tensor.layout, lo, hi);
+        let t3 = Instant::now();
+        Ok(BatchOutput {
+            tensor,
+            stats,
+            resize: t1 - t0,
+            mix_normalize: t2 - t1,
+            stats_time: t3 - t2,
+        })
+    }
+}
+
+/// Settings of a pipeline that are not part of the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineOptions {
+    /// Worker threads for the per-image stage and CPU batch ops; 0 = one per core.
+    pub threads: usize,
+    pub limits: DecodeLimits,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            threads: 0,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+/// A dataset bound to a spec, a thread pool and a batch-ops backend.
+pub struct Pipeline {
+    dataset: Arc<Dataset>,
+    spec: PipelineSpec,
+    limits: DecodeLimits,
+    pool: ThreadPool,
+    ops: Arc<dyn BatchOps>,
+}
+
+impl Pipeline {
+    /// Validates `spec` and builds the worker pool. Batch ops default to the CPU.
+    pub fn new(dataset: Arc<Dataset>, spec: PipelineSpec, options: PipelineOptions) -> Result<Self> {
+        spec.validate()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .thread_name(|i| format!("augserve-worker-{i}"))
+            .build()?;
+        Ok(Pipeline {
+            dataset,
+            spec,
+            limits: options.limits,
+            pool,
+            ops: Arc::new(CpuBatchOps::default()),
+        })
+    }
+
+    /// Replaces the batch-ops backend (e.g. with a GPU one).
+    pub fn with_batch_ops(mut self, ops: Arc<dyn BatchOps>) -> Self {
+        self.ops = ops;
+        self
+    }
+
+    pub fn spec(&self) -> &PipelineSpec {
+        &self.spec
+    }
+
+    pub fn dataset(&self) -> &Arc<Dataset> {
+        &self.dataset
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    pub fn device(&self) -> String {
+        self.ops.device()
+    }
+
+    /// Reads, decodes and prepares `ids` in parallel; results keep the order of `ids`.
+    pub fn prepare(&self, seed: u64, epoch: u64, ids: &[u64]) -> (Vec<std::result::Result<PreparedImage, SampleError>>, StageTimings) {
+        let t0 = Instant::now();
+        let results: Vec<_> = self.pool.install(|| {
+            ids.par_iter()
+                .map(|&id| {
+                    let mut t = (Duration::ZERO, Duration::ZERO);
+                    let r0 = Instant::now();
+                    let name = self.dataset.entry(id).map(|e| e.name.clone()).unwrap_or_default();
+                    let label = self.dataset.entry(id).map_or(-1, |e| e.label);
+                    let fail = |kind| SampleError { sample_id: id, source_name: name.clone(), kind };
+                    let bytes = match self.dataset.read(id) {
+                        Ok(b) => b,
+                        Err(k) => return (Err(fail(k)), r0.elapsed(), t),
+                    };
+                    let read = r0.elapsed();
+                    let res = prepare_image(
+                        &bytes,
+                        &self.limits,
+                        &self.spec,
+                        |w, h| ImagePlan::draw(&self.spec, seed, epoch, id, w, h),
+                        &mut t,
+                    );
+                    let res = res
+                        .map(|(region, crop, flip)| PreparedImage { sample_id: id, label, region, crop, flip })
+                        .map_err(fail);
+                    (res, read, t)
+                })
+                .collect()
+        });
+        let mut timings = StageTimings::default();
+        let mut out = Vec::with_capacity(results.len());
+        for (r, read, (decode, color)) in results {
+            timings.read += read;
+            timings.decode += decode;
+            timings.color += color;
+            out.push(r);
+        }
+        timings.per_image_wall = t0.elapsed();
+        (out, timings)
+    }
+
+    /// Builds batch `index` of `epoch` from `ids`. `mix_key` keys the batch's mixing draws
+    /// (use a global batch index, unique across ranks).
+    pub fn batch(&self, seed: u64, epoch: u64, index: u64, mix_key: u64, ids: &[u64]) -> Result<Batch> {
+        let t0 = Instant::now();
+        let (prepared, mut timings) = self.prepare(seed, epoch, ids);
+        let mut images = Vec::with_capacity(prepared.len());
+        let mut errors = Vec::new();
+        for r in prepared {
+            match r {
+                Ok(p) => images.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        if self.spec.on_error == ErrorPolicy::Fail {
+            if let Some(e) = errors.first() {
+                return Err(Error::SampleFailed(e.clone()));
+            }
+        }
+        let n = images.len();
+        let plan = match self.spec.mix.at_epoch(epoch) {
+            Some(m) => plan_mix(
+                &mut keyed_rng(seed, epoch, Purpose::Batch, mix_key),
+                &m,
+                n,
+                self.spec.size.height,
+                self.spec.size.width,
+            ),
+            None => MixPlan::identity(n),
+        };
+        let out = if n == 0 {
+            BatchOutput {
+                tensor: Tensor {
+                    data: Vec::new(),
+                    shape: tensor_shape(&self.spec, 0),
+                    dtype: self.spec.output.dtype,
+                    layout: self.spec.output.layout,
+                },
+                stats: BatchStats::default(),
+                resize: Duration::ZERO,
+                mix_normalize: Duration::ZERO,
+                stats_time: Duration::ZERO,
+            }
+        } else {
+            self.ops.run(&images, &plan, &self.spec, &self.pool)?
+        };
+        let labels_a: Vec<i64> = images.iter().map(|p| p.label).collect();
+        let labels_b: Vec<i64> = plan.partner.iter().map(|&j| labels_a[j as usize]).collect();
+        let soft = (self.spec.mix.num_classes > 0).then(|| {
+            soft_targets(&labels_a, &labels_b, &plan.lam, self.spec.mix.num_classes, self.spec.mix.label_smoothing)
+        });
+        timings.resize = out.resize;
+        timings.mix_normalize = out.mix_normalize;
+        timings.stats = out.stats_time;
+        timings.total = t0.elapsed();
+        Ok(Batch {
+            epoch,
+            index,
+            tensor: out.tensor,
+            labels_a,
+            labels_b,
+            lam: plan.lam,
+            soft_targets: soft,
+            sample_ids: images.iter().map(|p| p.sample_id).collect(),
+            errors,
+            stats: out.stats,
+            timings,
+            device: self.ops.device(),
+        })
+    }
+}
