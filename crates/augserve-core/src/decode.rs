@@ -34,11 +34,17 @@ pub fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
     check_signature(bytes)?;
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), decoder_options());
     dec.decode_headers()
-        .map_err(|e| SampleErrorKind::Decode(format!("{e:?}")))?;
+        .map_err(|e| SampleErrorKind::Decode(decode_error(&e)))?;
     let (w, h) = dec
         .dimensions()
         .ok_or_else(|| SampleErrorKind::Decode("no frame header".into()))?;
     Ok((w as u32, h as u32))
+}
+
+/// zune-jpeg's messages are its Debug strings, some quoted or ending in a newline.
+fn decode_error(e: &zune_jpeg::errors::DecodeErrors) -> String {
+    let s = format!("{e:?}");
+    s.trim().trim_matches('"').trim_end_matches("\\n").trim().to_owned()
 }
 
 fn decoder_options() -> DecoderOptions {
@@ -90,7 +96,7 @@ pub fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Samp
 fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), decoder_options());
     dec.decode_headers()
-        .map_err(|e| SampleErrorKind::Decode(format!("{e:?}")))?;
+        .map_err(|e| SampleErrorKind::Decode(decode_error(&e)))?;
     let (w, h) = dec
         .dimensions()
         .ok_or_else(|| SampleErrorKind::Decode("no frame header".into()))?;
@@ -115,7 +121,7 @@ fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Sampl
         .ok_or_else(|| SampleErrorKind::Decode("image size overflows".into()))?;
     let mut buf = vec![0u8; size];
     dec.decode_into(&mut buf)
-        .map_err(|e| SampleErrorKind::Decode(format!("{e:?}")))?;
+        .map_err(|e| SampleErrorKind::Decode(decode_error(&e)))?;
     let rgb = match out_cs.num_components() {
         3 => buf,
         1 => buf.iter().flat_map(|&v| [v, v, v]).collect(),

@@ -1,0 +1,168 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+//! End-to-end pipeline checks on real JPEGs: reproducibility across thread counts, sharding,
+//! per-image errors, and the error policy.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use augserve_core::pipeline::{CpuBatchOps, CpuResize};
+use augserve_core::sampler::batches;
+use augserve_core::spec::{ColorJitter, DType, ErrorPolicy, Layout, MixMode, MixSpec};
+use augserve_core::{demo, Dataset, DatasetFormat, Pipeline, PipelineOptions, PipelineSpec, ShardSpec, TailPolicy};
+
+fn demo_dataset(dir: &Path) -> Arc<Dataset> {
+    demo::write_demo_dataset(dir, 4).unwrap();
+    Arc::new(Dataset::open(dir, DatasetFormat::ImageFolder, 1 << 24).unwrap())
+}
+
+fn busy_spec() -> PipelineSpec {
+    PipelineSpec {
+        color: ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4 },
+        mix: MixSpec {
+            mixup_alpha: 0.4,
+            cutmix_alpha: 1.0,
+            mode: MixMode::Elem,
+            num_classes: 10,
+            label_smoothing: 0.1,
+            ..MixSpec::default()
+        },
+        ..PipelineSpec::default()
+    }
+}
+
+fn run_epoch(p: &Pipeline, seed: u64, epoch: u64, bs: usize) -> Vec<augserve_core::Batch> {
+    let shard = ShardSpec { seed, ..ShardSpec::default() };
+    let ids = shard.epoch_ids(p.dataset().len(), epoch).unwrap();
+    batches(&ids, bs, false)
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| p.batch(seed, epoch, i as u64, i as u64, b).unwrap())
+        .collect()
+}
+
+#[test]
+fn same_seed_gives_identical_batches_with_1_and_8_threads() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    for (dtype, layout) in [(DType::Float32, Layout::Nchw), (DType::Float16, Layout::Nhwc), (DType::Uint8, Layout::Nchw)] {
+        let mut spec = busy_spec();
+        spec.output.dtype = dtype;
+        spec.output.layout = layout;
+        let one = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions { threads: 1, ..Default::default() }).unwrap();
+        let eight = Pipeline::new(ds.clone(), spec, PipelineOptions { threads: 8, ..Default::default() }).unwrap();
+        for epoch in 0..2 {
+            let a = run_epoch(&one, 5, epoch, 16);
+            let b = run_epoch(&eight, 5, epoch, 16);
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.tensor, y.tensor, "epoch {epoch} batch {}", x.index);
+                assert_eq!((&x.labels_a, &x.labels_b, &x.lam), (&y.labels_a, &y.labels_b, &y.lam));
+                assert_eq!(x.soft_targets, y.soft_targets);
+                assert_eq!(x.stats, y.stats);
+                assert_eq!(x.sample_ids, y.sample_ids);
+            }
+        }
+        // A different seed changes the output.
+        let c = run_epoch(&one, 6, 0, 16);
+        assert_ne!(c[0].tensor, run_epoch(&one, 5, 0, 16)[0].tensor);
+    }
+}
+
+#[test]
+fn epoch_covers_the_dataset_and_labels_mix() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let p = Pipeline::new(ds.clone(), busy_spec(), PipelineOptions::default()).unwrap();
+    let out = run_epoch(&p, 1, 0, 12);
+    let mut ids: Vec<u64> = out.iter().flat_map(|b| b.sample_ids.clone()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..ds.len() as u64).collect::<Vec<_>>());
+    for b in &out {
+        assert_eq!(b.tensor.shape, [b.len(), 3, 224, 224]);
+        assert_eq!(b.tensor.data.len(), b.len() * 3 * 224 * 224 * 4);
+        let t = b.soft_targets.as_ref().unwrap();
+        for (i, row) in t.chunks_exact(10).enumerate() {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            assert_eq!(b.labels_a[i], ds.entry(b.sample_ids[i]).unwrap().label);
+        }
+        // Normalised ImageNet-ish data: per-channel std near 1, MAD below std.
+        for c in 0..3 {
+            assert!(b.stats.std[c] > 0.2 && b.stats.std[c] < 3.0, "{:?}", b.stats);
+            assert!(b.stats.mad[c] <= b.stats.std[c]);
+        }
+    }
+}
+
+#[test]
+fn shards_of_a_real_dataset_are_disjoint_and_complete() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    for ws in [1u32, 2, 3, 8] {
+        let mut all = Vec::new();
+        for rank in 0..ws {
+            let s = ShardSpec { seed: 3, rank, world_size: ws, tail: TailPolicy::Uneven, ..ShardSpec::default() };
+            all.extend(s.epoch_ids(ds.len(), 4).unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..ds.len() as u64).collect::<Vec<_>>(), "world_size {ws}");
+    }
+}
+
+#[test]
+fn corrupt_images_fail_alone_or_fail_the_batch_by_policy() {
+    let d = tempfile::tempdir().unwrap();
+    demo::write_demo_dataset(d.path(), 2).unwrap();
+    let crash = common::jpeg_testdata().join("crash");
+    let bad_dir = d.path().join("zz_bad");
+    std::fs::create_dir(&bad_dir).unwrap();
+    for f in ["missing-sos.jpg", "null_height.jpg", "derive-huffman-codes-overflow.jpg"] {
+        std::fs::copy(crash.join(f), bad_dir.join(f)).unwrap();
+    }
+    std::fs::write(bad_dir.join("empty.jpg"), b"").unwrap();
+    std::fs::write(bad_dir.join("png.jpg"), b"\x89PNG\r\n\x1a\nxxxx").unwrap();
+    let ds = Arc::new(Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 24).unwrap());
+    let all: Vec<u64> = (0..ds.len() as u64).collect();
+    let p = Pipeline::new(ds.clone(), PipelineSpec::default(), PipelineOptions::default()).unwrap();
+    let b = p.batch(0, 0, 0, 0, &all).unwrap();
+    assert_eq!(b.errors.len(), 5, "{:?}", b.errors);
+    assert_eq!(b.len(), 20);
+    for e in &b.errors {
+        assert!(e.source_name.starts_with("zz_bad/"), "{e}");
+        println!("{e}");
+    }
+    assert!(b.errors.iter().any(|e| e.to_string().contains("PNG")));
+    assert!(b.errors.iter().any(|e| e.to_string().contains("empty")));
+
+    let strict = PipelineSpec { on_error: ErrorPolicy::Fail, ..PipelineSpec::default() };
+    let p = Pipeline::new(ds, strict, PipelineOptions::default()).unwrap();
+    let err = p.batch(0, 0, 0, 0, &all).unwrap_err().to_string();
+    assert!(err.contains("batch failed") && err.contains("zz_bad/"), "{err}");
+}
+
+#[test]
+fn reference_and_fast_cpu_resize_agree_through_the_pipeline() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let spec = PipelineSpec { output: augserve_core::spec::OutputSpec { dtype: DType::Uint8, layout: Layout::Nhwc }, ..busy_spec() };
+    let fast = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default()).unwrap();
+    let reference = Pipeline::new(ds, spec, PipelineOptions::default())
+        .unwrap()
+        .with_batch_ops(Arc::new(CpuBatchOps { resize: CpuResize::Reference }));
+    let ids: Vec<u64> = (0..16).collect();
+    let a = fast.batch(1, 0, 0, 0, &ids).unwrap();
+    let b = reference.batch(1, 0, 0, 0, &ids).unwrap();
+    let max = a.tensor.data.iter().zip(&b.tensor.data).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+    assert!(max <= 1, "max diff {max}");
+}
+
+#[test]
+fn invalid_specs_and_shards_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let mut spec = PipelineSpec::default();
+    spec.size.width = 0;
+    let err = Pipeline::new(ds, spec, PipelineOptions::default()).err().unwrap().to_string();
+    assert!(err.contains("size.width"), "{err}");
+}
