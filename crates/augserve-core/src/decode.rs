@@ -44,7 +44,11 @@ pub fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
 /// zune-jpeg's messages are its Debug strings, some quoted or ending in a newline.
 fn decode_error(e: &zune_jpeg::errors::DecodeErrors) -> String {
     let s = format!("{e:?}");
-    s.trim().trim_matches('"').trim_end_matches("\\n").trim().to_owned()
+    s.trim()
+        .trim_matches('"')
+        .trim_end_matches("\\n")
+        .trim()
+        .to_owned()
 }
 
 fn decoder_options() -> DecoderOptions {
@@ -142,11 +146,23 @@ mod tests {
     #[test]
     fn non_jpeg_inputs_are_named() {
         let l = DecodeLimits::default();
-        assert!(matches!(decode_jpeg(b"", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("empty")));
-        assert!(matches!(decode_jpeg(b"\x89PNG\r\n", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("PNG")));
-        assert!(matches!(decode_jpeg(b"GIF89a", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("GIF")));
+        assert!(
+            matches!(decode_jpeg(b"", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("empty"))
+        );
+        assert!(
+            matches!(decode_jpeg(b"\x89PNG\r\n", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("PNG"))
+        );
+        assert!(
+            matches!(decode_jpeg(b"GIF89a", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("GIF"))
+        );
         assert!(matches!(
-            decode_jpeg(&[0xFF, 0xD8, 0xFF], &DecodeLimits { max_file_bytes: 2, ..l }),
+            decode_jpeg(
+                &[0xFF, 0xD8, 0xFF],
+                &DecodeLimits {
+                    max_file_bytes: 2,
+                    ..l
+                }
+            ),
             Err(SampleErrorKind::FileTooLarge { size: 3, limit: 2 })
         ));
     }

@@ -12,7 +12,8 @@ use crate::rng::{keyed_rng, Purpose};
 
 /// Class names, in label order.
 pub const CLASSES: [&str; 10] = [
-    "circle", "square", "triangle", "ring", "cross", "hstripes", "vstripes", "checker", "diamond", "ellipse",
+    "circle", "square", "triangle", "ring", "cross", "hstripes", "vstripes", "checker", "diamond",
+    "ellipse",
 ];
 
 /// Images per class.
@@ -39,7 +40,10 @@ pub fn ensure_demo_dataset(cache_dir: &Path) -> Result<PathBuf> {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(dir)
         }
-        Err(e) => Err(Error::dataset(&dir, format!("cannot install demo dataset: {e}"))),
+        Err(e) => Err(Error::dataset(
+            &dir,
+            format!("cannot install demo dataset: {e}"),
+        )),
     }
 }
 
@@ -96,9 +100,16 @@ fn render(label: usize, id: u64) -> (u32, u32, Vec<u8>, u8) {
             };
             let t = (fx / w as f32 + fy / h as f32) * 0.5;
             // Cheap deterministic texture so JPEG has real detail to encode.
-            let noise = (((x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ id as u32) % 32) as f32 - 16.0) / 255.0;
+            let noise = (((x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ id as u32)
+                % 32) as f32
+                - 16.0)
+                / 255.0;
             for c in 0..3 {
-                let v = if inside { fg[c] } else { bg0[c] * (1.0 - t) + bg1[c] * t };
+                let v = if inside {
+                    fg[c]
+                } else {
+                    bg0[c] * (1.0 - t) + bg1[c] * t
+                };
                 data.push(((v + noise) * 255.0).clamp(0.0, 255.0) as u8);
             }
         }

@@ -17,9 +17,9 @@ use crate::ops::color::{apply_color_jitter, ColorFactors};
 use crate::ops::crop::{choose_crop, CropBox};
 use crate::ops::mix::{mix_normalize_image, plan_mix, soft_targets, MixPlan, NormalizeCoeffs};
 use crate::ops::resize::{read_region, resize_u8_reference, FastResizer};
-use crate::ops::stats::{batch_stats, BatchStats};
+use crate::ops::stats::{abs_dev_sums, combine_stats, BatchStats};
 use crate::rng::{keyed_rng, Purpose};
-use crate::spec::{DType, ErrorPolicy, Layout, PipelineSpec};
+use crate::spec::{ErrorPolicy, Layout, PipelineSpec};
 
 /// An image after the per-image stage: the region the resize will read, already colour
 /// jittered, and where in it the crop box lies.
@@ -42,7 +42,14 @@ pub struct ImagePlan {
 }
 
 impl ImagePlan {
-    pub fn draw(spec: &PipelineSpec, seed: u64, epoch: u64, sample_id: u64, width: u32, height: u32) -> Self {
+    pub fn draw(
+        spec: &PipelineSpec,
+        seed: u64,
+        epoch: u64,
+        sample_id: u64,
+        width: u32,
+        height: u32,
+    ) -> Self {
         let mut rng = keyed_rng(seed, epoch, Purpose::Sample, sample_id);
         let crop = choose_crop(&mut rng, &spec.crop, width, height, spec.size);
         let flip = spec.flip_prob > 0.0 && rand::Rng::random::<f32>(&mut rng) < spec.flip_prob;
@@ -63,7 +70,13 @@ pub fn prepare_image(
     let img = decode_jpeg(bytes, limits)?;
     let t1 = Instant::now();
     let plan = plan_for(img.width, img.height);
-    let (x, y, w, h) = read_region(img.width, img.height, plan.crop, spec.size.width, spec.size.height);
+    let (x, y, w, h) = read_region(
+        img.width,
+        img.height,
+        plan.crop,
+        spec.size.width,
+        spec.size.height,
+    );
     let mut region = if (x, y, w, h) == (0, 0, img.width, img.height) {
         img
     } else {
@@ -100,7 +113,9 @@ pub struct BatchOutput {
     pub tensor: Tensor,
     pub stats: BatchStats,
     pub resize: Duration,
+    /// Mixing, normalisation and statistics (fused on the CPU).
     pub mix_normalize: Duration,
+    /// Statistics, when a backend computes them separately.
     pub stats_time: Duration,
 }
 
@@ -120,21 +135,6 @@ pub struct CpuBatchOps {
     pub resize: CpuResize,
 }
 
-/// The output value of pixel value 0 and 255 per channel (for clipping statistics).
-pub fn clip_values(spec: &PipelineSpec) -> ([f32; 3], [f32; 3]) {
-    if spec.output.dtype == DType::Uint8 {
-        return ([0.0; 3], [255.0; 3]);
-    }
-    let n = NormalizeCoeffs::new(&spec.normalize);
-    let lo = n.bias;
-    let hi = [
-        255.0 * n.scale[0] + n.bias[0],
-        255.0 * n.scale[1] + n.bias[1],
-        255.0 * n.scale[2] + n.bias[2],
-    ];
-    (lo, hi)
-}
-
 /// Output tensor shape for `n` images.
 pub fn tensor_shape(spec: &PipelineSpec, n: usize) -> [usize; 4] {
     let (h, w) = (spec.size.height as usize, spec.size.width as usize);
@@ -146,7 +146,12 @@ pub fn tensor_shape(spec: &PipelineSpec, n: usize) -> [usize; 4] {
 
 impl CpuBatchOps {
     /// Resizes every prepared image into one contiguous HWC u8 batch.
-    pub fn resize_batch(&self, images: &[PreparedImage], spec: &PipelineSpec, pool: &ThreadPool) -> Vec<u8> {
+    pub fn resize_batch(
+        &self,
+        images: &[PreparedImage],
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+    ) -> Vec<u8> {
         let (w, h) = (spec.size.width, spec.size.height);
         let img_len = w as usize * h as usize * 3;
         let mut out = vec![0u8; images.len() * img_len];
@@ -156,9 +161,8 @@ impl CpuBatchOps {
                 .for_each_init(FastResizer::default, |fast, (dst, im)| {
                     match self.resize {
                         CpuResize::Fast => fast.resize_into(&im.region, im.crop, w, h, dst),
-                        CpuResize::Reference => {
-                            dst.copy_from_slice(&resize_u8_reference(&im.region, im.crop, w, h).data)
-                        }
+                        CpuResize::Reference => dst
+                            .copy_from_slice(&resize_u8_reference(&im.region, im.crop, w, h).data),
                     }
                     if im.flip {
                         flip_rows(dst, w as usize);
@@ -180,24 +184,42 @@ fn flip_rows(img: &mut [u8], width: usize) {
     }
 }
 
-/// Mixes and normalises a contiguous HWC u8 batch into the output tensor (CPU).
-pub fn mix_normalize_batch(resized: &[u8], plan: &MixPlan, spec: &PipelineSpec, pool: &ThreadPool) -> Tensor {
+/// Mixes and normalises a contiguous HWC u8 batch into the output tensor (CPU), and
+/// computes its statistics.
+pub fn mix_normalize_batch(
+    resized: &[u8],
+    plan: &MixPlan,
+    spec: &PipelineSpec,
+    pool: &ThreadPool,
+) -> (Tensor, BatchStats) {
     let n = plan.len();
     let (w, h) = (spec.size.width, spec.size.height);
-    let out_img = w as usize * h as usize * 3 * spec.output.dtype.size_bytes();
+    let hw = w as usize * h as usize;
+    let (dtype, layout) = (spec.output.dtype, spec.output.layout);
+    let out_img = hw * 3 * dtype.size_bytes();
     let mut data = vec![0u8; n * out_img];
     let norm = NormalizeCoeffs::new(&spec.normalize);
-    pool.install(|| {
-        data.par_chunks_mut(out_img.max(1)).enumerate().for_each(|(i, out)| {
-            mix_normalize_image(resized, h, w, plan, i, &norm, spec.output.dtype, spec.output.layout, out);
-        })
+    let (sums, stats) = pool.install(|| {
+        let sums: Vec<_> = data
+            .par_chunks_mut(out_img.max(1))
+            .enumerate()
+            .map(|(i, out)| mix_normalize_image(resized, h, w, plan, i, &norm, dtype, layout, out))
+            .collect();
+        let stats = combine_stats(&sums, hw, |mean| {
+            data.par_chunks(out_img.max(1))
+                .map(|img| abs_dev_sums(img, hw, dtype, layout, mean))
+                .collect()
+        });
+        (sums, stats)
     });
-    Tensor {
+    debug_assert_eq!(sums.len(), n);
+    let tensor = Tensor {
         data,
         shape: tensor_shape(spec, n),
-        dtype: spec.output.dtype,
-        layout: spec.output.layout,
-    }
+        dtype,
+        layout,
+    };
+    (tensor, stats)
 }
 
 impl BatchOps for CpuBatchOps {
@@ -205,41 +227,34 @@ impl BatchOps for CpuBatchOps {
         "cpu".into()
     }
 
-    fn run(&self, images: &[PreparedImage], plan: &MixPlan, spec: &PipelineSpec, pool: &ThreadPool) -> Result<BatchOutput> {
+    fn run(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+    ) -> Result<BatchOutput> {
         let t0 = Instant::now();
         let resized = self.resize_batch(images, spec, pool);
         let t1 = Instant::now();
-        let tensor = mix_normalize_batch(&resized, plan, spec, pool);
+        let (tensor, stats) = mix_normalize_batch(&resized, plan, spec, pool);
         let t2 = Instant::now();
-        let (lo, hi) = clip_values(spec);
-        let hw = spec.size.width as usize * spec.size.height as usize;
-        let stats = batch_stats(&tensor.data, images.len(), hw, tensor.dtype, tensor.layout, lo, hi);
-        let t3 = Instant::now();
         Ok(BatchOutput {
             tensor,
             stats,
             resize: t1 - t0,
             mix_normalize: t2 - t1,
-            stats_time: t3 - t2,
+            stats_time: Duration::ZERO,
         })
     }
 }
 
 /// Settings of a pipeline that are not part of the spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PipelineOptions {
     /// Worker threads for the per-image stage and CPU batch ops; 0 = one per core.
     pub threads: usize,
     pub limits: DecodeLimits,
-}
-
-impl Default for PipelineOptions {
-    fn default() -> Self {
-        PipelineOptions {
-            threads: 0,
-            limits: DecodeLimits::default(),
-        }
-    }
 }
 
 /// A dataset bound to a spec, a thread pool and a batch-ops backend.
@@ -253,7 +268,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Validates `spec` and builds the worker pool. Batch ops default to the CPU.
-    pub fn new(dataset: Arc<Dataset>, spec: PipelineSpec, options: PipelineOptions) -> Result<Self> {
+    pub fn new(
+        dataset: Arc<Dataset>,
+        spec: PipelineSpec,
+        options: PipelineOptions,
+    ) -> Result<Self> {
         spec.validate()?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads)
@@ -291,16 +310,32 @@ impl Pipeline {
     }
 
     /// Reads, decodes and prepares `ids` in parallel; results keep the order of `ids`.
-    pub fn prepare(&self, seed: u64, epoch: u64, ids: &[u64]) -> (Vec<std::result::Result<PreparedImage, SampleError>>, StageTimings) {
+    pub fn prepare(
+        &self,
+        seed: u64,
+        epoch: u64,
+        ids: &[u64],
+    ) -> (
+        Vec<std::result::Result<PreparedImage, SampleError>>,
+        StageTimings,
+    ) {
         let t0 = Instant::now();
         let results: Vec<_> = self.pool.install(|| {
             ids.par_iter()
                 .map(|&id| {
                     let mut t = (Duration::ZERO, Duration::ZERO);
                     let r0 = Instant::now();
-                    let name = self.dataset.entry(id).map(|e| e.name.clone()).unwrap_or_default();
+                    let name = self
+                        .dataset
+                        .entry(id)
+                        .map(|e| e.name.clone())
+                        .unwrap_or_default();
                     let label = self.dataset.entry(id).map_or(-1, |e| e.label);
-                    let fail = |kind| SampleError { sample_id: id, source_name: name.clone(), kind };
+                    let fail = |kind| SampleError {
+                        sample_id: id,
+                        source_name: name.clone(),
+                        kind,
+                    };
                     let bytes = match self.dataset.read(id) {
                         Ok(b) => b,
                         Err(k) => return (Err(fail(k)), r0.elapsed(), t),
@@ -314,7 +349,13 @@ impl Pipeline {
                         &mut t,
                     );
                     let res = res
-                        .map(|(region, crop, flip)| PreparedImage { sample_id: id, label, region, crop, flip })
+                        .map(|(region, crop, flip)| PreparedImage {
+                            sample_id: id,
+                            label,
+                            region,
+                            crop,
+                            flip,
+                        })
                         .map_err(fail);
                     (res, read, t)
                 })
@@ -334,7 +375,14 @@ impl Pipeline {
 
     /// Builds batch `index` of `epoch` from `ids`. `mix_key` keys the batch's mixing draws
     /// (use a global batch index, unique across ranks).
-    pub fn batch(&self, seed: u64, epoch: u64, index: u64, mix_key: u64, ids: &[u64]) -> Result<Batch> {
+    pub fn batch(
+        &self,
+        seed: u64,
+        epoch: u64,
+        index: u64,
+        mix_key: u64,
+        ids: &[u64],
+    ) -> Result<Batch> {
         let t0 = Instant::now();
         let (prepared, mut timings) = self.prepare(seed, epoch, ids);
         let mut images = Vec::with_capacity(prepared.len());
@@ -380,7 +428,13 @@ impl Pipeline {
         let labels_a: Vec<i64> = images.iter().map(|p| p.label).collect();
         let labels_b: Vec<i64> = plan.partner.iter().map(|&j| labels_a[j as usize]).collect();
         let soft = (self.spec.mix.num_classes > 0).then(|| {
-            soft_targets(&labels_a, &labels_b, &plan.lam, self.spec.mix.num_classes, self.spec.mix.label_smoothing)
+            soft_targets(
+                &labels_a,
+                &labels_b,
+                &plan.lam,
+                self.spec.mix.num_classes,
+                self.spec.mix.label_smoothing,
+            )
         });
         timings.resize = out.resize;
         timings.mix_normalize = out.mix_normalize;

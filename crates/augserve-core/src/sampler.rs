@@ -51,7 +51,10 @@ impl ShardSpec {
         if self.rank >= self.world_size {
             return Err(Error::arg(
                 "rank",
-                format!("must be < world_size ({}), got {}", self.world_size, self.rank),
+                format!(
+                    "must be < world_size ({}), got {}",
+                    self.world_size, self.rank
+                ),
             ));
         }
         Ok(())
@@ -115,7 +118,11 @@ mod tests {
                         all.extend(ids);
                     }
                     all.sort_unstable();
-                    assert_eq!(all, (0..len as u64).collect::<Vec<_>>(), "len {len} ws {ws}");
+                    assert_eq!(
+                        all,
+                        (0..len as u64).collect::<Vec<_>>(),
+                        "len {len} ws {ws}"
+                    );
                     let (mn, mx) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
                     assert!(mx - mn <= 1);
                 }
@@ -134,7 +141,13 @@ mod tests {
                 let mut union = BTreeSet::new();
                 let mut total = 0;
                 for rank in 0..ws {
-                    let s = ShardSpec { seed: 1, rank, world_size: ws, tail, ..ShardSpec::default() };
+                    let s = ShardSpec {
+                        seed: 1,
+                        rank,
+                        world_size: ws,
+                        tail,
+                        ..ShardSpec::default()
+                    };
                     let ids = s.epoch_ids(len, 5).unwrap();
                     assert_eq!(ids.len(), expect_each);
                     total += ids.len();
@@ -153,16 +166,30 @@ mod tests {
         let s = ShardSpec::default();
         assert_eq!(s.epoch_ids(50, 1).unwrap(), s.epoch_ids(50, 1).unwrap());
         assert_ne!(s.epoch_ids(50, 1).unwrap(), s.epoch_ids(50, 2).unwrap());
-        let plain = ShardSpec { shuffle: false, ..s };
+        let plain = ShardSpec {
+            shuffle: false,
+            ..s
+        };
         assert_eq!(plain.epoch_ids(5, 9).unwrap(), vec![0, 1, 2, 3, 4]);
     }
 
     #[test]
     fn bad_rank_is_refused() {
-        let s = ShardSpec { rank: 3, world_size: 3, ..ShardSpec::default() };
+        let s = ShardSpec {
+            rank: 3,
+            world_size: 3,
+            ..ShardSpec::default()
+        };
         assert!(s.epoch_ids(10, 0).unwrap_err().to_string().contains("rank"));
-        let s = ShardSpec { world_size: 0, ..ShardSpec::default() };
-        assert!(s.epoch_ids(10, 0).unwrap_err().to_string().contains("world_size"));
+        let s = ShardSpec {
+            world_size: 0,
+            ..ShardSpec::default()
+        };
+        assert!(s
+            .epoch_ids(10, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("world_size"));
     }
 
     #[test]

@@ -363,7 +363,10 @@ fn check_range(field: &str, r: [f32; 2], lo: f32, hi: f32) -> Result<()> {
 impl PipelineSpec {
     /// Checks every field; the error names the first offending one.
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("size.width", self.size.width), ("size.height", self.size.height)] {
+        for (name, v) in [
+            ("size.width", self.size.width),
+            ("size.height", self.size.height),
+        ] {
             if v == 0 {
                 return Err(Error::spec(name, "must be > 0"));
             }
@@ -444,7 +447,10 @@ impl PipelineSpec {
     pub fn from_path(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::SpecParse(format!("{}: {e}", path.display())))?;
-        let parsed = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        let parsed = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
             Self::from_json_str(&text)
         } else {
             Self::from_toml_str(&text)
@@ -517,16 +523,23 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut PipelineSpec)>)> = vec![
+        type Mutate = Box<dyn Fn(&mut PipelineSpec)>;
+        let cases: Vec<(&str, Mutate)> = vec![
             ("size.width", Box::new(|s| s.size.width = 0)),
             ("size.height", Box::new(|s| s.size.height = 100_000)),
             ("flip_prob", Box::new(|s| s.flip_prob = 1.5)),
             ("flip_prob", Box::new(|s| s.flip_prob = f32::NAN)),
             ("color.brightness", Box::new(|s| s.color.brightness = -0.1)),
-            ("color.saturation", Box::new(|s| s.color.saturation = f32::NAN)),
+            (
+                "color.saturation",
+                Box::new(|s| s.color.saturation = f32::NAN),
+            ),
             ("mix.mixup_alpha", Box::new(|s| s.mix.mixup_alpha = -1.0)),
             ("mix.prob", Box::new(|s| s.mix.prob = 2.0)),
-            ("mix.label_smoothing", Box::new(|s| s.mix.label_smoothing = 1.0)),
+            (
+                "mix.label_smoothing",
+                Box::new(|s| s.mix.label_smoothing = 1.0),
+            ),
             ("normalize.std[1]", Box::new(|s| s.normalize.std[1] = 0.0)),
             (
                 "crop.scale",

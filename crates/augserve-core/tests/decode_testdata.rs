@@ -24,7 +24,11 @@ const TINY_MAX: u8 = 96;
 fn reftest_files_match_their_png_references() {
     let dir = common::jpeg_testdata().join("reftest");
     let jpgs = common::files_with_ext(&dir, "jpg");
-    assert!(jpgs.len() >= 10, "expected the reftest suite in {}", dir.display());
+    assert!(
+        jpgs.len() >= 10,
+        "expected the reftest suite in {}",
+        dir.display()
+    );
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for jpg in jpgs {
@@ -40,17 +44,28 @@ fn reftest_files_match_their_png_references() {
             Err(e) => panic!("{name}: {e}"),
         };
         assert_eq!((ours.width, ours.height), png.dimensions(), "{name}");
-        let diffs: Vec<u8> = ours.data.iter().zip(png.as_raw()).map(|(a, b)| a.abs_diff(*b)).collect();
+        let diffs: Vec<u8> = ours
+            .data
+            .iter()
+            .zip(png.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
         let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
         let max = *diffs.iter().max().unwrap();
-        let (lim_mean, lim_max) = if ours.width.min(ours.height) < TINY_SIDE && ours.width.max(ours.height) < TINY_SIDE {
-            (TINY_MEAN, TINY_MAX)
-        } else {
-            (1.0, 4)
-        };
-        report.push(format!("{name}: {}x{} mean {mean:.3} max {max}", ours.width, ours.height));
+        let (lim_mean, lim_max) =
+            if ours.width.min(ours.height) < TINY_SIDE && ours.width.max(ours.height) < TINY_SIDE {
+                (TINY_MEAN, TINY_MAX)
+            } else {
+                (1.0, 4)
+            };
+        report.push(format!(
+            "{name}: {}x{} mean {mean:.3} max {max}",
+            ours.width, ours.height
+        ));
         if !(mean < lim_mean && max <= lim_max) {
-            failures.push(format!("{name}: mean abs diff {mean:.3} (limit {lim_mean}), max {max} (limit {lim_max})"));
+            failures.push(format!(
+                "{name}: mean abs diff {mean:.3} (limit {lim_mean}), max {max} (limit {lim_max})"
+            ));
         }
     }
     println!("{}", report.join("\n"));
@@ -97,7 +112,17 @@ fn oversize_headers_are_refused_before_decoding() {
     bytes[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
     let t = Instant::now();
     let err = decode_jpeg(&bytes, &DecodeLimits::default()).unwrap_err();
-    assert!(matches!(err, SampleErrorKind::TooManyPixels { width: 65535, height: 65535, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            SampleErrorKind::TooManyPixels {
+                width: 65535,
+                height: 65535,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(t.elapsed() < Duration::from_millis(100));
 }
 
@@ -106,7 +131,15 @@ fn truncated_files_never_panic() {
     let dir = common::jpeg_testdata().join("reftest");
     for f in common::files_with_ext(&dir, "jpg") {
         let bytes = std::fs::read(&f).unwrap();
-        for cut in [0, 1, 2, 10, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
+        for cut in [
+            0,
+            1,
+            2,
+            10,
+            bytes.len() / 3,
+            bytes.len() / 2,
+            bytes.len() - 1,
+        ] {
             let _ = decode_jpeg(&bytes[..cut], &DecodeLimits::default());
         }
     }

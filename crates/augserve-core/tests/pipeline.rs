@@ -10,7 +10,9 @@ use std::sync::Arc;
 use augserve_core::pipeline::{CpuBatchOps, CpuResize};
 use augserve_core::sampler::batches;
 use augserve_core::spec::{ColorJitter, DType, ErrorPolicy, Layout, MixMode, MixSpec};
-use augserve_core::{demo, Dataset, DatasetFormat, Pipeline, PipelineOptions, PipelineSpec, ShardSpec, TailPolicy};
+use augserve_core::{
+    demo, Dataset, DatasetFormat, Pipeline, PipelineOptions, PipelineSpec, ShardSpec, TailPolicy,
+};
 
 fn demo_dataset(dir: &Path) -> Arc<Dataset> {
     demo::write_demo_dataset(dir, 4).unwrap();
@@ -19,7 +21,11 @@ fn demo_dataset(dir: &Path) -> Arc<Dataset> {
 
 fn busy_spec() -> PipelineSpec {
     PipelineSpec {
-        color: ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4 },
+        color: ColorJitter {
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+        },
         mix: MixSpec {
             mixup_alpha: 0.4,
             cutmix_alpha: 1.0,
@@ -33,7 +39,10 @@ fn busy_spec() -> PipelineSpec {
 }
 
 fn run_epoch(p: &Pipeline, seed: u64, epoch: u64, bs: usize) -> Vec<augserve_core::Batch> {
-    let shard = ShardSpec { seed, ..ShardSpec::default() };
+    let shard = ShardSpec {
+        seed,
+        ..ShardSpec::default()
+    };
     let ids = shard.epoch_ids(p.dataset().len(), epoch).unwrap();
     batches(&ids, bs, false)
         .into_iter()
@@ -46,19 +55,42 @@ fn run_epoch(p: &Pipeline, seed: u64, epoch: u64, bs: usize) -> Vec<augserve_cor
 fn same_seed_gives_identical_batches_with_1_and_8_threads() {
     let d = tempfile::tempdir().unwrap();
     let ds = demo_dataset(d.path());
-    for (dtype, layout) in [(DType::Float32, Layout::Nchw), (DType::Float16, Layout::Nhwc), (DType::Uint8, Layout::Nchw)] {
+    for (dtype, layout) in [
+        (DType::Float32, Layout::Nchw),
+        (DType::Float16, Layout::Nhwc),
+        (DType::Uint8, Layout::Nchw),
+    ] {
         let mut spec = busy_spec();
         spec.output.dtype = dtype;
         spec.output.layout = layout;
-        let one = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions { threads: 1, ..Default::default() }).unwrap();
-        let eight = Pipeline::new(ds.clone(), spec, PipelineOptions { threads: 8, ..Default::default() }).unwrap();
+        let one = Pipeline::new(
+            ds.clone(),
+            spec.clone(),
+            PipelineOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let eight = Pipeline::new(
+            ds.clone(),
+            spec,
+            PipelineOptions {
+                threads: 8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         for epoch in 0..2 {
             let a = run_epoch(&one, 5, epoch, 16);
             let b = run_epoch(&eight, 5, epoch, 16);
             assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(&b) {
                 assert_eq!(x.tensor, y.tensor, "epoch {epoch} batch {}", x.index);
-                assert_eq!((&x.labels_a, &x.labels_b, &x.lam), (&y.labels_a, &y.labels_b, &y.lam));
+                assert_eq!(
+                    (&x.labels_a, &x.labels_b, &x.lam),
+                    (&y.labels_a, &y.labels_b, &y.lam)
+                );
                 assert_eq!(x.soft_targets, y.soft_targets);
                 assert_eq!(x.stats, y.stats);
                 assert_eq!(x.sample_ids, y.sample_ids);
@@ -89,7 +121,11 @@ fn epoch_covers_the_dataset_and_labels_mix() {
         }
         // Normalised ImageNet-ish data: per-channel std near 1, MAD below std.
         for c in 0..3 {
-            assert!(b.stats.std[c] > 0.2 && b.stats.std[c] < 3.0, "{:?}", b.stats);
+            assert!(
+                b.stats.std[c] > 0.2 && b.stats.std[c] < 3.0,
+                "{:?}",
+                b.stats
+            );
             assert!(b.stats.mad[c] <= b.stats.std[c]);
         }
     }
@@ -102,11 +138,21 @@ fn shards_of_a_real_dataset_are_disjoint_and_complete() {
     for ws in [1u32, 2, 3, 8] {
         let mut all = Vec::new();
         for rank in 0..ws {
-            let s = ShardSpec { seed: 3, rank, world_size: ws, tail: TailPolicy::Uneven, ..ShardSpec::default() };
+            let s = ShardSpec {
+                seed: 3,
+                rank,
+                world_size: ws,
+                tail: TailPolicy::Uneven,
+                ..ShardSpec::default()
+            };
             all.extend(s.epoch_ids(ds.len(), 4).unwrap());
         }
         all.sort_unstable();
-        assert_eq!(all, (0..ds.len() as u64).collect::<Vec<_>>(), "world_size {ws}");
+        assert_eq!(
+            all,
+            (0..ds.len() as u64).collect::<Vec<_>>(),
+            "world_size {ws}"
+        );
     }
 }
 
@@ -117,14 +163,23 @@ fn corrupt_images_fail_alone_or_fail_the_batch_by_policy() {
     let crash = common::jpeg_testdata().join("crash");
     let bad_dir = d.path().join("zz_bad");
     std::fs::create_dir(&bad_dir).unwrap();
-    for f in ["missing-sos.jpg", "null_height.jpg", "derive-huffman-codes-overflow.jpg"] {
+    for f in [
+        "missing-sos.jpg",
+        "null_height.jpg",
+        "derive-huffman-codes-overflow.jpg",
+    ] {
         std::fs::copy(crash.join(f), bad_dir.join(f)).unwrap();
     }
     std::fs::write(bad_dir.join("empty.jpg"), b"").unwrap();
     std::fs::write(bad_dir.join("png.jpg"), b"\x89PNG\r\n\x1a\nxxxx").unwrap();
     let ds = Arc::new(Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 24).unwrap());
     let all: Vec<u64> = (0..ds.len() as u64).collect();
-    let p = Pipeline::new(ds.clone(), PipelineSpec::default(), PipelineOptions::default()).unwrap();
+    let p = Pipeline::new(
+        ds.clone(),
+        PipelineSpec::default(),
+        PipelineOptions::default(),
+    )
+    .unwrap();
     let b = p.batch(0, 0, 0, 0, &all).unwrap();
     assert_eq!(b.errors.len(), 5, "{:?}", b.errors);
     assert_eq!(b.len(), 20);
@@ -135,25 +190,46 @@ fn corrupt_images_fail_alone_or_fail_the_batch_by_policy() {
     assert!(b.errors.iter().any(|e| e.to_string().contains("PNG")));
     assert!(b.errors.iter().any(|e| e.to_string().contains("empty")));
 
-    let strict = PipelineSpec { on_error: ErrorPolicy::Fail, ..PipelineSpec::default() };
+    let strict = PipelineSpec {
+        on_error: ErrorPolicy::Fail,
+        ..PipelineSpec::default()
+    };
     let p = Pipeline::new(ds, strict, PipelineOptions::default()).unwrap();
     let err = p.batch(0, 0, 0, 0, &all).unwrap_err().to_string();
-    assert!(err.contains("batch failed") && err.contains("zz_bad/"), "{err}");
+    assert!(
+        err.contains("batch failed") && err.contains("zz_bad/"),
+        "{err}"
+    );
 }
 
 #[test]
 fn reference_and_fast_cpu_resize_agree_through_the_pipeline() {
     let d = tempfile::tempdir().unwrap();
     let ds = demo_dataset(d.path());
-    let spec = PipelineSpec { output: augserve_core::spec::OutputSpec { dtype: DType::Uint8, layout: Layout::Nhwc }, ..busy_spec() };
+    let spec = PipelineSpec {
+        output: augserve_core::spec::OutputSpec {
+            dtype: DType::Uint8,
+            layout: Layout::Nhwc,
+        },
+        ..busy_spec()
+    };
     let fast = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default()).unwrap();
     let reference = Pipeline::new(ds, spec, PipelineOptions::default())
         .unwrap()
-        .with_batch_ops(Arc::new(CpuBatchOps { resize: CpuResize::Reference }));
+        .with_batch_ops(Arc::new(CpuBatchOps {
+            resize: CpuResize::Reference,
+        }));
     let ids: Vec<u64> = (0..16).collect();
     let a = fast.batch(1, 0, 0, 0, &ids).unwrap();
     let b = reference.batch(1, 0, 0, 0, &ids).unwrap();
-    let max = a.tensor.data.iter().zip(&b.tensor.data).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+    let max = a
+        .tensor
+        .data
+        .iter()
+        .zip(&b.tensor.data)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap();
     assert!(max <= 1, "max diff {max}");
 }
 
@@ -163,6 +239,9 @@ fn invalid_specs_and_shards_are_refused() {
     let ds = demo_dataset(d.path());
     let mut spec = PipelineSpec::default();
     spec.size.width = 0;
-    let err = Pipeline::new(ds, spec, PipelineOptions::default()).err().unwrap().to_string();
+    let err = Pipeline::new(ds, spec, PipelineOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("size.width"), "{err}");
 }

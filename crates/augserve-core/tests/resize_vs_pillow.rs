@@ -26,9 +26,11 @@ fn skip_or_fail(why: &str) {
 }
 
 fn photos_dir() -> PathBuf {
-    std::env::var("AUGSERVE_TEST_PHOTOS").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/testdata/photos")
-    })
+    std::env::var("AUGSERVE_TEST_PHOTOS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/testdata/photos")
+        })
 }
 
 struct Case {
@@ -45,12 +47,21 @@ fn resize_matches_pillow_on_real_photos() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_pillow {
-        return skip_or_fail(&format!("{python} with Pillow not found (run ./scripts/test.sh)"));
+        return skip_or_fail(&format!(
+            "{python} with Pillow not found (run ./scripts/test.sh)"
+        ));
     }
     let dir = photos_dir();
-    let mut photos = if dir.is_dir() { common::files_with_ext(&dir, "jpg") } else { Vec::new() };
+    let mut photos = if dir.is_dir() {
+        common::files_with_ext(&dir, "jpg")
+    } else {
+        Vec::new()
+    };
     if photos.is_empty() {
-        return skip_or_fail(&format!("no photos in {} (run ./scripts/fetch-photos.sh)", dir.display()));
+        return skip_or_fail(&format!(
+            "no photos in {} (run ./scripts/fetch-photos.sh)",
+            dir.display()
+        ));
     }
     photos.truncate(6);
     let tmp = tempfile::tempdir().unwrap();
@@ -67,21 +78,45 @@ fn resize_matches_pillow_on_real_photos() {
         let mut rng = keyed_rng(11, 0, Purpose::Sample, i as u64);
         let (w, h) = (img.width, img.height);
         for _ in 0..2 {
-            let (t, l, ch, cw) = random_resized_crop_params(&mut rng, w, h, [0.08, 1.0], [0.75, 4.0 / 3.0]);
-            let bx = CropBox { x0: l as f32, y0: t as f32, x1: (l + cw) as f32, y1: (t + ch) as f32 };
-            cases.push(Case { photo: i, bx, size: (224, 224) });
+            let (t, l, ch, cw) =
+                random_resized_crop_params(&mut rng, w, h, [0.08, 1.0], [0.75, 4.0 / 3.0]);
+            let bx = CropBox {
+                x0: l as f32,
+                y0: t as f32,
+                x1: (l + cw) as f32,
+                y1: (t + ch) as f32,
+            };
+            cases.push(Case {
+                photo: i,
+                bx,
+                size: (224, 224),
+            });
         }
         let x0 = rng.random_range(0.0..(w as f32 - 80.0));
         let y0 = rng.random_range(0.0..(h as f32 - 60.0));
         cases.push(Case {
             photo: i,
-            bx: CropBox { x0, y0, x1: x0 + 57.3, y1: y0 + 41.7 },
+            bx: CropBox {
+                x0,
+                y0,
+                x1: x0 + 57.3,
+                y1: y0 + 41.7,
+            },
             size: (301, 257),
         });
-        cases.push(Case { photo: i, bx: CropBox::full(w, h), size: (333, 199) });
         cases.push(Case {
             photo: i,
-            bx: CropBox { x0: 10.5, y0: 20.25, x1: w as f32 - 3.75, y1: 20.25 + 90.0 },
+            bx: CropBox::full(w, h),
+            size: (333, 199),
+        });
+        cases.push(Case {
+            photo: i,
+            bx: CropBox {
+                x0: 10.5,
+                y0: 20.25,
+                x1: w as f32 - 3.75,
+                y1: 20.25 + 90.0,
+            },
             size: (97, 131),
         });
     }
@@ -102,11 +137,20 @@ fn resize_matches_pillow_on_real_photos() {
     let jobs_path = tmp.path().join("jobs.json");
     std::fs::write(&jobs_path, serde_json::to_string(&jobs).unwrap()).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pillow_resize.py");
-    let out = Command::new(&python).arg(&script).arg(&jobs_path).output().unwrap();
-    assert!(out.status.success(), "pillow failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&jobs_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pillow failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut fast = FastResizer::default();
-    let (mut total, mut ref_exact, mut ref_within1, mut fast_within1, mut ref_max, mut fast_max) = (0u64, 0u64, 0u64, 0u64, 0u8, 0u8);
+    let (mut total, mut ref_exact, mut ref_within1, mut fast_within1, mut ref_max, mut fast_max) =
+        (0u64, 0u64, 0u64, 0u64, 0u8, 0u8);
     for (k, c) in cases.iter().enumerate() {
         let pil = std::fs::read(tmp.path().join(format!("out{k}.rgb"))).unwrap();
         let img = &images[c.photo];
@@ -133,6 +177,14 @@ fn resize_matches_pillow_on_real_photos() {
         pct(ref_within1),
         pct(fast_within1)
     );
-    assert!(pct(ref_within1) >= 99.9, "reference: {:.4}% within 1 level", pct(ref_within1));
-    assert!(pct(fast_within1) >= 99.9, "fast path: {:.4}% within 1 level", pct(fast_within1));
+    assert!(
+        pct(ref_within1) >= 99.9,
+        "reference: {:.4}% within 1 level",
+        pct(ref_within1)
+    );
+    assert!(
+        pct(fast_within1) >= 99.9,
+        "fast path: {:.4}% within 1 level",
+        pct(fast_within1)
+    );
 }

@@ -1,1 +1,100 @@
-fn main(){}
+//! `augserve`: the command-line entry point. Thin: argument parsing, logging, progress
+//! output and exit codes live here; the work is in the library crates.
+
+mod preview;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "augserve",
+    version,
+    about = "GPU data augmentation for vision training: decode, crop, jitter, resize, mixup, normalise"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "AUGSERVE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline over a dataset (the built-in demo dataset when none is given) and
+    /// report throughput, errors and batch statistics.
+    Run(run::RunArgs),
+    /// Print the default pipeline spec as TOML, or check a spec file.
+    Spec {
+        /// A .toml or .json spec to validate.
+        file: Option<PathBuf>,
+    },
+    /// Write the built-in demo dataset (ImageFolder layout) to a folder.
+    DemoData {
+        /// Destination folder.
+        out: PathBuf,
+        /// Images per class.
+        #[arg(long, default_value_t = augserve_core::demo::PER_CLASS)]
+        per_class: usize,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("AUGSERVE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Spec { file: None } => {
+            print!(
+                "{}",
+                augserve_core::PipelineSpec::default().to_toml_string()
+            );
+            Ok(())
+        }
+        Command::Spec { file: Some(f) } => augserve_core::PipelineSpec::from_path(&f)
+            .map(|_| println!("{}: valid", f.display()))
+            .map_err(anyhow::Error::from),
+        Command::DemoData { out, per_class } => {
+            augserve_core::demo::write_demo_dataset(&out, per_class)
+                .map(|()| println!("wrote {} images to {}", per_class * 10, out.display()))
+                .map_err(anyhow::Error::from)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

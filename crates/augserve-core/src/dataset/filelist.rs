@@ -8,7 +8,8 @@ use super::{is_safe_relative, Entry, Index, Location};
 use crate::error::{Error, Result};
 
 pub(crate) fn index(list: &Path) -> Result<Index> {
-    let text = std::fs::read_to_string(list).map_err(|e| Error::dataset(list, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(list)
+        .map_err(|e| Error::dataset(list, format!("cannot read: {e}")))?;
     let root = list
         .parent()
         .map(Path::to_path_buf)

@@ -10,7 +10,9 @@ pub(crate) fn index(root: &Path) -> Result<Index> {
         .canonicalize()
         .map_err(|e| Error::dataset(root, format!("cannot resolve: {e}")))?;
     let mut classes: Vec<String> = Vec::new();
-    for e in std::fs::read_dir(root).map_err(|e| Error::dataset(root, format!("cannot list: {e}")))? {
+    for e in
+        std::fs::read_dir(root).map_err(|e| Error::dataset(root, format!("cannot list: {e}")))?
+    {
         let e = e.map_err(|e| Error::dataset(root, format!("cannot list: {e}")))?;
         if e.path().is_dir() {
             if let Some(name) = e.file_name().to_str() {
@@ -31,7 +33,13 @@ pub(crate) fn index(root: &Path) -> Result<Index> {
     let mut skipped = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         let mut files = Vec::new();
-        walk(&real_root, &PathBuf::from(class), &mut files, &mut skipped, 0)?;
+        walk(
+            &real_root,
+            &PathBuf::from(class),
+            &mut files,
+            &mut skipped,
+            0,
+        )?;
         files.sort();
         for rel in files {
             entries.push(Entry {
@@ -51,9 +59,18 @@ pub(crate) fn index(root: &Path) -> Result<Index> {
 }
 
 /// Collects image files under `root/rel`, following symlinks only while they stay in `root`.
-fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<String>, depth: usize) -> Result<()> {
+fn walk(
+    root: &Path,
+    rel: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<String>,
+    depth: usize,
+) -> Result<()> {
     if depth > 32 {
-        skipped.push(format!("{}: directory nesting deeper than 32", rel.display()));
+        skipped.push(format!(
+            "{}: directory nesting deeper than 32",
+            rel.display()
+        ));
         return Ok(());
     }
     let dir = root.join(rel);
@@ -79,7 +96,10 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Strin
             }
         };
         if !real.starts_with(root) {
-            skipped.push(format!("{}: links outside the dataset root", child_rel.display()));
+            skipped.push(format!(
+                "{}: links outside the dataset root",
+                child_rel.display()
+            ));
             continue;
         }
         if real.is_dir() {

@@ -60,7 +60,8 @@ impl DatasetFormat {
 }
 
 pub(crate) fn has_ext(path: &Path, ext: &str) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 pub(crate) fn is_image_path(path: &Path) -> bool {
@@ -101,17 +102,24 @@ pub struct Dataset {
 impl Dataset {
     /// Opens and indexes the dataset at `path`. `max_file_bytes` bounds every read.
     pub fn open(path: &Path, format: DatasetFormat, max_file_bytes: u64) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::dataset(path, format!("cannot open: {e}")))?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::dataset(path, format!("cannot open: {e}")))?;
         let index = match format {
             DatasetFormat::ImageFolder => {
                 if !meta.is_dir() {
-                    return Err(Error::dataset(path, "an image_folder dataset must be a directory"));
+                    return Err(Error::dataset(
+                        path,
+                        "an image_folder dataset must be a directory",
+                    ));
                 }
                 folder::index(path)?
             }
             DatasetFormat::FileList => {
                 if !meta.is_file() {
-                    return Err(Error::dataset(path, "a file_list dataset must be a text file"));
+                    return Err(Error::dataset(
+                        path,
+                        "a file_list dataset must be a text file",
+                    ));
                 }
                 filelist::index(path)?
             }
@@ -164,7 +172,12 @@ impl Dataset {
         if !self.classes.is_empty() {
             return self.classes.len();
         }
-        self.entries.iter().map(|e| e.label + 1).max().unwrap_or(0).max(0) as usize
+        self.entries
+            .iter()
+            .map(|e| e.label + 1)
+            .max()
+            .unwrap_or(0)
+            .max(0) as usize
     }
 
     pub fn entry(&self, id: u64) -> Option<&Entry> {
@@ -177,14 +190,21 @@ impl Dataset {
 
     /// Reads the encoded bytes of sample `id`.
     pub fn read(&self, id: u64) -> Result<Vec<u8>, SampleErrorKind> {
-        let entry = self
-            .entry(id)
-            .ok_or_else(|| SampleErrorKind::Read(format!("no sample {id} in a dataset of {}", self.len())))?;
+        let entry = self.entry(id).ok_or_else(|| {
+            SampleErrorKind::Read(format!("no sample {id} in a dataset of {}", self.len()))
+        })?;
         match &entry.location {
             Location::File(rel) => self.read_file(rel),
-            Location::Tar { shard, offset, size } => {
+            Location::Tar {
+                shard,
+                offset,
+                size,
+            } => {
                 if *size > self.max_file_bytes {
-                    return Err(SampleErrorKind::FileTooLarge { size: *size, limit: self.max_file_bytes });
+                    return Err(SampleErrorKind::FileTooLarge {
+                        size: *size,
+                        limit: self.max_file_bytes,
+                    });
                 }
                 let file = self
                     .shards
@@ -201,14 +221,24 @@ impl Dataset {
     fn read_file(&self, rel: &Path) -> Result<Vec<u8>, SampleErrorKind> {
         let full = self.root.join(rel);
         // Resolve symlinks and refuse anything that lands outside the root.
-        let real = full.canonicalize().map_err(|e| SampleErrorKind::Read(e.to_string()))?;
+        let real = full
+            .canonicalize()
+            .map_err(|e| SampleErrorKind::Read(e.to_string()))?;
         if !real.starts_with(&self.root) {
-            return Err(SampleErrorKind::Read("path resolves outside the dataset root".into()));
+            return Err(SampleErrorKind::Read(
+                "path resolves outside the dataset root".into(),
+            ));
         }
         let file = File::open(&real).map_err(|e| SampleErrorKind::Read(e.to_string()))?;
-        let size = file.metadata().map_err(|e| SampleErrorKind::Read(e.to_string()))?.len();
+        let size = file
+            .metadata()
+            .map_err(|e| SampleErrorKind::Read(e.to_string()))?
+            .len();
         if size > self.max_file_bytes {
-            return Err(SampleErrorKind::FileTooLarge { size, limit: self.max_file_bytes });
+            return Err(SampleErrorKind::FileTooLarge {
+                size,
+                limit: self.max_file_bytes,
+            });
         }
         let mut buf = Vec::with_capacity(size as usize);
         // `take` bounds the read even if the file grows after the size check.
@@ -216,7 +246,10 @@ impl Dataset {
             .read_to_end(&mut buf)
             .map_err(|e| SampleErrorKind::Read(e.to_string()))?;
         if buf.len() as u64 > self.max_file_bytes {
-            return Err(SampleErrorKind::FileTooLarge { size: buf.len() as u64, limit: self.max_file_bytes });
+            return Err(SampleErrorKind::FileTooLarge {
+                size: buf.len() as u64,
+                limit: self.max_file_bytes,
+            });
         }
         Ok(buf)
     }
@@ -233,7 +266,9 @@ pub(crate) struct Index {
 
 /// A relative path with only normal components (no `..`, no root, no prefix).
 pub(crate) fn is_safe_relative(p: &Path) -> bool {
-    !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    !p.as_os_str().is_empty()
+        && p.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 #[cfg(test)]

@@ -19,7 +19,10 @@ fn image_folder_sorts_classes_and_finds_nested_images() {
     let labels: Vec<i64> = (0..3).map(|i| ds.entry(i).unwrap().label).collect();
     assert_eq!(labels, vec![0, 0, 1]);
     assert_eq!(ds.read(2).unwrap(), b"z");
-    assert_eq!(DatasetFormat::detect(d.path()).unwrap(), DatasetFormat::ImageFolder);
+    assert_eq!(
+        DatasetFormat::detect(d.path()).unwrap(),
+        DatasetFormat::ImageFolder
+    );
 }
 
 #[test]
@@ -28,16 +31,26 @@ fn symlinks_out_of_the_root_are_never_followed() {
     write(&outside.path().join("secret.jpg"), b"secret");
     let d = tempfile::tempdir().unwrap();
     write(&d.path().join("cls/ok.jpg"), b"ok");
-    std::os::unix::fs::symlink(outside.path().join("secret.jpg"), d.path().join("cls/link.jpg")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.jpg"),
+        d.path().join("cls/link.jpg"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(outside.path(), d.path().join("cls/dirlink")).unwrap();
     let ds = Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 20).unwrap();
     assert_eq!(ds.len(), 1);
     assert_eq!(ds.skipped().len(), 2, "{:?}", ds.skipped());
     // A file list naming a link that escapes: indexed, but refused at read time.
-    write(&d.path().join("list.txt"), b"cls/link.jpg 0\ncls/ok.jpg 1\n");
+    write(
+        &d.path().join("list.txt"),
+        b"cls/link.jpg 0\ncls/ok.jpg 1\n",
+    );
     let ds = Dataset::open(&d.path().join("list.txt"), DatasetFormat::FileList, 1 << 20).unwrap();
     let err = ds.read(0).unwrap_err();
-    assert!(err.to_string().contains("outside the dataset root"), "{err}");
+    assert!(
+        err.to_string().contains("outside the dataset root"),
+        "{err}"
+    );
     assert_eq!(ds.read(1).unwrap(), b"ok");
 }
 
@@ -45,7 +58,10 @@ fn symlinks_out_of_the_root_are_never_followed() {
 fn file_list_parses_labels_and_rejects_escapes() {
     let d = tempfile::tempdir().unwrap();
     write(&d.path().join("imgs/a b.jpg"), b"1");
-    write(&d.path().join("list.txt"), b"# comment\nimgs/a b.jpg 3\n\nimgs/missing.jpg 1\nimgs/nolabel.jpg\n");
+    write(
+        &d.path().join("list.txt"),
+        b"# comment\nimgs/a b.jpg 3\n\nimgs/missing.jpg 1\nimgs/nolabel.jpg\n",
+    );
     let ds = Dataset::open(&d.path().join("list.txt"), DatasetFormat::FileList, 1 << 20).unwrap();
     assert_eq!(ds.len(), 3);
     assert_eq!(ds.entry(0).unwrap().label, 3);
@@ -55,7 +71,8 @@ fn file_list_parses_labels_and_rejects_escapes() {
     assert!(matches!(ds.read(1), Err(SampleErrorKind::Read(_))));
     for bad in ["../etc/passwd 1", "/etc/passwd 1", "imgs/../../x.jpg 0"] {
         write(&d.path().join("bad.txt"), bad.as_bytes());
-        let err = Dataset::open(&d.path().join("bad.txt"), DatasetFormat::FileList, 1 << 20).unwrap_err();
+        let err =
+            Dataset::open(&d.path().join("bad.txt"), DatasetFormat::FileList, 1 << 20).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
     }
 }
@@ -85,40 +102,72 @@ fn webdataset_shards_pair_images_and_labels() {
         raw.resize(raw.len().div_ceil(512) * 512, 0);
     }
     raw.extend_from_slice(&[0u8; 1024]);
-    std::fs::File::create(&shard).unwrap().write_all(&raw).unwrap();
+    std::fs::File::create(&shard)
+        .unwrap()
+        .write_all(&raw)
+        .unwrap();
 
     let ds = Dataset::open(d.path(), DatasetFormat::WebDataset, 1 << 20).unwrap();
-    let names: Vec<&str> = (0..ds.len() as u64).map(|i| ds.entry(i).unwrap().name.as_str()).collect();
-    assert_eq!(names, vec!["shard-000.tar:../evil.jpg", "shard-000.tar:dir/s2.JPG", "shard-000.tar:s1.jpg"]);
+    let names: Vec<&str> = (0..ds.len() as u64)
+        .map(|i| ds.entry(i).unwrap().name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "shard-000.tar:../evil.jpg",
+            "shard-000.tar:dir/s2.JPG",
+            "shard-000.tar:s1.jpg"
+        ]
+    );
     assert_eq!(ds.entry(1).unwrap().label, 2);
     assert_eq!(ds.entry(2).unwrap().label, 7);
     assert_eq!(ds.entry(0).unwrap().label, -1);
     assert_eq!(ds.read(1).unwrap(), b"img22");
     assert_eq!(ds.read(0).unwrap(), b"evil"); // read from the tar, not from ../evil.jpg
     assert!(ds.skipped().iter().any(|s| s.contains("s3")));
-    assert_eq!(DatasetFormat::detect(d.path()).unwrap(), DatasetFormat::WebDataset);
-    assert_eq!(DatasetFormat::detect(&shard).unwrap(), DatasetFormat::WebDataset);
+    assert_eq!(
+        DatasetFormat::detect(d.path()).unwrap(),
+        DatasetFormat::WebDataset
+    );
+    assert_eq!(
+        DatasetFormat::detect(&shard).unwrap(),
+        DatasetFormat::WebDataset
+    );
 }
 
 #[test]
 fn bad_datasets_give_clear_errors() {
     let d = tempfile::tempdir().unwrap();
     let missing = d.path().join("nope");
-    let e = Dataset::open(&missing, DatasetFormat::ImageFolder, 1 << 20).unwrap_err().to_string();
+    let e = Dataset::open(&missing, DatasetFormat::ImageFolder, 1 << 20)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nope") && e.contains("cannot open"), "{e}");
-    let e = Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 20).unwrap_err().to_string();
+    let e = Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 20)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no class sub-folders"), "{e}");
     std::fs::create_dir(d.path().join("empty_class")).unwrap();
-    let e = Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 20).unwrap_err().to_string();
+    let e = Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 20)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no samples"), "{e}");
     write(&d.path().join("garbage.tar"), &[0x55u8; 3000]);
-    let e = Dataset::open(&d.path().join("garbage.tar"), DatasetFormat::WebDataset, 1 << 20)
-        .unwrap_err()
-        .to_string();
+    let e = Dataset::open(
+        &d.path().join("garbage.tar"),
+        DatasetFormat::WebDataset,
+        1 << 20,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("garbage.tar"), "{e}");
-    let e = Dataset::open(&d.path().join("garbage.tar"), DatasetFormat::ImageFolder, 1 << 20)
-        .unwrap_err()
-        .to_string();
+    let e = Dataset::open(
+        &d.path().join("garbage.tar"),
+        DatasetFormat::ImageFolder,
+        1 << 20,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("must be a directory"), "{e}");
 }
 
@@ -128,7 +177,13 @@ fn unreadable_and_oversize_files_fail_per_sample() {
     write(&d.path().join("c/big.jpg"), &[0u8; 100]);
     write(&d.path().join("c/small.jpg"), &[0u8; 10]);
     let ds = Dataset::open(d.path(), DatasetFormat::ImageFolder, 50).unwrap();
-    assert!(matches!(ds.read(0), Err(SampleErrorKind::FileTooLarge { size: 100, limit: 50 })));
+    assert!(matches!(
+        ds.read(0),
+        Err(SampleErrorKind::FileTooLarge {
+            size: 100,
+            limit: 50
+        })
+    ));
     assert!(ds.read(1).is_ok());
     std::fs::remove_file(d.path().join("c/small.jpg")).unwrap();
     assert!(matches!(ds.read(1), Err(SampleErrorKind::Read(_))));

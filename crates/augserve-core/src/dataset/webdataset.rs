@@ -14,6 +14,13 @@ use crate::error::{Error, Result};
 /// Largest `.cls` member read (a label is a short number).
 const MAX_CLS_BYTES: u64 = 64;
 
+/// A sample while its shard is scanned: the image member (offset, size, name) and label.
+#[derive(Default)]
+struct PendingSample {
+    image: Option<(u64, u64, String)>,
+    label: Option<i64>,
+}
+
 pub(crate) fn index(path: &Path) -> Result<Index> {
     let (root, shard_paths) = if path.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)
@@ -25,8 +32,14 @@ pub(crate) fn index(path: &Path) -> Result<Index> {
         v.sort();
         (path.to_path_buf(), v)
     } else {
-        let root = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty());
-        (root.unwrap_or_else(|| PathBuf::from(".")), vec![path.to_path_buf()])
+        let root = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty());
+        (
+            root.unwrap_or_else(|| PathBuf::from(".")),
+            vec![path.to_path_buf()],
+        )
     };
     if shard_paths.is_empty() {
         return Err(Error::dataset(path, "no .tar shards found"));
@@ -35,10 +48,14 @@ pub(crate) fn index(path: &Path) -> Result<Index> {
     let mut shards = Vec::new();
     let mut skipped = Vec::new();
     for (si, sp) in shard_paths.iter().enumerate() {
-        let shard_name = sp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let file = File::open(sp).map_err(|e| Error::dataset(sp, format!("cannot open shard: {e}")))?;
+        let shard_name = sp
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file =
+            File::open(sp).map_err(|e| Error::dataset(sp, format!("cannot open shard: {e}")))?;
         // key -> (image (offset, size, member), label)
-        let mut samples: BTreeMap<String, (Option<(u64, u64, String)>, Option<i64>)> = BTreeMap::new();
+        let mut samples: BTreeMap<String, PendingSample> = BTreeMap::new();
         let mut archive = tar::Archive::new(&file);
         let bad = |e: std::io::Error| Error::dataset(sp, format!("not a valid tar archive: {e}"));
         for member in archive.entries().map_err(bad)? {
@@ -50,30 +67,46 @@ pub(crate) fn index(path: &Path) -> Result<Index> {
                 Ok(p) => p.to_string_lossy().into_owned(),
                 Err(_) => continue,
             };
-            let Some((key, ext)) = split_key(&name) else { continue };
+            let Some((key, ext)) = split_key(&name) else {
+                continue;
+            };
             let ext = ext.to_ascii_lowercase();
             let size = member.size();
             if ext == "jpg" || ext == "jpeg" {
                 let offset = member.raw_file_position();
-                samples.entry(key.to_owned()).or_default().0 = Some((offset, size, name.clone()));
+                samples.entry(key.to_owned()).or_default().image =
+                    Some((offset, size, name.clone()));
             } else if ext == "cls" {
                 let mut text = String::new();
-                if size <= MAX_CLS_BYTES && (&mut member).take(MAX_CLS_BYTES).read_to_string(&mut text).is_ok() {
+                if size <= MAX_CLS_BYTES
+                    && (&mut member)
+                        .take(MAX_CLS_BYTES)
+                        .read_to_string(&mut text)
+                        .is_ok()
+                {
                     match text.trim().parse::<i64>() {
-                        Ok(v) if v >= 0 => samples.entry(key.to_owned()).or_default().1 = Some(v),
-                        _ => skipped.push(format!("{shard_name}:{name}: label is not a non-negative integer")),
+                        Ok(v) if v >= 0 => {
+                            samples.entry(key.to_owned()).or_default().label = Some(v)
+                        }
+                        _ => skipped.push(format!(
+                            "{shard_name}:{name}: label is not a non-negative integer"
+                        )),
                     }
                 } else {
                     skipped.push(format!("{shard_name}:{name}: unreadable label"));
                 }
             }
         }
-        for (key, (image, label)) in samples {
+        for (key, PendingSample { image, label }) in samples {
             match image {
                 Some((offset, size, member)) => entries.push(Entry {
                     name: format!("{shard_name}:{member}"),
                     label: label.unwrap_or(-1),
-                    location: Location::Tar { shard: si as u32, offset, size },
+                    location: Location::Tar {
+                        shard: si as u32,
+                        offset,
+                        size,
+                    },
                 }),
                 None => skipped.push(format!("{shard_name}:{key}: no .jpg member")),
             }

@@ -70,7 +70,13 @@ pub fn apply_color_jitter(img: &mut RgbImage, f: &ColorFactors) {
         let sum: u64 = img
             .data
             .chunks_exact(3)
-            .map(|p| u64::from(gray_u8(lut_b[p[0] as usize], lut_b[p[1] as usize], lut_b[p[2] as usize])))
+            .map(|p| {
+                u64::from(gray_u8(
+                    lut_b[p[0] as usize],
+                    lut_b[p[1] as usize],
+                    lut_b[p[2] as usize],
+                ))
+            })
             .sum();
         let mean = (sum as f64 / img.pixel_count() as f64) as f32;
         for (v, out) in lut.iter_mut().enumerate() {

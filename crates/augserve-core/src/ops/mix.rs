@@ -74,7 +74,11 @@ fn draw_lam<R: Rng>(rng: &mut R, m: &EpochMix) -> (f32, bool) {
     }
     if m.mixup_alpha > 0.0 && m.cutmix_alpha > 0.0 {
         let use_cut = rng.random::<f32>() < m.switch_prob;
-        let alpha = if use_cut { m.cutmix_alpha } else { m.mixup_alpha };
+        let alpha = if use_cut {
+            m.cutmix_alpha
+        } else {
+            m.mixup_alpha
+        };
         (beta(rng, alpha), use_cut)
     } else if m.mixup_alpha > 0.0 {
         (beta(rng, m.mixup_alpha), false)
@@ -104,7 +108,13 @@ pub fn cutmix_box<R: Rng>(rng: &mut R, lam: f32, height: u32, width: u32) -> (Cu
 }
 
 /// Draws the mixing of a batch of `batch` images of `height x width`.
-pub fn plan_mix<R: Rng>(rng: &mut R, m: &EpochMix, batch: usize, height: u32, width: u32) -> MixPlan {
+pub fn plan_mix<R: Rng>(
+    rng: &mut R,
+    m: &EpochMix,
+    batch: usize,
+    height: u32,
+    width: u32,
+) -> MixPlan {
     let mut plan = MixPlan::identity(batch);
     if batch < 2 {
         return plan;
@@ -185,8 +195,59 @@ pub fn mix_value(own: u8, other: u8, lam: f32) -> f32 {
     lam * f32::from(own) + (1.0 - lam) * f32::from(other)
 }
 
-/// Mixes a batch of `B` HWC u8 images (`images`, contiguous) per `plan` and writes the output
-/// tensor in `dtype` and `layout`. u8 output rounds the mixed value and is not normalised.
+/// Per-image sums of the output values, per channel (for batch statistics).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ImageSums {
+    pub sum: [f64; 3],
+    pub sum_sq: [f64; 3],
+    /// Values whose mixed pixel is 0 or 255 (at the ends of the byte range).
+    pub clipped: [u64; 3],
+}
+
+/// Calls `f(pixel, channel, value)` for every mixed value of image `i`, in HWC order.
+#[inline(always)]
+fn for_each_mixed(
+    images: &[u8],
+    height: u32,
+    width: u32,
+    plan: &MixPlan,
+    i: usize,
+    mut f: impl FnMut(usize, usize, f32),
+) {
+    let img_len = height as usize * width as usize * 3;
+    let own = &images[i * img_len..(i + 1) * img_len];
+    let j = plan.partner[i] as usize;
+    let other = &images[j * img_len..(j + 1) * img_len];
+    let lam = plan.lam[i];
+    match plan.cut[i] {
+        Some(b) => {
+            for y in 0..height {
+                for x in 0..width {
+                    let p = y as usize * width as usize + x as usize;
+                    let src = if b.contains(y, x) { other } else { own };
+                    for c in 0..3 {
+                        f(p, c, f32::from(src[p * 3 + c]));
+                    }
+                }
+            }
+        }
+        None if lam == 1.0 || j == i => {
+            for (k, &v) in own.iter().enumerate() {
+                f(k / 3, k % 3, f32::from(v));
+            }
+        }
+        None => {
+            for (k, (&a, &b)) in own.iter().zip(other).enumerate() {
+                f(k / 3, k % 3, mix_value(a, b, lam));
+            }
+        }
+    }
+}
+
+/// Mixes image `i` of a batch of HWC u8 images (`images`, contiguous) per `plan` and writes
+/// it to `out` in `dtype` and `layout`. u8 output rounds the mixed value and is not
+/// normalised. Returns the image's sums for the batch statistics.
+#[allow(clippy::too_many_arguments)]
 pub fn mix_normalize_image(
     images: &[u8],
     height: u32,
@@ -197,46 +258,48 @@ pub fn mix_normalize_image(
     dtype: DType,
     layout: Layout,
     out: &mut [u8],
-) {
+) -> ImageSums {
     let hw = height as usize * width as usize;
-    let img_len = hw * 3;
-    let own = &images[i * img_len..(i + 1) * img_len];
-    let j = plan.partner[i] as usize;
-    let other = &images[j * img_len..(j + 1) * img_len];
-    let lam = plan.lam[i];
-    let cut = plan.cut[i];
-    for y in 0..height {
-        for x in 0..width {
-            let p = (y as usize * width as usize + x as usize) * 3;
-            for c in 0..3 {
-                let v = match cut {
-                    Some(b) if b.contains(y, x) => f32::from(other[p + c]),
-                    Some(_) => f32::from(own[p + c]),
-                    None if lam == 1.0 => f32::from(own[p + c]),
-                    None => mix_value(own[p + c], other[p + c], lam),
-                };
-                let idx = match layout {
-                    Layout::Nhwc => p + c,
-                    Layout::Nchw => c * hw + p / 3,
-                };
-                match dtype {
-                    DType::Uint8 => out[idx] = v.round().clamp(0.0, 255.0) as u8,
-                    DType::Float16 => {
-                        let h = half::f16::from_f32(v * norm.scale[c] + norm.bias[c]);
-                        out[idx * 2..idx * 2 + 2].copy_from_slice(&h.to_le_bytes());
-                    }
-                    DType::Float32 => {
-                        let f = v * norm.scale[c] + norm.bias[c];
-                        out[idx * 4..idx * 4 + 4].copy_from_slice(&f.to_le_bytes());
-                    }
-                }
-            }
-        }
+    let mut sums = ImageSums::default();
+    let mut acc = |c: usize, raw: f32, o: f32| {
+        sums.sum[c] += f64::from(o);
+        sums.sum_sq[c] += f64::from(o) * f64::from(o);
+        sums.clipped[c] += u64::from(raw <= 0.0 || raw >= 255.0);
+    };
+    let index = |p: usize, c: usize| match layout {
+        Layout::Nhwc => p * 3 + c,
+        Layout::Nchw => c * hw + p,
+    };
+    match dtype {
+        DType::Uint8 => for_each_mixed(images, height, width, plan, i, |p, c, v| {
+            let o = v.round().clamp(0.0, 255.0);
+            out[index(p, c)] = o as u8;
+            acc(c, v, o);
+        }),
+        DType::Float16 => for_each_mixed(images, height, width, plan, i, |p, c, v| {
+            let h = half::f16::from_f32(v * norm.scale[c] + norm.bias[c]);
+            let k = index(p, c) * 2;
+            out[k..k + 2].copy_from_slice(&h.to_le_bytes());
+            acc(c, v, h.to_f32());
+        }),
+        DType::Float32 => for_each_mixed(images, height, width, plan, i, |p, c, v| {
+            let o = v * norm.scale[c] + norm.bias[c];
+            let k = index(p, c) * 4;
+            out[k..k + 4].copy_from_slice(&o.to_le_bytes());
+            acc(c, v, o);
+        }),
     }
+    sums
 }
 
 /// timm's `mixup_target`: smoothed one-hot targets mixed with `lam`, row-major `(B, classes)`.
-pub fn soft_targets(labels_a: &[i64], labels_b: &[i64], lam: &[f32], num_classes: u32, smoothing: f32) -> Vec<f32> {
+pub fn soft_targets(
+    labels_a: &[i64],
+    labels_b: &[i64],
+    lam: &[f32],
+    num_classes: u32,
+    smoothing: f32,
+) -> Vec<f32> {
     let n = num_classes as usize;
     let off = smoothing / n as f32;
     let on = 1.0 - smoothing + off;
@@ -280,7 +343,13 @@ mod tests {
         for alpha in [0.2f32, 1.0, 2.0] {
             let mut lams: Vec<f64> = (0..10_000)
                 .map(|b| {
-                    let p = plan_mix(&mut keyed_rng(3, 0, Purpose::Batch, b), &mixup(alpha, MixMode::Batch), 4, 8, 8);
+                    let p = plan_mix(
+                        &mut keyed_rng(3, 0, Purpose::Batch, b),
+                        &mixup(alpha, MixMode::Batch),
+                        4,
+                        8,
+                        8,
+                    );
                     f64::from(p.lam[0])
                 })
                 .collect();
@@ -301,12 +370,24 @@ mod tests {
 
     #[test]
     fn partners_are_the_flipped_batch_and_pair_mode_shares_lambda() {
-        let p = plan_mix(&mut keyed_rng(0, 0, Purpose::Batch, 0), &mixup(1.0, MixMode::Pair), 6, 4, 4);
+        let p = plan_mix(
+            &mut keyed_rng(0, 0, Purpose::Batch, 0),
+            &mixup(1.0, MixMode::Pair),
+            6,
+            4,
+            4,
+        );
         assert_eq!(p.partner, vec![5, 4, 3, 2, 1, 0]);
         for i in 0..3 {
             assert_eq!(p.lam[i], p.lam[5 - i]);
         }
-        let e = plan_mix(&mut keyed_rng(0, 0, Purpose::Batch, 0), &mixup(1.0, MixMode::Elem), 6, 4, 4);
+        let e = plan_mix(
+            &mut keyed_rng(0, 0, Purpose::Batch, 0),
+            &mixup(1.0, MixMode::Elem),
+            6,
+            4,
+            4,
+        );
         assert!(e.lam.windows(2).any(|w| w[0] != w[1]));
     }
 
@@ -334,14 +415,46 @@ mod tests {
     fn mixing_pixels_and_labels() {
         // Two 1x2 images; mixup with lam 0.25.
         let imgs = [0u8, 0, 0, 100, 100, 100, 200, 200, 200, 40, 40, 40];
-        let plan = MixPlan { partner: vec![1, 0], lam: vec![0.25, 0.25], cut: vec![None, None] };
-        let norm = NormalizeCoeffs::new(&Normalize { mean: [0.0; 3], std: [1.0 / 255.0; 3] });
-        let mut out = vec![0u8; 12 * 4];
-        mix_normalize_image(&imgs, 1, 2, &plan, 0, &norm, DType::Float32, Layout::Nhwc, &mut out[..24]);
-        let f: Vec<f32> = out[..24].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let plan = MixPlan {
+            partner: vec![1, 0],
+            lam: vec![0.25, 0.25],
+            cut: vec![None, None],
+        };
+        let norm = NormalizeCoeffs::new(&Normalize {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+        });
+        let mut out = [0u8; 12 * 4];
+        let sums = mix_normalize_image(
+            &imgs,
+            1,
+            2,
+            &plan,
+            0,
+            &norm,
+            DType::Float32,
+            Layout::Nhwc,
+            &mut out[..24],
+        );
+        let f: Vec<f32> = out[..24]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         assert_eq!(f, vec![150.0, 150.0, 150.0, 55.0, 55.0, 55.0]);
+        assert_eq!(sums.sum, [205.0; 3]);
+        assert_eq!(sums.clipped, [0; 3]);
         let mut u = vec![0u8; 6];
-        mix_normalize_image(&imgs, 1, 2, &plan, 1, &norm, DType::Uint8, Layout::Nchw, &mut u);
+        mix_normalize_image(
+            &imgs,
+            1,
+            2,
+            &plan,
+            1,
+            &norm,
+            DType::Uint8,
+            Layout::Nchw,
+            &mut u,
+        );
         // own 200/40, other 0/100, lam 0.25: 50, 85 -> NCHW puts the two pixels per channel together.
         assert_eq!(u, vec![50, 85, 50, 85, 50, 85]);
         let t = soft_targets(&[0, 2], &[2, 0], &[0.25, 0.25], 3, 0.0);

@@ -188,7 +188,14 @@ impl Default for FastResizer {
 impl FastResizer {
     /// Resizes the region `bx` of `src` into `out` (`out_w * out_h * 3` bytes).
     /// Falls back to the reference when fast_image_resize refuses the input.
-    pub fn resize_into(&mut self, src: &RgbImage, bx: CropBox, out_w: u32, out_h: u32, out: &mut [u8]) {
+    pub fn resize_into(
+        &mut self,
+        src: &RgbImage,
+        bx: CropBox,
+        out_w: u32,
+        out_h: u32,
+        out: &mut [u8],
+    ) {
         let done = (|| {
             let src_ref = ImageRef::new(src.width, src.height, &src.data, PixelType::U8x3).ok()?;
             let mut dst = Image::from_slice_u8(out_w, out_h, out, PixelType::U8x3).ok()?;
@@ -211,7 +218,13 @@ impl FastResizer {
 
 /// The integer source rectangle `(x, y, w, h)` that a resize of `bx` to `out_w x out_h` reads.
 /// Colour jitter is applied to exactly this region, so pixels outside it are never touched.
-pub fn read_region(width: u32, height: u32, bx: CropBox, out_w: u32, out_h: u32) -> (u32, u32, u32, u32) {
+pub fn read_region(
+    width: u32,
+    height: u32,
+    bx: CropBox,
+    out_w: u32,
+    out_h: u32,
+) -> (u32, u32, u32, u32) {
     let (x_lo, x_hi) = Coeffs::new(width, bx.x0, bx.x1, out_w).span();
     let (y_lo, y_hi) = Coeffs::new(height, bx.y0, bx.y1, out_h).span();
     (x_lo, y_lo, (x_hi - x_lo).max(1), (y_hi - y_lo).max(1))
@@ -237,18 +250,38 @@ mod tests {
     fn constant_image_stays_constant() {
         let img = RgbImage::from_vec(50, 40, vec![77; 50 * 40 * 3]).unwrap();
         for (w, h) in [(7, 9), (224, 224), (50, 13), (1, 1)] {
-            let out = resize_u8_reference(&img, CropBox { x0: 3.5, y0: 2.25, x1: 47.0, y1: 39.0 }, w, h);
+            let out = resize_u8_reference(
+                &img,
+                CropBox {
+                    x0: 3.5,
+                    y0: 2.25,
+                    x1: 47.0,
+                    y1: 39.0,
+                },
+                w,
+                h,
+            );
             assert!(out.data.iter().all(|&v| v == 77), "{w}x{h}");
         }
     }
 
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
-        for (n, a, b, m) in [(500, 0.0, 500.0, 224), (100, 10.5, 60.25, 333), (7, 0.0, 7.0, 3)] {
+        for (n, a, b, m) in [
+            (500, 0.0, 500.0, 224),
+            (100, 10.5, 60.25, 333),
+            (7, 0.0, 7.0, 3),
+        ] {
             let c = Coeffs::new(n, a, b, m);
             for i in 0..m as usize {
-                let s: i64 = c.weights[i * c.ksize..(i + 1) * c.ksize].iter().map(|&w| i64::from(w)).sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= c.ksize as i64, "sum {s}");
+                let s: i64 = c.weights[i * c.ksize..(i + 1) * c.ksize]
+                    .iter()
+                    .map(|&w| i64::from(w))
+                    .sum();
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= c.ksize as i64,
+                    "sum {s}"
+                );
             }
         }
     }
@@ -259,13 +292,37 @@ mod tests {
         let mut fast = FastResizer::default();
         for (bx, w, h) in [
             (CropBox::full(317, 211), 224, 224),
-            (CropBox { x0: 10.0, y0: 20.0, x1: 300.0, y1: 200.0 }, 64, 48),
-            (CropBox { x0: 100.5, y0: 50.25, x1: 140.0, y1: 90.0 }, 301, 199),
+            (
+                CropBox {
+                    x0: 10.0,
+                    y0: 20.0,
+                    x1: 300.0,
+                    y1: 200.0,
+                },
+                64,
+                48,
+            ),
+            (
+                CropBox {
+                    x0: 100.5,
+                    y0: 50.25,
+                    x1: 140.0,
+                    y1: 90.0,
+                },
+                301,
+                199,
+            ),
         ] {
             let r = resize_u8_reference(&img, bx, w, h);
             let mut out = vec![0u8; (w * h * 3) as usize];
             fast.resize_into(&img, bx, w, h, &mut out);
-            let max = r.data.iter().zip(&out).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            let max = r
+                .data
+                .iter()
+                .zip(&out)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
             assert!(max <= 1, "max diff {max} for {bx:?} -> {w}x{h}");
         }
     }
@@ -273,10 +330,23 @@ mod tests {
     #[test]
     fn read_region_covers_what_the_resize_reads() {
         let img = ramp(120, 90);
-        let bx = CropBox { x0: 30.0, y0: 10.0, x1: 90.0, y1: 70.0 };
+        let bx = CropBox {
+            x0: 30.0,
+            y0: 10.0,
+            x1: 90.0,
+            y1: 70.0,
+        };
         let (x, y, w, h) = read_region(120, 90, bx, 17, 23);
         let region = img.crop(x, y, w, h);
-        let shifted = CropBox { x0: bx.x0 - x as f32, y0: bx.y0 - y as f32, x1: bx.x1 - x as f32, y1: bx.y1 - y as f32 };
-        assert_eq!(resize_u8_reference(&region, shifted, 17, 23), resize_u8_reference(&img, bx, 17, 23));
+        let shifted = CropBox {
+            x0: bx.x0 - x as f32,
+            y0: bx.y0 - y as f32,
+            x1: bx.x1 - x as f32,
+            y1: bx.y1 - y as f32,
+        };
+        assert_eq!(
+            resize_u8_reference(&region, shifted, 17, 23),
+            resize_u8_reference(&img, bx, 17, 23)
+        );
     }
 }

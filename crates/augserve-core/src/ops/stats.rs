@@ -1,6 +1,7 @@
 //! Per-channel statistics of an output batch, for telemetry: mean, standard deviation, mean
 //! absolute deviation (robust to outliers) and the fraction of clipped pixels.
 
+use crate::ops::mix::ImageSums;
 use crate::spec::{DType, Layout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -13,67 +14,72 @@ pub struct BatchStats {
     pub clipped: [f32; 3],
 }
 
-/// Reads element `idx` of a tensor as f64.
-#[inline]
-fn value(data: &[u8], dtype: DType, idx: usize) -> f64 {
-    match dtype {
-        DType::Uint8 => f64::from(data[idx]),
-        DType::Float16 => f64::from(half::f16::from_le_bytes([data[idx * 2], data[idx * 2 + 1]])),
-        DType::Float32 => f64::from(f32::from_le_bytes([
-            data[idx * 4],
-            data[idx * 4 + 1],
-            data[idx * 4 + 2],
-            data[idx * 4 + 3],
-        ])),
-    }
-}
-
-/// Statistics of an output tensor `data` of `batch` images of `hw` pixels. `clip_lo`/`clip_hi`
-/// are the output values of pixel 0 and 255 per channel. Sums run in f64 in a fixed order, so
-/// the result does not depend on threads.
-pub fn batch_stats(
+/// Sum of `|x - mean[c]|` per channel over one output image (`data` is that image only).
+pub fn abs_dev_sums(
     data: &[u8],
-    batch: usize,
     hw: usize,
     dtype: DType,
     layout: Layout,
-    clip_lo: [f32; 3],
-    clip_hi: [f32; 3],
+    mean: [f64; 3],
+) -> [f64; 3] {
+    let mut out = [0.0f64; 3];
+    let mut visit = |k: usize, v: f64| {
+        let c = match layout {
+            Layout::Nchw => k / hw,
+            Layout::Nhwc => k % 3,
+        };
+        out[c] += (v - mean[c]).abs();
+    };
+    match dtype {
+        DType::Uint8 => data
+            .iter()
+            .enumerate()
+            .for_each(|(k, &v)| visit(k, f64::from(v))),
+        DType::Float16 => data
+            .chunks_exact(2)
+            .enumerate()
+            .for_each(|(k, b)| visit(k, f64::from(half::f16::from_le_bytes([b[0], b[1]])))),
+        DType::Float32 => data
+            .chunks_exact(4)
+            .enumerate()
+            .for_each(|(k, b)| visit(k, f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))),
+    }
+    out
+}
+
+/// Combines per-image sums (in image order, so the result does not depend on threads) into
+/// the batch statistics; `abs_dev` computes each image's absolute deviations from the batch
+/// mean (a second pass, since the mean must be known first).
+pub fn combine_stats(
+    sums: &[ImageSums],
+    hw: usize,
+    abs_dev: impl FnOnce([f64; 3]) -> Vec<[f64; 3]>,
 ) -> BatchStats {
-    let n = (batch * hw) as f64;
+    let n = (sums.len() * hw) as f64;
     if n == 0.0 {
         return BatchStats::default();
     }
-    let index = |b: usize, p: usize, c: usize| match layout {
-        Layout::Nchw => (b * 3 + c) * hw + p,
-        Layout::Nhwc => (b * hw + p) * 3 + c,
-    };
+    let mut total = ImageSums::default();
+    for s in sums {
+        for c in 0..3 {
+            total.sum[c] += s.sum[c];
+            total.sum_sq[c] += s.sum_sq[c];
+            total.clipped[c] += s.clipped[c];
+        }
+    }
+    let mean = total.sum.map(|s| s / n);
+    let mut abs = [0.0f64; 3];
+    for a in abs_dev(mean) {
+        for c in 0..3 {
+            abs[c] += a[c];
+        }
+    }
     let mut st = BatchStats::default();
     for c in 0..3 {
-        let (lo, hi) = (f64::from(clip_lo[c]), f64::from(clip_hi[c]));
-        let (lo, hi) = (lo.min(hi), lo.max(hi));
-        let mut sum = 0.0;
-        let mut clipped = 0u64;
-        for b in 0..batch {
-            for p in 0..hw {
-                let v = value(data, dtype, index(b, p, c));
-                sum += v;
-                clipped += u64::from(v <= lo + 1e-6 || v >= hi - 1e-6);
-            }
-        }
-        let mean = sum / n;
-        let (mut sq, mut abs) = (0.0, 0.0);
-        for b in 0..batch {
-            for p in 0..hw {
-                let d = value(data, dtype, index(b, p, c)) - mean;
-                sq += d * d;
-                abs += d.abs();
-            }
-        }
-        st.mean[c] = mean as f32;
-        st.std[c] = (sq / n).sqrt() as f32;
-        st.mad[c] = (abs / n) as f32;
-        st.clipped[c] = (clipped as f64 / n) as f32;
+        st.mean[c] = mean[c] as f32;
+        st.std[c] = (total.sum_sq[c] / n - mean[c] * mean[c]).max(0.0).sqrt() as f32;
+        st.mad[c] = (abs[c] / n) as f32;
+        st.clipped[c] = (total.clipped[c] as f64 / n) as f32;
     }
     st
 }
@@ -86,7 +92,14 @@ mod tests {
     fn stats_of_a_small_u8_tensor() {
         // One image, two pixels, NHWC: channel 0 = [0, 255], 1 = [10, 20], 2 = [5, 5].
         let data = [0u8, 10, 5, 255, 20, 5];
-        let s = batch_stats(&data, 1, 2, DType::Uint8, Layout::Nhwc, [0.0; 3], [255.0; 3]);
+        let sums = ImageSums {
+            sum: [255.0, 30.0, 10.0],
+            sum_sq: [65025.0, 500.0, 50.0],
+            clipped: [2, 0, 0],
+        };
+        let s = combine_stats(&[sums], 2, |m| {
+            vec![abs_dev_sums(&data, 2, DType::Uint8, Layout::Nhwc, m)]
+        });
         assert_eq!(s.mean, [127.5, 15.0, 5.0]);
         assert_eq!(s.std, [127.5, 5.0, 0.0]);
         assert_eq!(s.mad, [127.5, 5.0, 0.0]);

@@ -1,0 +1,396 @@
+//! `augserve run`: the main job. Streams epochs of batches through the pipeline in-process,
+//! with a progress bar, and prints what it did.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use augserve_core::pipeline::{CpuBatchOps, CpuResize};
+use augserve_core::sampler::batches;
+use augserve_core::spec::{ColorJitter, CropSpec, MixSpec};
+use augserve_core::{
+    demo, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec, ShardSpec,
+    StageTimings, TailPolicy,
+};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Dataset: an ImageFolder directory, a file list, or WebDataset .tar shard(s).
+    /// Without it, the built-in demo dataset is generated (once) and used.
+    #[arg(long, env = "AUGSERVE_DATA")]
+    data: Option<PathBuf>,
+    /// Dataset format; `auto` guesses from the path.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Pipeline spec (.toml or .json). Default: the ImageNet training recipe
+    /// (`augserve spec` prints it); on the demo dataset, that recipe plus jitter and mixup.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    epochs: u64,
+    #[arg(long, default_value_t = 0)]
+    start_epoch: u64,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0, env = "AUGSERVE_THREADS")]
+    threads: usize,
+    #[arg(long, default_value_t = 0)]
+    rank: u32,
+    #[arg(long, default_value_t = 1)]
+    world_size: u32,
+    /// Keep the dataset order instead of shuffling each epoch.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// How shards handle a dataset size that world_size does not divide.
+    #[arg(long, value_enum, default_value = "pad")]
+    tail: TailArg,
+    /// Drop the last batch of an epoch when it is short.
+    #[arg(long)]
+    drop_last: bool,
+    /// Stop after this many batches in total (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    max_batches: u64,
+    /// CPU resize implementation.
+    #[arg(long, value_enum, default_value = "fast")]
+    resize: ResizeArg,
+    /// Refuse images with more pixels than this (checked from the header, before decoding).
+    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    max_pixels: u64,
+    /// Refuse files larger than this many bytes.
+    #[arg(long, default_value_t = DecodeLimits::default().max_file_bytes)]
+    max_file_bytes: u64,
+    /// Write a PNG contact sheet of the first batch here.
+    #[arg(long)]
+    preview: Option<PathBuf>,
+    /// Write the run summary as JSON here.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Where the demo dataset is cached (default: $XDG_CACHE_HOME/augserve or ~/.cache/augserve).
+    #[arg(long, env = "AUGSERVE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Auto,
+    ImageFolder,
+    FileList,
+    Webdataset,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum TailArg {
+    Pad,
+    Drop,
+    Uneven,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ResizeArg {
+    Fast,
+    Reference,
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("augserve");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache/augserve");
+    }
+    PathBuf::from(".cache/augserve")
+}
+
+/// The demo recipe: the default plus the augmentations worth seeing.
+fn demo_spec() -> PipelineSpec {
+    PipelineSpec {
+        color: ColorJitter {
+            brightness: 0.3,
+            contrast: 0.3,
+            saturation: 0.3,
+        },
+        mix: MixSpec {
+            mixup_alpha: 0.2,
+            cutmix_alpha: 1.0,
+            num_classes: demo::CLASSES.len() as u32,
+            label_smoothing: 0.1,
+            ..MixSpec::default()
+        },
+        ..PipelineSpec::default()
+    }
+}
+
+fn describe(spec: &PipelineSpec) -> String {
+    let crop = match &spec.crop {
+        CropSpec::RandomResized { scale, ratio } => format!(
+            "RandomResizedCrop(scale {scale:?}, ratio [{:.3}, {:.3}])",
+            ratio[0], ratio[1]
+        ),
+        CropSpec::Center { crop_pct } => format!("CenterCrop(crop_pct {crop_pct})"),
+        CropSpec::Resize => "Resize".into(),
+    };
+    let c = &spec.color;
+    let m = &spec.mix;
+    let mix = if m.is_enabled() {
+        format!(
+            "mixup {} / cutmix {} ({:?}, prob {}, from epoch {} full at {})",
+            m.mixup_alpha,
+            m.cutmix_alpha,
+            m.mode,
+            m.prob,
+            m.schedule.start_epoch,
+            m.schedule.full_epoch
+        )
+    } else {
+        "no mixup".into()
+    };
+    format!(
+        "{crop} -> {}x{}, flip {}, jitter b/c/s {}/{}/{}, {mix}, {} {}",
+        spec.size.width,
+        spec.size.height,
+        spec.flip_prob,
+        c.brightness,
+        c.contrast,
+        c.saturation,
+        spec.output.dtype.name(),
+        spec.output.layout.name()
+    )
+}
+
+fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
+    acc.read += t.read;
+    acc.decode += t.decode;
+    acc.color += t.color;
+    acc.per_image_wall += t.per_image_wall;
+    acc.resize += t.resize;
+    acc.mix_normalize += t.mix_normalize;
+    acc.stats += t.stats;
+    acc.total += t.total;
+}
+
+#[allow(clippy::print_stdout)]
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
+    let (path, is_demo) = match &args.data {
+        Some(p) => (p.clone(), false),
+        None => {
+            let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+            std::fs::create_dir_all(&cache)
+                .with_context(|| format!("cannot create cache dir {}", cache.display()))?;
+            tracing::info!(cache = %cache.display(), "no --data given: using the built-in demo dataset");
+            (demo::ensure_demo_dataset(&cache)?, true)
+        }
+    };
+    let format = match args.format {
+        FormatArg::Auto => DatasetFormat::detect(&path)?,
+        FormatArg::ImageFolder => DatasetFormat::ImageFolder,
+        FormatArg::FileList => DatasetFormat::FileList,
+        FormatArg::Webdataset => DatasetFormat::WebDataset,
+    };
+    let limits = DecodeLimits {
+        max_pixels: args.max_pixels,
+        max_file_bytes: args.max_file_bytes,
+    };
+    let dataset = Arc::new(Dataset::open(&path, format, limits.max_file_bytes)?);
+    for s in dataset.skipped().iter().take(5) {
+        tracing::warn!("skipped while indexing: {s}");
+    }
+    let spec = match (&args.spec, is_demo) {
+        (Some(f), _) => PipelineSpec::from_path(f)?,
+        (None, true) => demo_spec(),
+        (None, false) => PipelineSpec::default(),
+    };
+    let resize = match args.resize {
+        ResizeArg::Fast => CpuResize::Fast,
+        ResizeArg::Reference => CpuResize::Reference,
+    };
+    let pipeline = Pipeline::new(
+        dataset.clone(),
+        spec.clone(),
+        PipelineOptions {
+            threads: args.threads,
+            limits,
+        },
+    )?
+    .with_batch_ops(Arc::new(CpuBatchOps { resize }));
+    let shard = ShardSpec {
+        seed: args.seed,
+        shuffle: !args.no_shuffle,
+        rank: args.rank,
+        world_size: args.world_size,
+        tail: match args.tail {
+            TailArg::Pad => TailPolicy::Pad,
+            TailArg::Drop => TailPolicy::Drop,
+            TailArg::Uneven => TailPolicy::Uneven,
+        },
+    };
+    shard.validate()?;
+
+    println!(
+        "dataset: {} ({}, {} samples, {} classes){}",
+        dataset.root().display(),
+        dataset.format().name(),
+        dataset.len(),
+        dataset.num_classes(),
+        if is_demo { " [built-in demo]" } else { "" }
+    );
+    println!("pipeline: {}", describe(&spec));
+    println!(
+        "batch ops: {} ({} resize); worker threads: {}; rank {}/{}",
+        pipeline.device(),
+        match resize {
+            CpuResize::Fast => "fast_image_resize",
+            CpuResize::Reference => "reference",
+        },
+        pipeline.threads(),
+        args.rank,
+        args.world_size
+    );
+
+    let per_epoch = shard.epoch_ids(dataset.len(), 0)?.len();
+    let batches_per_epoch = if args.drop_last {
+        per_epoch / args.batch_size
+    } else {
+        per_epoch.div_ceil(args.batch_size)
+    };
+    let mut total_batches = batches_per_epoch as u64 * args.epochs;
+    if args.max_batches > 0 {
+        total_batches = total_batches.min(args.max_batches);
+    }
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total_batches)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ({elapsed}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+
+    let started = Instant::now();
+    let (mut images, mut out_bytes, mut done) = (0u64, 0u64, 0u64);
+    let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut first_errors = Vec::new();
+    let mut timings = StageTimings::default();
+    let mut last_stats = None;
+    let mut device = String::new();
+    'epochs: for epoch in args.start_epoch..args.start_epoch + args.epochs {
+        bar.set_prefix(epoch.to_string());
+        let epoch_start = Instant::now();
+        let ids = shard.epoch_ids(dataset.len(), epoch)?;
+        let mut epoch_images = 0u64;
+        for (i, chunk) in batches(&ids, args.batch_size, args.drop_last)
+            .into_iter()
+            .enumerate()
+        {
+            if args.max_batches > 0 && done >= args.max_batches {
+                break 'epochs;
+            }
+            let mix_key = i as u64 * u64::from(args.world_size) + u64::from(args.rank);
+            let batch = pipeline.batch(args.seed, epoch, i as u64, mix_key, chunk)?;
+            if done == 0 {
+                if let Some(p) = &args.preview {
+                    crate::preview::write_preview(&batch, &spec.normalize, p)?;
+                    tracing::info!(path = %p.display(), "wrote preview of the first batch");
+                }
+            }
+            for e in &batch.errors {
+                *errors.entry(e.kind.reason_code()).or_default() += 1;
+                if first_errors.len() < 5 {
+                    first_errors.push(e.to_string());
+                }
+                tracing::debug!("{e}");
+            }
+            images += batch.len() as u64;
+            epoch_images += batch.len() as u64;
+            out_bytes += batch.tensor.data.len() as u64;
+            add_timings(&mut timings, &batch.timings);
+            last_stats = Some(batch.stats);
+            device = batch.device;
+            done += 1;
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{:.0} img/s", images as f64 / secs));
+            bar.inc(1);
+        }
+        let es = epoch_start.elapsed().as_secs_f64().max(1e-9);
+        bar.suspend(|| {
+            println!(
+                "epoch {epoch}: {epoch_images} images in {es:.2} s ({:.0} images/s)",
+                epoch_images as f64 / es
+            );
+        });
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let n_err: u64 = errors.values().sum();
+    let per_batch = |d: Duration| {
+        if done == 0 {
+            0.0
+        } else {
+            d.as_secs_f64() * 1e3 / done as f64
+        }
+    };
+    println!(
+        "total: {images} images in {done} batches, {secs:.2} s: {:.1} images/s, {:.1} MB/s of output, device {device}",
+        images as f64 / secs,
+        out_bytes as f64 / secs / 1e6
+    );
+    println!(
+        "stages, ms per batch (per-image stages summed over threads): read {:.1}, decode {:.1}, colour {:.1} | per-image wall {:.1} | resize {:.1}, mix+normalise {:.1}, stats {:.1} | total {:.1}",
+        per_batch(timings.read),
+        per_batch(timings.decode),
+        per_batch(timings.color),
+        per_batch(timings.per_image_wall),
+        per_batch(timings.resize),
+        per_batch(timings.mix_normalize),
+        per_batch(timings.stats),
+        per_batch(timings.total)
+    );
+    if let Some(s) = &last_stats {
+        let f = |v: [f32; 3]| format!("[{:.3}, {:.3}, {:.3}]", v[0], v[1], v[2]);
+        println!(
+            "last batch stats: mean {} std {} mad {} clipped {}",
+            f(s.mean),
+            f(s.std),
+            f(s.mad),
+            f(s.clipped)
+        );
+    }
+    if n_err > 0 {
+        println!(
+            "image errors: {n_err} ({errors:?}); first: {}",
+            first_errors.join("; ")
+        );
+    } else {
+        println!("image errors: 0");
+    }
+    if let Some(p) = &args.summary_json {
+        let summary = serde_json::json!({
+            "dataset": dataset.root(), "format": dataset.format().name(), "samples": dataset.len(),
+            "images": images, "batches": done, "seconds": secs,
+            "images_per_s": images as f64 / secs, "output_mb_per_s": out_bytes as f64 / secs / 1e6,
+            "threads": pipeline.threads(), "device": device, "errors": errors,
+            "ms_per_batch": {
+                "read": per_batch(timings.read), "decode": per_batch(timings.decode), "color": per_batch(timings.color),
+                "per_image_wall": per_batch(timings.per_image_wall), "resize": per_batch(timings.resize),
+                "mix_normalize": per_batch(timings.mix_normalize), "stats": per_batch(timings.stats), "total": per_batch(timings.total),
+            },
+            "last_batch_stats": last_stats.map(|s| serde_json::json!({"mean": s.mean, "std": s.std, "mad": s.mad, "clipped": s.clipped})),
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&summary)?)?;
+    }
+    Ok(())
+}

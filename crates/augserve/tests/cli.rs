@@ -1,0 +1,78 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The `augserve` binary as a user runs it.
+
+use std::process::Command;
+
+fn augserve() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_augserve"))
+}
+
+#[test]
+fn run_on_the_demo_dataset_reports_and_writes_a_preview() {
+    let d = tempfile::tempdir().unwrap();
+    let preview = d.path().join("preview.png");
+    let summary = d.path().join("summary.json");
+    let out = augserve()
+        .args(["run", "--quiet", "--epochs", "2", "--batch-size", "32", "--threads", "2"])
+        .arg("--cache-dir")
+        .arg(d.path().join("cache"))
+        .arg("--preview")
+        .arg(&preview)
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("[built-in demo]"), "{stdout}");
+    assert!(stdout.contains("batch ops: cpu"), "{stdout}");
+    assert!(stdout.contains("total: 640 images"), "{stdout}");
+    assert!(stdout.contains("image errors: 0"), "{stdout}");
+    let png = image::open(&preview).unwrap();
+    assert!(png.width() > 224 * 4);
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["images"], 640);
+    assert!(s["images_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_inputs_fail_with_a_clear_message() {
+    let d = tempfile::tempdir().unwrap();
+    let out = augserve().args(["run", "--quiet", "--data"]).arg(d.path().join("missing")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing") && err.contains("error:"), "{err}");
+
+    let spec = d.path().join("bad.toml");
+    std::fs::write(&spec, "[mix]\nmixup_alpha = -1.0\n").unwrap();
+    let out = augserve().arg("spec").arg(&spec).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mix.mixup_alpha"), "{err}");
+
+    let out = augserve().arg("spec").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[normalize]"));
+}
+
+#[test]
+fn explicit_dataset_and_spec_file() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let out = augserve().arg("demo-data").arg(&data).args(["--per-class", "3"]).output().unwrap();
+    assert!(out.status.success());
+    let spec = d.path().join("spec.json");
+    std::fs::write(&spec, r#"{"size": {"width": 64, "height": 48}, "crop": {"mode": "center"}, "output": {"dtype": "uint8", "layout": "NHWC"}}"#).unwrap();
+    let out = augserve()
+        .args(["run", "--quiet", "--batch-size", "8", "--world-size", "2", "--rank", "1", "--tail", "uneven"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--spec")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("30 samples") && stdout.contains("total: 15 images"), "{stdout}");
+    assert!(stdout.contains("CenterCrop") && stdout.contains("uint8 NHWC"), "{stdout}");
+}

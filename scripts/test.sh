@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (Python + Pillow in a venv under target/,
+# real photos from Debian's mate-backgrounds), then checks formatting and lints and runs
+# every test. Safe to run again; later runs reuse what earlier ones installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/pyenv
+if [ ! -x "$venv/bin/python" ]; then
+  echo "== creating $venv"
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+
+echo "== real photos for the resize comparison"
+./scripts/fetch-photos.sh target/testdata/photos
+
+export AUGSERVE_PYTHON="$PWD/$venv/bin/python"
+export AUGSERVE_TEST_PHOTOS="$PWD/target/testdata/photos"
+# Everything above is installed, so no test may skip for want of it.
+export AUGSERVE_REQUIRE_PEERS=1
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
