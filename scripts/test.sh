@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (Python + Pillow in a venv under target/,
-# real photos from Debian's mate-backgrounds), then checks formatting and lints and runs
+# The test command: installs what the tests need (Python + Pillow + NVRTC in a venv under
+# target/, real photos from Debian's mate-backgrounds), then checks formatting and lints and runs
 # every test. Safe to run again; later runs reuse what earlier ones installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,10 @@ fi
 
 echo "== real photos for the resize comparison"
 ./scripts/fetch-photos.sh target/testdata/photos
+
+# NVRTC from the wheel: dlopen finds it through LD_LIBRARY_PATH (read at process start).
+nvrtc_lib=$("$venv/bin/python" -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')
+export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 export AUGSERVE_PYTHON="$PWD/$venv/bin/python"
 export AUGSERVE_TEST_PHOTOS="$PWD/target/testdata/photos"

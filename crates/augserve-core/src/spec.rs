@@ -410,6 +410,12 @@ impl PipelineSpec {
         if m.num_classes > 1_000_000 {
             return Err(Error::spec("mix.num_classes", "must be <= 1000000"));
         }
+        if self.placement.color == Device::Gpu {
+            return Err(Error::spec(
+                "placement.color",
+                "colour jitter on the GPU is not supported yet (it comes with GPU decoding); use \"cpu\" or \"auto\"",
+            ));
+        }
         for c in 0..3 {
             if !self.normalize.mean[c].is_finite() {
                 return Err(Error::spec(

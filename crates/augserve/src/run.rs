@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use augserve_core::pipeline::{CpuBatchOps, CpuResize};
 use augserve_core::sampler::batches;
-use augserve_core::spec::{ColorJitter, CropSpec, MixSpec};
+use augserve_core::spec::{ColorJitter, CropSpec, Device, MixSpec};
+use augserve_core::BatchOps;
 use augserve_core::{
     demo, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec, ShardSpec,
     StageTimings, TailPolicy,
 };
+use augserve_cuda::{GpuBatchOps, GpuDevice};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -57,6 +59,10 @@ pub struct RunArgs {
     /// Stop after this many batches in total (0 = no limit).
     #[arg(long, default_value_t = 0)]
     max_batches: u64,
+    /// Where the batch ops (resize, mixup + normalise) run: `auto` uses the GPU when one is
+    /// usable (driver, device, NVRTC) and the spec's placement allows, else the CPU.
+    #[arg(long, value_enum, default_value = "auto", env = "AUGSERVE_DEVICE")]
+    device: DeviceArg,
     /// CPU resize implementation.
     #[arg(long, value_enum, default_value = "fast")]
     resize: ResizeArg,
@@ -93,6 +99,13 @@ enum TailArg {
     Pad,
     Drop,
     Uneven,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Gpu,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -167,6 +180,43 @@ fn describe(spec: &PipelineSpec) -> String {
     )
 }
 
+/// Picks the batch-ops backend: the GPU when asked for or available, else the CPU.
+/// Returns it with a line saying what was chosen and why.
+fn choose_batch_ops(
+    device: DeviceArg,
+    spec: &PipelineSpec,
+    cpu: CpuBatchOps,
+) -> anyhow::Result<(Arc<dyn BatchOps>, String)> {
+    let placed = [spec.placement.resize, spec.placement.mix];
+    let explicit = device == DeviceArg::Gpu || placed.contains(&Device::Gpu);
+    let allowed = device != DeviceArg::Cpu && !placed.contains(&Device::Cpu);
+    if device == DeviceArg::Gpu && !allowed {
+        anyhow::bail!("--device gpu conflicts with the spec's placement (resize/mix = \"cpu\")");
+    }
+    if !allowed {
+        return Ok((Arc::new(cpu), "cpu (as asked)".into()));
+    }
+    match GpuDevice::open(0).and_then(|d| GpuBatchOps::new(d, 2)) {
+        Ok(gpu) => {
+            let i = gpu.device_info();
+            let line = format!(
+                "{} (compute {}.{}, {:.0} GiB, kernels compiled by NVRTC for {})",
+                gpu.device(),
+                i.compute_capability.0,
+                i.compute_capability.1,
+                i.total_memory as f64 / (1u64 << 30) as f64,
+                i.arch
+            );
+            Ok((Arc::new(gpu), line))
+        }
+        Err(e) if explicit => Err(anyhow::anyhow!("the GPU was requested, but {e}")),
+        Err(e) => {
+            tracing::info!("{e}; batch ops run on the CPU");
+            Ok((Arc::new(cpu), format!("cpu ({e})")))
+        }
+    }
+}
+
 fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.read += t.read;
     acc.decode += t.decode;
@@ -214,6 +264,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ResizeArg::Fast => CpuResize::Fast,
         ResizeArg::Reference => CpuResize::Reference,
     };
+    let (ops, ops_line) = choose_batch_ops(args.device, &spec, CpuBatchOps { resize })?;
     let pipeline = Pipeline::new(
         dataset.clone(),
         spec.clone(),
@@ -222,7 +273,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             limits,
         },
     )?
-    .with_batch_ops(Arc::new(CpuBatchOps { resize }));
+    .with_batch_ops(ops);
     let shard = ShardSpec {
         seed: args.seed,
         shuffle: !args.no_shuffle,
@@ -246,8 +297,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     println!("pipeline: {}", describe(&spec));
     println!(
-        "batch ops: {} ({} resize); worker threads: {}; rank {}/{}",
-        pipeline.device(),
+        "batch ops: {ops_line}; CPU resize: {}; worker threads: {}; rank {}/{}",
         match resize {
             CpuResize::Fast => "fast_image_resize",
             CpuResize::Reference => "reference",

@@ -3,6 +3,12 @@
 
 use std::process::Command;
 
+/// Prints a skip notice past the test harness's capture, so it shows in the run's output.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
 fn augserve() -> Command {
     Command::new(env!("CARGO_BIN_EXE_augserve"))
 }
@@ -13,7 +19,16 @@ fn run_on_the_demo_dataset_reports_and_writes_a_preview() {
     let preview = d.path().join("preview.png");
     let summary = d.path().join("summary.json");
     let out = augserve()
-        .args(["run", "--quiet", "--epochs", "2", "--batch-size", "32", "--threads", "2"])
+        .args([
+            "run",
+            "--quiet",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--threads",
+            "2",
+        ])
         .arg("--cache-dir")
         .arg(d.path().join("cache"))
         .arg("--preview")
@@ -23,9 +38,20 @@ fn run_on_the_demo_dataset_reports_and_writes_a_preview() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("[built-in demo]"), "{stdout}");
-    assert!(stdout.contains("batch ops: cpu"), "{stdout}");
+    assert!(stdout.contains("batch ops: "), "{stdout}");
+    if !stdout.contains("batch ops: gpu") {
+        // No GPU here: the run says why and uses the CPU.
+        assert!(
+            stdout.contains("batch ops: cpu (GPU unavailable"),
+            "{stdout}"
+        );
+    }
     assert!(stdout.contains("total: 640 images"), "{stdout}");
     assert!(stdout.contains("image errors: 0"), "{stdout}");
     let png = image::open(&preview).unwrap();
@@ -38,7 +64,11 @@ fn run_on_the_demo_dataset_reports_and_writes_a_preview() {
 #[test]
 fn bad_inputs_fail_with_a_clear_message() {
     let d = tempfile::tempdir().unwrap();
-    let out = augserve().args(["run", "--quiet", "--data"]).arg(d.path().join("missing")).output().unwrap();
+    let out = augserve()
+        .args(["run", "--quiet", "--data"])
+        .arg(d.path().join("missing"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing") && err.contains("error:"), "{err}");
@@ -59,12 +89,28 @@ fn bad_inputs_fail_with_a_clear_message() {
 fn explicit_dataset_and_spec_file() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    let out = augserve().arg("demo-data").arg(&data).args(["--per-class", "3"]).output().unwrap();
+    let out = augserve()
+        .arg("demo-data")
+        .arg(&data)
+        .args(["--per-class", "3"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let spec = d.path().join("spec.json");
     std::fs::write(&spec, r#"{"size": {"width": 64, "height": 48}, "crop": {"mode": "center"}, "output": {"dtype": "uint8", "layout": "NHWC"}}"#).unwrap();
     let out = augserve()
-        .args(["run", "--quiet", "--batch-size", "8", "--world-size", "2", "--rank", "1", "--tail", "uneven"])
+        .args([
+            "run",
+            "--quiet",
+            "--batch-size",
+            "8",
+            "--world-size",
+            "2",
+            "--rank",
+            "1",
+            "--tail",
+            "uneven",
+        ])
         .arg("--data")
         .arg(&data)
         .arg("--spec")
@@ -72,7 +118,46 @@ fn explicit_dataset_and_spec_file() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("30 samples") && stdout.contains("total: 15 images"), "{stdout}");
-    assert!(stdout.contains("CenterCrop") && stdout.contains("uint8 NHWC"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("30 samples") && stdout.contains("total: 15 images"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CenterCrop") && stdout.contains("uint8 NHWC"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn explicit_gpu_without_a_gpu_fails_clearly_and_cpu_is_honoured() {
+    if augserve_cuda::GpuDevice::open(0).is_ok() {
+        skipped("a GPU is present");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = augserve()
+        .args(["run", "--quiet", "--device", "gpu", "--max-batches", "1"])
+        .arg("--cache-dir")
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GPU was requested") && err.contains("GPU unavailable"),
+        "{err}"
+    );
+    let out = augserve()
+        .args(["run", "--quiet", "--device", "cpu", "--max-batches", "1"])
+        .arg("--cache-dir")
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("batch ops: cpu (as asked)"));
 }

@@ -1,0 +1,84 @@
+//! Finding a usable GPU: driver present, device present, kernels compiled and loaded.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction};
+
+use crate::kernels::{compile_ptx, KERNEL_NAMES};
+use crate::GpuError;
+
+/// What `augserve` reports about the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub total_memory: usize,
+    pub arch: String,
+}
+
+/// An opened device with its kernels compiled (once per process per device) and loaded.
+pub struct GpuDevice {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) info: GpuInfo,
+    pub(crate) resize_h: CudaFunction,
+    pub(crate) resize_v: CudaFunction,
+    pub(crate) mix_normalize: CudaFunction,
+    pub(crate) abs_dev: CudaFunction,
+}
+
+/// Whether libnvrtc can be loaded (enough to compile kernels to PTX, no GPU needed).
+pub fn nvrtc_available() -> bool {
+    // SAFETY: only tries to dlopen the library by its usual names; no CUDA call is made.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+fn driver_available() -> bool {
+    // SAFETY: as above, for libcuda. cudarc panics on first use when the library is
+    // missing, so this probe must come before any driver call.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+impl GpuDevice {
+    /// Opens device `ordinal` and compiles the kernels for its architecture.
+    pub fn open(ordinal: usize) -> Result<Arc<Self>, GpuError> {
+        if !driver_available() {
+            return Err(GpuError::NoDriver);
+        }
+        if !nvrtc_available() {
+            return Err(GpuError::NoNvrtc);
+        }
+        let count = CudaContext::device_count().map_err(|e| GpuError::NoDevice(format!("{e}")))?;
+        if count <= 0 || ordinal >= count as usize {
+            return Err(GpuError::NoDevice(format!(
+                "no CUDA device {ordinal} ({count} present)"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| GpuError::NoDevice(format!("{e}")))?;
+        let (major, minor) = ctx.compute_capability()?;
+        let arch = format!("compute_{major}{minor}");
+        let ptx = compile_ptx(&arch)?;
+        let module = ctx.load_module(ptx)?;
+        let f = |name: &str| module.load_function(name);
+        let info = GpuInfo {
+            ordinal,
+            name: ctx.name()?,
+            compute_capability: (major, minor),
+            total_memory: ctx.total_mem()?,
+            arch,
+        };
+        debug_assert_eq!(KERNEL_NAMES.len(), 4);
+        Ok(Arc::new(GpuDevice {
+            resize_h: f("resize_horizontal_u8")?,
+            resize_v: f("resize_vertical_u8")?,
+            mix_normalize: f("mix_normalize")?,
+            abs_dev: f("abs_dev_sums")?,
+            ctx,
+            info,
+        }))
+    }
+
+    pub fn info(&self) -> &GpuInfo {
+        &self.info
+    }
+}

@@ -1,0 +1,35 @@
+use cudarc::driver::sys::CUresult;
+use cudarc::driver::DriverError;
+
+/// Why the GPU path is unavailable or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("GPU unavailable: libcuda not found (no NVIDIA driver)")]
+    NoDriver,
+    #[error(
+        "GPU unavailable: libnvrtc not found (install the CUDA runtime, or \
+         `pip install nvidia-cuda-nvrtc-cu12` and add its lib folder to LD_LIBRARY_PATH)"
+    )]
+    NoNvrtc,
+    #[error("GPU unavailable: {0}")]
+    NoDevice(String),
+    #[error("kernel compilation failed: {0}")]
+    Compile(String),
+    #[error("GPU out of memory allocating {bytes} bytes")]
+    OutOfMemory { bytes: usize },
+    #[error("batch of {0} images exceeds the GPU grid limit of 65535")]
+    BatchTooLarge(usize),
+    #[error("CUDA driver: {0}")]
+    Driver(#[from] DriverError),
+}
+
+impl GpuError {
+    /// Maps an allocation failure, naming the size when the driver ran out of memory.
+    pub(crate) fn alloc(e: DriverError, bytes: usize) -> Self {
+        if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            GpuError::OutOfMemory { bytes }
+        } else {
+            GpuError::Driver(e)
+        }
+    }
+}

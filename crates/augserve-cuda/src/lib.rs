@@ -1,0 +1,14 @@
+//! augserve-cuda: the GPU batch ops. Our CUDA kernels (`kernels/*.cu`) are compiled once per
+//! process by NVRTC for the device's own architecture and launched through cudarc, which
+//! loads libcuda and libnvrtc at run time: the crate builds without a CUDA toolkit and runs
+//! without a GPU, where [`GpuDevice::open`] returns a [`GpuError`] and callers use the CPU.
+
+mod device;
+mod error;
+pub mod kernels;
+mod launch;
+mod ops;
+
+pub use device::{nvrtc_available, GpuDevice, GpuInfo};
+pub use error::GpuError;
+pub use ops::{mix_descs, plan_resize, GpuBatchOps, GpuTimings, ResizePlan};

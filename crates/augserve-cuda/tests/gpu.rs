@@ -1,0 +1,186 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+//! GPU against CPU on fresh random inputs, and kernel timings. Needs a CUDA device: without
+//! one every test prints `skipped: no GPU (...)`. benches/gpu/check.sh runs these on a device
+//! machine with --nocapture and saves the output under benches/results/.
+
+use std::sync::Arc;
+
+use augserve_core::image::RgbImage;
+use augserve_core::ops::crop::{random_resized_crop_params, CropBox};
+use augserve_core::ops::mix::{plan_mix, MixPlan};
+use augserve_core::pipeline::{BatchOps, CpuBatchOps, CpuResize, PreparedImage};
+use augserve_core::rng::{keyed_rng, Purpose};
+use augserve_core::spec::{DType, EpochMix, Layout, MixMode, OutputSpec, PipelineSpec};
+use augserve_cuda::{GpuBatchOps, GpuDevice};
+use rand::{Rng, RngCore};
+
+/// Prints a skip notice past the test harness's capture, so it shows in the run's output.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
+fn device() -> Option<Arc<GpuDevice>> {
+    match GpuDevice::open(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            skipped(&format!("no GPU ({e})"));
+            None
+        }
+    }
+}
+
+/// ImageNet-like crops: 500x375-ish regions with RandomResizedCrop boxes.
+fn batch(seed: u64, n: usize) -> Vec<PreparedImage> {
+    let mut rng = keyed_rng(seed, 0, Purpose::Sample, 0);
+    (0..n as u64)
+        .map(|id| {
+            let (w, h) = (
+                rng.random_range(333..=500u32),
+                rng.random_range(250..=375u32),
+            );
+            let mut data = vec![0u8; (w * h * 3) as usize];
+            rng.fill_bytes(&mut data);
+            let (t, l, ch, cw) =
+                random_resized_crop_params(&mut rng, w, h, [0.08, 1.0], [0.75, 4.0 / 3.0]);
+            PreparedImage {
+                sample_id: id,
+                label: (id % 10) as i64,
+                region: RgbImage::from_vec(w, h, data).unwrap(),
+                crop: CropBox {
+                    x0: l as f32,
+                    y0: t as f32,
+                    x1: (l + cw) as f32,
+                    y1: (t + ch) as f32,
+                },
+                flip: rng.random(),
+            }
+        })
+        .collect()
+}
+
+fn mix_plan(n: usize, key: u64) -> MixPlan {
+    let m = EpochMix {
+        mixup_alpha: 0.4,
+        cutmix_alpha: 1.0,
+        prob: 1.0,
+        switch_prob: 0.5,
+        mode: MixMode::Elem,
+    };
+    plan_mix(&mut keyed_rng(1, 0, Purpose::Batch, key), &m, n, 224, 224)
+}
+
+#[test]
+fn gpu_equals_cpu_reference_on_random_inputs() {
+    let Some(dev) = device() else { return };
+    let gpu = GpuBatchOps::new(dev, 2).unwrap();
+    let reference = CpuBatchOps {
+        resize: CpuResize::Reference,
+    };
+    let fast = CpuBatchOps {
+        resize: CpuResize::Fast,
+    };
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
+    for (k, (dtype, layout)) in [
+        (DType::Uint8, Layout::Nhwc),
+        (DType::Float16, Layout::Nchw),
+        (DType::Float32, Layout::Nchw),
+        (DType::Float32, Layout::Nhwc),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let images = batch(100 + k as u64, 48);
+        let plan = mix_plan(images.len(), k as u64);
+        let spec = PipelineSpec {
+            output: OutputSpec { dtype, layout },
+            ..PipelineSpec::default()
+        };
+        let g = gpu.run_gpu(&images, &plan, &spec).unwrap();
+        let r = reference.run(&images, &plan, &spec, &pool).unwrap();
+        let f = fast.run(&images, &plan, &spec, &pool).unwrap();
+        assert_eq!(g.tensor.shape, r.tensor.shape);
+        assert!(
+            g.tensor.data == r.tensor.data,
+            "{dtype:?} {layout:?}: GPU differs from the CPU reference"
+        );
+        if dtype == DType::Uint8 {
+            let max = g
+                .tensor
+                .data
+                .iter()
+                .zip(&f.tensor.data)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
+            assert!(max <= 1, "GPU vs CPU fast path: max diff {max}");
+        }
+        for c in 0..3 {
+            for (a, b, what) in [
+                (g.stats.mean[c], r.stats.mean[c], "mean"),
+                (g.stats.std[c], r.stats.std[c], "std"),
+                (g.stats.mad[c], r.stats.mad[c], "mad"),
+                (g.stats.clipped[c], r.stats.clipped[c], "clipped"),
+            ] {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{what}[{c}]: gpu {a} cpu {b}"
+                );
+            }
+        }
+        println!(
+            "{dtype:?} {layout:?}: GPU output identical to the CPU reference; stats within 1e-4"
+        );
+    }
+}
+
+#[test]
+fn gpu_timings_at_batch_256() {
+    let Some(dev) = device() else { return };
+    let name = dev.info().name.clone();
+    let gpu = GpuBatchOps::new(dev.clone(), 1).unwrap();
+    let images = batch(7, 256);
+    let plan = mix_plan(images.len(), 0);
+    let spec = PipelineSpec {
+        output: OutputSpec {
+            dtype: DType::Float16,
+            layout: Layout::Nchw,
+        },
+        ..PipelineSpec::default()
+    };
+    gpu.run_gpu_timed(&images, &plan, &spec).unwrap(); // warm-up: allocation, first launch
+    let mut best = None::<augserve_cuda::GpuTimings>;
+    for _ in 0..10 {
+        let (_, t) = gpu.run_gpu_timed(&images, &plan, &spec).unwrap();
+        if best.is_none_or(|b| t.resize_ms + t.mix_normalize_ms < b.resize_ms + b.mix_normalize_ms)
+        {
+            best = Some(t);
+        }
+    }
+    let t = best.unwrap();
+    let src_bytes: usize = images.iter().map(|i| i.region.data.len()).sum();
+    let resized = 256 * 224 * 224 * 3;
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
+    let cpu_start = std::time::Instant::now();
+    CpuBatchOps::default()
+        .run(&images, &plan, &spec, &pool)
+        .unwrap();
+    let cpu_ms = cpu_start.elapsed().as_secs_f64() * 1e3;
+    // The resize reads each crop's rows once (horizontal) and writes/reads the u8 scratch;
+    // mix_normalize reads the u8 batch (own + partner) and writes f16.
+    let resize_bytes = src_bytes + 2 * resized; // lower bound: source + output (scratch ignored)
+    let mix_bytes = 2 * resized + t.output_bytes;
+    let gbs = |bytes: usize, ms: f64| bytes as f64 / (ms / 1e3) / 1e9;
+    println!("device: {name}");
+    println!(
+        "batch 256, 224x224 f16 NCHW, ImageNet-like crops ({:.1} MB of u8 crops uploaded)",
+        src_bytes as f64 / 1e6
+    );
+    println!("upload (pack + H2D) {:.3} ms | resize {:.3} ms ({:.0} GB/s of {:.1} MB) | mix+normalise {:.3} ms ({:.0} GB/s of {:.1} MB) | stats {:.3} ms | download {:.3} ms",
+        t.upload_ms, t.resize_ms, gbs(resize_bytes, t.resize_ms), resize_bytes as f64 / 1e6,
+        t.mix_normalize_ms, gbs(mix_bytes, t.mix_normalize_ms), mix_bytes as f64 / 1e6, t.stats_ms, t.download_ms);
+    println!(
+        "CPU batch ops on {} threads: {cpu_ms:.1} ms for the same batch",
+        pool.current_num_threads()
+    );
+}

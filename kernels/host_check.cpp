@@ -1,0 +1,53 @@
+// Host build of the kernels' per-pixel arithmetic, for tests only: each function loops over
+// what a kernel's grid would cover and calls the same AS_HD functions the device runs.
+// Compiled by crates/augserve-cuda/tests/host_arithmetic.rs with the system C++ compiler.
+#include "mix.cuh"
+#include "resize.cuh"
+
+extern "C" {
+
+unsigned short host_f32_to_f16(float f) { return f32_to_f16_bits(f); }
+float host_f16_to_f32(unsigned short h) { return f16_bits_to_f32(h); }
+
+// Both resize passes over a whole batch, as resize_horizontal_u8 + resize_vertical_u8.
+void host_resize_batch(const u8* src, u8* tmp, u8* out, const ResizeDesc* descs, int batch,
+                       const int* hfirst, const int* hcount, const int* hweights,
+                       const int* vfirst, const int* vcount, const int* vweights, int out_w,
+                       int out_h) {
+    for (int img = 0; img < batch; ++img)
+        for (int row = 0; row < descs[img].tmp_rows; ++row)
+            for (int xc = 0; xc < out_w * 3; ++xc)
+                resize_h_value(src, tmp, descs, hfirst, hcount, hweights, out_w, img, row, xc);
+    for (int img = 0; img < batch; ++img)
+        for (int y = 0; y < out_h; ++y)
+            for (int xc = 0; xc < out_w * 3; ++xc)
+                resize_v_value(tmp, out, descs, vfirst, vcount, vweights, out_w, out_h, img, y,
+                               xc);
+}
+
+// mix_normalize over a whole batch; sums as the kernel accumulates them (double).
+void host_mix_normalize(const u8* images, const MixDesc* mix, const float* scale,
+                        const float* bias, int dtype, int layout, u8* out, int batch, int height,
+                        int width, double* sums) {
+    for (int img = 0; img < batch; ++img)
+        for (int y = 0; y < height; ++y)
+            for (int x = 0; x < width; ++x) {
+                float vals[3];
+                int clipped[3];
+                mix_normalize_pixel(images, mix, scale, bias, dtype, layout, out, img, y, x,
+                                    height, width, vals, clipped);
+                for (int c = 0; c < 3; ++c) {
+                    sums[c] += vals[c];
+                    sums[3 + c] += (double)vals[c] * vals[c];
+                    sums[6 + c] += clipped[c];
+                }
+            }
+}
+
+float host_load_output(const u8* out, int dtype, unsigned long long idx) {
+    return load_output(out, dtype, idx);
+}
+
+unsigned long long host_sizeof_resize_desc() { return sizeof(ResizeDesc); }
+unsigned long long host_sizeof_mix_desc() { return sizeof(MixDesc); }
+}
