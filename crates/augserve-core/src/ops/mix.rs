@@ -204,49 +204,29 @@ pub struct ImageSums {
     pub clipped: [u64; 3],
 }
 
-/// Calls `f(pixel, channel, value)` for every mixed value of image `i`, in HWC order.
-#[inline(always)]
-fn for_each_mixed(
-    images: &[u8],
-    height: u32,
-    width: u32,
-    plan: &MixPlan,
-    i: usize,
-    mut f: impl FnMut(usize, usize, f32),
-) {
-    let img_len = height as usize * width as usize * 3;
-    let own = &images[i * img_len..(i + 1) * img_len];
-    let j = plan.partner[i] as usize;
-    let other = &images[j * img_len..(j + 1) * img_len];
-    let lam = plan.lam[i];
-    match plan.cut[i] {
-        Some(b) => {
-            for y in 0..height {
-                for x in 0..width {
-                    let p = y as usize * width as usize + x as usize;
-                    let src = if b.contains(y, x) { other } else { own };
-                    for c in 0..3 {
-                        f(p, c, f32::from(src[p * 3 + c]));
-                    }
-                }
+/// Fills `row` (HWC, `width * 3` values) with the mixed values of row `y` of image `i`.
+#[inline]
+fn mixed_row(own: &[u8], other: &[u8], lam: f32, cut: Option<CutBox>, y: u32, row: &mut [f32]) {
+    match cut {
+        Some(b) if y >= b.y0 && y < b.y1 => {
+            let (x0, x1) = (b.x0 as usize * 3, b.x1 as usize * 3);
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = f32::from(if k >= x0 && k < x1 { other[k] } else { own[k] });
             }
         }
-        None if lam == 1.0 || j == i => {
-            for (k, &v) in own.iter().enumerate() {
-                f(k / 3, k % 3, f32::from(v));
-            }
-        }
-        None => {
-            for (k, (&a, &b)) in own.iter().zip(other).enumerate() {
-                f(k / 3, k % 3, mix_value(a, b, lam));
-            }
-        }
+        Some(_) => row.iter_mut().zip(own).for_each(|(v, &a)| *v = f32::from(a)),
+        None if lam == 1.0 => row.iter_mut().zip(own).for_each(|(v, &a)| *v = f32::from(a)),
+        None => row
+            .iter_mut()
+            .zip(own.iter().zip(other))
+            .for_each(|(v, (&a, &b))| *v = mix_value(a, b, lam)),
     }
 }
 
 /// Mixes image `i` of a batch of HWC u8 images (`images`, contiguous) per `plan` and writes
 /// it to `out` in `dtype` and `layout`. u8 output rounds the mixed value and is not
-/// normalised. Returns the image's sums for the batch statistics.
+/// normalised. Returns the image's sums (of the values as written) for the statistics.
+/// Works a row at a time: mixed values, then output values, then one copy per channel row.
 #[allow(clippy::too_many_arguments)]
 pub fn mix_normalize_image(
     images: &[u8],
@@ -259,35 +239,89 @@ pub fn mix_normalize_image(
     layout: Layout,
     out: &mut [u8],
 ) -> ImageSums {
-    let hw = height as usize * width as usize;
+    let w = width as usize;
+    let hw = height as usize * w;
+    let img_len = hw * 3;
+    let own = &images[i * img_len..(i + 1) * img_len];
+    let j = plan.partner[i] as usize;
+    let other = &images[j * img_len..(j + 1) * img_len];
+    let (lam, cut) = if j == i { (1.0, None) } else { (plan.lam[i], plan.cut[i]) };
+    let mut mixed = vec![0f32; w * 3];
+    let mut vals = vec![0f32; w * 3];
+    let mut halfs = vec![half::f16::ZERO; w * 3];
     let mut sums = ImageSums::default();
-    let mut acc = |c: usize, raw: f32, o: f32| {
-        sums.sum[c] += f64::from(o);
-        sums.sum_sq[c] += f64::from(o) * f64::from(o);
-        sums.clipped[c] += u64::from(raw <= 0.0 || raw >= 255.0);
-    };
-    let index = |p: usize, c: usize| match layout {
-        Layout::Nhwc => p * 3 + c,
-        Layout::Nchw => c * hw + p,
-    };
-    match dtype {
-        DType::Uint8 => for_each_mixed(images, height, width, plan, i, |p, c, v| {
-            let o = v.round().clamp(0.0, 255.0);
-            out[index(p, c)] = o as u8;
-            acc(c, v, o);
-        }),
-        DType::Float16 => for_each_mixed(images, height, width, plan, i, |p, c, v| {
-            let h = half::f16::from_f32(v * norm.scale[c] + norm.bias[c]);
-            let k = index(p, c) * 2;
-            out[k..k + 2].copy_from_slice(&h.to_le_bytes());
-            acc(c, v, h.to_f32());
-        }),
-        DType::Float32 => for_each_mixed(images, height, width, plan, i, |p, c, v| {
-            let o = v * norm.scale[c] + norm.bias[c];
-            let k = index(p, c) * 4;
-            out[k..k + 4].copy_from_slice(&o.to_le_bytes());
-            acc(c, v, o);
-        }),
+    for y in 0..height {
+        let r = y as usize * w * 3..(y as usize + 1) * w * 3;
+        mixed_row(&own[r.clone()], &other[r], lam, cut, y, &mut mixed);
+        for px in mixed.chunks_exact(3) {
+            for c in 0..3 {
+                sums.clipped[c] += u64::from(px[c] <= 0.0 || px[c] >= 255.0);
+            }
+        }
+        match dtype {
+            DType::Uint8 => {
+                for (o, &v) in vals.iter_mut().zip(&mixed) {
+                    *o = v.round().clamp(0.0, 255.0);
+                }
+            }
+            DType::Float16 | DType::Float32 => {
+                for (o, m) in vals.chunks_exact_mut(3).zip(mixed.chunks_exact(3)) {
+                    for c in 0..3 {
+                        o[c] = m[c] * norm.scale[c] + norm.bias[c];
+                    }
+                }
+                if dtype == DType::Float16 {
+                    // Round to half, and keep the rounded values for the statistics.
+                    for (h, &v) in halfs.iter_mut().zip(&vals) {
+                        *h = half::f16::from_f32(v);
+                    }
+                    for (v, h) in vals.iter_mut().zip(&halfs) {
+                        *v = h.to_f32();
+                    }
+                }
+            }
+        }
+        let mut row_sum = [0f64; 3];
+        let mut row_sq = [0f64; 3];
+        for px in vals.chunks_exact(3) {
+            for c in 0..3 {
+                let v = f64::from(px[c]);
+                row_sum[c] += v;
+                row_sq[c] += v * v;
+            }
+        }
+        for c in 0..3 {
+            sums.sum[c] += row_sum[c];
+            sums.sum_sq[c] += row_sq[c];
+        }
+        // Output: one contiguous row (NHWC) or one row per channel plane (NCHW), with
+        // fixed-size element stores.
+        let ranges: [(usize, usize); 3] = match layout {
+            Layout::Nhwc => [(y as usize * w * 3, 0), (0, 0), (0, 0)],
+            Layout::Nchw => [0, 1, 2].map(|c| (c * hw + y as usize * w, c)),
+        };
+        let planes = if layout == Layout::Nhwc { 1 } else { 3 };
+        for &(start, c) in &ranges[..planes] {
+            let n = if layout == Layout::Nhwc { w * 3 } else { w };
+            let pick = |x: usize| if layout == Layout::Nhwc { x } else { x * 3 + c };
+            match dtype {
+                DType::Uint8 => {
+                    for (x, d) in out[start..start + n].iter_mut().enumerate() {
+                        *d = vals[pick(x)] as u8;
+                    }
+                }
+                DType::Float16 => {
+                    for (x, d) in out[start * 2..(start + n) * 2].chunks_exact_mut(2).enumerate() {
+                        d.copy_from_slice(&halfs[pick(x)].to_le_bytes());
+                    }
+                }
+                DType::Float32 => {
+                    for (x, d) in out[start * 4..(start + n) * 4].chunks_exact_mut(4).enumerate() {
+                        d.copy_from_slice(&vals[pick(x)].to_le_bytes());
+                    }
+                }
+            }
+        }
     }
     sums
 }
