@@ -122,11 +122,12 @@ pub struct BatchOutput {
 /// Which CPU resize implementation the CPU batch ops use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuResize {
-    /// fast_image_resize (SIMD); within one level of the reference.
+    /// The Pillow-exact reference, the arithmetic the GPU kernel copies: CPU and GPU batches
+    /// are then identical byte for byte.
     #[default]
-    Fast,
-    /// The Pillow-exact reference, the arithmetic the GPU kernel copies.
     Reference,
+    /// fast_image_resize (SIMD); within one level of the reference, about 1.5x faster.
+    Fast,
 }
 
 /// Batch ops on the CPU, parallel over images.

@@ -63,8 +63,9 @@ pub struct RunArgs {
     /// usable (driver, device, NVRTC) and the spec's placement allows, else the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "AUGSERVE_DEVICE")]
     device: DeviceArg,
-    /// CPU resize implementation.
-    #[arg(long, value_enum, default_value = "fast")]
+    /// CPU resize: `reference` (Pillow-exact, identical to the GPU kernel) or `fast`
+    /// (fast_image_resize SIMD, within one level, faster).
+    #[arg(long, value_enum, default_value = "reference")]
     resize: ResizeArg,
     /// Refuse images with more pixels than this (checked from the header, before decoding).
     #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]

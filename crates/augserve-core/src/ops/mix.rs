@@ -214,8 +214,14 @@ fn mixed_row(own: &[u8], other: &[u8], lam: f32, cut: Option<CutBox>, y: u32, ro
                 *v = f32::from(if k >= x0 && k < x1 { other[k] } else { own[k] });
             }
         }
-        Some(_) => row.iter_mut().zip(own).for_each(|(v, &a)| *v = f32::from(a)),
-        None if lam == 1.0 => row.iter_mut().zip(own).for_each(|(v, &a)| *v = f32::from(a)),
+        Some(_) => row
+            .iter_mut()
+            .zip(own)
+            .for_each(|(v, &a)| *v = f32::from(a)),
+        None if lam == 1.0 => row
+            .iter_mut()
+            .zip(own)
+            .for_each(|(v, &a)| *v = f32::from(a)),
         None => row
             .iter_mut()
             .zip(own.iter().zip(other))
@@ -245,7 +251,11 @@ pub fn mix_normalize_image(
     let own = &images[i * img_len..(i + 1) * img_len];
     let j = plan.partner[i] as usize;
     let other = &images[j * img_len..(j + 1) * img_len];
-    let (lam, cut) = if j == i { (1.0, None) } else { (plan.lam[i], plan.cut[i]) };
+    let (lam, cut) = if j == i {
+        (1.0, None)
+    } else {
+        (plan.lam[i], plan.cut[i])
+    };
     let mut mixed = vec![0f32; w * 3];
     let mut vals = vec![0f32; w * 3];
     let mut halfs = vec![half::f16::ZERO; w * 3];
@@ -254,8 +264,8 @@ pub fn mix_normalize_image(
         let r = y as usize * w * 3..(y as usize + 1) * w * 3;
         mixed_row(&own[r.clone()], &other[r], lam, cut, y, &mut mixed);
         for px in mixed.chunks_exact(3) {
-            for c in 0..3 {
-                sums.clipped[c] += u64::from(px[c] <= 0.0 || px[c] >= 255.0);
+            for (n, &v) in sums.clipped.iter_mut().zip(px) {
+                *n += u64::from(v <= 0.0 || v >= 255.0);
             }
         }
         match dtype {
@@ -311,12 +321,18 @@ pub fn mix_normalize_image(
                     }
                 }
                 DType::Float16 => {
-                    for (x, d) in out[start * 2..(start + n) * 2].chunks_exact_mut(2).enumerate() {
+                    for (x, d) in out[start * 2..(start + n) * 2]
+                        .chunks_exact_mut(2)
+                        .enumerate()
+                    {
                         d.copy_from_slice(&halfs[pick(x)].to_le_bytes());
                     }
                 }
                 DType::Float32 => {
-                    for (x, d) in out[start * 4..(start + n) * 4].chunks_exact_mut(4).enumerate() {
+                    for (x, d) in out[start * 4..(start + n) * 4]
+                        .chunks_exact_mut(4)
+                        .enumerate()
+                    {
                         d.copy_from_slice(&vals[pick(x)].to_le_bytes());
                     }
                 }

@@ -4,8 +4,9 @@
 //! (libImaging/Resample.c): per-output-pixel triangle-filter weights computed in double,
 //! stretched by the downscale factor (the antialiasing), converted to 22-bit fixed point;
 //! a horizontal pass into a u8 intermediate, then a vertical pass. The GPU kernel
-//! (`kernels/resize.cu`) copies this arithmetic. [`resize_u8_fast`] is the production CPU path
-//! (fast_image_resize, SIMD), which agrees with the reference within one level.
+//! (`kernels/resize.cuh`) copies this arithmetic, so CPU and GPU batches are identical; the
+//! reference is the default CPU path. [`FastResizer`] (fast_image_resize, SIMD) is the
+//! optional faster CPU path, within one level of the reference.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -109,16 +110,6 @@ pub fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// One output sample: the rounded weighted sum of `count` inputs spaced `stride` apart.
-#[inline]
-fn weighted_sum(src: &[u8], start: usize, stride: usize, w: &[i32]) -> u8 {
-    let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-    for (i, &wi) in w.iter().enumerate() {
-        acc += i32::from(src[start + i * stride]) * wi;
-    }
-    clip8(acc)
-}
-
 /// Resizes the region `bx` of `src` to `out_w x out_h`, exactly as Pillow does.
 pub fn resize_u8_reference(src: &RgbImage, bx: CropBox, out_w: u32, out_h: u32) -> RgbImage {
     let horiz = Coeffs::new(src.width, bx.x0, bx.x1, out_w);
@@ -127,20 +118,30 @@ pub fn resize_u8_reference(src: &RgbImage, bx: CropBox, out_w: u32, out_h: u32) 
     let need_v = out_h != src.height || bx.y0 != 0.0 || bx.y1 != out_h as f32;
     let (row_lo, row_hi) = vert.span();
 
-    // Horizontal pass over the rows the vertical pass will read.
+    // Horizontal pass over the rows the vertical pass will read: per output pixel, the three
+    // channels share each weight.
     let (tmp, tmp_w, row_offset) = if need_h {
         let rows = (row_hi - row_lo) as usize;
         let mut tmp = vec![0u8; rows * out_w as usize * 3];
         let in_stride = src.width as usize * 3;
+        let half = 1i32 << (PRECISION_BITS - 1);
         for (r, out_row) in tmp.chunks_exact_mut(out_w as usize * 3).enumerate() {
-            let base = (r + row_lo as usize) * in_stride;
-            for xx in 0..out_w as usize {
+            let src_row =
+                &src.data[(r + row_lo as usize) * in_stride..(r + row_lo as usize + 1) * in_stride];
+            for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
                 let n = horiz.count[xx] as usize;
                 let w = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
-                let start = base + horiz.first[xx] as usize * 3;
-                for c in 0..3 {
-                    out_row[xx * 3 + c] = weighted_sum(&src.data, start + c, 3, w);
+                let first = horiz.first[xx] as usize * 3;
+                let taps = &src_row[first..first + n * 3];
+                let (mut a0, mut a1, mut a2) = (half, half, half);
+                for (t, &wi) in taps.chunks_exact(3).zip(w) {
+                    a0 += i32::from(t[0]) * wi;
+                    a1 += i32::from(t[1]) * wi;
+                    a2 += i32::from(t[2]) * wi;
                 }
+                px[0] = clip8(a0);
+                px[1] = clip8(a1);
+                px[2] = clip8(a2);
             }
         }
         (tmp, out_w, row_lo)
@@ -155,14 +156,23 @@ pub fn resize_u8_reference(src: &RgbImage, bx: CropBox, out_w: u32, out_h: u32) 
             data: tmp,
         };
     }
+    // Vertical pass: whole rows at a time (taps outer, pixels inner), which vectorises.
     let stride = tmp_w as usize * 3;
     let mut out = vec![0u8; out_h as usize * stride];
-    for yy in 0..out_h as usize {
+    let mut acc = vec![0i32; stride];
+    for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
         let n = vert.count[yy] as usize;
         let w = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
         let first_row = (vert.first[yy] - row_offset) as usize;
-        for i in 0..stride {
-            out[yy * stride + i] = weighted_sum(&tmp, first_row * stride + i, stride, w);
+        acc.fill(1 << (PRECISION_BITS - 1));
+        for (i, &wi) in w.iter().enumerate() {
+            let row = &tmp[(first_row + i) * stride..(first_row + i + 1) * stride];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += i32::from(v) * wi;
+            }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
         }
     }
     RgbImage {

@@ -15,22 +15,42 @@ pub struct BatchStats {
 }
 
 /// Sum of `|x - mean[c]|` per channel over one output image (`data` is that image only).
-pub fn abs_dev_sums(data: &[u8], hw: usize, dtype: DType, layout: Layout, mean: [f64; 3]) -> [f64; 3] {
+pub fn abs_dev_sums(
+    data: &[u8],
+    hw: usize,
+    dtype: DType,
+    layout: Layout,
+    mean: [f64; 3],
+) -> [f64; 3] {
     match dtype {
         DType::Uint8 => abs_dev_typed(data, hw, layout, mean, 1, |b| f64::from(b[0])),
-        DType::Float16 => abs_dev_typed(data, hw, layout, mean, 2, |b| f64::from(half::f16::from_le_bytes([b[0], b[1]]))),
-        DType::Float32 => abs_dev_typed(data, hw, layout, mean, 4, |b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        DType::Float16 => abs_dev_typed(data, hw, layout, mean, 2, |b| {
+            f64::from(half::f16::from_le_bytes([b[0], b[1]]))
+        }),
+        DType::Float32 => abs_dev_typed(data, hw, layout, mean, 4, |b| {
+            f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        }),
     }
 }
 
 /// The loop of [`abs_dev_sums`], monomorphised per element type so `value` inlines.
 #[inline(always)]
-fn abs_dev_typed(data: &[u8], hw: usize, layout: Layout, mean: [f64; 3], size: usize, value: impl Fn(&[u8]) -> f64) -> [f64; 3] {
+fn abs_dev_typed(
+    data: &[u8],
+    hw: usize,
+    layout: Layout,
+    mean: [f64; 3],
+    size: usize,
+    value: impl Fn(&[u8]) -> f64,
+) -> [f64; 3] {
     let mut out = [0.0f64; 3];
     match layout {
         Layout::Nchw => {
             for (c, plane) in data.chunks_exact(hw * size).take(3).enumerate() {
-                out[c] = plane.chunks_exact(size).map(|b| (value(b) - mean[c]).abs()).sum();
+                out[c] = plane
+                    .chunks_exact(size)
+                    .map(|b| (value(b) - mean[c]).abs())
+                    .sum();
             }
         }
         Layout::Nhwc => {
