@@ -250,6 +250,19 @@ impl BatchOps for CpuBatchOps {
     }
 }
 
+/// A batch after its per-image stage, waiting for its batch ops.
+#[derive(Debug)]
+pub struct PreparedBatch {
+    pub seed: u64,
+    pub epoch: u64,
+    pub index: u64,
+    pub mix_key: u64,
+    pub images: Vec<PreparedImage>,
+    pub errors: Vec<SampleError>,
+    pub timings: StageTimings,
+    started: Instant,
+}
+
 /// Settings of a pipeline that are not part of the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PipelineOptions {
@@ -375,7 +388,8 @@ impl Pipeline {
     }
 
     /// Builds batch `index` of `epoch` from `ids`. `mix_key` keys the batch's mixing draws
-    /// (use a global batch index, unique across ranks).
+    /// (use a global batch index, unique across ranks). Same as [`Self::prepare_batch`]
+    /// followed by [`Self::finish_batch`].
     pub fn batch(
         &self,
         seed: u64,
@@ -384,8 +398,22 @@ impl Pipeline {
         mix_key: u64,
         ids: &[u64],
     ) -> Result<Batch> {
-        let t0 = Instant::now();
-        let (prepared, mut timings) = self.prepare(seed, epoch, ids);
+        self.finish_batch(self.prepare_batch(seed, epoch, index, mix_key, ids)?)
+    }
+
+    /// The per-image stage of a batch (read, decode, crop, jitter), in parallel. Splitting it
+    /// from [`Self::finish_batch`] lets a caller prepare batch k+1 while batch k's batch ops
+    /// run (on the GPU, or on other cores).
+    pub fn prepare_batch(
+        &self,
+        seed: u64,
+        epoch: u64,
+        index: u64,
+        mix_key: u64,
+        ids: &[u64],
+    ) -> Result<PreparedBatch> {
+        let started = Instant::now();
+        let (prepared, timings) = self.prepare(seed, epoch, ids);
         let mut images = Vec::with_capacity(prepared.len());
         let mut errors = Vec::new();
         for r in prepared {
@@ -399,6 +427,30 @@ impl Pipeline {
                 return Err(Error::SampleFailed(e.clone()));
             }
         }
+        Ok(PreparedBatch {
+            seed,
+            epoch,
+            index,
+            mix_key,
+            images,
+            errors,
+            timings,
+            started,
+        })
+    }
+
+    /// The batch stage: mixing plan, batch ops, labels and targets.
+    pub fn finish_batch(&self, prepared: PreparedBatch) -> Result<Batch> {
+        let PreparedBatch {
+            seed,
+            epoch,
+            index,
+            mix_key,
+            images,
+            errors,
+            mut timings,
+            started: t0,
+        } = prepared;
         let n = images.len();
         let plan = match self.spec.mix.at_epoch(epoch) {
             Some(m) => plan_mix(

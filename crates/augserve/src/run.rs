@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use augserve_core::pipeline::{CpuBatchOps, CpuResize};
+use augserve_core::pipeline::{CpuBatchOps, CpuResize, PreparedBatch};
 use augserve_core::sampler::batches;
 use augserve_core::spec::{ColorJitter, CropSpec, Device, MixSpec};
 use augserve_core::BatchOps;
@@ -338,20 +338,70 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut timings = StageTimings::default();
     let mut last_stats = None;
     let mut device = String::new();
-    'epochs: for epoch in args.start_epoch..args.start_epoch + args.epochs {
-        bar.set_prefix(epoch.to_string());
-        let epoch_start = Instant::now();
-        let ids = shard.epoch_ids(dataset.len(), epoch)?;
-        let mut epoch_images = 0u64;
-        for (i, chunk) in batches(&ids, args.batch_size, args.drop_last)
-            .into_iter()
-            .enumerate()
-        {
-            if args.max_batches > 0 && done >= args.max_batches {
-                break 'epochs;
+    // Two stages: a producer thread runs the per-image stage of batch k+1 while this thread
+    // runs the batch ops of batch k. The channel holds one prepared batch, which bounds memory.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<PreparedBatch>>(1);
+    let epochs = args.start_epoch..args.start_epoch + args.epochs;
+    let max_batches = args.max_batches;
+    let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        let pipeline = &pipeline;
+        let shard = &shard;
+        let epochs = epochs.clone();
+        let (batch_size, drop_last, seed, world, rank) = (
+            args.batch_size,
+            args.drop_last,
+            args.seed,
+            args.world_size,
+            args.rank,
+        );
+        let len = dataset.len();
+        scope.spawn(move || {
+            let mut sent = 0u64;
+            for epoch in epochs {
+                let ids = match shard.epoch_ids(len, epoch) {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                for (i, chunk) in batches(&ids, batch_size, drop_last).into_iter().enumerate() {
+                    if max_batches > 0 && sent >= max_batches {
+                        return;
+                    }
+                    let mix_key = i as u64 * u64::from(world) + u64::from(rank);
+                    let prepared = pipeline.prepare_batch(seed, epoch, i as u64, mix_key, chunk);
+                    // A failed send means the consumer stopped: stop too.
+                    if tx.send(prepared.map_err(anyhow::Error::from)).is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
             }
-            let mix_key = i as u64 * u64::from(args.world_size) + u64::from(args.rank);
-            let batch = pipeline.batch(args.seed, epoch, i as u64, mix_key, chunk)?;
+        });
+        let mut current_epoch = None;
+        let mut epoch_start = Instant::now();
+        let mut epoch_images = 0u64;
+        let end_epoch = |epoch: u64, n: u64, start: Instant| {
+            let es = start.elapsed().as_secs_f64().max(1e-9);
+            bar.suspend(|| {
+                println!(
+                    "epoch {epoch}: {n} images in {es:.2} s ({:.0} images/s)",
+                    n as f64 / es
+                )
+            });
+        };
+        for prepared in rx {
+            let batch = pipeline.finish_batch(prepared?)?;
+            if current_epoch != Some(batch.epoch) {
+                if let Some(e) = current_epoch {
+                    end_epoch(e, epoch_images, epoch_start);
+                }
+                current_epoch = Some(batch.epoch);
+                bar.set_prefix(batch.epoch.to_string());
+                epoch_start = Instant::now();
+                epoch_images = 0;
+            }
             if done == 0 {
                 if let Some(p) = &args.preview {
                     crate::preview::write_preview(&batch, &spec.normalize, p)?;
@@ -376,14 +426,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             bar.set_message(format!("{:.0} img/s", images as f64 / secs));
             bar.inc(1);
         }
-        let es = epoch_start.elapsed().as_secs_f64().max(1e-9);
-        bar.suspend(|| {
-            println!(
-                "epoch {epoch}: {epoch_images} images in {es:.2} s ({:.0} images/s)",
-                epoch_images as f64 / es
-            );
-        });
-    }
+        if let Some(e) = current_epoch {
+            end_epoch(e, epoch_images, epoch_start);
+        }
+        Ok(())
+    });
+    result?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let n_err: u64 = errors.values().sum();
