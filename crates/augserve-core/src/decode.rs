@@ -32,13 +32,18 @@ impl Default for DecodeLimits {
 /// Width and height from the JPEG header, without decoding pixels.
 pub fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
     check_signature(bytes)?;
+    read_header(bytes).map(|(_, w, h)| (w, h))
+}
+
+/// A decoder with its headers read, and the image's width and height.
+fn read_header(bytes: &[u8]) -> Result<(JpegDecoder<ZCursor<&[u8]>>, u32, u32), SampleErrorKind> {
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), decoder_options());
     dec.decode_headers()
         .map_err(|e| SampleErrorKind::Decode(decode_error(&e)))?;
     let (w, h) = dec
         .dimensions()
         .ok_or_else(|| SampleErrorKind::Decode("no frame header".into()))?;
-    Ok((w as u32, h as u32))
+    Ok((dec, w as u32, h as u32))
 }
 
 /// zune-jpeg's messages are its Debug strings, some quoted or ending in a newline.
@@ -98,13 +103,7 @@ pub fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Samp
 }
 
 fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
-    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), decoder_options());
-    dec.decode_headers()
-        .map_err(|e| SampleErrorKind::Decode(decode_error(&e)))?;
-    let (w, h) = dec
-        .dimensions()
-        .ok_or_else(|| SampleErrorKind::Decode("no frame header".into()))?;
-    let (w, h) = (w as u32, h as u32);
+    let (mut dec, w, h) = read_header(bytes)?;
     let pixels = u64::from(w) * u64::from(h);
     if w == 0 || h == 0 {
         return Err(SampleErrorKind::Decode(format!("zero dimension {w}x{h}")));

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use augserve_core::decode::{decode_jpeg, DecodeLimits};
+use augserve_core::decode::{decode_jpeg, jpeg_dimensions, DecodeLimits};
 use augserve_core::SampleErrorKind;
 
 /// Tolerance for files with a side under 10 pixels: mean abs diff < 20, max <= 96.
@@ -143,4 +143,12 @@ fn truncated_files_never_panic() {
             let _ = decode_jpeg(&bytes[..cut], &DecodeLimits::default());
         }
     }
+}
+
+#[test]
+fn header_dimensions_without_decoding() {
+    let dir = common::jpeg_testdata().join("reftest");
+    let bytes = std::fs::read(dir.join("rgb.jpg")).unwrap();
+    assert_eq!(jpeg_dimensions(&bytes).unwrap(), (500, 333));
+    assert!(jpeg_dimensions(b"GIF89a").is_err());
 }
