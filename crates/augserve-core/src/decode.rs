@@ -35,8 +35,11 @@ pub fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
     read_header(bytes).map(|(_, w, h)| (w, h))
 }
 
+/// A zune-jpeg decoder over an in-memory file.
+type MemDecoder<'a> = JpegDecoder<ZCursor<&'a [u8]>>;
+
 /// A decoder with its headers read, and the image's width and height.
-fn read_header(bytes: &[u8]) -> Result<(JpegDecoder<ZCursor<&[u8]>>, u32, u32), SampleErrorKind> {
+fn read_header(bytes: &[u8]) -> Result<(MemDecoder<'_>, u32, u32), SampleErrorKind> {
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), decoder_options());
     dec.decode_headers()
         .map_err(|e| SampleErrorKind::Decode(decode_error(&e)))?;
