@@ -1,0 +1,317 @@
+//! Proto <-> core conversions. A request's spec becomes a validated core `PipelineSpec` (or an
+//! error naming the field); a core `Batch` becomes the wire `Batch` without copying its tensor.
+
+use augserve_core::batch::{Batch, StageTimings};
+use augserve_core::spec::{
+    ColorJitter, CropSpec, DType, Device, ErrorPolicy, Layout, MixMode, MixSchedule, MixSpec,
+    Normalize, OutputSpec, PipelineSpec, Placement, Size,
+};
+use augserve_core::{Error, SampleError, TailPolicy};
+
+use crate::v1;
+
+fn bad(field: &str, message: impl Into<String>) -> Error {
+    Error::InvalidSpec {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn enum_value<T: TryFrom<i32>>(field: &str, v: i32) -> Result<T, Error> {
+    T::try_from(v).map_err(|_| bad(field, format!("unknown enum value {v}")))
+}
+
+fn pair(field: &str, v: &[f32], default: [f32; 2]) -> Result<[f32; 2], Error> {
+    match v {
+        [] => Ok(default),
+        [a, b] => Ok([*a, *b]),
+        _ => Err(bad(
+            field,
+            format!("needs 2 values [min, max], got {}", v.len()),
+        )),
+    }
+}
+
+fn triple(field: &str, v: &[f32], default: [f32; 3]) -> Result<[f32; 3], Error> {
+    match v {
+        [] => Ok(default),
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => Err(bad(field, format!("needs 3 values, got {}", v.len()))),
+    }
+}
+
+fn device(field: &str, v: i32, default: Device) -> Result<Device, Error> {
+    Ok(match enum_value::<v1::Device>(field, v)? {
+        v1::Device::Unspecified => default,
+        v1::Device::Auto => Device::Auto,
+        v1::Device::Cpu => Device::Cpu,
+        v1::Device::Gpu => Device::Gpu,
+    })
+}
+
+/// The core spec for a request's spec (`None` = all defaults), validated.
+pub fn spec_from_proto(p: Option<&v1::PipelineSpec>) -> Result<PipelineSpec, Error> {
+    let d = PipelineSpec::default();
+    let Some(p) = p else { return Ok(d) };
+    let crop = match &p.crop {
+        None => d.crop.clone(),
+        Some(c) => match enum_value::<v1::CropMode>("crop.mode", c.mode)? {
+            v1::CropMode::Unspecified | v1::CropMode::RandomResized => CropSpec::RandomResized {
+                scale: pair("crop.scale", &c.scale, [0.08, 1.0])?,
+                ratio: pair("crop.ratio", &c.ratio, [3.0 / 4.0, 4.0 / 3.0])?,
+            },
+            v1::CropMode::Center => CropSpec::Center {
+                crop_pct: c.crop_pct.unwrap_or(0.875),
+            },
+            v1::CropMode::Resize => CropSpec::Resize,
+        },
+    };
+    let mix = match &p.mix {
+        None => d.mix.clone(),
+        Some(m) => MixSpec {
+            mixup_alpha: m.mixup_alpha,
+            cutmix_alpha: m.cutmix_alpha,
+            prob: m.prob.unwrap_or(d.mix.prob),
+            switch_prob: m.switch_prob.unwrap_or(d.mix.switch_prob),
+            mode: match enum_value::<v1::MixMode>("mix.mode", m.mode)? {
+                v1::MixMode::Unspecified | v1::MixMode::Batch => MixMode::Batch,
+                v1::MixMode::Pair => MixMode::Pair,
+                v1::MixMode::Elem => MixMode::Elem,
+            },
+            label_smoothing: m.label_smoothing,
+            num_classes: m.num_classes,
+            schedule: MixSchedule {
+                start_epoch: m.start_epoch,
+                full_epoch: m.full_epoch,
+            },
+        },
+    };
+    let normalize = match &p.normalize {
+        None => d.normalize,
+        Some(n) => Normalize {
+            mean: triple("normalize.mean", &n.mean, d.normalize.mean)?,
+            std: triple("normalize.std", &n.std, d.normalize.std)?,
+        },
+    };
+    let placement = match &p.placement {
+        None => d.placement,
+        Some(pl) => Placement {
+            color: device("placement.color", pl.color, d.placement.color)?,
+            resize: device("placement.resize", pl.resize, d.placement.resize)?,
+            mix: device("placement.mix", pl.mix, d.placement.mix)?,
+        },
+    };
+    let spec = PipelineSpec {
+        size: Size {
+            width: p.width.unwrap_or(d.size.width),
+            height: p.height.unwrap_or(d.size.height),
+        },
+        crop,
+        flip_prob: p.flip_prob.unwrap_or(d.flip_prob),
+        color: p.color.as_ref().map_or(d.color, |c| ColorJitter {
+            brightness: c.brightness,
+            contrast: c.contrast,
+            saturation: c.saturation,
+        }),
+        mix,
+        normalize,
+        output: OutputSpec {
+            dtype: dtype_from_proto(p.dtype)?,
+            layout: layout_from_proto(p.layout)?,
+        },
+        placement,
+        on_error: match enum_value::<v1::ErrorPolicy>("on_error", p.on_error)? {
+            v1::ErrorPolicy::Unspecified | v1::ErrorPolicy::Skip => ErrorPolicy::Skip,
+            v1::ErrorPolicy::Fail => ErrorPolicy::Fail,
+        },
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+pub fn dtype_from_proto(v: i32) -> Result<DType, Error> {
+    Ok(match enum_value::<v1::DType>("dtype", v)? {
+        v1::DType::DtypeUnspecified | v1::DType::DtypeFloat32 => DType::Float32,
+        v1::DType::DtypeUint8 => DType::Uint8,
+        v1::DType::DtypeFloat16 => DType::Float16,
+    })
+}
+
+pub fn layout_from_proto(v: i32) -> Result<Layout, Error> {
+    Ok(match enum_value::<v1::Layout>("layout", v)? {
+        v1::Layout::Unspecified | v1::Layout::Nchw => Layout::Nchw,
+        v1::Layout::Nhwc => Layout::Nhwc,
+    })
+}
+
+pub fn dtype_to_proto(d: DType) -> v1::DType {
+    match d {
+        DType::Uint8 => v1::DType::DtypeUint8,
+        DType::Float16 => v1::DType::DtypeFloat16,
+        DType::Float32 => v1::DType::DtypeFloat32,
+    }
+}
+
+pub fn layout_to_proto(l: Layout) -> v1::Layout {
+    match l {
+        Layout::Nchw => v1::Layout::Nchw,
+        Layout::Nhwc => v1::Layout::Nhwc,
+    }
+}
+
+pub fn tail_from_proto(v: i32) -> Result<TailPolicy, Error> {
+    Ok(
+        match v1::Tail::try_from(v).map_err(|_| Error::InvalidArgument {
+            field: "tail".into(),
+            message: format!("unknown enum value {v}"),
+        })? {
+            v1::Tail::Unspecified | v1::Tail::Pad => TailPolicy::Pad,
+            v1::Tail::Drop => TailPolicy::Drop,
+            v1::Tail::Uneven => TailPolicy::Uneven,
+        },
+    )
+}
+
+pub fn sample_error_to_proto(e: &SampleError) -> v1::SampleError {
+    v1::SampleError {
+        sample_id: e.sample_id,
+        source: e.source_name.clone(),
+        code: e.kind.reason_code().into(),
+        reason: e.kind.to_string(),
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn timings_to_proto(t: &StageTimings) -> v1::StageTimings {
+    v1::StageTimings {
+        read_ms: ms(t.read),
+        decode_ms: ms(t.decode),
+        color_ms: ms(t.color),
+        per_image_wall_ms: ms(t.per_image_wall),
+        resize_ms: ms(t.resize),
+        mix_normalize_ms: ms(t.mix_normalize),
+        stats_ms: ms(t.stats),
+        total_ms: ms(t.total),
+    }
+}
+
+/// The wire batch. The tensor's bytes move into `bytes::Bytes` without a copy.
+pub fn batch_to_proto(b: Batch, num_classes: u32) -> v1::Batch {
+    let s = b.stats;
+    v1::Batch {
+        epoch: b.epoch,
+        index: b.index,
+        images: Some(v1::Tensor {
+            shape: b.tensor.shape.iter().map(|&d| d as u64).collect(),
+            dtype: dtype_to_proto(b.tensor.dtype) as i32,
+            layout: layout_to_proto(b.tensor.layout) as i32,
+            data: bytes::Bytes::from(b.tensor.data),
+        }),
+        labels_a: b.labels_a,
+        labels_b: b.labels_b,
+        lam: b.lam,
+        num_classes: if b.soft_targets.is_some() {
+            num_classes
+        } else {
+            0
+        },
+        soft_targets: b.soft_targets.unwrap_or_default(),
+        sample_ids: b.sample_ids,
+        errors: b.errors.iter().map(sample_error_to_proto).collect(),
+        stats: Some(v1::BatchStats {
+            mean: s.mean.to_vec(),
+            std: s.std.to_vec(),
+            mad: s.mad.to_vec(),
+            clipped: s.clipped.to_vec(),
+        }),
+        timings: Some(timings_to_proto(&b.timings)),
+        device: b.device,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_spec_is_the_default() {
+        assert_eq!(spec_from_proto(None).unwrap(), PipelineSpec::default());
+        assert_eq!(
+            spec_from_proto(Some(&v1::PipelineSpec::default())).unwrap(),
+            PipelineSpec::default()
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: Vec<(v1::PipelineSpec, &str)> = vec![
+            (
+                v1::PipelineSpec {
+                    width: Some(0),
+                    ..Default::default()
+                },
+                "size.width",
+            ),
+            (
+                v1::PipelineSpec {
+                    height: Some(100_000),
+                    ..Default::default()
+                },
+                "size.height",
+            ),
+            (
+                v1::PipelineSpec {
+                    flip_prob: Some(f32::NAN),
+                    ..Default::default()
+                },
+                "flip_prob",
+            ),
+            (
+                v1::PipelineSpec {
+                    dtype: 42,
+                    ..Default::default()
+                },
+                "dtype",
+            ),
+            (
+                v1::PipelineSpec {
+                    color: Some(v1::ColorJitter {
+                        brightness: -1.0,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "color.brightness",
+            ),
+            (
+                v1::PipelineSpec {
+                    crop: Some(v1::Crop {
+                        scale: vec![0.5],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "crop.scale",
+            ),
+            (
+                v1::PipelineSpec {
+                    mix: Some(v1::Mix {
+                        mode: 9,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "mix.mode",
+            ),
+        ];
+        for (p, field) in cases {
+            match spec_from_proto(Some(&p)).unwrap_err() {
+                Error::InvalidSpec { field: f, .. } => assert_eq!(f, field),
+                other => panic!("{other}"),
+            }
+        }
+    }
+}
