@@ -250,6 +250,79 @@ impl BatchOps for CpuBatchOps {
     }
 }
 
+/// The per-image stage over `ids` in parallel on `pool`: `source(id)` gives the sample's
+/// name, label and encoded bytes. Results keep the order of `ids`.
+#[allow(clippy::type_complexity)]
+pub fn prepare_images<F>(
+    spec: &PipelineSpec,
+    limits: &DecodeLimits,
+    pool: &ThreadPool,
+    seed: u64,
+    epoch: u64,
+    ids: &[u64],
+    source: F,
+) -> (
+    Vec<std::result::Result<PreparedImage, SampleError>>,
+    StageTimings,
+)
+where
+    F: Fn(
+            u64,
+        ) -> (
+            String,
+            i64,
+            std::result::Result<Vec<u8>, crate::error::SampleErrorKind>,
+        ) + Sync,
+{
+    let t0 = Instant::now();
+    let results: Vec<_> = pool.install(|| {
+        ids.par_iter()
+            .map(|&id| {
+                let mut t = (Duration::ZERO, Duration::ZERO);
+                let r0 = Instant::now();
+                let (name, label, bytes) = source(id);
+                let fail = |kind| SampleError {
+                    sample_id: id,
+                    source_name: name.clone(),
+                    kind,
+                };
+                let bytes = match bytes {
+                    Ok(b) => b,
+                    Err(k) => return (Err(fail(k)), r0.elapsed(), t),
+                };
+                let read = r0.elapsed();
+                let res = prepare_image(
+                    &bytes,
+                    limits,
+                    spec,
+                    |w, h| ImagePlan::draw(spec, seed, epoch, id, w, h),
+                    &mut t,
+                );
+                let res = res
+                    .map(|(region, crop, flip)| PreparedImage {
+                        sample_id: id,
+                        label,
+                        region,
+                        crop,
+                        flip,
+                    })
+                    .map_err(fail);
+                (res, read, t)
+            })
+            .collect()
+    });
+    let mut timings = StageTimings::default();
+    let mut out = Vec::with_capacity(results.len());
+    for (r, read, (decode, color)) in results {
+        timings.read += read;
+        timings.decode += decode;
+        timings.color += color;
+        out.push(r);
+    }
+    timings.per_image_wall = t0.elapsed();
+    (out, timings)
+}
+
 /// A batch after its per-image stage, waiting for its batch ops.
 #[derive(Debug)]
 pub struct PreparedBatch {
@@ -261,6 +334,41 @@ pub struct PreparedBatch {
     pub errors: Vec<SampleError>,
     pub timings: StageTimings,
     started: Instant,
+}
+
+impl PreparedBatch {
+    /// Splits per-image results into images and errors, applying the spec's error policy.
+    /// Seed, epoch, index and mix key start at 0; callers set them.
+    pub fn collect(
+        spec: &PipelineSpec,
+        prepared: Vec<std::result::Result<PreparedImage, SampleError>>,
+        timings: StageTimings,
+        started: Instant,
+    ) -> Result<Self> {
+        let mut images = Vec::with_capacity(prepared.len());
+        let mut errors = Vec::new();
+        for r in prepared {
+            match r {
+                Ok(p) => images.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        if spec.on_error == ErrorPolicy::Fail {
+            if let Some(e) = errors.first() {
+                return Err(Error::SampleFailed(e.clone()));
+            }
+        }
+        Ok(PreparedBatch {
+            seed: 0,
+            epoch: 0,
+            index: 0,
+            mix_key: 0,
+            images,
+            errors,
+            timings,
+            started,
+        })
+    }
 }
 
 /// Settings of a pipeline that are not part of the spec.
@@ -276,8 +384,18 @@ pub struct Pipeline {
     dataset: Arc<Dataset>,
     spec: PipelineSpec,
     limits: DecodeLimits,
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
     ops: Arc<dyn BatchOps>,
+}
+
+/// A worker pool of `threads` threads (0 = one per core).
+pub fn worker_pool(threads: usize) -> Result<Arc<ThreadPool>> {
+    Ok(Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("augserve-worker-{i}"))
+            .build()?,
+    ))
 }
 
 impl Pipeline {
@@ -287,15 +405,22 @@ impl Pipeline {
         spec: PipelineSpec,
         options: PipelineOptions,
     ) -> Result<Self> {
+        let pool = worker_pool(options.threads)?;
+        Self::with_pool(dataset, spec, options.limits, pool)
+    }
+
+    /// A pipeline on a shared worker pool (a server's streams share one).
+    pub fn with_pool(
+        dataset: Arc<Dataset>,
+        spec: PipelineSpec,
+        limits: DecodeLimits,
+        pool: Arc<ThreadPool>,
+    ) -> Result<Self> {
         spec.validate()?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.threads)
-            .thread_name(|i| format!("augserve-worker-{i}"))
-            .build()?;
         Ok(Pipeline {
             dataset,
             spec,
-            limits: options.limits,
+            limits,
             pool,
             ops: Arc::new(CpuBatchOps::default()),
         })
@@ -333,58 +458,20 @@ impl Pipeline {
         Vec<std::result::Result<PreparedImage, SampleError>>,
         StageTimings,
     ) {
-        let t0 = Instant::now();
-        let results: Vec<_> = self.pool.install(|| {
-            ids.par_iter()
-                .map(|&id| {
-                    let mut t = (Duration::ZERO, Duration::ZERO);
-                    let r0 = Instant::now();
-                    let name = self
-                        .dataset
-                        .entry(id)
-                        .map(|e| e.name.clone())
-                        .unwrap_or_default();
-                    let label = self.dataset.entry(id).map_or(-1, |e| e.label);
-                    let fail = |kind| SampleError {
-                        sample_id: id,
-                        source_name: name.clone(),
-                        kind,
-                    };
-                    let bytes = match self.dataset.read(id) {
-                        Ok(b) => b,
-                        Err(k) => return (Err(fail(k)), r0.elapsed(), t),
-                    };
-                    let read = r0.elapsed();
-                    let res = prepare_image(
-                        &bytes,
-                        &self.limits,
-                        &self.spec,
-                        |w, h| ImagePlan::draw(&self.spec, seed, epoch, id, w, h),
-                        &mut t,
-                    );
-                    let res = res
-                        .map(|(region, crop, flip)| PreparedImage {
-                            sample_id: id,
-                            label,
-                            region,
-                            crop,
-                            flip,
-                        })
-                        .map_err(fail);
-                    (res, read, t)
-                })
-                .collect()
-        });
-        let mut timings = StageTimings::default();
-        let mut out = Vec::with_capacity(results.len());
-        for (r, read, (decode, color)) in results {
-            timings.read += read;
-            timings.decode += decode;
-            timings.color += color;
-            out.push(r);
-        }
-        timings.per_image_wall = t0.elapsed();
-        (out, timings)
+        let ds = &self.dataset;
+        prepare_images(
+            &self.spec,
+            &self.limits,
+            &self.pool,
+            seed,
+            epoch,
+            ids,
+            |id| {
+                let name = ds.entry(id).map(|e| e.name.clone()).unwrap_or_default();
+                let label = ds.entry(id).map_or(-1, |e| e.label);
+                (name, label, ds.read(id))
+            },
+        )
     }
 
     /// Builds batch `index` of `epoch` from `ids`. `mix_key` keys the batch's mixing draws
@@ -414,98 +501,88 @@ impl Pipeline {
     ) -> Result<PreparedBatch> {
         let started = Instant::now();
         let (prepared, timings) = self.prepare(seed, epoch, ids);
-        let mut images = Vec::with_capacity(prepared.len());
-        let mut errors = Vec::new();
-        for r in prepared {
-            match r {
-                Ok(p) => images.push(p),
-                Err(e) => errors.push(e),
-            }
-        }
-        if self.spec.on_error == ErrorPolicy::Fail {
-            if let Some(e) = errors.first() {
-                return Err(Error::SampleFailed(e.clone()));
-            }
-        }
-        Ok(PreparedBatch {
-            seed,
-            epoch,
-            index,
-            mix_key,
-            images,
-            errors,
-            timings,
-            started,
-        })
+        let mut batch = PreparedBatch::collect(&self.spec, prepared, timings, started)?;
+        (batch.seed, batch.epoch, batch.index, batch.mix_key) = (seed, epoch, index, mix_key);
+        Ok(batch)
     }
 
     /// The batch stage: mixing plan, batch ops, labels and targets.
     pub fn finish_batch(&self, prepared: PreparedBatch) -> Result<Batch> {
-        let PreparedBatch {
-            seed,
-            epoch,
-            index,
-            mix_key,
-            images,
-            errors,
-            mut timings,
-            started: t0,
-        } = prepared;
-        let n = images.len();
-        let plan = match self.spec.mix.at_epoch(epoch) {
-            Some(m) => plan_mix(
-                &mut keyed_rng(seed, epoch, Purpose::Batch, mix_key),
-                &m,
-                n,
-                self.spec.size.height,
-                self.spec.size.width,
-            ),
-            None => MixPlan::identity(n),
-        };
-        let out = if n == 0 {
-            BatchOutput {
-                tensor: Tensor {
-                    data: Vec::new(),
-                    shape: tensor_shape(&self.spec, 0),
-                    dtype: self.spec.output.dtype,
-                    layout: self.spec.output.layout,
-                },
-                stats: BatchStats::default(),
-                resize: Duration::ZERO,
-                mix_normalize: Duration::ZERO,
-                stats_time: Duration::ZERO,
-            }
-        } else {
-            self.ops.run(&images, &plan, &self.spec, &self.pool)?
-        };
-        let labels_a: Vec<i64> = images.iter().map(|p| p.label).collect();
-        let labels_b: Vec<i64> = plan.partner.iter().map(|&j| labels_a[j as usize]).collect();
-        let soft = (self.spec.mix.num_classes > 0).then(|| {
-            soft_targets(
-                &labels_a,
-                &labels_b,
-                &plan.lam,
-                self.spec.mix.num_classes,
-                self.spec.mix.label_smoothing,
-            )
-        });
-        timings.resize = out.resize;
-        timings.mix_normalize = out.mix_normalize;
-        timings.stats = out.stats_time;
-        timings.total = t0.elapsed();
-        Ok(Batch {
-            epoch,
-            index,
-            tensor: out.tensor,
-            labels_a,
-            labels_b,
-            lam: plan.lam,
-            soft_targets: soft,
-            sample_ids: images.iter().map(|p| p.sample_id).collect(),
-            errors,
-            stats: out.stats,
-            timings,
-            device: self.ops.device(),
-        })
+        finish_batch(&self.spec, self.ops.as_ref(), &self.pool, prepared)
     }
+}
+
+/// The batch stage of a prepared batch under `spec`, with `ops` on `pool`.
+pub fn finish_batch(
+    spec: &PipelineSpec,
+    ops: &dyn BatchOps,
+    pool: &ThreadPool,
+    prepared: PreparedBatch,
+) -> Result<Batch> {
+    let PreparedBatch {
+        seed,
+        epoch,
+        index,
+        mix_key,
+        images,
+        errors,
+        mut timings,
+        started: t0,
+    } = prepared;
+    let n = images.len();
+    let plan = match spec.mix.at_epoch(epoch) {
+        Some(m) => plan_mix(
+            &mut keyed_rng(seed, epoch, Purpose::Batch, mix_key),
+            &m,
+            n,
+            spec.size.height,
+            spec.size.width,
+        ),
+        None => MixPlan::identity(n),
+    };
+    let out = if n == 0 {
+        BatchOutput {
+            tensor: Tensor {
+                data: Vec::new(),
+                shape: tensor_shape(spec, 0),
+                dtype: spec.output.dtype,
+                layout: spec.output.layout,
+            },
+            stats: BatchStats::default(),
+            resize: Duration::ZERO,
+            mix_normalize: Duration::ZERO,
+            stats_time: Duration::ZERO,
+        }
+    } else {
+        ops.run(&images, &plan, spec, pool)?
+    };
+    let labels_a: Vec<i64> = images.iter().map(|p| p.label).collect();
+    let labels_b: Vec<i64> = plan.partner.iter().map(|&j| labels_a[j as usize]).collect();
+    let soft = (spec.mix.num_classes > 0).then(|| {
+        soft_targets(
+            &labels_a,
+            &labels_b,
+            &plan.lam,
+            spec.mix.num_classes,
+            spec.mix.label_smoothing,
+        )
+    });
+    timings.resize = out.resize;
+    timings.mix_normalize = out.mix_normalize;
+    timings.stats = out.stats_time;
+    timings.total = t0.elapsed();
+    Ok(Batch {
+        epoch,
+        index,
+        tensor: out.tensor,
+        labels_a,
+        labels_b,
+        lam: plan.lam,
+        soft_targets: soft,
+        sample_ids: images.iter().map(|p| p.sample_id).collect(),
+        errors,
+        stats: out.stats,
+        timings,
+        device: ops.device(),
+    })
 }
