@@ -129,6 +129,77 @@ pub fn spec_from_proto(p: Option<&v1::PipelineSpec>) -> Result<PipelineSpec, Err
     Ok(spec)
 }
 
+fn device_to_proto(d: Device) -> i32 {
+    (match d {
+        Device::Auto => v1::Device::Auto,
+        Device::Cpu => v1::Device::Cpu,
+        Device::Gpu => v1::Device::Gpu,
+    }) as i32
+}
+
+/// The wire form of a core spec (every field set explicitly).
+pub fn spec_to_proto(s: &PipelineSpec) -> v1::PipelineSpec {
+    let crop = match &s.crop {
+        CropSpec::RandomResized { scale, ratio } => v1::Crop {
+            mode: v1::CropMode::RandomResized as i32,
+            scale: scale.to_vec(),
+            ratio: ratio.to_vec(),
+            crop_pct: None,
+        },
+        CropSpec::Center { crop_pct } => v1::Crop {
+            mode: v1::CropMode::Center as i32,
+            crop_pct: Some(*crop_pct),
+            ..Default::default()
+        },
+        CropSpec::Resize => v1::Crop {
+            mode: v1::CropMode::Resize as i32,
+            ..Default::default()
+        },
+    };
+    let m = &s.mix;
+    v1::PipelineSpec {
+        width: Some(s.size.width),
+        height: Some(s.size.height),
+        crop: Some(crop),
+        flip_prob: Some(s.flip_prob),
+        color: Some(v1::ColorJitter {
+            brightness: s.color.brightness,
+            contrast: s.color.contrast,
+            saturation: s.color.saturation,
+        }),
+        mix: Some(v1::Mix {
+            mixup_alpha: m.mixup_alpha,
+            cutmix_alpha: m.cutmix_alpha,
+            prob: Some(m.prob),
+            switch_prob: Some(m.switch_prob),
+            mode: (match m.mode {
+                MixMode::Batch => v1::MixMode::Batch,
+                MixMode::Pair => v1::MixMode::Pair,
+                MixMode::Elem => v1::MixMode::Elem,
+            }) as i32,
+            label_smoothing: m.label_smoothing,
+            num_classes: m.num_classes,
+            start_epoch: m.schedule.start_epoch,
+            full_epoch: m.schedule.full_epoch,
+        }),
+        normalize: Some(v1::Normalize {
+            mean: s.normalize.mean.to_vec(),
+            std: s.normalize.std.to_vec(),
+        }),
+        dtype: dtype_to_proto(s.output.dtype) as i32,
+        layout: layout_to_proto(s.output.layout) as i32,
+        placement: Some(v1::Placement {
+            color: device_to_proto(s.placement.color),
+            resize: device_to_proto(s.placement.resize),
+            mix: device_to_proto(s.placement.mix),
+        }),
+        on_error: (match s.on_error {
+            ErrorPolicy::Skip => v1::ErrorPolicy::Skip,
+            ErrorPolicy::Fail => v1::ErrorPolicy::Fail,
+        }) as i32,
+    }
+}
+
 pub fn dtype_from_proto(v: i32) -> Result<DType, Error> {
     Ok(match enum_value::<v1::DType>("dtype", v)? {
         v1::DType::DtypeUnspecified | v1::DType::DtypeFloat32 => DType::Float32,
@@ -243,6 +314,21 @@ mod tests {
             spec_from_proto(Some(&v1::PipelineSpec::default())).unwrap(),
             PipelineSpec::default()
         );
+    }
+
+    #[test]
+    fn specs_roundtrip_through_the_wire_form() {
+        let mut s = PipelineSpec {
+            crop: CropSpec::Center { crop_pct: 0.9 },
+            ..PipelineSpec::default()
+        };
+        s.mix.mixup_alpha = 0.3;
+        s.mix.mode = MixMode::Pair;
+        s.output.dtype = DType::Float16;
+        s.placement.resize = Device::Cpu;
+        assert_eq!(spec_from_proto(Some(&spec_to_proto(&s))).unwrap(), s);
+        let d = PipelineSpec::default();
+        assert_eq!(spec_from_proto(Some(&spec_to_proto(&d))).unwrap(), d);
     }
 
     #[test]

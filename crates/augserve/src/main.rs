@@ -1,6 +1,10 @@
+// The binary is the one place that prints (library crates never do).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 //! `augserve`: the command-line entry point. Thin: argument parsing, logging, progress
 //! output and exit codes live here; the work is in the library crates.
 
+mod net;
 mod preview;
 mod run;
 
@@ -42,6 +46,21 @@ enum Command {
     /// Run the pipeline over a dataset (the built-in demo dataset when none is given) and
     /// report throughput, errors and batch statistics.
     Run(run::RunArgs),
+    /// Serve batches over gRPC (TCP and/or a Unix socket).
+    Serve(net::ServeArgs),
+    /// Stream epochs from a server and report throughput.
+    Pull(net::PullArgs),
+    /// Check a server's gRPC health (exit 0 when SERVING).
+    Health(net::HealthArgs),
+    /// Start a server on the demo dataset and pull from it, in one process.
+    Demo {
+        #[arg(long, default_value_t = 2)]
+        epochs: u64,
+        #[arg(long, default_value_t = 64)]
+        batch_size: u32,
+        #[arg(long, env = "AUGSERVE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+    },
     /// Print the default pipeline spec as TOML, or check a spec file.
     Spec {
         /// A .toml or .json spec to validate.
@@ -74,6 +93,14 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => net::serve(args),
+        Command::Pull(args) => net::pull(args),
+        Command::Health(args) => net::health(args),
+        Command::Demo {
+            epochs,
+            batch_size,
+            cache_dir,
+        } => net::demo(epochs, batch_size, cache_dir),
         Command::Spec { file: None } => {
             print!(
                 "{}",

@@ -161,3 +161,26 @@ fn explicit_gpu_without_a_gpu_fails_clearly_and_cpu_is_honoured() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("batch ops: cpu (as asked)"));
 }
+
+#[test]
+fn demo_serves_and_pulls_in_one_process() {
+    let d = tempfile::tempdir().unwrap();
+    let out = augserve()
+        .args(["demo", "--epochs", "1", "--batch-size", "32"])
+        .arg("--cache-dir")
+        .arg(d.path())
+        .env("AUGSERVE_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pulled 320 images in 10 batches"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("image errors: 0"), "{stdout}");
+}

@@ -1,0 +1,175 @@
+//! Server configuration: a TOML file, then `AUGSERVE_*` environment overrides.
+
+use std::path::{Path, PathBuf};
+
+use augserve_core::DatasetFormat;
+use serde::{Deserialize, Serialize};
+
+use crate::ServerError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// TCP address to listen on, e.g. "0.0.0.0:50051" (env AUGSERVE_LISTEN_TCP).
+    pub listen_tcp: Option<String>,
+    /// Unix socket path to listen on, for sidecars (env AUGSERVE_LISTEN_UDS).
+    pub listen_uds: Option<PathBuf>,
+    /// Datasets clients may name (env AUGSERVE_DATASETS="name=path,name2=path2").
+    pub datasets: Vec<DatasetConfig>,
+    pub limits: LimitsConfig,
+    /// "auto", "cpu" or "gpu" for the batch ops (env AUGSERVE_DEVICE).
+    pub device: String,
+    /// Worker threads shared by all streams; 0 = one per core (env AUGSERVE_THREADS).
+    pub threads: usize,
+    /// Seconds streams get to finish after SIGTERM (env AUGSERVE_GRACE_PERIOD_S).
+    pub grace_period_s: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen_tcp: Some("127.0.0.1:50051".into()),
+            listen_uds: None,
+            datasets: Vec::new(),
+            limits: LimitsConfig::default(),
+            device: "auto".into(),
+            threads: 0,
+            grace_period_s: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub name: String,
+    pub path: PathBuf,
+    /// Guessed from the path when absent.
+    pub format: Option<DatasetFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_request_bytes: u64,
+    pub max_batch_bytes: u64,
+    pub max_pixels: u64,
+    pub max_file_bytes: u64,
+    pub max_concurrent_streams: u32,
+    pub max_batch_size: u32,
+    pub max_prefetch: u32,
+    pub max_images_per_request: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = augserve_core::DecodeLimits::default();
+        LimitsConfig {
+            max_request_bytes: 64 << 20,
+            max_batch_bytes: 1 << 30,
+            max_pixels: d.max_pixels,
+            max_file_bytes: d.max_file_bytes,
+            max_concurrent_streams: 64,
+            max_batch_size: 4096,
+            max_prefetch: 8,
+            max_images_per_request: 1024,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ServerError> {
+    v.parse()
+        .map_err(|_| ServerError::Config(format!("{key}: cannot parse '{v}'")))
+}
+
+impl ServerConfig {
+    /// Reads `path` (if any), then applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ServerError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))?
+            }
+            None => ServerConfig::default(),
+        };
+        cfg.apply_env(std::env::vars())?;
+        Ok(cfg)
+    }
+
+    /// Applies `AUGSERVE_*` overrides from `vars`.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ServerError> {
+        for (k, v) in vars {
+            let Some(key) = k.strip_prefix("AUGSERVE_") else {
+                continue;
+            };
+            let l = &mut self.limits;
+            match key {
+                "LISTEN_TCP" => self.listen_tcp = (!v.is_empty()).then(|| v.clone()),
+                "LISTEN_UDS" => self.listen_uds = (!v.is_empty()).then(|| PathBuf::from(&v)),
+                "DEVICE" => self.device = v.clone(),
+                "THREADS" => self.threads = parse(&k, &v)?,
+                "GRACE_PERIOD_S" => self.grace_period_s = parse(&k, &v)?,
+                "MAX_REQUEST_BYTES" => l.max_request_bytes = parse(&k, &v)?,
+                "MAX_BATCH_BYTES" => l.max_batch_bytes = parse(&k, &v)?,
+                "MAX_PIXELS" => l.max_pixels = parse(&k, &v)?,
+                "MAX_FILE_BYTES" => l.max_file_bytes = parse(&k, &v)?,
+                "MAX_CONCURRENT_STREAMS" => l.max_concurrent_streams = parse(&k, &v)?,
+                "MAX_BATCH_SIZE" => l.max_batch_size = parse(&k, &v)?,
+                "MAX_PREFETCH" => l.max_prefetch = parse(&k, &v)?,
+                "MAX_IMAGES_PER_REQUEST" => l.max_images_per_request = parse(&k, &v)?,
+                "DATASETS" => {
+                    for item in v.split(',').filter(|s| !s.trim().is_empty()) {
+                        let (name, path) = item.split_once('=').ok_or_else(|| {
+                            ServerError::Config(format!("{k}: '{item}' is not name=path"))
+                        })?;
+                        self.datasets.retain(|d| d.name != name.trim());
+                        self.datasets.push(DatasetConfig {
+                            name: name.trim().into(),
+                            path: PathBuf::from(path.trim()),
+                            format: None,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.listen_tcp.is_none() && self.listen_uds.is_none() {
+            return Err(ServerError::Config(
+                "set listen_tcp and/or listen_uds".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env() {
+        let mut cfg: ServerConfig = toml::from_str(
+            "listen_uds = \"/tmp/a.sock\"\n[[datasets]]\nname = \"train\"\npath = \"/data/train\"\n[limits]\nmax_batch_size = 512\n",
+        )
+        .unwrap();
+        cfg.apply_env([
+            ("AUGSERVE_MAX_BATCH_SIZE".to_string(), "256".to_string()),
+            ("AUGSERVE_DATASETS".to_string(), "val=/data/val".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(cfg.limits.max_batch_size, 256);
+        assert_eq!(cfg.datasets.len(), 2);
+        assert!(toml::from_str::<ServerConfig>("listen = 1").is_err());
+        assert!(cfg
+            .apply_env([("AUGSERVE_THREADS".to_string(), "many".to_string())])
+            .unwrap_err()
+            .to_string()
+            .contains("AUGSERVE_THREADS"));
+    }
+}

@@ -1,0 +1,13 @@
+//! augserve-server: the tonic gRPC service. `StreamBatches` runs a dataset's pipeline on a
+//! producer thread feeding a bounded channel (a failed send means the client left);
+//! `AugmentImages` augments JPEGs sent in the request. Health and reflection are served too.
+
+pub mod config;
+mod error;
+mod serve;
+mod service;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use serve::{run_server, ShutdownSignal};
+pub use service::AugServeService;

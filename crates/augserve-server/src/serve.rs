@@ -1,0 +1,98 @@
+//! Listening on TCP and/or a Unix socket, health and reflection, graceful shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use augserve_proto::v1::aug_serve_server::AugServeServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+use crate::{AugServeService, ServerConfig, ServerError};
+
+/// Resolves when the server should stop (SIGTERM/SIGINT in the binary; anything in tests).
+pub type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Serves until `shutdown` resolves, then gives streams `grace_period_s` to end.
+pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(), ServerError> {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let service = AugServeService::new(&cfg, stopping.clone())?;
+    let max_out = cfg.limits.max_batch_bytes as usize + (16 << 20);
+    let max_in = cfg.limits.max_request_bytes as usize;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AugServeServer<AugServeService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(augserve_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+    let router = || {
+        tonic::transport::Server::builder()
+            .add_service(health_service.clone())
+            .add_service(reflection.clone())
+            .add_service(
+                AugServeServer::new(service.clone())
+                    .max_decoding_message_size(max_in)
+                    .max_encoding_message_size(max_out),
+            )
+    };
+    let (tx, rx) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut tasks = Vec::new();
+    if let Some(addr) = &cfg.listen_tcp {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "listening on TCP");
+        let r = router();
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            r.serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait(rx))
+                .await
+        }));
+    }
+    if let Some(path) = &cfg.listen_uds {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        // Owner and group may connect (the trainer container shares the group).
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+        tracing::info!(path = %path.display(), "listening on a Unix socket");
+        let r = router();
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            r.serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait(rx))
+                .await
+        }));
+    }
+    shutdown.await;
+    tracing::info!(
+        grace_s = cfg.grace_period_s,
+        "shutting down: no new connections, ending streams"
+    );
+    stopping.store(true, Ordering::Relaxed);
+    health
+        .set_not_serving::<AugServeServer<AugServeService>>()
+        .await;
+    let _ = tx.send(true);
+    let grace = Duration::from_secs_f64(cfg.grace_period_s.max(0.0));
+    let all = futures_join(tasks);
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+    if let Some(path) = &cfg.listen_uds {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>) {
+    for t in tasks {
+        match t.await {
+            Ok(Err(e)) => tracing::warn!("server: {e}"),
+            Err(e) => tracing::warn!("server task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+}

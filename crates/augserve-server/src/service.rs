@@ -1,0 +1,326 @@
+//! The AugServe gRPC service.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use augserve_core::pipeline::{finish_batch, prepare_images, worker_pool, PreparedBatch};
+use augserve_core::sampler::batches;
+use augserve_core::{BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, ShardSpec};
+use augserve_proto::convert::{batch_to_proto, spec_from_proto, tail_from_proto};
+use augserve_proto::v1;
+use augserve_proto::v1::aug_serve_server::AugServe;
+use rayon::ThreadPool;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::config::{LimitsConfig, ServerConfig};
+use crate::ServerError;
+
+struct State {
+    datasets: BTreeMap<String, Arc<Dataset>>,
+    ops: Arc<dyn BatchOps>,
+    gpu_unavailable: Option<String>,
+    pool: Arc<ThreadPool>,
+    limits: LimitsConfig,
+    streams: Arc<Semaphore>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+/// The service; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct AugServeService {
+    state: Arc<State>,
+}
+
+impl AugServeService {
+    /// Opens every configured dataset and picks the batch-ops device.
+    pub fn new(cfg: &ServerConfig, shutting_down: Arc<AtomicBool>) -> Result<Self, ServerError> {
+        let mut datasets = BTreeMap::new();
+        for d in &cfg.datasets {
+            let format = match d.format {
+                Some(f) => f,
+                None => DatasetFormat::detect(&d.path)?,
+            };
+            let ds = Dataset::open(&d.path, format, cfg.limits.max_file_bytes)?;
+            tracing::info!(name = %d.name, samples = ds.len(), format = format.name(), "dataset ready");
+            datasets.insert(d.name.clone(), Arc::new(ds));
+        }
+        let cpu: Arc<dyn BatchOps> = Arc::new(augserve_core::CpuBatchOps::default());
+        let (ops, gpu_unavailable): (Arc<dyn BatchOps>, _) = match cfg.device.as_str() {
+            "cpu" => (cpu, Some("device = cpu in the configuration".to_string())),
+            "auto" | "gpu" => match augserve_cuda::GpuDevice::open(0)
+                .and_then(|d| augserve_cuda::GpuBatchOps::new(d, 2))
+            {
+                Ok(g) => (Arc::new(g), None),
+                Err(e) if cfg.device == "gpu" => {
+                    return Err(ServerError::Config(format!("device = gpu, but {e}")))
+                }
+                Err(e) => {
+                    tracing::info!("{e}; batch ops run on the CPU");
+                    (cpu, Some(e.to_string()))
+                }
+            },
+            other => {
+                return Err(ServerError::Config(format!(
+                    "device: expected auto, cpu or gpu, got '{other}'"
+                )))
+            }
+        };
+        tracing::info!(device = %ops.device(), "batch ops");
+        Ok(AugServeService {
+            state: Arc::new(State {
+                datasets,
+                ops,
+                gpu_unavailable,
+                pool: worker_pool(cfg.threads)?,
+                limits: cfg.limits,
+                streams: Arc::new(Semaphore::new(cfg.limits.max_concurrent_streams as usize)),
+                shutting_down,
+            }),
+        })
+    }
+
+    fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_pixels: self.state.limits.max_pixels,
+            max_file_bytes: self.state.limits.max_file_bytes,
+        }
+    }
+
+    fn check_batch(
+        &self,
+        spec: &augserve_core::PipelineSpec,
+        batch_size: u32,
+    ) -> Result<(), ServerError> {
+        let l = &self.state.limits;
+        if batch_size == 0 || batch_size > l.max_batch_size {
+            return Err(ServerError::InvalidArgument {
+                field: "batch_size",
+                message: format!("must be in 1..={}, got {batch_size}", l.max_batch_size),
+            });
+        }
+        let bytes = spec.output_image_bytes() as u64 * u64::from(batch_size);
+        if bytes > l.max_batch_bytes {
+            return Err(ServerError::ResourceExhausted(format!(
+                "a batch of {batch_size} x {}x{} {} is {bytes} bytes, over max_batch_bytes {}",
+                spec.size.width,
+                spec.size.height,
+                spec.output.dtype.name(),
+                l.max_batch_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+type BatchStream = ReceiverStream<Result<v1::Batch, Status>>;
+
+#[tonic::async_trait]
+impl AugServe for AugServeService {
+    type StreamBatchesStream = BatchStream;
+
+    async fn stream_batches(
+        &self,
+        request: Request<v1::StreamBatchesRequest>,
+    ) -> Result<Response<BatchStream>, Status> {
+        let r = request.into_inner();
+        let st = &self.state;
+        let ds = st
+            .datasets
+            .get(&r.dataset)
+            .cloned()
+            .ok_or_else(|| ServerError::UnknownDataset(r.dataset.clone()))?;
+        let spec = spec_from_proto(r.spec.as_ref()).map_err(ServerError::from)?;
+        self.check_batch(&spec, r.batch_size)?;
+        let prefetch = if r.prefetch == 0 { 2 } else { r.prefetch };
+        if prefetch > st.limits.max_prefetch {
+            return Err(ServerError::InvalidArgument {
+                field: "prefetch",
+                message: format!("must be <= {}", st.limits.max_prefetch),
+            }
+            .into());
+        }
+        let shard = ShardSpec {
+            seed: r.seed,
+            shuffle: !r.no_shuffle,
+            rank: r.rank,
+            world_size: r.world_size.max(1),
+            tail: tail_from_proto(r.tail).map_err(ServerError::from)?,
+        };
+        shard.validate().map_err(ServerError::from)?;
+        let permit = st.streams.clone().try_acquire_owned().map_err(|_| {
+            ServerError::ResourceExhausted(format!(
+                "{} concurrent streams already (max_concurrent_streams)",
+                st.limits.max_concurrent_streams
+            ))
+        })?;
+        let pipeline = Pipeline::with_pool(ds, spec.clone(), self.decode_limits(), st.pool.clone())
+            .map_err(ServerError::from)?
+            .with_batch_ops(st.ops.clone());
+        let (tx, rx) = mpsc::channel(prefetch as usize);
+        let stop = st.shutting_down.clone();
+        let num_classes = spec.mix.num_classes;
+        let (batch_size, drop_last) = (r.batch_size as usize, r.drop_last);
+        let end_epoch = if r.epochs == 0 {
+            u64::MAX
+        } else {
+            r.start_epoch.saturating_add(r.epochs)
+        };
+        let (start_epoch, start_batch) = (r.start_epoch, r.start_batch);
+        tracing::info!(dataset = %r.dataset, batch_size, rank = shard.rank, world_size = shard.world_size, "stream start");
+        std::thread::Builder::new()
+            .name("augserve-stream".into())
+            .spawn(move || {
+                let _permit = permit;
+                let started = Instant::now();
+                let (mut sent, mut images) = (0u64, 0u64);
+                let len = pipeline.dataset().len();
+                'epochs: for epoch in start_epoch..end_epoch {
+                    let ids = match shard.epoch_ids(len, epoch) {
+                        Ok(ids) => ids,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(ServerError::from(e).into()));
+                            break;
+                        }
+                    };
+                    let skip = if epoch == start_epoch {
+                        start_batch as usize
+                    } else {
+                        0
+                    };
+                    for (i, chunk) in batches(&ids, batch_size, drop_last)
+                        .into_iter()
+                        .enumerate()
+                        .skip(skip)
+                    {
+                        if tx.is_closed() || stop.load(Ordering::Relaxed) {
+                            break 'epochs;
+                        }
+                        let mix_key =
+                            i as u64 * u64::from(shard.world_size) + u64::from(shard.rank);
+                        let msg = pipeline
+                            .batch(shard.seed, epoch, i as u64, mix_key, chunk)
+                            .map(|b| {
+                                images += b.len() as u64;
+                                batch_to_proto(b, num_classes)
+                            })
+                            .map_err(|e| Status::from(ServerError::from(e)));
+                        let failed = msg.is_err();
+                        // A failed send means the client left: stop at once.
+                        if tx.blocking_send(msg).is_err() || failed {
+                            break 'epochs;
+                        }
+                        sent += 1;
+                    }
+                }
+                tracing::info!(
+                    batches = sent,
+                    images,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "stream end"
+                );
+            })
+            .map_err(ServerError::from)?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn augment_images(
+        &self,
+        request: Request<v1::AugmentImagesRequest>,
+    ) -> Result<Response<v1::Batch>, Status> {
+        let r = request.into_inner();
+        let st = self.state.clone();
+        let spec = spec_from_proto(r.spec.as_ref()).map_err(ServerError::from)?;
+        if r.images.len() > st.limits.max_images_per_request as usize {
+            return Err(ServerError::ResourceExhausted(format!(
+                "{} images, over max_images_per_request {}",
+                r.images.len(),
+                st.limits.max_images_per_request
+            ))
+            .into());
+        }
+        if !r.labels.is_empty() && r.labels.len() != r.images.len() {
+            return Err(ServerError::InvalidArgument {
+                field: "labels",
+                message: format!("{} labels for {} images", r.labels.len(), r.images.len()),
+            }
+            .into());
+        }
+        self.check_batch(&spec, (r.images.len() as u32).max(1))?;
+        let limits = self.decode_limits();
+        let num_classes = spec.mix.num_classes;
+        let batch = tokio::task::spawn_blocking(move || -> Result<v1::Batch, ServerError> {
+            let started = Instant::now();
+            let ids: Vec<u64> = (0..r.images.len() as u64).collect();
+            let (prepared, timings) =
+                prepare_images(&spec, &limits, &st.pool, r.seed, r.epoch, &ids, |id| {
+                    let i = id as usize;
+                    (
+                        format!("request[{i}]"),
+                        r.labels.get(i).copied().unwrap_or(-1),
+                        Ok(r.images[i].to_vec()),
+                    )
+                });
+            let mut p = PreparedBatch::collect(&spec, prepared, timings, started)?;
+            p.epoch = r.epoch;
+            p.seed = r.seed;
+            let b = finish_batch(&spec, st.ops.as_ref(), &st.pool, p)?;
+            Ok(batch_to_proto(b, num_classes))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
+        Ok(Response::new(batch))
+    }
+
+    async fn list_datasets(
+        &self,
+        _: Request<v1::ListDatasetsRequest>,
+    ) -> Result<Response<v1::ListDatasetsResponse>, Status> {
+        let datasets = self
+            .state
+            .datasets
+            .iter()
+            .map(|(name, d)| v1::DatasetInfo {
+                name: name.clone(),
+                format: d.format().name().into(),
+                samples: d.len() as u64,
+                num_classes: d.num_classes() as u32,
+                classes: d.classes().to_vec(),
+            })
+            .collect();
+        Ok(Response::new(v1::ListDatasetsResponse { datasets }))
+    }
+
+    async fn get_server_info(
+        &self,
+        _: Request<v1::GetServerInfoRequest>,
+    ) -> Result<Response<v1::ServerInfo>, Status> {
+        let st = &self.state;
+        let l = &st.limits;
+        let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Ok(Response::new(v1::ServerInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            batch_device: st.ops.device(),
+            kernels_compiled: st.gpu_unavailable.is_none(),
+            gpu_unavailable_reason: st.gpu_unavailable.clone().unwrap_or_default(),
+            worker_threads: st.pool.current_num_threads() as u32,
+            limits: Some(v1::Limits {
+                max_request_bytes: l.max_request_bytes,
+                max_batch_bytes: l.max_batch_bytes,
+                max_pixels: l.max_pixels,
+                max_file_bytes: l.max_file_bytes,
+                max_concurrent_streams: l.max_concurrent_streams,
+                max_batch_size: l.max_batch_size,
+                max_prefetch: l.max_prefetch,
+                max_images_per_request: l.max_images_per_request,
+            }),
+            dtypes: strs(&["uint8", "float16", "float32"]),
+            layouts: strs(&["NCHW", "NHWC"]),
+            crop_modes: strs(&["random_resized", "center", "resize"]),
+            mix_modes: strs(&["batch", "pair", "elem"]),
+        }))
+    }
+}

@@ -1,0 +1,279 @@
+//! `augserve serve`, `pull`, `health` and `demo`: the service and its command-line client.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use augserve_client::v1;
+use augserve_proto::convert::spec_to_proto;
+use augserve_server::config::DatasetConfig;
+use augserve_server::{run_server, ServerConfig, ShutdownSignal};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Server configuration (TOML); AUGSERVE_* environment variables override it.
+    #[arg(long, env = "AUGSERVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// TCP address to listen on (overrides the config).
+    #[arg(long)]
+    listen_tcp: Option<String>,
+    /// Unix socket to listen on (overrides the config).
+    #[arg(long)]
+    listen_uds: Option<PathBuf>,
+    /// Extra dataset as NAME=PATH (repeatable). With no dataset at all, the built-in demo
+    /// dataset is served as "demo".
+    #[arg(long = "dataset")]
+    datasets: Vec<String>,
+    /// auto | cpu | gpu (overrides the config).
+    #[arg(long)]
+    device: Option<String>,
+    /// Demo dataset cache (default: $XDG_CACHE_HOME/augserve or ~/.cache/augserve).
+    #[arg(long, env = "AUGSERVE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+pub fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let mut cfg = ServerConfig::load(args.config.as_deref())?;
+    if let Some(t) = &args.listen_tcp {
+        cfg.listen_tcp = (!t.is_empty()).then(|| t.clone());
+    }
+    if let Some(u) = &args.listen_uds {
+        cfg.listen_uds = Some(u.clone());
+    }
+    if let Some(d) = &args.device {
+        cfg.device = d.clone();
+    }
+    for d in &args.datasets {
+        let (name, path) = d
+            .split_once('=')
+            .with_context(|| format!("--dataset {d}: expected NAME=PATH"))?;
+        cfg.datasets.push(DatasetConfig {
+            name: name.into(),
+            path: path.into(),
+            format: None,
+        });
+    }
+    if cfg.datasets.is_empty() {
+        let cache = args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(crate::run::default_cache_dir);
+        std::fs::create_dir_all(&cache)?;
+        let path = augserve_core::demo::ensure_demo_dataset(&cache)?;
+        tracing::info!(path = %path.display(), "no dataset configured: serving the built-in demo dataset as \"demo\"");
+        cfg.datasets.push(DatasetConfig {
+            name: "demo".into(),
+            path,
+            format: None,
+        });
+    }
+    Ok(cfg)
+}
+
+fn signals() -> ShutdownSignal {
+    Box::pin(async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term => tracing::info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        }
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = server_config(&args)?;
+    runtime()?.block_on(run_server(cfg, signals()))?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Server address: host:port or unix:///path/to.sock.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "AUGSERVE_ADDR")]
+    addr: String,
+    #[arg(long, default_value = "demo")]
+    dataset: String,
+    /// Pipeline spec (.toml or .json); default: the ImageNet training recipe.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: u32,
+    /// Epochs to pull (0 = until interrupted).
+    #[arg(long, default_value_t = 1)]
+    epochs: u64,
+    #[arg(long, default_value_t = 0)]
+    start_epoch: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 0)]
+    rank: u32,
+    #[arg(long, default_value_t = 1)]
+    world_size: u32,
+    /// Batches the server prepares ahead.
+    #[arg(long, default_value_t = 2)]
+    prefetch: u32,
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Pulls batches and prints a summary; returns (images, bytes, batches).
+async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
+    let spec = match &args.spec {
+        Some(p) => augserve_core::PipelineSpec::from_path(p)?,
+        None => augserve_core::PipelineSpec::default(),
+    };
+    let mut client = augserve_client::connect(&args.addr, 2 << 30)
+        .await
+        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let info = client
+        .get_server_info(v1::GetServerInfoRequest {})
+        .await?
+        .into_inner();
+    println!(
+        "server {} at {}: batch ops on {}, {} worker threads",
+        info.version, args.addr, info.batch_device, info.worker_threads
+    );
+    let req = v1::StreamBatchesRequest {
+        dataset: args.dataset.clone(),
+        spec: Some(spec_to_proto(&spec)),
+        batch_size: args.batch_size,
+        seed: args.seed,
+        start_epoch: args.start_epoch,
+        epochs: args.epochs,
+        rank: args.rank,
+        world_size: args.world_size,
+        prefetch: args.prefetch,
+        ..Default::default()
+    };
+    let mut stream = client.stream_batches(req).await?.into_inner();
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} batches {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let started = Instant::now();
+    let (mut images, mut bytes, mut batches, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    while let Some(b) = stream.message().await? {
+        images += b.sample_ids.len() as u64;
+        bytes += b.images.as_ref().map_or(0, |t| t.data.len() as u64);
+        errors += b.errors.len() as u64;
+        batches += 1;
+        let s = started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "epoch {} | {:.0} images/s | {:.1} MB/s",
+            b.epoch,
+            images as f64 / s,
+            bytes as f64 / s / 1e6
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let s = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "pulled {images} images in {batches} batches, {s:.2} s: {:.1} images/s, {:.1} MB/s; image errors: {errors}",
+        images as f64 / s,
+        bytes as f64 / s / 1e6
+    );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+pub fn pull(args: PullArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(pull_async(&args))
+}
+
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// Server address: host:port or unix:///path/to.sock.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "AUGSERVE_ADDR")]
+    addr: String,
+}
+
+/// Exit 0 when the server reports SERVING (for container health checks).
+#[allow(clippy::print_stdout)]
+pub fn health(args: HealthArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let channel = augserve_client::connect_channel(&args.addr).await?;
+        let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
+        let r = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner();
+        let status = tonic_health::pb::health_check_response::ServingStatus::try_from(r.status)
+            .map(|s| s.as_str_name().to_string())
+            .unwrap_or_else(|_| r.status.to_string());
+        println!("{status}");
+        anyhow::ensure!(status == "SERVING", "server is {status}");
+        Ok(())
+    })
+}
+
+/// `augserve demo`: a server on the demo dataset and a client pulling from it, in one process.
+#[allow(clippy::print_stdout)]
+pub fn demo(epochs: u64, batch_size: u32, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let sock = std::env::temp_dir().join(format!("augserve-demo-{}.sock", std::process::id()));
+    let args = ServeArgs {
+        config: None,
+        listen_tcp: Some(String::new()),
+        listen_uds: Some(sock.clone()),
+        datasets: vec![],
+        device: None,
+        cache_dir,
+    };
+    let cfg = server_config(&args)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run_server(
+            cfg,
+            Box::pin(async move {
+                let _ = rx.await;
+            }),
+        ));
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        println!("demo: server on {}", sock.display());
+        let pull = PullArgs {
+            addr: format!("unix://{}", sock.display()),
+            dataset: "demo".into(),
+            spec: None,
+            batch_size,
+            epochs,
+            start_epoch: 0,
+            seed: 0,
+            rank: 0,
+            world_size: 1,
+            prefetch: 2,
+            quiet: false,
+        };
+        let r = pull_async(&pull).await;
+        let _ = tx.send(());
+        server.await??;
+        r
+    })
+}
