@@ -394,7 +394,11 @@ fn concurrent_streams_cancellation_and_sigterm() {
     // Each stream holds at most prefetch (2) + 1 batches of 8 x 3 x 64 x 64 f32 (393 KiB) plus
     // its images in flight: a generous bound of 400 MiB total.
     assert!(peak < idle + 400 * 1024, "peak RSS {peak} KiB");
-    assert!(after < peak + 1024);
+    // Cancelled streams give their memory back (the server trims its heap when a stream ends).
+    assert!(
+        after < idle + 32 * 1024,
+        "RSS after cancelling: {after} KiB (idle {idle} KiB)"
+    );
     // SIGTERM during streaming: clean exit 0 within the grace period.
     rt().block_on(async {
         let mut c = augserve_client::connect(&server.tcp, 256 << 20)
