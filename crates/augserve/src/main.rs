@@ -87,7 +87,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);

@@ -131,7 +131,7 @@ pub struct PullArgs {
     quiet: bool,
 }
 
-/// Pulls batches and prints a summary; returns (images, bytes, batches).
+/// Pulls batches and prints throughput and a summary.
 async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
     let spec = match &args.spec {
         Some(p) => augserve_core::PipelineSpec::from_path(p)?,
@@ -196,7 +196,6 @@ async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
 pub fn pull(args: PullArgs) -> anyhow::Result<()> {
     runtime()?.block_on(pull_async(&args))
 }
@@ -209,7 +208,6 @@ pub struct HealthArgs {
 }
 
 /// Exit 0 when the server reports SERVING (for container health checks).
-#[allow(clippy::print_stdout)]
 pub fn health(args: HealthArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let channel = augserve_client::connect_channel(&args.addr).await?;
@@ -230,7 +228,6 @@ pub fn health(args: HealthArgs) -> anyhow::Result<()> {
 }
 
 /// `augserve demo`: a server on the demo dataset and a client pulling from it, in one process.
-#[allow(clippy::print_stdout)]
 pub fn demo(epochs: u64, batch_size: u32, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let sock = std::env::temp_dir().join(format!("augserve-demo-{}.sock", std::process::id()));
     let args = ServeArgs {

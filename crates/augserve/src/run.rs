@@ -229,7 +229,6 @@ fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.total += t.total;
 }
 
-#[allow(clippy::print_stdout)]
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
     let (path, is_demo) = match &args.data {
