@@ -30,3 +30,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== Python client (clients/python) against the server binary"
+cargo build --locked
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python
+AUGSERVE_BIN="$PWD/target/debug/augserve" "$venv/bin/python" -m pytest clients/python/tests -q -rs

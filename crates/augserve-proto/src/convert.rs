@@ -272,7 +272,7 @@ fn timings_to_proto(t: &StageTimings) -> v1::StageTimings {
 /// The wire batch. The tensor's bytes move into `bytes::Bytes` without a copy.
 pub fn batch_to_proto(b: Batch, num_classes: u32) -> v1::Batch {
     let s = b.stats;
-    v1::Batch {
+    let mut out = v1::Batch {
         epoch: b.epoch,
         index: b.index,
         images: Some(v1::Tensor {
@@ -280,6 +280,7 @@ pub fn batch_to_proto(b: Batch, num_classes: u32) -> v1::Batch {
             dtype: dtype_to_proto(b.tensor.dtype) as i32,
             layout: layout_to_proto(b.tensor.layout) as i32,
             data: bytes::Bytes::from(b.tensor.data),
+            align: Vec::new(),
         }),
         labels_a: b.labels_a,
         labels_b: b.labels_b,
@@ -300,12 +301,136 @@ pub fn batch_to_proto(b: Batch, num_classes: u32) -> v1::Batch {
         }),
         timings: Some(timings_to_proto(&b.timings)),
         device: b.device,
+    };
+    align_tensor_data(&mut out);
+    out
+}
+
+/// Where `Tensor.data` starts in an encoded `Batch` is a multiple of this (see `Tensor.align`).
+pub const TENSOR_DATA_ALIGN: usize = 64;
+
+/// Sizes `images.align` so that the tensor bytes start at a multiple of `TENSOR_DATA_ALIGN`
+/// in the encoded batch. prost writes fields in tag order, so the bytes before `data` are:
+/// Batch.epoch, Batch.index, the images field header, then shape, dtype, layout, align and the
+/// data field header. Receivers can then view the tensor in place (numpy, torch) without copying
+/// it to fix its alignment.
+pub fn align_tensor_data(b: &mut v1::Batch) {
+    use prost::encoding::encoded_len_varint;
+    use prost::Message;
+    let head = v1::Batch {
+        epoch: b.epoch,
+        index: b.index,
+        ..Default::default()
     }
+    .encoded_len();
+    let Some(t) = b.images.as_mut() else { return };
+    if t.data.is_empty() {
+        return;
+    }
+    let meta = v1::Tensor {
+        shape: t.shape.clone(),
+        dtype: t.dtype,
+        layout: t.layout,
+        ..Default::default()
+    }
+    .encoded_len();
+    let data_head = 1 + encoded_len_varint(t.data.len() as u64);
+    let data_offset = |fill: usize| {
+        // An empty bytes field is not encoded at all (proto3).
+        let align_field = if fill == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(fill as u64) + fill
+        };
+        let tensor_len = meta + align_field + data_head + t.data.len();
+        head + 1 + encoded_len_varint(tensor_len as u64) + meta + align_field + data_head
+    };
+    // Field sizes 2 + fill cover every residue within 2 * TENSOR_DATA_ALIGN candidates.
+    let fill = (0..=2 * TENSOR_DATA_ALIGN + 2)
+        .find(|&f| data_offset(f) % TENSOR_DATA_ALIGN == 0)
+        .unwrap_or(0);
+    t.align = vec![0u8; fill];
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads a varint at `*pos` (test-only wire walker).
+    fn varint(buf: &[u8], pos: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = buf[*pos];
+            *pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+
+    /// The (offset, length) of length-delimited field `tag` among the fields in `buf[start..end]`.
+    fn find_field(buf: &[u8], start: usize, end: usize, tag: u64) -> Option<(usize, usize)> {
+        let mut pos = start;
+        while pos < end {
+            let key = varint(buf, &mut pos);
+            match key & 7 {
+                0 => {
+                    varint(buf, &mut pos);
+                }
+                2 => {
+                    let len = varint(buf, &mut pos) as usize;
+                    if key >> 3 == tag {
+                        return Some((pos, len));
+                    }
+                    pos += len;
+                }
+                5 => pos += 4,
+                1 => pos += 8,
+                w => panic!("wire type {w}"),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn tensor_data_is_aligned_in_the_encoded_batch() {
+        use prost::Message;
+        let mut checked = 0;
+        for epoch in [0u64, 1, 127, 128, 1 << 20, u64::MAX] {
+            for index in [0u64, 5, 300, 70_000] {
+                for data_len in [1usize, 100, 127, 128, 16_383, 16_384, 150_528, 2_097_152] {
+                    for shape in [vec![1u64], vec![256, 3, 224, 224], vec![u64::MAX]] {
+                        let mut b = v1::Batch {
+                            epoch,
+                            index,
+                            images: Some(v1::Tensor {
+                                shape,
+                                dtype: v1::DType::DtypeFloat16 as i32,
+                                layout: v1::Layout::Nhwc as i32,
+                                data: bytes::Bytes::from(vec![7u8; data_len]),
+                                align: Vec::new(),
+                            }),
+                            labels_a: vec![1, 2, 3],
+                            ..Default::default()
+                        };
+                        align_tensor_data(&mut b);
+                        let buf = b.encode_to_vec();
+                        let (t, tlen) = find_field(&buf, 0, buf.len(), 3).unwrap();
+                        let (d, dlen) = find_field(&buf, t, t + tlen, 5).unwrap();
+                        assert_eq!(dlen, data_len);
+                        assert_eq!(d % TENSOR_DATA_ALIGN, 0, "epoch {epoch} index {index}");
+                        assert!(buf[d..d + dlen].iter().all(|&x| x == 7));
+                        let back = v1::Batch::decode(buf.as_slice()).unwrap();
+                        assert_eq!(back.images.unwrap().data.len(), data_len);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 6 * 4 * 8 * 3);
+    }
 
     #[test]
     fn empty_spec_is_the_default() {

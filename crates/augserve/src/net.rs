@@ -127,8 +127,53 @@ pub struct PullArgs {
     /// Batches the server prepares ahead.
     #[arg(long, default_value_t = 2)]
     prefetch: u32,
+    /// Skip the first N batches of the start epoch (resume).
+    #[arg(long, default_value_t = 0)]
+    start_batch: u64,
+    /// Write one JSON line per batch: its ids, labels and SHA-256 digests of its tensors (for
+    /// comparing clients byte for byte; the Python client's tests use it).
+    #[arg(long)]
+    record: Option<PathBuf>,
     #[arg(long)]
     quiet: bool,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn f32_bytes(values: &[&[f32]]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| v.iter().flat_map(|x| x.to_le_bytes()))
+        .collect()
+}
+
+/// One batch as a JSON record: everything but its timings, tensors as digests.
+fn batch_record(b: &v1::Batch) -> serde_json::Value {
+    let t = b.images.clone().unwrap_or_default();
+    let s = b.stats.clone().unwrap_or_default();
+    serde_json::json!({
+        "epoch": b.epoch,
+        "index": b.index,
+        "sample_ids": b.sample_ids,
+        "labels_a": b.labels_a,
+        "labels_b": b.labels_b,
+        "num_classes": b.num_classes,
+        "shape": t.shape,
+        "dtype": t.dtype,
+        "layout": t.layout,
+        "device": b.device,
+        "images_sha256": sha256_hex(&t.data),
+        "lam_sha256": sha256_hex(&f32_bytes(&[&b.lam])),
+        "soft_targets_sha256": sha256_hex(&f32_bytes(&[&b.soft_targets])),
+        "stats_sha256": sha256_hex(&f32_bytes(&[&s.mean, &s.std, &s.mad, &s.clipped])),
+        "errors": b.errors.iter().map(|e| (e.sample_id, e.code.clone(), e.source.clone())).collect::<Vec<_>>(),
+    })
 }
 
 /// Pulls batches and prints throughput and a summary.
@@ -158,7 +203,14 @@ async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
         rank: args.rank,
         world_size: args.world_size,
         prefetch: args.prefetch,
+        start_batch: args.start_batch,
         ..Default::default()
+    };
+    let mut record = match &args.record {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("--record {}", p.display()))?,
+        )),
+        None => None,
     };
     let mut stream = client.stream_batches(req).await?.into_inner();
     let bar = if args.quiet {
@@ -177,6 +229,10 @@ async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
         bytes += b.images.as_ref().map_or(0, |t| t.data.len() as u64);
         errors += b.errors.len() as u64;
         batches += 1;
+        if let Some(w) = record.as_mut() {
+            use std::io::Write;
+            writeln!(w, "{}", batch_record(&b))?;
+        }
         let s = started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!(
             "epoch {} | {:.0} images/s | {:.1} MB/s",
@@ -187,6 +243,10 @@ async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(mut w) = record {
+        use std::io::Write;
+        w.flush()?;
+    }
     let s = started.elapsed().as_secs_f64().max(1e-9);
     println!(
         "pulled {images} images in {batches} batches, {s:.2} s: {:.1} images/s, {:.1} MB/s; image errors: {errors}",
@@ -266,6 +326,8 @@ pub fn demo(epochs: u64, batch_size: u32, cache_dir: Option<PathBuf>) -> anyhow:
             rank: 0,
             world_size: 1,
             prefetch: 2,
+            start_batch: 0,
+            record: None,
             quiet: false,
         };
         let r = pull_async(&pull).await;

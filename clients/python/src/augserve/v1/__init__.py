@@ -1,0 +1,1 @@
+"""gRPC stubs generated from proto/augserve/v1/augserve.proto (tools/generate_stubs.py)."""
