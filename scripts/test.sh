@@ -35,3 +35,6 @@ echo "== Python client (clients/python) against the server binary"
 cargo build --locked
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python
 AUGSERVE_BIN="$PWD/target/debug/augserve" "$venv/bin/python" -m pytest clients/python/tests -q -rs
+
+echo "== deployment files (hadolint, kubernetes-validate, compose, configs)"
+PYTHON="$venv/bin/python" AUGSERVE_BIN="$PWD/target/debug/augserve" ./scripts/check-deploy.sh

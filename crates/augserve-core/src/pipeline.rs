@@ -100,6 +100,11 @@ pub trait BatchOps: Send + Sync {
     /// "cpu", or the GPU's name.
     fn device(&self) -> String;
 
+    /// Device memory in use, in bytes, for the GPU backends (metrics); `None` on the CPU.
+    fn device_memory_used(&self) -> Option<u64> {
+        None
+    }
+
     fn run(
         &self,
         images: &[PreparedImage],

@@ -501,6 +501,13 @@ impl BatchOps for GpuBatchOps {
         )
     }
 
+    /// Total minus free memory of the device: ours plus that of other processes on it (the
+    /// trainer's, for a sidecar), which is what an operator needs to see.
+    fn device_memory_used(&self) -> Option<u64> {
+        let (free, total) = self.device.ctx.mem_get_info().ok()?;
+        Some(total.saturating_sub(free) as u64)
+    }
+
     fn run(
         &self,
         images: &[PreparedImage],

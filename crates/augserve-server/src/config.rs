@@ -23,6 +23,13 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Seconds streams get to finish after SIGTERM (env AUGSERVE_GRACE_PERIOD_S).
     pub grace_period_s: f64,
+    /// Address for Prometheus metrics over HTTP (`GET /metrics`), e.g. "0.0.0.0:9090"; unset
+    /// = no metrics endpoint (env AUGSERVE_METRICS_LISTEN).
+    pub metrics_listen: Option<String>,
+    /// Seconds between "batch telemetry" log lines (latest per-channel mean, std, MAD and
+    /// clipped fraction per dataset, and images/s); 0 = never (env
+    /// AUGSERVE_TELEMETRY_LOG_INTERVAL_S).
+    pub telemetry_log_interval_s: f64,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +42,8 @@ impl Default for ServerConfig {
             device: "auto".into(),
             threads: 0,
             grace_period_s: 10.0,
+            metrics_listen: None,
+            telemetry_log_interval_s: 60.0,
         }
     }
 }
@@ -114,6 +123,8 @@ impl ServerConfig {
                 "DEVICE" => self.device = v.clone(),
                 "THREADS" => self.threads = parse(&k, &v)?,
                 "GRACE_PERIOD_S" => self.grace_period_s = parse(&k, &v)?,
+                "METRICS_LISTEN" => self.metrics_listen = (!v.is_empty()).then(|| v.clone()),
+                "TELEMETRY_LOG_INTERVAL_S" => self.telemetry_log_interval_s = parse(&k, &v)?,
                 "MAX_REQUEST_BYTES" => l.max_request_bytes = parse(&k, &v)?,
                 "MAX_BATCH_BYTES" => l.max_batch_bytes = parse(&k, &v)?,
                 "MAX_PIXELS" => l.max_pixels = parse(&k, &v)?,

@@ -6,6 +6,7 @@ pub mod config;
 mod error;
 mod serve;
 mod service;
+pub mod telemetry;
 
 pub use config::ServerConfig;
 pub use error::ServerError;

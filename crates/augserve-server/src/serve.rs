@@ -17,6 +17,18 @@ pub type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()>
 pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(), ServerError> {
     let stopping = Arc::new(AtomicBool::new(false));
     let service = AugServeService::new(&cfg, stopping.clone())?;
+    if let Some(addr) = &cfg.metrics_listen {
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|e| ServerError::Config(format!("metrics_listen '{addr}': {e}")))?;
+        crate::telemetry::install_exporter(addr)?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        metrics::gauge!(crate::telemetry::names::INFO, "version" => env!("CARGO_PKG_VERSION"), "batch_device" => service.batch_ops().device()).set(1.0);
+    }
+    let ticker = tokio::spawn(service.telemetry().run_ticker(
+        service.batch_ops(),
+        Duration::from_secs_f64(cfg.telemetry_log_interval_s.max(0.0)),
+    ));
     let max_out = cfg.limits.max_batch_bytes as usize + (16 << 20);
     let max_in = cfg.limits.max_request_bytes as usize;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -84,6 +96,7 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
     if let Some(path) = &cfg.listen_uds {
         let _ = std::fs::remove_file(path);
     }
+    ticker.abort();
     Ok(())
 }
 

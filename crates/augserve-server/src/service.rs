@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::config::{LimitsConfig, ServerConfig};
+use crate::telemetry::Telemetry;
 use crate::ServerError;
 
 struct State {
@@ -27,6 +28,7 @@ struct State {
     limits: LimitsConfig,
     streams: Arc<Semaphore>,
     shutting_down: Arc<AtomicBool>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// The service; cheap to clone (shared state).
@@ -79,8 +81,19 @@ impl AugServeService {
                 limits: cfg.limits,
                 streams: Arc::new(Semaphore::new(cfg.limits.max_concurrent_streams as usize)),
                 shutting_down,
+                telemetry: Arc::new(Telemetry::default()),
             }),
         })
+    }
+
+    /// The server-wide telemetry (for the metrics ticker).
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.state.telemetry.clone()
+    }
+
+    /// The batch-ops backend (for the metrics ticker's device memory gauge).
+    pub fn batch_ops(&self) -> Arc<dyn BatchOps> {
+        self.state.ops.clone()
     }
 
     fn decode_limits(&self) -> DecodeLimits {
@@ -180,13 +193,18 @@ impl AugServe for AugServeService {
             r.start_epoch.saturating_add(r.epochs)
         };
         let (start_epoch, start_batch) = (r.start_epoch, r.start_batch);
-        tracing::info!(dataset = %r.dataset, batch_size, rank = shard.rank, world_size = shard.world_size, "stream start");
+        tracing::info!(dataset = %r.dataset, batch_size, rank = shard.rank, world_size = shard.world_size, start_epoch, epochs = r.epochs, seed = shard.seed, "stream start");
+        let telemetry = st.telemetry.clone();
+        let dataset_name = r.dataset.clone();
+        telemetry.stream_started();
+        let on_spawn_error = telemetry.clone();
         std::thread::Builder::new()
             .name("augserve-stream".into())
             .spawn(move || {
                 let _permit = permit;
                 let started = Instant::now();
-                let (mut sent, mut images) = (0u64, 0u64);
+                let (mut sent, mut images, mut bytes, mut errors) = (0u64, 0u64, 0u64, 0u64);
+                let mut queued = 0i64;
                 let len = pipeline.dataset().len();
                 'epochs: for epoch in start_epoch..end_epoch {
                     let ids = match shard.epoch_ids(len, epoch) {
@@ -215,28 +233,49 @@ impl AugServe for AugServeService {
                             .batch(shard.seed, epoch, i as u64, mix_key, chunk)
                             .map(|b| {
                                 images += b.len() as u64;
+                                errors += b.errors.len() as u64;
+                                telemetry.record_batch(&dataset_name, &b);
                                 batch_to_proto(b, num_classes)
                             })
                             .map_err(|e| Status::from(ServerError::from(e)));
                         let failed = msg.is_err();
+                        let len = msg
+                            .as_ref()
+                            .map_or(0, |b| b.images.as_ref().map_or(0, |t| t.data.len()));
+                        let wait = Instant::now();
                         // A failed send means the client left: stop at once.
                         if tx.blocking_send(msg).is_err() || failed {
                             break 'epochs;
                         }
+                        telemetry.record_send(&dataset_name, len, wait.elapsed());
+                        let now = (tx.max_capacity() - tx.capacity()) as i64;
+                        telemetry.queue_changed(now - queued);
+                        queued = now;
                         sent += 1;
+                        bytes += len as u64;
                     }
                 }
+                let seconds = started.elapsed().as_secs_f64();
                 tracing::info!(
+                    dataset = %dataset_name,
                     batches = sent,
                     images,
-                    seconds = started.elapsed().as_secs_f64(),
+                    image_errors = errors,
+                    bytes,
+                    seconds,
+                    images_per_s = images as f64 / seconds.max(1e-9),
                     "stream end"
                 );
+                telemetry.queue_changed(-queued);
+                telemetry.stream_ended();
                 drop(pipeline);
                 drop(tx);
                 release_freed_memory();
             })
-            .map_err(ServerError::from)?;
+            .map_err(|e| {
+                on_spawn_error.stream_ended();
+                ServerError::from(e)
+            })?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -281,6 +320,7 @@ impl AugServe for AugServeService {
             p.epoch = r.epoch;
             p.seed = r.seed;
             let b = finish_batch(&spec, st.ops.as_ref(), &st.pool, p)?;
+            st.telemetry.record_batch("request", &b);
             Ok(batch_to_proto(b, num_classes))
         })
         .await

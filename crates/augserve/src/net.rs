@@ -11,7 +11,34 @@ use augserve_server::{run_server, ServerConfig, ShutdownSignal};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Every configuration key, for `augserve serve --help`.
+const SERVE_CONFIG_HELP: &str = "\
+Configuration, lowest to highest precedence: the --config TOML file, AUGSERVE_* environment
+variables, then flags. Keys (TOML / environment variable):
+  listen_tcp / AUGSERVE_LISTEN_TCP            TCP address, e.g. 0.0.0.0:50051 (\"\" = none;
+                                              default 127.0.0.1:50051)
+  listen_uds / AUGSERVE_LISTEN_UDS            Unix socket path (created 0660)
+  [[datasets]] name, path, format / AUGSERVE_DATASETS=name=path,name2=path2
+                                              format: image_folder | file_list | webdataset
+                                              (guessed when absent)
+  device / AUGSERVE_DEVICE                    auto | cpu | gpu (default auto)
+  threads / AUGSERVE_THREADS                  worker threads, 0 = one per core
+  grace_period_s / AUGSERVE_GRACE_PERIOD_S    seconds streams get after SIGTERM (default 10)
+  metrics_listen / AUGSERVE_METRICS_LISTEN    Prometheus /metrics address, e.g. 0.0.0.0:9090
+                                              (default: off)
+  telemetry_log_interval_s / AUGSERVE_TELEMETRY_LOG_INTERVAL_S
+                                              seconds between batch-statistics log lines
+                                              (default 60, 0 = off)
+  [limits] (each also AUGSERVE_<KEY in upper case>, e.g. AUGSERVE_MAX_BATCH_SIZE):
+    max_request_bytes (64 MiB), max_batch_bytes (1 GiB), max_pixels (50000000),
+    max_file_bytes (64 MiB),
+    max_concurrent_streams (64), max_batch_size (4096), max_prefetch (8),
+    max_images_per_request (1024)
+Also: AUGSERVE_CONFIG (the file), AUGSERVE_CACHE_DIR (demo dataset cache), AUGSERVE_LOG
+(log filter, e.g. info or augserve_server=debug), AUGSERVE_LOG_FORMAT (text | json).";
+
 #[derive(Args, Debug)]
+#[command(after_long_help = SERVE_CONFIG_HELP)]
 pub struct ServeArgs {
     /// Server configuration (TOML); AUGSERVE_* environment variables override it.
     #[arg(long, env = "AUGSERVE_CONFIG")]
@@ -29,9 +56,16 @@ pub struct ServeArgs {
     /// auto | cpu | gpu (overrides the config).
     #[arg(long)]
     device: Option<String>,
+    /// Prometheus metrics address, e.g. 0.0.0.0:9090 (overrides the config).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// Demo dataset cache (default: $XDG_CACHE_HOME/augserve or ~/.cache/augserve).
     #[arg(long, env = "AUGSERVE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Load and check the configuration (file, environment, flags), print the result as TOML
+    /// and exit without serving.
+    #[arg(long)]
+    check_config: bool,
 }
 
 pub fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
@@ -45,6 +79,9 @@ pub fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(d) = &args.device {
         cfg.device = d.clone();
     }
+    if let Some(m) = &args.metrics_listen {
+        cfg.metrics_listen = (!m.is_empty()).then(|| m.clone());
+    }
     for d in &args.datasets {
         let (name, path) = d
             .split_once('=')
@@ -55,7 +92,7 @@ pub fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
             format: None,
         });
     }
-    if cfg.datasets.is_empty() {
+    if cfg.datasets.is_empty() && !args.check_config {
         let cache = args
             .cache_dir
             .clone()
@@ -97,6 +134,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = server_config(&args)?;
+    if args.check_config {
+        print!("{}", toml::to_string(&cfg)?);
+        return Ok(());
+    }
     runtime()?.block_on(run_server(cfg, signals()))?;
     Ok(())
 }
@@ -296,7 +337,9 @@ pub fn demo(epochs: u64, batch_size: u32, cache_dir: Option<PathBuf>) -> anyhow:
         listen_uds: Some(sock.clone()),
         datasets: vec![],
         device: None,
+        metrics_listen: None,
         cache_dir,
+        check_config: false,
     };
     let cfg = server_config(&args)?;
     let rt = runtime()?;

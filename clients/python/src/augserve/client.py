@@ -60,7 +60,8 @@ class Client:
     ...     images, targets = batch.to_torch("cuda")
 
     `token` is sent as a bearer token on every call; `root_certificates` (PEM bytes) switches
-    to TLS. Messages of any size are accepted (a float32 batch of 256 images is 154 MB).
+    to TLS. `load_balancing="round_robin"` with a `dns:///name:port` address spreads streams
+    over all the servers the name resolves to. Messages of any size are accepted (a float32 batch of 256 images is 154 MB).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Client:
         token: str | None = None,
         root_certificates: bytes | None = None,
         timeout: float | None = 30.0,
+        load_balancing: str | None = None,
         options: Sequence[tuple[str, object]] = (),
     ):
         self.address = address
@@ -79,6 +81,10 @@ class Client:
             ("grpc.max_send_message_length", -1),
             *options,
         ]
+        if load_balancing:
+            # "round_robin" spreads calls over every address a "dns:///" target resolves to
+            # (a headless Service's pods): how trainers share a pool of servers.
+            opts.append(("grpc.lb_policy_name", load_balancing))
         target = _target(address)
         if target.startswith("unix:"):
             # grpcio's default :authority for a socket is its path, which the server's HTTP/2
