@@ -35,7 +35,7 @@ def free_port() -> int:
 class Server:
     """An `augserve serve` process; restartable on the same socket."""
 
-    def __init__(self, workdir: pathlib.Path, extra_args: list[str] | None = None):
+    def __init__(self, workdir: pathlib.Path, extra_args: list[str] | None = None, env: dict | None = None):
         self.workdir = workdir
         self.sock = workdir / "augserve.sock"
         self.port = free_port()
@@ -43,15 +43,16 @@ class Server:
         self.tcp = f"127.0.0.1:{self.port}"
         self.cache = workdir / "cache"
         self.extra_args = extra_args or []
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.log = workdir / "server.log"
 
     def start(self) -> None:
-        env = dict(os.environ, AUGSERVE_CACHE_DIR=str(self.cache), AUGSERVE_LOG="warn")
+        env = dict(os.environ, AUGSERVE_CACHE_DIR=str(self.cache), AUGSERVE_LOG="warn", **self.env)
         args = [str(augserve_bin()), "serve", "--listen-uds", str(self.sock), "--listen-tcp", self.tcp]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args + self.extra_args, env=env, stdout=log, stderr=log)
-        with augserve.Client(self.uds) as c:
+        with augserve.Client(self.uds, token=self.env.get("AUGSERVE_TOKENS")) as c:
             try:
                 c.wait_ready(timeout=60)
             except augserve.UnavailableError:

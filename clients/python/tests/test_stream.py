@@ -282,3 +282,24 @@ def test_a_stream_resumes_after_the_server_restarts(tmp_path):
             assert got == want
     finally:
         srv.stop()
+
+
+def test_a_token_protected_server_refuses_calls_without_the_token(tmp_path):
+    from conftest import Server
+
+    srv = Server(tmp_path, env={"AUGSERVE_TOKENS": "py-secret"})
+    srv.start()
+    try:
+        with augserve.Client(srv.uds) as c:
+            with pytest.raises(augserve.UnauthenticatedError, match="Bearer"):
+                c.datasets()
+            with pytest.raises(augserve.UnauthenticatedError):
+                next(c.stream("demo"))
+        with augserve.Client(srv.uds, token="wrong") as c:
+            with pytest.raises(augserve.UnauthenticatedError, match="invalid token"):
+                c.info()
+        with augserve.Client(srv.uds, token="py-secret") as c:
+            assert [d.name for d in c.datasets()] == ["demo"]
+            assert len(next(c.stream("demo", PipelineSpec(width=32, height=32), batch_size=4))) == 4
+    finally:
+        srv.stop()

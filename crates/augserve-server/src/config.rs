@@ -30,6 +30,17 @@ pub struct ServerConfig {
     /// clipped fraction per dataset, and images/s); 0 = never (env
     /// AUGSERVE_TELEMETRY_LOG_INTERVAL_S).
     pub telemetry_log_interval_s: f64,
+    /// PEM certificate chain and private key: serve TCP over TLS (env AUGSERVE_TLS_CERT,
+    /// AUGSERVE_TLS_KEY). The Unix socket stays plaintext (local, guarded by its 0660 mode).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A file of accepted bearer tokens, one per line (env AUGSERVE_TOKENS_FILE). With tokens
+    /// configured, every call but health needs `authorization: Bearer <token>`.
+    pub tokens_file: Option<PathBuf>,
+    /// Accepted tokens from the environment only (AUGSERVE_TOKENS, comma-separated); never
+    /// written out.
+    #[serde(skip)]
+    pub tokens: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +55,10 @@ impl Default for ServerConfig {
             grace_period_s: 10.0,
             metrics_listen: None,
             telemetry_log_interval_s: 60.0,
+            tls_cert: None,
+            tls_key: None,
+            tokens_file: None,
+            tokens: Vec::new(),
         }
     }
 }
@@ -125,6 +140,16 @@ impl ServerConfig {
                 "GRACE_PERIOD_S" => self.grace_period_s = parse(&k, &v)?,
                 "METRICS_LISTEN" => self.metrics_listen = (!v.is_empty()).then(|| v.clone()),
                 "TELEMETRY_LOG_INTERVAL_S" => self.telemetry_log_interval_s = parse(&k, &v)?,
+                "TLS_CERT" => self.tls_cert = (!v.is_empty()).then(|| PathBuf::from(&v)),
+                "TLS_KEY" => self.tls_key = (!v.is_empty()).then(|| PathBuf::from(&v)),
+                "TOKENS_FILE" => self.tokens_file = (!v.is_empty()).then(|| PathBuf::from(&v)),
+                "TOKENS" => {
+                    self.tokens = v
+                        .split(',')
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                }
                 "MAX_REQUEST_BYTES" => l.max_request_bytes = parse(&k, &v)?,
                 "MAX_BATCH_BYTES" => l.max_batch_bytes = parse(&k, &v)?,
                 "MAX_PIXELS" => l.max_pixels = parse(&k, &v)?,
@@ -148,6 +173,11 @@ impl ServerConfig {
                 }
                 _ => {}
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ServerError::Config(
+                "tls_cert and tls_key go together: set both or neither".into(),
+            ));
         }
         if self.listen_tcp.is_none() && self.listen_uds.is_none() {
             return Err(ServerError::Config(

@@ -2,6 +2,7 @@
 //! producer thread feeding a bounded channel (a failed send means the client left);
 //! `AugmentImages` augments JPEGs sent in the request. Health and reflection are served too.
 
+pub mod auth;
 pub mod config;
 mod error;
 mod serve;

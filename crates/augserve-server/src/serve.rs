@@ -8,7 +8,9 @@ use augserve_proto::v1::aug_serve_server::AugServeServer;
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
+use crate::auth::TokenCheck;
 use crate::{AugServeService, ServerConfig, ServerError};
+use tonic::service::interceptor::InterceptedService;
 
 /// Resolves when the server should stop (SIGTERM/SIGINT in the binary; anything in tests).
 pub type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -40,15 +42,44 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
-    let router = || {
-        tonic::transport::Server::builder()
-            .add_service(health_service.clone())
-            .add_service(reflection.clone())
-            .add_service(
-                AugServeServer::new(service.clone())
-                    .max_decoding_message_size(max_in)
-                    .max_encoding_message_size(max_out),
-            )
+    let mut tokens = cfg.tokens.clone();
+    if let Some(f) = &cfg.tokens_file {
+        tokens.extend(crate::auth::read_tokens_file(f)?);
+    }
+    let check = TokenCheck::new(&tokens);
+    if check.enabled() {
+        tracing::info!(
+            tokens = tokens.len(),
+            "bearer tokens required (health stays open)"
+        );
+    }
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(crate::auth::tls_config(c, k)?),
+        _ => None,
+    };
+    // Health is open (probes carry no secret); the service and reflection need the token.
+    let router = |tls: Option<tonic::transport::ServerTlsConfig>| {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = tls {
+            builder = builder
+                .tls_config(t)
+                .map_err(|e| ServerError::Config(format!("tls: {e}")))?;
+        }
+        let c1 = check.clone();
+        let c2 = check.clone();
+        Ok::<_, ServerError>(
+            builder
+                .add_service(health_service.clone())
+                .add_service(InterceptedService::new(reflection.clone(), move |r| {
+                    c1.check(r)
+                }))
+                .add_service(InterceptedService::new(
+                    AugServeServer::new(service.clone())
+                        .max_decoding_message_size(max_in)
+                        .max_encoding_message_size(max_out),
+                    move |r| c2.check(r),
+                )),
+        )
     };
     let (tx, rx) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
@@ -57,8 +88,8 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
     let mut tasks = Vec::new();
     if let Some(addr) = &cfg.listen_tcp {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, "listening on TCP");
-        let r = router();
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "listening on TCP");
+        let r = router(tls.clone())?;
         let rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             r.serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait(rx))
@@ -71,7 +102,7 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         // Owner and group may connect (the trainer container shares the group).
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
         tracing::info!(path = %path.display(), "listening on a Unix socket");
-        let r = router();
+        let r = router(None)?;
         let rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             r.serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait(rx))

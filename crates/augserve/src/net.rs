@@ -29,6 +29,13 @@ variables, then flags. Keys (TOML / environment variable):
   telemetry_log_interval_s / AUGSERVE_TELEMETRY_LOG_INTERVAL_S
                                               seconds between batch-statistics log lines
                                               (default 60, 0 = off)
+  tls_cert, tls_key / AUGSERVE_TLS_CERT, AUGSERVE_TLS_KEY
+                                              PEM files: TCP over TLS (the socket stays
+                                              plaintext, guarded by its mode)
+  tokens_file / AUGSERVE_TOKENS_FILE          accepted bearer tokens, one per line
+  AUGSERVE_TOKENS                             accepted tokens, comma-separated (env only)
+                                              With tokens, every call but health needs
+                                              authorization: Bearer <token>.
   [limits] (each also AUGSERVE_<KEY in upper case>, e.g. AUGSERVE_MAX_BATCH_SIZE):
     max_request_bytes (64 MiB), max_batch_bytes (1 GiB), max_pixels (50000000),
     max_file_bytes (64 MiB),
@@ -168,6 +175,8 @@ pub struct PullArgs {
     /// Batches the server prepares ahead.
     #[arg(long, default_value_t = 2)]
     prefetch: u32,
+    #[command(flatten)]
+    security: SecurityArgs,
     /// Skip the first N batches of the start epoch (resume).
     #[arg(long, default_value_t = 0)]
     start_batch: u64,
@@ -217,13 +226,42 @@ fn batch_record(b: &v1::Batch) -> serde_json::Value {
     })
 }
 
+/// TLS and token options of the client subcommands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecurityArgs {
+    /// Bearer token, for servers that require one.
+    #[arg(long, env = "AUGSERVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate to verify a TLS server with (turns TLS on; TCP only).
+    #[arg(long, env = "AUGSERVE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Name to verify the server certificate against (default: the address's host).
+    #[arg(long)]
+    tls_domain: Option<String>,
+}
+
+impl SecurityArgs {
+    fn load(&self) -> anyhow::Result<augserve_client::Security> {
+        Ok(augserve_client::Security {
+            token: self.token.clone(),
+            ca_pem: match &self.tls_ca {
+                Some(p) => {
+                    Some(std::fs::read(p).with_context(|| format!("--tls-ca {}", p.display()))?)
+                }
+                None => None,
+            },
+            domain: self.tls_domain.clone(),
+        })
+    }
+}
+
 /// Pulls batches and prints throughput and a summary.
 async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
     let spec = match &args.spec {
         Some(p) => augserve_core::PipelineSpec::from_path(p)?,
         None => augserve_core::PipelineSpec::default(),
     };
-    let mut client = augserve_client::connect(&args.addr, 2 << 30)
+    let mut client = augserve_client::connect_secure(&args.addr, 2 << 30, &args.security.load()?)
         .await
         .with_context(|| format!("cannot connect to {}", args.addr))?;
     let info = client
@@ -306,12 +344,23 @@ pub struct HealthArgs {
     /// Server address: host:port or unix:///path/to.sock.
     #[arg(long, default_value = "127.0.0.1:50051", env = "AUGSERVE_ADDR")]
     addr: String,
+    /// PEM CA certificate, for a TLS server (health needs no token).
+    #[arg(long, env = "AUGSERVE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    #[arg(long)]
+    tls_domain: Option<String>,
 }
 
 /// Exit 0 when the server reports SERVING (for container health checks).
 pub fn health(args: HealthArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let channel = augserve_client::connect_channel(&args.addr).await?;
+        let security = SecurityArgs {
+            token: None,
+            tls_ca: args.tls_ca.clone(),
+            tls_domain: args.tls_domain.clone(),
+        }
+        .load()?;
+        let channel = augserve_client::connect_channel_secure(&args.addr, &security).await?;
         let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
         let r = h
             .check(tonic_health::pb::HealthCheckRequest {
@@ -371,6 +420,7 @@ pub fn demo(epochs: u64, batch_size: u32, cache_dir: Option<PathBuf>) -> anyhow:
             prefetch: 2,
             start_batch: 0,
             record: None,
+            security: SecurityArgs::default(),
             quiet: false,
         };
         let r = pull_async(&pull).await;
