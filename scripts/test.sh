@@ -28,8 +28,14 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== fuzz targets build (fuzz/; run them with cargo fuzz, see fuzz/README.md)"
+CARGO_TARGET_DIR=target/fuzz-check cargo check --manifest-path fuzz/Cargo.toml --bins --locked --quiet
+
 echo "== cargo test"
+rm -f target/tmp/robustness-summary.md
 cargo test --workspace --locked
+echo "== robustness summary (crates/augserve/tests/robustness.rs)"
+cat target/tmp/robustness-summary.md
 
 echo "== Python client (clients/python) against the server binary"
 cargo build --locked

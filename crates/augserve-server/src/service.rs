@@ -139,7 +139,27 @@ fn release_freed_memory() {
     }
 }
 
-type BatchStream = ReceiverStream<Result<v1::Batch, Status>>;
+/// How long a new stream waits for a free slot before RESOURCE_EXHAUSTED.
+const STREAM_ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A stream's batches, holding its concurrent-stream permit: when the client leaves, tonic
+/// drops this and the slot is free at once, while the producer thread finishes the batch in
+/// hand and exits on its next send.
+pub struct BatchStream {
+    batches: ReceiverStream<Result<v1::Batch, Status>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio_stream::Stream for BatchStream {
+    type Item = Result<v1::Batch, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.batches).poll_next(cx)
+    }
+}
 
 #[tonic::async_trait]
 impl AugServe for AugServeService {
@@ -174,12 +194,19 @@ impl AugServe for AugServeService {
             tail: tail_from_proto(r.tail).map_err(ServerError::from)?,
         };
         shard.validate().map_err(ServerError::from)?;
-        let permit = st.streams.clone().try_acquire_owned().map_err(|_| {
-            ServerError::ResourceExhausted(format!(
-                "{} concurrent streams already (max_concurrent_streams)",
-                st.limits.max_concurrent_streams
-            ))
-        })?;
+        // A short wait for a slot: a client that cancels and at once reopens races the release
+        // of its old stream's slot (hyper drops the old stream on its own task).
+        let permit =
+            tokio::time::timeout(STREAM_ADMISSION_WAIT, st.streams.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    ServerError::ResourceExhausted(format!(
+                        "{} concurrent streams already (max_concurrent_streams)",
+                        st.limits.max_concurrent_streams
+                    ))
+                })?;
         let pipeline = Pipeline::with_pool(ds, spec.clone(), self.decode_limits(), st.pool.clone())
             .map_err(ServerError::from)?
             .with_batch_ops(st.ops.clone());
@@ -201,7 +228,6 @@ impl AugServe for AugServeService {
         std::thread::Builder::new()
             .name("augserve-stream".into())
             .spawn(move || {
-                let _permit = permit;
                 let started = Instant::now();
                 let (mut sent, mut images, mut bytes, mut errors) = (0u64, 0u64, 0u64, 0u64);
                 let mut queued = 0i64;
@@ -276,7 +302,10 @@ impl AugServe for AugServeService {
                 on_spawn_error.stream_ended();
                 ServerError::from(e)
             })?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(BatchStream {
+            batches: ReceiverStream::new(rx),
+            _permit: permit,
+        }))
     }
 
     async fn augment_images(
