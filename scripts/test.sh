@@ -38,7 +38,8 @@ echo "== robustness summary (crates/augserve/tests/robustness.rs)"
 cat target/tmp/robustness-summary.md
 
 echo "== Python client (clients/python) against the server binary"
-cargo build --locked
+# `cargo test` left the binary there (its integration tests run it); no second build.
+test -x target/debug/augserve
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python
 AUGSERVE_BIN="$PWD/target/debug/augserve" "$venv/bin/python" -m pytest clients/python/tests -q -rs
 
