@@ -4,6 +4,7 @@
 //! `augserve`: the command-line entry point. Thin: argument parsing, logging, progress
 //! output and exit codes live here; the work is in the library crates.
 
+mod bench;
 mod net;
 mod preview;
 mod run;
@@ -48,6 +49,9 @@ enum Command {
     Run(run::RunArgs),
     /// Serve batches over gRPC (TCP and/or a Unix socket).
     Serve(net::ServeArgs),
+    /// Measure the pipeline: images/s and ms per stage with the batch ops on the CPU and (when
+    /// usable) the GPU, over thread counts and batch sizes; writes JSON/CSV with --out-dir.
+    Bench(bench::BenchArgs),
     /// Stream epochs from a server and report throughput.
     Pull(net::PullArgs),
     /// Check a server's gRPC health (exit 0 when SERVING).
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => net::serve(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Pull(args) => net::pull(args),
         Command::Health(args) => net::health(args),
         Command::Demo {

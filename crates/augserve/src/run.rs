@@ -144,7 +144,7 @@ fn demo_spec() -> PipelineSpec {
     }
 }
 
-fn describe(spec: &PipelineSpec) -> String {
+pub fn describe(spec: &PipelineSpec) -> String {
     let crop = match &spec.crop {
         CropSpec::RandomResized { scale, ratio } => format!(
             "RandomResizedCrop(scale {scale:?}, ratio [{:.3}, {:.3}])",

@@ -184,3 +184,61 @@ fn demo_serves_and_pulls_in_one_process() {
     );
     assert!(stdout.contains("image errors: 0"), "{stdout}");
 }
+
+#[test]
+fn bench_measures_each_configuration_and_writes_json_and_csv() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    augserve_core::demo::write_demo_dataset(&data, 2).unwrap();
+    let out = augserve()
+        .args([
+            "bench",
+            "--quiet",
+            "--devices",
+            "cpu",
+            "--threads",
+            "1,2",
+            "--batch-sizes",
+            "4,8",
+            "--batches",
+            "2",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--out-dir")
+        .arg(d.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("images/s") && stdout.contains("decode"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("out/bench.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(r["device"], "cpu");
+        assert!(r["images_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["decode_ms"].as_f64().unwrap() > 0.0);
+    }
+    let csv = std::fs::read_to_string(d.path().join("out/bench.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    // Asking for the GPU without one fails clearly.
+    let out = augserve()
+        .args(["bench", "--quiet", "--devices", "gpu", "--batches", "1"])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--devices gpu"), "{err}");
+    }
+}

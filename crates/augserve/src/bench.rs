@@ -1,0 +1,304 @@
+//! `augserve bench`: throughput and per-stage cost of the pipeline with the batch ops on the
+//! CPU and, where one is usable, on the GPU, over thread counts and batch sizes.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use augserve_core::pipeline::CpuBatchOps;
+use augserve_core::spec::{ColorJitter, DType, Layout, MixSpec, OutputSpec};
+use augserve_core::{
+    demo, BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec,
+    StageTimings,
+};
+use augserve_cuda::{GpuBatchOps, GpuDevice};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Dataset (ImageFolder, file list, WebDataset); default: the built-in demo dataset.
+    #[arg(long, env = "AUGSERVE_DATA")]
+    data: Option<PathBuf>,
+    /// Pipeline spec; default: RandomResizedCrop 224, flip, brightness/contrast 0.4,
+    /// mixup 0.2, float16 NCHW.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Worker thread counts to try (0 = one per core).
+    #[arg(long, value_delimiter = ',', default_value = "1,0")]
+    threads: Vec<usize>,
+    /// Batch sizes to try.
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    batch_sizes: Vec<usize>,
+    /// Timed batches per configuration (after one warm-up batch).
+    #[arg(long, default_value_t = 4)]
+    batches: usize,
+    /// Batch-ops devices: auto (CPU, and the GPU when usable), cpu, or gpu (fail without one).
+    #[arg(long, value_enum, default_value = "auto")]
+    devices: DevicesArg,
+    /// Write bench.json and bench.csv here.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    #[arg(long, env = "AUGSERVE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DevicesArg {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// The benchmark recipe (issue 6): the ImageNet crop, jitter, mixup, half-precision output.
+fn bench_spec() -> PipelineSpec {
+    PipelineSpec {
+        color: ColorJitter {
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.0,
+        },
+        mix: MixSpec {
+            mixup_alpha: 0.2,
+            ..MixSpec::default()
+        },
+        output: OutputSpec {
+            dtype: DType::Float16,
+            layout: Layout::Nchw,
+        },
+        ..PipelineSpec::default()
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    device: String,
+    threads: usize,
+    batch_size: usize,
+    images_per_s: f64,
+    output_mb_per_s: f64,
+    /// Milliseconds per batch; read/decode/color summed over worker threads.
+    read_ms: f64,
+    decode_ms: f64,
+    color_ms: f64,
+    per_image_wall_ms: f64,
+    resize_ms: f64,
+    mix_normalize_ms: f64,
+    stats_ms: f64,
+    total_ms: f64,
+}
+
+fn ms(d: Duration, n: usize) -> f64 {
+    d.as_secs_f64() * 1e3 / n.max(1) as f64
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batches > 0, "--batches must be > 0");
+    anyhow::ensure!(
+        args.batch_sizes.iter().all(|&b| b > 0),
+        "--batch-sizes must be > 0"
+    );
+    let path = match &args.data {
+        Some(p) => p.clone(),
+        None => {
+            let cache = args
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::run::default_cache_dir);
+            std::fs::create_dir_all(&cache)?;
+            demo::ensure_demo_dataset(&cache)?
+        }
+    };
+    let limits = DecodeLimits::default();
+    let dataset = Arc::new(
+        Dataset::open(&path, DatasetFormat::detect(&path)?, limits.max_file_bytes)
+            .with_context(|| format!("dataset {}", path.display()))?,
+    );
+    anyhow::ensure!(!dataset.is_empty(), "the dataset is empty");
+    let spec = match &args.spec {
+        Some(f) => PipelineSpec::from_path(f)?,
+        None => bench_spec(),
+    };
+
+    let mut devices: Vec<(String, Arc<dyn BatchOps>)> = Vec::new();
+    if args.devices != DevicesArg::Gpu {
+        devices.push(("cpu".into(), Arc::new(CpuBatchOps::default())));
+    }
+    let mut gpu_line = "none".to_string();
+    if args.devices != DevicesArg::Cpu {
+        match GpuDevice::open(0).and_then(|d| GpuBatchOps::new(d, 2)) {
+            Ok(g) => {
+                gpu_line = g.device();
+                devices.push((g.device(), Arc::new(g)));
+            }
+            Err(e) if args.devices == DevicesArg::Gpu => {
+                anyhow::bail!("--devices gpu, but {e}")
+            }
+            Err(e) => {
+                gpu_line = e.to_string();
+                tracing::info!("{e}; CPU rows only");
+            }
+        }
+    }
+    let mut configs: Vec<(usize, usize, usize)> = Vec::new();
+    for d in 0..devices.len() {
+        for &t in &args.threads {
+            for &b in &args.batch_sizes {
+                configs.push((d, t, b));
+            }
+        }
+    }
+    println!(
+        "bench: {} ({} samples) | {} | CPU: {}, {} cores | GPU: {gpu_line}",
+        dataset.root().display(),
+        dataset.len(),
+        crate::run::describe(&spec),
+        cpu_model(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((configs.len() * (args.batches + 1)) as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} batches {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let len = dataset.len() as u64;
+    let mut rows = Vec::new();
+    for (d, threads, batch_size) in configs {
+        let (name, ops) = &devices[d];
+        let pipeline = Pipeline::new(
+            dataset.clone(),
+            spec.clone(),
+            PipelineOptions { threads, limits },
+        )?
+        .with_batch_ops(ops.clone());
+        bar.set_message(format!(
+            "{name}, {} threads, batch {batch_size}",
+            pipeline.threads()
+        ));
+        let ids = |k: usize| -> Vec<u64> {
+            (0..batch_size as u64)
+                .map(|i| (k as u64 * batch_size as u64 + i) % len)
+                .collect()
+        };
+        pipeline.batch(0, 0, 0, 0, &ids(0))?; // warm-up: pools, buffers, kernels
+        bar.inc(1);
+        let mut acc = StageTimings::default();
+        let (mut images, mut bytes) = (0usize, 0usize);
+        let started = Instant::now();
+        for k in 1..=args.batches {
+            let b = pipeline.batch(0, 0, k as u64, k as u64, &ids(k))?;
+            images += b.len();
+            bytes += b.tensor.data.len();
+            let t = &b.timings;
+            acc.read += t.read;
+            acc.decode += t.decode;
+            acc.color += t.color;
+            acc.per_image_wall += t.per_image_wall;
+            acc.resize += t.resize;
+            acc.mix_normalize += t.mix_normalize;
+            acc.stats += t.stats;
+            acc.total += t.total;
+            bar.inc(1);
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let n = args.batches;
+        rows.push(Row {
+            device: name.clone(),
+            threads: pipeline.threads(),
+            batch_size,
+            images_per_s: images as f64 / secs,
+            output_mb_per_s: bytes as f64 / secs / 1e6,
+            read_ms: ms(acc.read, n),
+            decode_ms: ms(acc.decode, n),
+            color_ms: ms(acc.color, n),
+            per_image_wall_ms: ms(acc.per_image_wall, n),
+            resize_ms: ms(acc.resize, n),
+            mix_normalize_ms: ms(acc.mix_normalize, n),
+            stats_ms: ms(acc.stats, n),
+            total_ms: ms(acc.total, n),
+        });
+    }
+    bar.finish_and_clear();
+
+    let mut table = String::from(
+        "device              threads  batch   images/s   MB/s | ms/batch: read  decode  colour  per-image | resize  mix+norm  stats | total\n",
+    );
+    for r in &rows {
+        let _ = writeln!(
+            table,
+            "{:<20}{:>7}{:>7}{:>11.1}{:>7.0} | {:>14.1}{:>8.1}{:>8.1}{:>11.1} | {:>6.1}{:>10.1}{:>7.1} | {:>5.1}",
+            r.device.chars().take(19).collect::<String>(),
+            r.threads,
+            r.batch_size,
+            r.images_per_s,
+            r.output_mb_per_s,
+            r.read_ms,
+            r.decode_ms,
+            r.color_ms,
+            r.per_image_wall_ms,
+            r.resize_ms,
+            r.mix_normalize_ms,
+            r.stats_ms,
+            r.total_ms
+        );
+    }
+    print!("{table}");
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir)?;
+        let doc = serde_json::json!({
+            "dataset": dataset.root().display().to_string(),
+            "samples": dataset.len(),
+            "spec": spec,
+            "cpu": cpu_model(),
+            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "gpu": gpu_line,
+            "version": env!("CARGO_PKG_VERSION"),
+            "rows": rows,
+        });
+        std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&doc)?)?;
+        let mut csv = String::from("device,threads,batch_size,images_per_s,output_mb_per_s,read_ms,decode_ms,color_ms,per_image_wall_ms,resize_ms,mix_normalize_ms,stats_ms,total_ms\n");
+        for r in &rows {
+            let _ = writeln!(
+                csv,
+                "\"{}\",{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}",
+                r.device.replace('"', "'"),
+                r.threads,
+                r.batch_size,
+                r.images_per_s,
+                r.output_mb_per_s,
+                r.read_ms,
+                r.decode_ms,
+                r.color_ms,
+                r.per_image_wall_ms,
+                r.resize_ms,
+                r.mix_normalize_ms,
+                r.stats_ms,
+                r.total_ms
+            );
+        }
+        std::fs::write(dir.join("bench.csv"), csv)?;
+        println!("wrote {}/bench.json and bench.csv", dir.display());
+    }
+    Ok(())
+}
