@@ -10,7 +10,7 @@ use anyhow::Context;
 use augserve_core::pipeline::CpuBatchOps;
 use augserve_core::spec::{ColorJitter, DType, Layout, MixSpec, OutputSpec};
 use augserve_core::{
-    demo, BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec,
+    BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec,
     StageTimings,
 };
 use augserve_cuda::{GpuBatchOps, GpuDevice};
@@ -114,17 +114,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.batch_sizes.iter().all(|&b| b > 0),
         "--batch-sizes must be > 0"
     );
-    let path = match &args.data {
-        Some(p) => p.clone(),
-        None => {
-            let cache = args
-                .cache_dir
-                .clone()
-                .unwrap_or_else(crate::run::default_cache_dir);
-            std::fs::create_dir_all(&cache)?;
-            demo::ensure_demo_dataset(&cache)?
-        }
-    };
+    let (path, _) = crate::run::dataset_path(args.data.as_ref(), args.cache_dir.as_ref())?;
     let limits = DecodeLimits::default();
     let dataset = Arc::new(
         Dataset::open(&path, DatasetFormat::detect(&path)?, limits.max_file_bytes)
@@ -210,15 +200,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let b = pipeline.batch(0, 0, k as u64, k as u64, &ids(k))?;
             images += b.len();
             bytes += b.tensor.data.len();
-            let t = &b.timings;
-            acc.read += t.read;
-            acc.decode += t.decode;
-            acc.color += t.color;
-            acc.per_image_wall += t.per_image_wall;
-            acc.resize += t.resize;
-            acc.mix_normalize += t.mix_normalize;
-            acc.stats += t.stats;
-            acc.total += t.total;
+            crate::run::add_timings(&mut acc, &b.timings);
             bar.inc(1);
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);

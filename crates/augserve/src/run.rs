@@ -218,7 +218,22 @@ fn choose_batch_ops(
     }
 }
 
-fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
+/// `--data`, or the built-in demo dataset (generated once into the cache); true for the demo.
+pub fn dataset_path(
+    data: Option<&PathBuf>,
+    cache_dir: Option<&PathBuf>,
+) -> anyhow::Result<(PathBuf, bool)> {
+    if let Some(p) = data {
+        return Ok((p.clone(), false));
+    }
+    let cache = cache_dir.cloned().unwrap_or_else(default_cache_dir);
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create cache dir {}", cache.display()))?;
+    tracing::info!(cache = %cache.display(), "no --data given: using the built-in demo dataset");
+    Ok((demo::ensure_demo_dataset(&cache)?, true))
+}
+
+pub fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.read += t.read;
     acc.decode += t.decode;
     acc.color += t.color;
@@ -231,16 +246,7 @@ fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
-    let (path, is_demo) = match &args.data {
-        Some(p) => (p.clone(), false),
-        None => {
-            let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
-            std::fs::create_dir_all(&cache)
-                .with_context(|| format!("cannot create cache dir {}", cache.display()))?;
-            tracing::info!(cache = %cache.display(), "no --data given: using the built-in demo dataset");
-            (demo::ensure_demo_dataset(&cache)?, true)
-        }
-    };
+    let (path, is_demo) = dataset_path(args.data.as_ref(), args.cache_dir.as_ref())?;
     let format = match args.format {
         FormatArg::Auto => DatasetFormat::detect(&path)?,
         FormatArg::ImageFolder => DatasetFormat::ImageFolder,

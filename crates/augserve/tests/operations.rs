@@ -3,22 +3,17 @@
 //! ENTRYPOINT, CMD, environment and volume layout), Prometheus metrics scraped while a stream
 //! runs, and batch telemetry that makes an all-black dataset visible.
 
+mod common;
+use common::{free_port, Killed};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One stage of the Dockerfile: its ENV, ENTRYPOINT, CMD, HEALTHCHECK command, VOLUMEs, USER.
@@ -164,14 +159,6 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     while !ok() {
         assert!(t.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

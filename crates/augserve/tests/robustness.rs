@@ -4,6 +4,9 @@
 //! SIGTERM under load. Each test appends its summary (inputs per class, errors returned,
 //! crashes, peak RSS) to `target/tmp/robustness-summary.md`; scripts/test.sh prints it.
 
+mod common;
+use common::{free_port, rt};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,11 +75,7 @@ impl Server {
     fn start(datasets: &[(&str, &Path)], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let uds = dir.path().join("augserve.sock");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let tcp = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_augserve"));
         cmd.args(["serve", "--device", "cpu", "--listen-tcp", &tcp])
@@ -196,13 +195,6 @@ impl Drop for RssWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn healthy(addr: &str) -> bool {

@@ -2,27 +2,15 @@
 //! Access control through the real server binary: bearer tokens on TCP (TLS) and on the Unix
 //! socket, health open to probes, and a plaintext client refused by a TLS listener.
 
+mod common;
+use common::{free_port, rt, Killed};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use augserve_client::{v1, Security};
 use tonic::Code;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn health(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_augserve"))
@@ -58,11 +46,7 @@ fn tokens_and_tls_guard_everything_but_health() {
     std::fs::write(d.join("tokens"), "# trainers\ntoken-from-file\n").unwrap();
     let data = d.join("data");
     augserve_core::demo::write_demo_dataset(&data, 1).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let tcp = format!("localhost:{port}");
     let sock = d.join("augserve.sock");
     let _server = Killed(

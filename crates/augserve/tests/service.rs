@@ -3,6 +3,9 @@
 //! socket: exact epochs and shards, reproducibility, per-image errors, error codes, health,
 //! reflection. Load, cancellations, SIGTERM and hostile input: tests/robustness.rs.
 
+mod common;
+use common::{free_port, rt};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,11 +26,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         augserve_core::demo::write_demo_dataset(&data, 3).unwrap(); // 30 real JPEGs, 10 classes
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let tcp = format!("127.0.0.1:{port}");
         let uds = dir.path().join("augserve.sock");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_augserve"));
@@ -73,13 +72,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn request(batch_size: u32, epochs: u64, rank: u32, world_size: u32) -> v1::StreamBatchesRequest {
