@@ -98,8 +98,8 @@ def batch(images: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     return ((x - MEAN) / STD).astype(np.float16)
 
 
-def run_worker(args) -> tuple[int, float]:
-    lib, files, batch_size, seed = args
+def init_worker() -> None:
+    """One core per worker process: no library thread pools."""
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         import cv2
@@ -107,6 +107,15 @@ def run_worker(args) -> tuple[int, float]:
         cv2.setNumThreads(1)
     except ImportError:
         pass
+
+
+def corpus_files(corpus) -> list[str]:
+    return sorted(str(f) for f in pathlib.Path(corpus).rglob("*.jpg"))
+
+
+def run_worker(args) -> tuple[int, float]:
+    lib, files, batch_size, seed = args
+    init_worker()
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     blobs = [pathlib.Path(f).read_bytes() for f in files]
@@ -140,7 +149,7 @@ def main() -> int:
     p.add_argument("--libs", default="pillow,opencv,simplejpeg")
     p.add_argument("--procs", type=int, default=os.cpu_count())
     args = p.parse_args()
-    files = sorted(str(f) for f in args.corpus.rglob("*.jpg"))
+    files = corpus_files(args.corpus)
     results = {}
     for lib in args.libs.split(","):
         for procs in sorted({1, args.procs}):

@@ -14,6 +14,8 @@ use augserve_core::{
     StageTimings,
 };
 use augserve_cuda::{GpuBatchOps, GpuDevice};
+
+use crate::chart;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -246,6 +248,24 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     print!("{table}");
+    // Issue 6's yardstick: how close the whole pipeline gets to decoding alone, per thread.
+    for r in rows.iter().filter(|r| r.threads == 1 && r.decode_ms > 0.0) {
+        let decode_only = r.batch_size as f64 * 1e3 / r.decode_ms;
+        let _ = writeln!(
+            table,
+            "{} batch {}: one thread decodes {:.0} images/s alone; the pipeline runs at {:.0} % of that",
+            r.device,
+            r.batch_size,
+            decode_only,
+            100.0 * r.images_per_s / decode_only
+        );
+        println!(
+            "{} batch {}: one thread decodes {decode_only:.0} images/s alone; the pipeline runs at {:.0} % of that",
+            r.device,
+            r.batch_size,
+            100.0 * r.images_per_s / decode_only
+        );
+    }
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir)?;
         let doc = serde_json::json!({
@@ -280,7 +300,38 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             );
         }
         std::fs::write(dir.join("bench.csv"), csv)?;
-        println!("wrote {}/bench.json and bench.csv", dir.display());
+        std::fs::write(dir.join("bench.txt"), &table)?;
+        let largest = rows.iter().map(|r| r.batch_size).max().unwrap_or(0);
+        let series: Vec<chart::Series> = rows
+            .iter()
+            .filter(|r| r.batch_size == largest)
+            .map(|r| chart::Series {
+                label: format!(
+                    "{} x{} thread{}",
+                    r.device.chars().take(24).collect::<String>(),
+                    r.threads,
+                    if r.threads == 1 { "" } else { "s" }
+                ),
+                stage_ms: [
+                    r.per_image_wall_ms,
+                    r.resize_ms,
+                    r.mix_normalize_ms,
+                    r.total_ms,
+                ],
+                images_per_s: r.images_per_s,
+            })
+            .collect();
+        let title = format!(
+            "augserve bench, batch {largest}: {} ({} cores), GPU: {}",
+            cpu_model(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            gpu_line.chars().take(40).collect::<String>()
+        );
+        chart::write_png(&dir.join("bench.png"), &title, &series)?;
+        println!(
+            "wrote {}/bench.json, bench.csv, bench.txt and bench.png",
+            dir.display()
+        );
     }
     Ok(())
 }

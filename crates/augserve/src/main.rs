@@ -5,6 +5,7 @@
 //! output and exit codes live here; the work is in the library crates.
 
 mod bench;
+mod chart;
 mod net;
 mod preview;
 mod run;

@@ -186,7 +186,7 @@ fn demo_serves_and_pulls_in_one_process() {
 }
 
 #[test]
-fn bench_measures_each_configuration_and_writes_json_and_csv() {
+fn bench_measures_each_configuration_and_writes_json_csv_and_chart() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     augserve_core::demo::write_demo_dataset(&data, 2).unwrap();
@@ -230,6 +230,14 @@ fn bench_measures_each_configuration_and_writes_json_and_csv() {
     }
     let csv = std::fs::read_to_string(d.path().join("out/bench.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
+    // The chart is a real PNG with the bars drawn: the palette's first two colours (one per
+    // thread count) cover a good share of the image.
+    let png = image::open(d.path().join("out/bench.png")).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (1400, 560));
+    let count = |c: [u8; 3]| png.pixels().filter(|p| p.0 == c).count();
+    let (blue, orange) = (count([0x4c, 0x72, 0xb0]), count([0xdd, 0x84, 0x52]));
+    assert!(blue > 5_000 && orange > 5_000, "bars: {blue} / {orange} px");
+    assert!(stdout.contains("% of that"), "{stdout}");
     // Asking for the GPU without one fails clearly.
     let out = augserve()
         .args(["bench", "--quiet", "--devices", "gpu", "--batches", "1"])

@@ -204,35 +204,60 @@ pub struct ImageSums {
     pub clipped: [u64; 3],
 }
 
-/// Fills `row` (HWC, `width * 3` values) with the mixed values of row `y` of image `i`.
+/// How the pixels of one output row are made.
+#[derive(Clone, Copy)]
+enum RowMix {
+    /// The sample's own pixels.
+    Own,
+    /// `mix_value(own, other, lam)` everywhere.
+    Blend(f32),
+    /// The partner's pixels in columns `[x0, x1)` (a cutmix box crossing this row).
+    Cut(usize, usize),
+}
+
+/// `v.round().clamp(0.0, 255.0)` for a mixed pixel value `v` in `[0, 255]`, without the
+/// libm call (`round` is not an instruction on baseline x86-64): truncate, then step up when
+/// the fraction is at least one half (round half away from zero, as `f32::round`).
 #[inline]
-fn mixed_row(own: &[u8], other: &[u8], lam: f32, cut: Option<CutBox>, y: u32, row: &mut [f32]) {
-    match cut {
-        Some(b) if y >= b.y0 && y < b.y1 => {
-            let (x0, x1) = (b.x0 as usize * 3, b.x1 as usize * 3);
-            for (k, v) in row.iter_mut().enumerate() {
-                *v = f32::from(if k >= x0 && k < x1 { other[k] } else { own[k] });
-            }
-        }
-        Some(_) => row
-            .iter_mut()
-            .zip(own)
-            .for_each(|(v, &a)| *v = f32::from(a)),
-        None if lam == 1.0 => row
-            .iter_mut()
-            .zip(own)
-            .for_each(|(v, &a)| *v = f32::from(a)),
-        None => row
-            .iter_mut()
-            .zip(own.iter().zip(other))
-            .for_each(|(v, (&a, &b))| *v = mix_value(a, b, lam)),
+fn round_pixel(v: f32) -> f32 {
+    let t = v.clamp(0.0, 255.0) as i32 as f32;
+    if v.clamp(0.0, 255.0) - t >= 0.5 {
+        t + 1.0
+    } else {
+        t
     }
+}
+
+/// Sum and sum of squares of `v`, in eight f32 lanes (vectorisable; a row is at most a few
+/// thousand values of magnitude < 300, well inside f32's precision for telemetry), then f64.
+#[inline]
+pub(crate) fn lane_sums(v: &[f32]) -> (f64, f64) {
+    let mut s = [0f32; 8];
+    let mut q = [0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for ch in &mut chunks {
+        for k in 0..8 {
+            s[k] += ch[k];
+            q[k] += ch[k] * ch[k];
+        }
+    }
+    let (mut sum, mut sq) = (0f64, 0f64);
+    for k in 0..8 {
+        sum += f64::from(s[k]);
+        sq += f64::from(q[k]);
+    }
+    for &x in chunks.remainder() {
+        sum += f64::from(x);
+        sq += f64::from(x) * f64::from(x);
+    }
+    (sum, sq)
 }
 
 /// Mixes image `i` of a batch of HWC u8 images (`images`, contiguous) per `plan` and writes
 /// it to `out` in `dtype` and `layout`. u8 output rounds the mixed value and is not
 /// normalised. Returns the image's sums (of the values as written) for the statistics.
-/// Works a row at a time: mixed values, then output values, then one copy per channel row.
+/// Works one channel of one row at a time, so every inner loop runs over a contiguous f32
+/// slice (vectorised) and half conversion goes through `half`'s slice routines (F16C).
 #[allow(clippy::too_many_arguments)]
 pub fn mix_normalize_image(
     images: &[u8],
@@ -245,6 +270,7 @@ pub fn mix_normalize_image(
     layout: Layout,
     out: &mut [u8],
 ) -> ImageSums {
+    use half::slice::HalfFloatSliceExt;
     let w = width as usize;
     let hw = height as usize * w;
     let img_len = hw * 3;
@@ -256,84 +282,107 @@ pub fn mix_normalize_image(
     } else {
         (plan.lam[i], plan.cut[i])
     };
-    let mut mixed = vec![0f32; w * 3];
-    let mut vals = vec![0f32; w * 3];
-    let mut halfs = vec![half::f16::ZERO; w * 3];
+    let mut mixed = vec![0f32; w];
+    let mut vals = vec![0f32; w];
+    let mut halfs = vec![half::f16::ZERO; w];
     let mut sums = ImageSums::default();
-    for y in 0..height {
-        let r = y as usize * w * 3..(y as usize + 1) * w * 3;
-        mixed_row(&own[r.clone()], &other[r], lam, cut, y, &mut mixed);
-        for px in mixed.chunks_exact(3) {
-            for (n, &v) in sums.clipped.iter_mut().zip(px) {
-                *n += u64::from(v <= 0.0 || v >= 255.0);
+    let elem = dtype.size_bytes();
+    for y in 0..height as usize {
+        let mode = match cut {
+            Some(b) if (y as u32) >= b.y0 && (y as u32) < b.y1 => {
+                RowMix::Cut(b.x0 as usize, b.x1 as usize)
             }
-        }
-        match dtype {
-            DType::Uint8 => {
-                for (o, &v) in vals.iter_mut().zip(&mixed) {
-                    *o = v.round().clamp(0.0, 255.0);
-                }
-            }
-            DType::Float16 | DType::Float32 => {
-                for (o, m) in vals.chunks_exact_mut(3).zip(mixed.chunks_exact(3)) {
-                    for c in 0..3 {
-                        o[c] = m[c] * norm.scale[c] + norm.bias[c];
-                    }
-                }
-                if dtype == DType::Float16 {
-                    // Round to half, and keep the rounded values for the statistics.
-                    for (h, &v) in halfs.iter_mut().zip(&vals) {
-                        *h = half::f16::from_f32(v);
-                    }
-                    for (v, h) in vals.iter_mut().zip(&halfs) {
-                        *v = h.to_f32();
-                    }
-                }
-            }
-        }
-        let mut row_sum = [0f64; 3];
-        let mut row_sq = [0f64; 3];
-        for px in vals.chunks_exact(3) {
-            for c in 0..3 {
-                let v = f64::from(px[c]);
-                row_sum[c] += v;
-                row_sq[c] += v * v;
-            }
-        }
-        for c in 0..3 {
-            sums.sum[c] += row_sum[c];
-            sums.sum_sq[c] += row_sq[c];
-        }
-        // Output: one contiguous row (NHWC) or one row per channel plane (NCHW), with
-        // fixed-size element stores.
-        let ranges: [(usize, usize); 3] = match layout {
-            Layout::Nhwc => [(y as usize * w * 3, 0), (0, 0), (0, 0)],
-            Layout::Nchw => [0, 1, 2].map(|c| (c * hw + y as usize * w, c)),
+            Some(_) => RowMix::Own,
+            None if lam == 1.0 => RowMix::Own,
+            None => RowMix::Blend(lam),
         };
-        let planes = if layout == Layout::Nhwc { 1 } else { 3 };
-        for &(start, c) in &ranges[..planes] {
-            let n = if layout == Layout::Nhwc { w * 3 } else { w };
-            let pick = |x: usize| if layout == Layout::Nhwc { x } else { x * 3 + c };
+        let r = y * w * 3..(y + 1) * w * 3;
+        let (own_row, other_row) = (&own[r.clone()], &other[r]);
+        for c in 0..3 {
+            let own_c = own_row[c..].iter().step_by(3);
+            match mode {
+                RowMix::Own => mixed
+                    .iter_mut()
+                    .zip(own_c)
+                    .for_each(|(m, &a)| *m = f32::from(a)),
+                RowMix::Blend(lam) => mixed
+                    .iter_mut()
+                    .zip(own_c.zip(other_row[c..].iter().step_by(3)))
+                    .for_each(|(m, (&a, &b))| *m = mix_value(a, b, lam)),
+                RowMix::Cut(x0, x1) => {
+                    for (x, m) in mixed.iter_mut().enumerate() {
+                        let src = if x >= x0 && x < x1 { other_row } else { own_row };
+                        *m = f32::from(src[x * 3 + c]);
+                    }
+                }
+            }
+            sums.clipped[c] += mixed
+                .iter()
+                .map(|&v| u64::from(v <= 0.0 || v >= 255.0))
+                .sum::<u64>();
             match dtype {
-                DType::Uint8 => {
-                    for (x, d) in out[start..start + n].iter_mut().enumerate() {
-                        *d = vals[pick(x)] as u8;
+                DType::Uint8 => match mode {
+                    // Whole pixel values already: nothing to round.
+                    RowMix::Own | RowMix::Cut(..) => vals.copy_from_slice(&mixed),
+                    RowMix::Blend(_) => vals
+                        .iter_mut()
+                        .zip(&mixed)
+                        .for_each(|(o, &v)| *o = round_pixel(v)),
+                },
+                DType::Float16 | DType::Float32 => {
+                    let (scale, bias) = (norm.scale[c], norm.bias[c]);
+                    vals.iter_mut()
+                        .zip(&mixed)
+                        .for_each(|(o, &m)| *o = m * scale + bias);
+                    if dtype == DType::Float16 {
+                        // Round to half, and keep the rounded values for the statistics.
+                        halfs.convert_from_f32_slice(&vals);
+                        halfs.convert_to_f32_slice(&mut vals);
                     }
                 }
-                DType::Float16 => {
-                    for (x, d) in out[start * 2..(start + n) * 2]
-                        .chunks_exact_mut(2)
-                        .enumerate()
-                    {
-                        d.copy_from_slice(&halfs[pick(x)].to_le_bytes());
+            }
+            let (s, q) = lane_sums(&vals);
+            sums.sum[c] += s;
+            sums.sum_sq[c] += q;
+            // Output: a contiguous run of one channel plane (NCHW), or every third element
+            // of the interleaved row (NHWC).
+            match layout {
+                Layout::Nchw => {
+                    let start = (c * hw + y * w) * elem;
+                    let dst = &mut out[start..start + w * elem];
+                    match dtype {
+                        DType::Uint8 => dst
+                            .iter_mut()
+                            .zip(&vals)
+                            .for_each(|(d, &v)| *d = v as u8),
+                        // Little-endian hosts store the values as they are in memory.
+                        #[cfg(target_endian = "little")]
+                        DType::Float16 => dst.copy_from_slice(bytemuck::cast_slice(&halfs)),
+                        #[cfg(target_endian = "little")]
+                        DType::Float32 => dst.copy_from_slice(bytemuck::cast_slice(&vals)),
+                        #[cfg(not(target_endian = "little"))]
+                        DType::Float16 => dst
+                            .chunks_exact_mut(2)
+                            .zip(&halfs)
+                            .for_each(|(d, h)| d.copy_from_slice(&h.to_le_bytes())),
+                        #[cfg(not(target_endian = "little"))]
+                        DType::Float32 => dst
+                            .chunks_exact_mut(4)
+                            .zip(&vals)
+                            .for_each(|(d, v)| d.copy_from_slice(&v.to_le_bytes())),
                     }
                 }
-                DType::Float32 => {
-                    for (x, d) in out[start * 4..(start + n) * 4]
-                        .chunks_exact_mut(4)
-                        .enumerate()
-                    {
-                        d.copy_from_slice(&vals[pick(x)].to_le_bytes());
+                Layout::Nhwc => {
+                    let start = y * w * 3 * elem;
+                    let dst = out[start..start + w * 3 * elem].chunks_exact_mut(3 * elem);
+                    match dtype {
+                        DType::Uint8 => dst.zip(&vals).for_each(|(d, &v)| d[c] = v as u8),
+                        DType::Float16 => dst.zip(&halfs).for_each(|(d, h)| {
+                            d[c * 2..c * 2 + 2].copy_from_slice(&h.to_le_bytes())
+                        }),
+                        DType::Float32 => dst.zip(&vals).for_each(|(d, v)| {
+                            d[c * 4..c * 4 + 4].copy_from_slice(&v.to_le_bytes())
+                        }),
                     }
                 }
             }
@@ -385,6 +434,20 @@ mod tests {
             prob: 1.0,
             switch_prob: 0.5,
             mode,
+        }
+    }
+
+    #[test]
+    fn round_pixel_matches_f32_round() {
+        let mut v = 0.0f32;
+        while v <= 255.0 {
+            for x in [v, v + 0.5, v + 0.49999997, v + 0.50000006] {
+                assert_eq!(round_pixel(x), x.round().clamp(0.0, 255.0), "{x}");
+            }
+            v += 1.0;
+        }
+        for x in [-0.0f32, 0.25, 254.75, 255.0, 1e-7] {
+            assert_eq!(round_pixel(x), x.round().clamp(0.0, 255.0), "{x}");
         }
     }
 

@@ -15,6 +15,8 @@ pub struct BatchStats {
 }
 
 /// Sum of `|x - mean[c]|` per channel over one output image (`data` is that image only).
+/// Values are widened to f32 a block at a time (half via F16C where present) and summed in
+/// eight f32 lanes per block, then in f64 across blocks.
 pub fn abs_dev_sums(
     data: &[u8],
     hw: usize,
@@ -22,46 +24,85 @@ pub fn abs_dev_sums(
     layout: Layout,
     mean: [f64; 3],
 ) -> [f64; 3] {
-    match dtype {
-        DType::Uint8 => abs_dev_typed(data, hw, layout, mean, 1, |b| f64::from(b[0])),
-        DType::Float16 => abs_dev_typed(data, hw, layout, mean, 2, |b| {
-            f64::from(half::f16::from_le_bytes([b[0], b[1]]))
-        }),
-        DType::Float32 => abs_dev_typed(data, hw, layout, mean, 4, |b| {
-            f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        }),
-    }
-}
-
-/// The loop of [`abs_dev_sums`], monomorphised per element type so `value` inlines.
-#[inline(always)]
-fn abs_dev_typed(
-    data: &[u8],
-    hw: usize,
-    layout: Layout,
-    mean: [f64; 3],
-    size: usize,
-    value: impl Fn(&[u8]) -> f64,
-) -> [f64; 3] {
+    use half::slice::HalfFloatSliceExt;
+    const BLOCK: usize = 768; // a multiple of 3, so NHWC blocks start at channel 0
+    let size = dtype.size_bytes();
+    let mut vals = [0f32; BLOCK];
+    let mut halfs = [half::f16::ZERO; BLOCK];
     let mut out = [0.0f64; 3];
-    match layout {
-        Layout::Nchw => {
-            for (c, plane) in data.chunks_exact(hw * size).take(3).enumerate() {
-                out[c] = plane
-                    .chunks_exact(size)
-                    .map(|b| (value(b) - mean[c]).abs())
-                    .sum();
+    let total = (hw * 3).min(data.len() / size);
+    let mut start = 0;
+    while start < total {
+        let n = BLOCK.min(total - start);
+        let bytes = &data[start * size..(start + n) * size];
+        let v = &mut vals[..n];
+        match dtype {
+            DType::Uint8 => v.iter_mut().zip(bytes).for_each(|(o, &b)| *o = f32::from(b)),
+            DType::Float16 => {
+                let h = &mut halfs[..n];
+                h.iter_mut()
+                    .zip(bytes.chunks_exact(2))
+                    .for_each(|(o, b)| *o = half::f16::from_le_bytes([b[0], b[1]]));
+                h.convert_to_f32_slice(v);
             }
+            DType::Float32 => v
+                .iter_mut()
+                .zip(bytes.chunks_exact(4))
+                .for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         }
-        Layout::Nhwc => {
-            for px in data.chunks_exact(3 * size) {
-                for c in 0..3 {
-                    out[c] += (value(&px[c * size..]) - mean[c]).abs();
+        match layout {
+            Layout::Nchw => {
+                // A block may straddle two planes: split it at the plane boundary.
+                let mut k = 0;
+                while k < n {
+                    let c = (start + k) / hw.max(1);
+                    let end = n.min((c + 1) * hw - start);
+                    out[c.min(2)] += abs_dev_lanes(&v[k..end], mean[c.min(2)] as f32);
+                    k = end;
+                }
+            }
+            Layout::Nhwc => {
+                let mut lanes = [[0f32; 3]; 8];
+                let mut px = v.chunks_exact(24);
+                for ch in &mut px {
+                    for (k, lane) in lanes.iter_mut().enumerate() {
+                        for c in 0..3 {
+                            lane[c] += (ch[k * 3 + c] - mean[c] as f32).abs();
+                        }
+                    }
+                }
+                for lane in &lanes {
+                    for c in 0..3 {
+                        out[c] += f64::from(lane[c]);
+                    }
+                }
+                for p in px.remainder().chunks_exact(3) {
+                    for c in 0..3 {
+                        out[c] += f64::from((p[c] - mean[c] as f32).abs());
+                    }
                 }
             }
         }
+        start += n;
     }
     out
+}
+
+/// `sum |x - m|` over `v` in eight f32 lanes, returned in f64.
+#[inline]
+fn abs_dev_lanes(v: &[f32], m: f32) -> f64 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for ch in &mut chunks {
+        for k in 0..8 {
+            lanes[k] += (ch[k] - m).abs();
+        }
+    }
+    let mut sum: f64 = lanes.iter().map(|&x| f64::from(x)).sum();
+    for &x in chunks.remainder() {
+        sum += f64::from((x - m).abs());
+    }
+    sum
 }
 
 /// Combines per-image sums (in image order, so the result does not depend on threads) into
