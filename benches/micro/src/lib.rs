@@ -43,7 +43,8 @@ pub fn sample_jpeg() -> Vec<u8> {
 /// The sample JPEG decoded (a mid-grey image if it does not decode).
 pub fn sample_image() -> RgbImage {
     decode_jpeg(&sample_jpeg(), &DecodeLimits::default()).unwrap_or_else(|_| {
-        RgbImage::from_vec(500, 375, vec![128; 500 * 375 * 3]).unwrap_or_else(|| RgbImage::new(1, 1))
+        RgbImage::from_vec(500, 375, vec![128; 500 * 375 * 3])
+            .unwrap_or_else(|| RgbImage::new(1, 1))
     })
 }
 

@@ -116,13 +116,14 @@ fn panel<DB: DrawingBackend>(
     for (g, name) in groups.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
         let (ox, oy) = area.get_base_pixel();
-        let style = (FONT, 15)
-            .into_font()
-            .color(&BLACK)
-            .pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Top,
-            ));
+        let style =
+            (FONT, 15)
+                .into_font()
+                .color(&BLACK)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Top,
+                ));
         area.draw_text(name, &style, (px - ox, py - oy + 8))
             .map_err(err)?;
     }

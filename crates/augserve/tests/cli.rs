@@ -232,7 +232,9 @@ fn bench_measures_each_configuration_and_writes_json_csv_and_chart() {
     assert_eq!(csv.lines().count(), 5);
     // The chart is a real PNG with the bars drawn: the palette's first two colours (one per
     // thread count) cover a good share of the image.
-    let png = image::open(d.path().join("out/bench.png")).unwrap().to_rgb8();
+    let png = image::open(d.path().join("out/bench.png"))
+        .unwrap()
+        .to_rgb8();
     assert_eq!(png.dimensions(), (1400, 560));
     let count = |c: [u8; 3]| png.pixels().filter(|p| p.0 == c).count();
     let (blue, orange) = (count([0x4c, 0x72, 0xb0]), count([0xdd, 0x84, 0x52]));

@@ -311,7 +311,11 @@ pub fn mix_normalize_image(
                     .for_each(|(m, (&a, &b))| *m = mix_value(a, b, lam)),
                 RowMix::Cut(x0, x1) => {
                     for (x, m) in mixed.iter_mut().enumerate() {
-                        let src = if x >= x0 && x < x1 { other_row } else { own_row };
+                        let src = if x >= x0 && x < x1 {
+                            other_row
+                        } else {
+                            own_row
+                        };
                         *m = f32::from(src[x * 3 + c]);
                     }
                 }
@@ -351,10 +355,7 @@ pub fn mix_normalize_image(
                     let start = (c * hw + y * w) * elem;
                     let dst = &mut out[start..start + w * elem];
                     match dtype {
-                        DType::Uint8 => dst
-                            .iter_mut()
-                            .zip(&vals)
-                            .for_each(|(d, &v)| *d = v as u8),
+                        DType::Uint8 => dst.iter_mut().zip(&vals).for_each(|(d, &v)| *d = v as u8),
                         // Little-endian hosts store the values as they are in memory.
                         #[cfg(target_endian = "little")]
                         DType::Float16 => dst.copy_from_slice(bytemuck::cast_slice(&halfs)),

@@ -37,7 +37,10 @@ pub fn abs_dev_sums(
         let bytes = &data[start * size..(start + n) * size];
         let v = &mut vals[..n];
         match dtype {
-            DType::Uint8 => v.iter_mut().zip(bytes).for_each(|(o, &b)| *o = f32::from(b)),
+            DType::Uint8 => v
+                .iter_mut()
+                .zip(bytes)
+                .for_each(|(o, &b)| *o = f32::from(b)),
             DType::Float16 => {
                 let h = &mut halfs[..n];
                 h.iter_mut()
