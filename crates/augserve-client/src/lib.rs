@@ -18,6 +18,53 @@ pub enum ClientError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Status(#[from] tonic::Status),
+    #[error("shared memory: {0}")]
+    Shm(String),
+}
+
+/// The client side of the SHM transport: the stream's ring, mapped read-only.
+pub struct ShmView {
+    map: memmap2::Mmap,
+    stream_id: String,
+}
+
+impl ShmView {
+    /// Maps the ring named in a stream's first batch (`Batch.transport`).
+    pub fn open(info: &v1::TransportInfo) -> Result<Self, ClientError> {
+        let file = std::fs::File::open(&info.shm_path)
+            .map_err(|e| ClientError::Shm(format!("{}: {e}", info.shm_path)))?;
+        // SAFETY: the server only writes a slot after this client released it, so the bytes
+        // a live SlotRef points to do not change while this client reads them; the file is
+        // never truncated while the stream lives.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| ClientError::Shm(format!("mapping {}: {e}", info.shm_path)))?;
+        Ok(ShmView {
+            map,
+            stream_id: info.stream_id.clone(),
+        })
+    }
+
+    /// The tensor bytes of one batch (bounds-checked against the mapping).
+    pub fn tensor(&self, slot: &v1::SlotRef) -> Result<&[u8], ClientError> {
+        let (o, l) = (slot.offset as usize, slot.length as usize);
+        o.checked_add(l)
+            .and_then(|end| self.map.get(o..end))
+            .ok_or_else(|| {
+                ClientError::Shm(format!(
+                    "slot {} ({o}+{l}) is outside the {}-byte ring",
+                    slot.slot,
+                    self.map.len()
+                ))
+            })
+    }
+
+    /// The request that hands `slots` back to the server.
+    pub fn release_request(&self, slots: Vec<v1::SlotRef>) -> v1::ReleaseSlotsRequest {
+        v1::ReleaseSlotsRequest {
+            stream_id: self.stream_id.clone(),
+            slots,
+        }
+    }
 }
 
 /// What a server that requires TLS and/or a bearer token needs from a client.

@@ -301,6 +301,8 @@ pub fn batch_to_proto(b: Batch, num_classes: u32) -> v1::Batch {
         }),
         timings: Some(timings_to_proto(&b.timings)),
         device: b.device,
+        transport: None,
+        slot: None,
     };
     align_tensor_data(&mut out);
     out

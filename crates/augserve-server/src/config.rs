@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// A file of accepted bearer tokens, one per line (env AUGSERVE_TOKENS_FILE). With tokens
     /// configured, every call but health needs `authorization: Bearer <token>`.
     pub tokens_file: Option<PathBuf>,
+    /// Where shared-memory rings of SHM streams live (env AUGSERVE_SHM_DIR); "" disables the
+    /// SHM transport. Must be on a RAM-backed file system (tmpfs) that clients can read.
+    pub shm_dir: PathBuf,
     /// Accepted tokens from the environment only (AUGSERVE_TOKENS, comma-separated); never
     /// written out.
     #[serde(skip)]
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tokens_file: None,
+            shm_dir: PathBuf::from("/dev/shm"),
             tokens: Vec::new(),
         }
     }
@@ -142,6 +146,7 @@ impl ServerConfig {
                 "TELEMETRY_LOG_INTERVAL_S" => self.telemetry_log_interval_s = parse(&k, &v)?,
                 "TLS_CERT" => self.tls_cert = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "TLS_KEY" => self.tls_key = (!v.is_empty()).then(|| PathBuf::from(&v)),
+                "SHM_DIR" => self.shm_dir = PathBuf::from(&v),
                 "TOKENS_FILE" => self.tokens_file = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "TOKENS" => {
                     self.tokens = v

@@ -7,6 +7,7 @@ pub mod config;
 mod error;
 mod serve;
 mod service;
+pub mod shm;
 pub mod telemetry;
 
 pub use config::ServerConfig;

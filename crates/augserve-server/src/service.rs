@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::config::{LimitsConfig, ServerConfig};
+use crate::shm::{ShmRegistry, ShmRing};
 use crate::telemetry::Telemetry;
 use crate::ServerError;
 
@@ -29,6 +30,7 @@ struct State {
     streams: Arc<Semaphore>,
     shutting_down: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
+    shm: ShmRegistry,
 }
 
 /// The service; cheap to clone (shared state).
@@ -82,6 +84,7 @@ impl AugServeService {
                 streams: Arc::new(Semaphore::new(cfg.limits.max_concurrent_streams as usize)),
                 shutting_down,
                 telemetry: Arc::new(Telemetry::default()),
+                shm: ShmRegistry::new(Some(cfg.shm_dir.clone())),
             }),
         })
     }
@@ -94,6 +97,51 @@ impl AugServeService {
     /// The batch-ops backend (for the metrics ticker's device memory gauge).
     pub fn batch_ops(&self) -> Arc<dyn BatchOps> {
         self.state.ops.clone()
+    }
+
+    /// Shared-memory rings alive now (one per SHM stream).
+    pub fn live_shm_rings(&self) -> usize {
+        self.state.shm.live()
+    }
+
+    /// Picks the stream's transport: what the client asked for where possible, else the next
+    /// best (CUDA IPC -> SHM -> inline), with the reason. `local`: the client is on this host.
+    fn choose_transport(
+        &self,
+        wanted: v1::Transport,
+        local: bool,
+        slots: u32,
+        slot_bytes: usize,
+    ) -> (v1::Transport, String, Option<Arc<ShmRing>>) {
+        let st = &self.state;
+        let mut reasons = Vec::new();
+        if wanted == v1::Transport::CudaIpc {
+            // GPU batch ops keep their output on the device only for in-process callers so
+            // far; the ring export is not wired to streams yet (see ARCHITECTURE.md).
+            let why = if st.gpu_unavailable.is_some() {
+                format!("cuda_ipc: batch ops run on the CPU ({})", st.ops.device())
+            } else {
+                "cuda_ipc: device rings are not served by this build".to_string()
+            };
+            reasons.push(why);
+        }
+        if wanted != v1::Transport::Inline {
+            let shm_problem = if !local {
+                Some("shm: the client is not on this host (use the Unix socket or loopback)".into())
+            } else {
+                st.shm.unavailable().map(|w| format!("shm: {w}"))
+            };
+            match shm_problem {
+                None => match st.shm.create(slots, slot_bytes) {
+                    Ok(ring) => {
+                        return (v1::Transport::Shm, reasons.join("; "), Some(ring));
+                    }
+                    Err(e) => reasons.push(format!("shm: {e}")),
+                },
+                Some(w) => reasons.push(w),
+            }
+        }
+        (v1::Transport::Inline, reasons.join("; "), None)
     }
 
     fn decode_limits(&self) -> DecodeLimits {
@@ -169,8 +217,19 @@ impl AugServe for AugServeService {
         &self,
         request: Request<v1::StreamBatchesRequest>,
     ) -> Result<Response<BatchStream>, Status> {
+        // Same host: the Unix socket, or TCP from a loopback address.
+        let local = request
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .is_some()
+            || request.remote_addr().is_some_and(|a| a.ip().is_loopback());
         let r = request.into_inner();
         let st = &self.state;
+        let wanted =
+            v1::Transport::try_from(r.transport).map_err(|_| ServerError::InvalidArgument {
+                field: "transport",
+                message: format!("unknown value {}", r.transport),
+            })?;
         let ds = st
             .datasets
             .get(&r.dataset)
@@ -194,6 +253,16 @@ impl AugServe for AugServeService {
             tail: tail_from_proto(r.tail).map_err(ServerError::from)?,
         };
         shard.validate().map_err(ServerError::from)?;
+        let max_slots = st.limits.max_prefetch + 2;
+        let slots = if r.slots == 0 { prefetch + 2 } else { r.slots };
+        if slots > max_slots {
+            return Err(ServerError::InvalidArgument {
+                field: "slots",
+                message: format!("must be <= {max_slots} (max_prefetch + 2)"),
+            }
+            .into());
+        }
+        let slot_bytes = spec.output_image_bytes() * r.batch_size as usize;
         // A short wait for a slot: a client that cancels and at once reopens races the release
         // of its old stream's slot (hyper drops the old stream on its own task).
         let permit =
@@ -210,6 +279,27 @@ impl AugServe for AugServeService {
         let pipeline = Pipeline::with_pool(ds, spec.clone(), self.decode_limits(), st.pool.clone())
             .map_err(ServerError::from)?
             .with_batch_ops(st.ops.clone());
+        let (transport, fallback_reason, ring) =
+            self.choose_transport(wanted, local, slots, slot_bytes);
+        if !fallback_reason.is_empty() {
+            tracing::info!(asked = wanted.as_str_name(), chosen = transport.as_str_name(), reason = %fallback_reason, "transport fallback");
+        }
+        let mut transport_info = Some(v1::TransportInfo {
+            transport: transport as i32,
+            fallback_reason,
+            stream_id: ring
+                .as_ref()
+                .map(|r| r.id().to_string())
+                .unwrap_or_default(),
+            shm_path: ring
+                .as_ref()
+                .map(|r| r.path().display().to_string())
+                .unwrap_or_default(),
+            slot_bytes: ring.as_ref().map_or(0, |r| r.slot_bytes() as u64),
+            slots: ring.as_ref().map_or(0, |r| r.slots()),
+            cuda_ipc_handle: Vec::new(),
+            cuda_device: -1,
+        });
         let (tx, rx) = mpsc::channel(prefetch as usize);
         let stop = st.shutting_down.clone();
         let num_classes = spec.mix.num_classes;
@@ -255,19 +345,46 @@ impl AugServe for AugServeService {
                         }
                         let mix_key =
                             i as u64 * u64::from(shard.world_size) + u64::from(shard.rank);
-                        let msg = pipeline
+                        let mut len = 0;
+                        let mut msg = pipeline
                             .batch(shard.seed, epoch, i as u64, mix_key, chunk)
-                            .map(|b| {
+                            .map_err(|e| Status::from(ServerError::from(e)))
+                            .and_then(|mut b| {
                                 images += b.len() as u64;
                                 errors += b.errors.len() as u64;
                                 telemetry.record_batch(&dataset_name, &b);
-                                batch_to_proto(b, num_classes)
-                            })
-                            .map_err(|e| Status::from(ServerError::from(e)));
+                                len = b.tensor.data.len();
+                                let slot = match &ring {
+                                    // Into a free slot (waiting for the client's releases);
+                                    // the message then carries only where it is.
+                                    Some(ring) => {
+                                        let w = ring.write(&b.tensor.data, || {
+                                            tx.is_closed() || stop.load(Ordering::Relaxed)
+                                        });
+                                        let Some(w) = w else {
+                                            return Err(Status::cancelled("client left"));
+                                        };
+                                        b.tensor.data = Vec::new();
+                                        Some(v1::SlotRef {
+                                            slot: w.slot,
+                                            generation: w.generation,
+                                            offset: w.offset,
+                                            length: w.length,
+                                        })
+                                    }
+                                    None => None,
+                                };
+                                let mut m = batch_to_proto(b, num_classes);
+                                m.slot = slot;
+                                Ok(m)
+                            });
+                        if let Ok(m) = msg.as_mut() {
+                            m.transport = transport_info.take();
+                        }
+                        if matches!(&msg, Err(s) if s.code() == tonic::Code::Cancelled) {
+                            break 'epochs;
+                        }
                         let failed = msg.is_err();
-                        let len = msg
-                            .as_ref()
-                            .map_or(0, |b| b.images.as_ref().map_or(0, |t| t.data.len()));
                         let wait = Instant::now();
                         // A failed send means the client left: stop at once.
                         if tx.blocking_send(msg).is_err() || failed {
@@ -294,6 +411,8 @@ impl AugServe for AugServeService {
                 );
                 telemetry.queue_changed(-queued);
                 telemetry.stream_ended();
+                // Unlinks the ring's file: slots the client still held are reclaimed here.
+                drop(ring);
                 drop(pipeline);
                 drop(tx);
                 release_freed_memory();
@@ -403,6 +522,40 @@ impl AugServe for AugServeService {
             layouts: strs(&["NCHW", "NHWC"]),
             crop_modes: strs(&["random_resized", "center", "resize"]),
             mix_modes: strs(&["batch", "pair", "elem"]),
+            transports: std::iter::once("inline")
+                .chain(st.shm.unavailable().is_none().then_some("shm"))
+                .map(String::from)
+                .collect(),
         }))
+    }
+
+    async fn release_slots(
+        &self,
+        request: Request<v1::ReleaseSlotsRequest>,
+    ) -> Result<Response<v1::ReleaseSlotsResponse>, Status> {
+        let r = request.into_inner();
+        let ring = self.state.shm.get(&r.stream_id).ok_or_else(|| {
+            Status::not_found("no live shared-memory stream with that stream_id (it ended)")
+        })?;
+        let mut released = 0;
+        let mut bad = Vec::new();
+        for s in &r.slots {
+            if ring.release(s.slot, s.generation) {
+                released += 1;
+            } else {
+                bad.push(format!("{}@{}", s.slot, s.generation));
+            }
+        }
+        if !bad.is_empty() {
+            return Err(ServerError::InvalidArgument {
+                field: "slots",
+                message: format!(
+                    "not out with these generations (already released or never sent): {}",
+                    bad.join(", ")
+                ),
+            }
+            .into());
+        }
+        Ok(Response::new(v1::ReleaseSlotsResponse { released }))
     }
 }

@@ -33,6 +33,8 @@ variables, then flags. Keys (TOML / environment variable):
                                               PEM files: TCP over TLS (the socket stays
                                               plaintext, guarded by its mode)
   tokens_file / AUGSERVE_TOKENS_FILE          accepted bearer tokens, one per line
+  shm_dir / AUGSERVE_SHM_DIR                  tmpfs folder for shared-memory streams
+                                              (default /dev/shm; \"\" = SHM transport off)
   AUGSERVE_TOKENS                             accepted tokens, comma-separated (env only)
                                               With tokens, every call but health needs
                                               authorization: Bearer <token>.
@@ -184,8 +186,19 @@ pub struct PullArgs {
     /// comparing clients byte for byte; the Python client's tests use it).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// How batches travel: inline (in the gRPC message), shm (shared memory, same host) or
+    /// cuda-ipc (device memory, same GPU); the server falls back and says why.
+    #[arg(long, value_enum, default_value = "inline")]
+    transport: TransportArg,
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TransportArg {
+    Inline,
+    Shm,
+    CudaIpc,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -204,7 +217,7 @@ fn f32_bytes(values: &[&[f32]]) -> Vec<u8> {
 }
 
 /// One batch as a JSON record: everything but its timings, tensors as digests.
-fn batch_record(b: &v1::Batch) -> serde_json::Value {
+fn batch_record(b: &v1::Batch, data: &[u8]) -> serde_json::Value {
     let t = b.images.clone().unwrap_or_default();
     let s = b.stats.clone().unwrap_or_default();
     serde_json::json!({
@@ -218,7 +231,7 @@ fn batch_record(b: &v1::Batch) -> serde_json::Value {
         "dtype": t.dtype,
         "layout": t.layout,
         "device": b.device,
-        "images_sha256": sha256_hex(&t.data),
+        "images_sha256": sha256_hex(data),
         "lam_sha256": sha256_hex(&f32_bytes(&[&b.lam])),
         "soft_targets_sha256": sha256_hex(&f32_bytes(&[&b.soft_targets])),
         "stats_sha256": sha256_hex(&f32_bytes(&[&s.mean, &s.std, &s.mad, &s.clipped])),
@@ -283,6 +296,11 @@ async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
         world_size: args.world_size,
         prefetch: args.prefetch,
         start_batch: args.start_batch,
+        transport: match args.transport {
+            TransportArg::Inline => v1::Transport::Inline,
+            TransportArg::Shm => v1::Transport::Shm,
+            TransportArg::CudaIpc => v1::Transport::CudaIpc,
+        } as i32,
         ..Default::default()
     };
     let mut record = match &args.record {
@@ -291,7 +309,9 @@ async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let mut releaser = client.clone();
     let mut stream = client.stream_batches(req).await?.into_inner();
+    let mut shm: Option<augserve_client::ShmView> = None;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -304,13 +324,48 @@ async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut images, mut bytes, mut batches, mut errors) = (0u64, 0u64, 0u64, 0u64);
     while let Some(b) = stream.message().await? {
+        if let Some(t) = &b.transport {
+            let chosen = v1::Transport::try_from(t.transport).unwrap_or(v1::Transport::Inline);
+            if !args.quiet || !t.fallback_reason.is_empty() {
+                println!(
+                    "transport: {}{}",
+                    chosen.as_str_name(),
+                    if t.fallback_reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", t.fallback_reason)
+                    }
+                );
+            }
+            if chosen == v1::Transport::Shm {
+                shm = Some(augserve_client::ShmView::open(t)?);
+            }
+        }
+        let data: &[u8] = match (&b.slot, &shm) {
+            (Some(slot), Some(view)) => view.tensor(slot)?,
+            (Some(_), None) => anyhow::bail!("a slot reference without a shared-memory ring"),
+            (None, _) => b.images.as_ref().map_or(&[][..], |t| &t.data[..]),
+        };
         images += b.sample_ids.len() as u64;
-        bytes += b.images.as_ref().map_or(0, |t| t.data.len() as u64);
+        bytes += data.len() as u64;
         errors += b.errors.len() as u64;
         batches += 1;
         if let Some(w) = record.as_mut() {
             use std::io::Write;
-            writeln!(w, "{}", batch_record(&b))?;
+            writeln!(w, "{}", batch_record(&b, data))?;
+        }
+        // Consumed: hand the slot back so the server can fill it again.
+        if let (Some(slot), Some(view)) = (&b.slot, &shm) {
+            match releaser
+                .release_slots(view.release_request(vec![*slot]))
+                .await
+            {
+                // The stream has ended and its ring is gone: nothing left to release.
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                r => {
+                    r?;
+                }
+            }
         }
         let s = started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!(
@@ -421,6 +476,8 @@ pub fn demo(epochs: u64, batch_size: u32, cache_dir: Option<PathBuf>) -> anyhow:
             start_batch: 0,
             record: None,
             security: SecurityArgs::default(),
+            // Same host: shared memory (falls back to inline where /dev/shm is missing).
+            transport: TransportArg::Shm,
             quiet: false,
         };
         let r = pull_async(&pull).await;

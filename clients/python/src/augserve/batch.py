@@ -116,7 +116,21 @@ class Batch:
     timings: dict[str, float]
     device: str
     raw: bytes
-    """The received message; `images` is a view into it."""
+    """The received message; `images` is a view into it (inline transport)."""
+    transport: Any = None
+    """The stream's `TransportInfo` (first batch of a stream only), else None."""
+    slot: Any = None
+    """SHM / CUDA IPC: the `SlotRef` holding `images`; None for inline batches."""
+    _release: Any = None
+
+    def release(self) -> None:
+        """Hands this batch's shared-memory slot back to the server (no-op for inline batches,
+        and the second time). `images` must not be used afterwards: the server refills the
+        slot. Streams opened with `auto_release=True` (the default) call this for you when you
+        ask for the next batch; copy what you keep longer (or pass `auto_release=False`)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
     def __len__(self) -> int:
         return int(self.images.shape[0]) if self.images.ndim else 0
@@ -165,7 +179,8 @@ class Batch:
         keep.append(view[prev:])
         msg = pb.Batch.FromString(b"".join(keep))
 
-        images, layout = cls._tensor(raw, view, tensor_span)
+        slot = msg.slot if msg.HasField("slot") else None
+        images, layout = cls._tensor(raw, view, tensor_span, in_slot=slot is not None)
         lam = _f32(raw, lam_span) if lam_span else np.asarray(msg.lam, dtype=np.float32)
         soft = _f32(raw, soft_span) if soft_span else np.asarray(msg.soft_targets, np.float32)
         num_classes = int(msg.num_classes)
@@ -197,10 +212,12 @@ class Batch:
             timings={f.name: v for f, v in msg.timings.ListFields()},
             device=msg.device,
             raw=raw,
+            transport=msg.transport if msg.HasField("transport") else None,
+            slot=slot,
         )
 
     @staticmethod
-    def _tensor(raw: bytes, view: memoryview, span) -> tuple[np.ndarray, str]:
+    def _tensor(raw: bytes, view: memoryview, span, in_slot: bool = False) -> tuple[np.ndarray, str]:
         if span is None:
             return np.zeros((0,), np.uint8), "nchw"
         start, end = span
@@ -219,6 +236,10 @@ class Batch:
             raise WireError(f"unknown tensor dtype {t.dtype}")
         shape = tuple(int(d) for d in t.shape)
         count = int(np.prod(shape, dtype=np.int64)) if shape else 0
+        if in_slot:
+            # The bytes are in a shared-memory slot: the stream fills in the view. Until then a
+            # zero-strided placeholder carries the shape and dtype without allocating.
+            return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, [0] * len(shape)), _LAYOUT_NAMES.get(t.layout, "nchw")
         nbytes = data_span[1] - data_span[0] if data_span else 0
         if nbytes != count * dtype.itemsize:
             raise WireError(f"tensor of shape {shape} {dtype} needs {count * dtype.itemsize} bytes, got {nbytes}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -12,6 +13,7 @@ import grpc
 from augserve import errors
 from augserve.batch import Batch
 from augserve.spec import TAILS, PipelineSpec, enum_value
+from augserve.transport import TRANSPORT_NAMES, TRANSPORTS, CudaIpcRing, ShmRing
 from augserve.v1 import augserve_pb2 as pb
 
 log = logging.getLogger("augserve")
@@ -50,6 +52,7 @@ class ServerInfo:
     layouts: list[str]
     crop_modes: list[str]
     mix_modes: list[str]
+    transports: list[str] = field(default_factory=list)
 
 
 class Client:
@@ -111,6 +114,11 @@ class Client:
             request_serializer=pb.ListDatasetsRequest.SerializeToString,
             response_deserializer=pb.ListDatasetsResponse.FromString,
         )
+        self._release_slots = self._channel.unary_unary(
+            _SERVICE + "ReleaseSlots",
+            request_serializer=pb.ReleaseSlotsRequest.SerializeToString,
+            response_deserializer=pb.ReleaseSlotsResponse.FromString,
+        )
         self._server_info = self._channel.unary_unary(
             _SERVICE + "GetServerInfo",
             request_serializer=pb.GetServerInfoRequest.SerializeToString,
@@ -154,6 +162,7 @@ class Client:
             layouts=list(r.layouts),
             crop_modes=list(r.crop_modes),
             mix_modes=list(r.mix_modes),
+            transports=list(r.transports),
         )
 
     def wait_ready(self, timeout: float = 10.0) -> ServerInfo:
@@ -205,6 +214,9 @@ class Client:
         prefetch: int = 2,
         resume: bool = True,
         max_retries: int = 8,
+        transport: str = "inline",
+        slots: int = 0,
+        auto_release: bool = True,
     ) -> BatchStream:
         """Streams `epochs` epochs (0 = until closed) of a dataset the server serves.
 
@@ -212,6 +224,13 @@ class Client:
         its own shard. `prefetch` is how many batches the server prepares ahead. When the
         connection drops, the stream reconnects and resumes after the last batch received
         (`resume`, up to `max_retries` tries with backoff); server errors raise at once.
+
+        `transport="shm"` (same host: the Unix socket, or loopback TCP) delivers each batch
+        through a shared-memory ring of `slots` slots (0 = prefetch + 2): `batch.images` is then
+        a read-only view of the slot, valid until `batch.release()`, which `auto_release` does
+        when the next batch is asked for. `"cuda_ipc"` asks for device memory (falls back to
+        shm, then inline). `stream.transport` and `stream.fallback_reason` say what the server
+        chose.
         """
         req = pb.StreamBatchesRequest(
             dataset=dataset,
@@ -227,8 +246,10 @@ class Client:
             tail=enum_value(TAILS, tail, "tail"),
             prefetch=prefetch,
             start_batch=start_batch,
+            transport=enum_value(TRANSPORTS, transport, "transport"),
+            slots=slots,
         )
-        return BatchStream(self, req, max_retries if resume else 0)
+        return BatchStream(self, req, max_retries if resume else 0, auto_release)
 
 
 class BatchStream(Iterator[Batch]):
@@ -238,8 +259,13 @@ class BatchStream(Iterator[Batch]):
     Close it (or leave a `with` block) to cancel the call on the server.
     """
 
-    def __init__(self, client: Client, request: pb.StreamBatchesRequest, max_retries: int):
+    def __init__(self, client: Client, request: pb.StreamBatchesRequest, max_retries: int, auto_release: bool = True):
         self._client = client
+        self._auto_release = auto_release
+        self._ring: ShmRing | CudaIpcRing | None = None
+        self._held: Batch | None = None
+        self.transport: str | None = None
+        self.fallback_reason = ""
         self._request = request
         self._max_retries = max_retries
         self._call = None
@@ -258,7 +284,44 @@ class BatchStream(Iterator[Batch]):
                 req.epochs = self._request.start_epoch + self._request.epochs - epoch
         return req
 
+    def _release(self, stream_id: str, slot: pb.SlotRef) -> None:
+        try:
+            self._client._release_slots(
+                pb.ReleaseSlotsRequest(stream_id=stream_id, slots=[slot]),
+                timeout=self._client.timeout,
+                metadata=self._client._metadata,
+            )
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: the stream ended, ring gone
+                raise errors.from_rpc_error(e) from None
+
+    def _adopt(self, batch: Batch) -> Batch:
+        """Maps the stream's ring (first batch) and points `batch.images` at its slot."""
+        if batch.transport is not None:
+            t = batch.transport
+            self.transport = TRANSPORT_NAMES.get(t.transport, "inline")
+            self.fallback_reason = t.fallback_reason
+            if t.fallback_reason:
+                log.info("augserve transport: %s (%s)", self.transport, t.fallback_reason)
+            if t.transport == pb.TRANSPORT_SHM:
+                self._ring = ShmRing(t)
+            elif t.transport == pb.TRANSPORT_CUDA_IPC:
+                self._ring = CudaIpcRing(t)
+            else:
+                self._ring = None
+        if batch.slot is not None:
+            if self._ring is None:
+                raise errors.AugServeError("a batch in a shared-memory slot, but no ring was announced")
+            batch.images = self._ring.view(batch.slot, batch.images)
+            batch._release = functools.partial(self._release, self._ring.stream_id, batch.slot)
+            if self._auto_release:
+                self._held = batch
+        return batch
+
     def __next__(self) -> Batch:
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.release()
         retries = 0
         while True:
             if self._closed:
@@ -289,7 +352,7 @@ class BatchStream(Iterator[Batch]):
             if retries:
                 self.reconnects += 1
             self.last = (batch.epoch, batch.index)
-            return batch
+            return self._adopt(batch)
 
     def close(self) -> None:
         """Cancels the call; the server stops preparing batches for it."""

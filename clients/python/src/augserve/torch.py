@@ -39,7 +39,14 @@ def _images_tensor(arr: np.ndarray) -> torch.Tensor:
 
 def batch_to_torch(batch: Batch, device: Any = None, non_blocking: bool = True):
     """(images, targets) of `batch` as tensors; see `Batch.to_torch`."""
-    images = _images_tensor(batch.images)
+    if batch.slot is not None and not isinstance(batch.images, np.ndarray):
+        # CUDA IPC: already a device array; DLPack hands it to torch without a copy.
+        images = torch.from_dlpack(batch.images)
+    elif batch.slot is not None and (device is None or torch.device(device).type == "cpu"):
+        # A shared-memory slot is refilled once released: CPU tensors get their own copy.
+        images = torch.from_numpy(np.array(batch.images))
+    else:
+        images = _images_tensor(batch.images)
     if batch.soft_targets is not None:
         targets: Any = torch.from_numpy(np.array(batch.soft_targets, dtype=np.float32))
     else:
@@ -90,7 +97,8 @@ class AugServeIterableDataset(IterableDataset):
     receiving `prefetch` batches ahead in a background thread (and moving them to `device` there),
     so receiving overlaps the training step.
 
-    Set `yield_batches=True` to get `augserve.Batch` objects instead (labels, stats, errors).
+    Set `yield_batches=True` to get `augserve.Batch` objects instead (labels, stats, errors);
+    with `transport="shm"` call `batch.release()` once done with each of them.
     """
 
     def __init__(
@@ -110,6 +118,7 @@ class AugServeIterableDataset(IterableDataset):
         shuffle: bool = True,
         yield_batches: bool = False,
         client_options: dict | None = None,
+        transport: str = "inline",
     ):
         super().__init__()
         self.address = address
@@ -126,6 +135,7 @@ class AugServeIterableDataset(IterableDataset):
         self.shuffle = shuffle
         self.yield_batches = yield_batches
         self.client_options = client_options or {}
+        self.transport = transport
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -169,8 +179,20 @@ class AugServeIterableDataset(IterableDataset):
             tail=self.tail,
             drop_last=self.drop_last,
             shuffle=self.shuffle,
+            transport=self.transport,
+            # The prefetch thread runs ahead: each batch is released once converted (below),
+            # or by the caller (yield_batches).
+            auto_release=False,
         )
-        transform = None if self.yield_batches else (lambda b: b.to_torch(self.device))
+
+        def to_torch(b: Batch):
+            out = b.to_torch(self.device)
+            if self.device is not None and torch.device(self.device).type == "cuda":
+                torch.cuda.current_stream().synchronize()  # the copy out of the slot is done
+            b.release()
+            return out
+
+        transform = None if self.yield_batches else to_torch
         it = Prefetcher(stream, self.prefetch, transform)
         try:
             yield from it

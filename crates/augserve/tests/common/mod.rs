@@ -1,7 +1,9 @@
 //! Helpers shared by the binary's integration tests.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a part
 
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A free loopback TCP port (bound, then released for the server to take).
 pub fn free_port() -> u16 {
@@ -27,4 +29,82 @@ pub fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub uds: PathBuf,
+    pub tcp: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(datasets: &[(&str, &Path)], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("augserve.sock");
+        let port = free_port();
+        let tcp = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_augserve"));
+        cmd.args(["serve", "--device", "cpu", "--listen-tcp", &tcp])
+            .arg("--listen-uds")
+            .arg(&uds)
+            .env("AUGSERVE_THREADS", "2")
+            .env("AUGSERVE_GRACE_PERIOD_S", "5")
+            .env("AUGSERVE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, path) in datasets {
+            cmd.arg("--dataset")
+                .arg(format!("{name}={}", path.display()));
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let t = Instant::now();
+        while !(uds.exists() && std::net::TcpStream::connect(&tcp).is_ok()) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "server exited at start"
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            uds,
+            tcp,
+            _dir: Some(dir),
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("unix://{}", self.uds.display())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn sigterm(&self) {
+        assert!(Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -47,6 +47,12 @@ class ErrorPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_POLICY_SKIP: _ClassVar[ErrorPolicy]
     ERROR_POLICY_FAIL: _ClassVar[ErrorPolicy]
 
+class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSPORT_INLINE: _ClassVar[Transport]
+    TRANSPORT_SHM: _ClassVar[Transport]
+    TRANSPORT_CUDA_IPC: _ClassVar[Transport]
+
 class Tail(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TAIL_UNSPECIFIED: _ClassVar[Tail]
@@ -75,6 +81,9 @@ DEVICE_GPU: Device
 ERROR_POLICY_UNSPECIFIED: ErrorPolicy
 ERROR_POLICY_SKIP: ErrorPolicy
 ERROR_POLICY_FAIL: ErrorPolicy
+TRANSPORT_INLINE: Transport
+TRANSPORT_SHM: Transport
+TRANSPORT_CUDA_IPC: Transport
 TAIL_UNSPECIFIED: Tail
 TAIL_PAD: Tail
 TAIL_DROP: Tail
@@ -169,7 +178,7 @@ class Placement(_message.Message):
     def __init__(self, color: _Optional[_Union[Device, str]] = ..., resize: _Optional[_Union[Device, str]] = ..., mix: _Optional[_Union[Device, str]] = ...) -> None: ...
 
 class StreamBatchesRequest(_message.Message):
-    __slots__ = ("dataset", "spec", "batch_size", "seed", "start_epoch", "epochs", "rank", "world_size", "no_shuffle", "drop_last", "tail", "prefetch", "start_batch")
+    __slots__ = ("dataset", "spec", "batch_size", "seed", "start_epoch", "epochs", "rank", "world_size", "no_shuffle", "drop_last", "tail", "prefetch", "start_batch", "transport", "slots")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +192,8 @@ class StreamBatchesRequest(_message.Message):
     TAIL_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     START_BATCH_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     spec: PipelineSpec
     batch_size: int
@@ -196,7 +207,9 @@ class StreamBatchesRequest(_message.Message):
     tail: Tail
     prefetch: int
     start_batch: int
-    def __init__(self, dataset: _Optional[str] = ..., spec: _Optional[_Union[PipelineSpec, _Mapping]] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., start_epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., no_shuffle: _Optional[bool] = ..., drop_last: _Optional[bool] = ..., tail: _Optional[_Union[Tail, str]] = ..., prefetch: _Optional[int] = ..., start_batch: _Optional[int] = ...) -> None: ...
+    transport: Transport
+    slots: int
+    def __init__(self, dataset: _Optional[str] = ..., spec: _Optional[_Union[PipelineSpec, _Mapping]] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., start_epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., no_shuffle: _Optional[bool] = ..., drop_last: _Optional[bool] = ..., tail: _Optional[_Union[Tail, str]] = ..., prefetch: _Optional[int] = ..., start_batch: _Optional[int] = ..., transport: _Optional[_Union[Transport, str]] = ..., slots: _Optional[int] = ...) -> None: ...
 
 class AugmentImagesRequest(_message.Message):
     __slots__ = ("images", "labels", "spec", "seed", "epoch")
@@ -241,7 +254,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "batch_device", "kernels_compiled", "gpu_unavailable_reason", "worker_threads", "limits", "dtypes", "layouts", "crop_modes", "mix_modes")
+    __slots__ = ("version", "batch_device", "kernels_compiled", "gpu_unavailable_reason", "worker_threads", "limits", "dtypes", "layouts", "crop_modes", "mix_modes", "transports")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BATCH_DEVICE_FIELD_NUMBER: _ClassVar[int]
     KERNELS_COMPILED_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +265,7 @@ class ServerInfo(_message.Message):
     LAYOUTS_FIELD_NUMBER: _ClassVar[int]
     CROP_MODES_FIELD_NUMBER: _ClassVar[int]
     MIX_MODES_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     batch_device: str
     kernels_compiled: bool
@@ -262,7 +276,8 @@ class ServerInfo(_message.Message):
     layouts: _containers.RepeatedScalarFieldContainer[str]
     crop_modes: _containers.RepeatedScalarFieldContainer[str]
     mix_modes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., batch_device: _Optional[str] = ..., kernels_compiled: _Optional[bool] = ..., gpu_unavailable_reason: _Optional[str] = ..., worker_threads: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., dtypes: _Optional[_Iterable[str]] = ..., layouts: _Optional[_Iterable[str]] = ..., crop_modes: _Optional[_Iterable[str]] = ..., mix_modes: _Optional[_Iterable[str]] = ...) -> None: ...
+    transports: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., batch_device: _Optional[str] = ..., kernels_compiled: _Optional[bool] = ..., gpu_unavailable_reason: _Optional[str] = ..., worker_threads: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., dtypes: _Optional[_Iterable[str]] = ..., layouts: _Optional[_Iterable[str]] = ..., crop_modes: _Optional[_Iterable[str]] = ..., mix_modes: _Optional[_Iterable[str]] = ..., transports: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_request_bytes", "max_batch_bytes", "max_pixels", "max_file_bytes", "max_concurrent_streams", "max_batch_size", "max_prefetch", "max_images_per_request")
@@ -285,7 +300,7 @@ class Limits(_message.Message):
     def __init__(self, max_request_bytes: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_file_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_prefetch: _Optional[int] = ..., max_images_per_request: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("epoch", "index", "images", "labels_a", "labels_b", "lam", "soft_targets", "num_classes", "sample_ids", "errors", "stats", "timings", "device")
+    __slots__ = ("epoch", "index", "images", "labels_a", "labels_b", "lam", "soft_targets", "num_classes", "sample_ids", "errors", "stats", "timings", "device", "transport", "slot")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +314,8 @@ class Batch(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     index: int
     images: Tensor
@@ -312,7 +329,55 @@ class Batch(_message.Message):
     stats: BatchStats
     timings: StageTimings
     device: str
-    def __init__(self, epoch: _Optional[int] = ..., index: _Optional[int] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., labels_a: _Optional[_Iterable[int]] = ..., labels_b: _Optional[_Iterable[int]] = ..., lam: _Optional[_Iterable[float]] = ..., soft_targets: _Optional[_Iterable[float]] = ..., num_classes: _Optional[int] = ..., sample_ids: _Optional[_Iterable[int]] = ..., errors: _Optional[_Iterable[_Union[SampleError, _Mapping]]] = ..., stats: _Optional[_Union[BatchStats, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
+    transport: TransportInfo
+    slot: SlotRef
+    def __init__(self, epoch: _Optional[int] = ..., index: _Optional[int] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., labels_a: _Optional[_Iterable[int]] = ..., labels_b: _Optional[_Iterable[int]] = ..., lam: _Optional[_Iterable[float]] = ..., soft_targets: _Optional[_Iterable[float]] = ..., num_classes: _Optional[int] = ..., sample_ids: _Optional[_Iterable[int]] = ..., errors: _Optional[_Iterable[_Union[SampleError, _Mapping]]] = ..., stats: _Optional[_Union[BatchStats, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., device: _Optional[str] = ..., transport: _Optional[_Union[TransportInfo, _Mapping]] = ..., slot: _Optional[_Union[SlotRef, _Mapping]] = ...) -> None: ...
+
+class TransportInfo(_message.Message):
+    __slots__ = ("transport", "fallback_reason", "stream_id", "shm_path", "slot_bytes", "slots", "cuda_ipc_handle", "cuda_device")
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    SHM_PATH_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CUDA_IPC_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    CUDA_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    transport: Transport
+    fallback_reason: str
+    stream_id: str
+    shm_path: str
+    slot_bytes: int
+    slots: int
+    cuda_ipc_handle: bytes
+    cuda_device: int
+    def __init__(self, transport: _Optional[_Union[Transport, str]] = ..., fallback_reason: _Optional[str] = ..., stream_id: _Optional[str] = ..., shm_path: _Optional[str] = ..., slot_bytes: _Optional[int] = ..., slots: _Optional[int] = ..., cuda_ipc_handle: _Optional[bytes] = ..., cuda_device: _Optional[int] = ...) -> None: ...
+
+class SlotRef(_message.Message):
+    __slots__ = ("slot", "generation", "offset", "length")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    generation: int
+    offset: int
+    length: int
+    def __init__(self, slot: _Optional[int] = ..., generation: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ReleaseSlotsRequest(_message.Message):
+    __slots__ = ("stream_id", "slots")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    slots: _containers.RepeatedCompositeFieldContainer[SlotRef]
+    def __init__(self, stream_id: _Optional[str] = ..., slots: _Optional[_Iterable[_Union[SlotRef, _Mapping]]] = ...) -> None: ...
+
+class ReleaseSlotsResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: int
+    def __init__(self, released: _Optional[int] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "dtype", "layout", "align", "data")

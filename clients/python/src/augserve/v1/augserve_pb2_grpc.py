@@ -55,6 +55,11 @@ class AugServeStub:
                 request_serializer=augserve_dot_v1_dot_augserve__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=augserve_dot_v1_dot_augserve__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.ReleaseSlots = channel.unary_unary(
+                '/augserve.v1.AugServe/ReleaseSlots',
+                request_serializer=augserve_dot_v1_dot_augserve__pb2.ReleaseSlotsRequest.SerializeToString,
+                response_deserializer=augserve_dot_v1_dot_augserve__pb2.ReleaseSlotsResponse.FromString,
+                _registered_method=True)
 
 
 class AugServeServicer:
@@ -95,6 +100,17 @@ class AugServeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseSlots(self, request, context):
+        """Hands slots of a shared-memory or CUDA IPC stream back to the server once the client has
+        consumed their batches (see Transport). Until then the server never overwrites them, so
+        a stream whose client releases nothing stops after `slots` batches. Errors: NOT_FOUND
+        (unknown or finished stream), INVALID_ARGUMENT (a slot that is not out with that
+        generation: already released, or never sent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AugServeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +133,11 @@ def add_AugServeServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=augserve_dot_v1_dot_augserve__pb2.GetServerInfoRequest.FromString,
                     response_serializer=augserve_dot_v1_dot_augserve__pb2.ServerInfo.SerializeToString,
+            ),
+            'ReleaseSlots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseSlots,
+                    request_deserializer=augserve_dot_v1_dot_augserve__pb2.ReleaseSlotsRequest.FromString,
+                    response_serializer=augserve_dot_v1_dot_augserve__pb2.ReleaseSlotsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +249,33 @@ class AugServe:
             '/augserve.v1.AugServe/GetServerInfo',
             augserve_dot_v1_dot_augserve__pb2.GetServerInfoRequest.SerializeToString,
             augserve_dot_v1_dot_augserve__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseSlots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/augserve.v1.AugServe/ReleaseSlots',
+            augserve_dot_v1_dot_augserve__pb2.ReleaseSlotsRequest.SerializeToString,
+            augserve_dot_v1_dot_augserve__pb2.ReleaseSlotsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,338 @@
+//! Shared-memory delivery (Transport SHM): a ring of fixed-size slots in a file under
+//! `shm_dir` (tmpfs), mode 0600. The producer writes a batch's tensor into a free slot and
+//! sends a `SlotRef` instead of the bytes; the client maps the file read-only, views the
+//! slot, and hands it back with `ReleaseSlots`. A slot is only rewritten after its release,
+//! so the ring never overwrites unread data and memory stays at `slots * slot_bytes`.
+//!
+//! Lifetime: the producer thread owns the ring; when the stream ends (finished, cancelled,
+//! or the client died holding slots) the ring drops and its file is unlinked. The registry
+//! keeps only weak references, so a release for a finished stream is simply NOT_FOUND.
+//! Files of a server that was killed are removed by the next server's start-up sweep.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use memmap2::MmapRaw;
+
+use crate::ServerError;
+
+/// File names: `augserve-<server pid>-<stream id>`; the pid lets a later server sweep files
+/// whose server is gone.
+const PREFIX: &str = "augserve-";
+
+struct RingState {
+    /// Slots ready to be written, oldest release first.
+    free: std::collections::VecDeque<u32>,
+    /// The generation each slot was last written with, 0 when free.
+    out: Vec<u64>,
+    next_generation: u64,
+}
+
+/// One stream's ring of slots.
+pub struct ShmRing {
+    id: String,
+    path: PathBuf,
+    map: MmapRaw,
+    slot_bytes: usize,
+    slots: u32,
+    state: Mutex<RingState>,
+    freed: Condvar,
+}
+
+/// Where one batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotWrite {
+    pub slot: u32,
+    pub generation: u64,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl ShmRing {
+    /// Creates `dir/augserve-<pid>-<id>` (0600, never an existing file) sized for `slots`
+    /// slots of `slot_bytes`, and maps it.
+    fn create(dir: &Path, id: String, slots: u32, slot_bytes: usize) -> std::io::Result<Self> {
+        let path = dir.join(format!("{PREFIX}{}-{id}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let len = slot_bytes.max(1) as u64 * u64::from(slots);
+        let mapped = file.set_len(len).and_then(|()| MmapRaw::map_raw(&file));
+        let map = match mapped {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        Ok(ShmRing {
+            id,
+            path,
+            map,
+            slot_bytes: slot_bytes.max(1),
+            slots,
+            state: Mutex::new(RingState {
+                free: (0..slots).collect(),
+                out: vec![0; slots as usize],
+                next_generation: 1,
+            }),
+            freed: Condvar::new(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_bytes
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RingState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Slots currently out with the client.
+    pub fn outstanding(&self) -> usize {
+        self.lock().out.iter().filter(|&&g| g != 0).count()
+    }
+
+    /// Waits for a free slot, copies `data` into it and marks it out with a new generation.
+    /// Returns `None` when `give_up()` says so while waiting (the client left, shutdown).
+    pub fn write(&self, data: &[u8], give_up: impl Fn() -> bool) -> Option<SlotWrite> {
+        if data.len() > self.slot_bytes {
+            return None;
+        }
+        let mut st = self.lock();
+        let slot = loop {
+            if let Some(s) = st.free.pop_front() {
+                break s;
+            }
+            if give_up() {
+                return None;
+            }
+            st = self
+                .freed
+                .wait_timeout(st, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        };
+        let generation = st.next_generation;
+        st.next_generation += 1;
+        st.out[slot as usize] = generation;
+        drop(st);
+        let offset = slot as usize * self.slot_bytes;
+        // SAFETY: `offset + data.len() <= slots * slot_bytes`, the mapping's length; the slot
+        // was free, so no other writer has it (the lock handed it to this call alone) and the
+        // client has released it, so it is not being read through this process. The client's
+        // read-only mapping of a released slot may still be read by a misbehaving client; it
+        // sees the new bytes, which is its own contract violation, not memory unsafety here.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                data.len(),
+            );
+        }
+        Some(SlotWrite {
+            slot,
+            generation,
+            offset: offset as u64,
+            length: data.len() as u64,
+        })
+    }
+
+    /// Frees `slot` if it is out with `generation`; false for anything else (already released,
+    /// never sent, or a stale generation), which changes nothing.
+    pub fn release(&self, slot: u32, generation: u64) -> bool {
+        let mut st = self.lock();
+        match st.out.get_mut(slot as usize) {
+            Some(g) if *g == generation && generation != 0 => {
+                *g = 0;
+                st.free.push_back(slot);
+                drop(st);
+                self.freed.notify_all();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Drop for ShmRing {
+    fn drop(&mut self) {
+        // The client's mapping (if any) stays valid until it unmaps; the name goes now.
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove a shared-memory ring");
+        }
+    }
+}
+
+/// The server's rings by stream id (weak: a ring lives as long as its stream).
+#[derive(Default)]
+pub struct ShmRegistry {
+    dir: Option<PathBuf>,
+    rings: Mutex<HashMap<String, Weak<ShmRing>>>,
+}
+
+/// 128 random bits as hex: the stream id, which also authorises `ReleaseSlots`.
+fn random_id() -> Result<String, ServerError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| ServerError::Config(format!("no randomness for a stream id: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl ShmRegistry {
+    /// `dir` None or empty disables SHM. Sweeps rings left by servers that no longer run.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        let dir = dir.filter(|d| !d.as_os_str().is_empty());
+        if let Some(d) = &dir {
+            sweep_stale(d);
+        }
+        ShmRegistry {
+            dir,
+            rings: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Why SHM cannot be used at all, if so.
+    pub fn unavailable(&self) -> Option<String> {
+        match &self.dir {
+            None => Some("shm_dir is not set".into()),
+            Some(d) if !d.is_dir() => Some(format!("shm_dir {} is not a folder", d.display())),
+            Some(_) => None,
+        }
+    }
+
+    /// Creates and registers a ring.
+    pub fn create(&self, slots: u32, slot_bytes: usize) -> Result<Arc<ShmRing>, String> {
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| "shm_dir is not set".to_string())?;
+        let id = random_id().map_err(|e| e.to_string())?;
+        let ring = ShmRing::create(dir, id.clone(), slots, slot_bytes)
+            .map(Arc::new)
+            .map_err(|e| format!("cannot create a ring in {}: {e}", dir.display()))?;
+        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        rings.retain(|_, w| w.strong_count() > 0);
+        rings.insert(id, Arc::downgrade(&ring));
+        Ok(ring)
+    }
+
+    /// The live ring of stream `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<ShmRing>> {
+        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        rings.retain(|_, w| w.strong_count() > 0);
+        rings.get(id).and_then(Weak::upgrade)
+    }
+
+    /// Live rings (for tests and metrics).
+    pub fn live(&self) -> usize {
+        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        rings.retain(|_, w| w.strong_count() > 0);
+        rings.len()
+    }
+}
+
+/// Removes `augserve-<pid>-*` files whose server process is gone (killed before its rings
+/// could drop). Files of running servers, and anything else, are left alone.
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %e.path().display(), "removed a stale shared-memory ring")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "stale ring not removed")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_cycle_only_after_release_and_the_file_goes_with_the_ring() {
+        let d = tempfile::tempdir().unwrap();
+        let reg = ShmRegistry::new(Some(d.path().to_path_buf()));
+        let ring = reg.create(2, 8).unwrap();
+        let path = ring.path().to_path_buf();
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let a = ring.write(b"aaaa", || false).unwrap();
+        let b = ring.write(b"bbbbbbbb", || false).unwrap();
+        assert_ne!(a.slot, b.slot);
+        // Full: a third write waits until give_up.
+        assert!(ring.write(b"c", || true).is_none());
+        assert!(!ring.release(a.slot, a.generation + 7), "stale generation");
+        assert!(ring.release(a.slot, a.generation));
+        assert!(!ring.release(a.slot, a.generation), "double release");
+        let c = ring.write(b"cc", || false).unwrap();
+        assert_eq!(c.slot, a.slot);
+        assert!(c.generation > b.generation);
+        assert!(
+            ring.write(&[0; 9], || false).is_none(),
+            "over the slot size"
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[c.offset as usize..][..2], b"cc");
+        assert_eq!(&bytes[b.offset as usize..][..8], b"bbbbbbbb");
+        assert_eq!(ring.outstanding(), 2);
+        assert!(reg.get(ring.id()).is_some());
+        let id = ring.id().to_string();
+        drop(ring);
+        assert!(!path.exists());
+        assert!(reg.get(&id).is_none());
+        assert_eq!(reg.live(), 0);
+    }
+
+    #[test]
+    fn stale_rings_of_dead_servers_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        // No process has pid 999999999 (over pid_max); files without our prefix are not ours.
+        std::fs::write(d.path().join("augserve-999999999-abc"), b"x").unwrap();
+        std::fs::write(d.path().join("someone-else"), b"x").unwrap();
+        let mine = d
+            .path()
+            .join(format!("augserve-{}-live", std::process::id()));
+        std::fs::write(&mine, b"x").unwrap();
+        let _ = ShmRegistry::new(Some(d.path().to_path_buf()));
+        assert!(!d.path().join("augserve-999999999-abc").exists());
+        assert!(d.path().join("someone-else").exists());
+        assert!(mine.exists());
+    }
+}
