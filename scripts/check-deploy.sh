@@ -26,7 +26,10 @@ for name in ("augserve", "trainer"):
     (dev,) = s[name]["deploy"]["resources"]["reservations"]["devices"]
     assert dev["driver"] == "nvidia" and "gpu" in dev["capabilities"], name
 assert "augserve-socket" in c["volumes"]
-print("compose wiring ok: shared socket volume, health-gated trainer, GPU reservations")
+# Shared memory: the trainer joins the server's /dev/shm and runs as its user (0600 rings).
+assert s["augserve"]["ipc"] == "shareable" and s["trainer"]["ipc"] == "service:augserve"
+assert s["trainer"]["user"].split(":")[0] == "10001" and "shm" in s["trainer"]["command"]
+print("compose wiring ok: shared socket volume and /dev/shm, health-gated trainer, GPU reservations")
 PY
 
 echo "== the manifests' server.toml, checked by the server itself"

@@ -31,6 +31,9 @@ log=$res/run.txt
     timeout 90 "$kit/augserve" run --data "$kit/corpus" --spec "$kit/spec.toml" --device "$dev" --batch-size 256 --epochs 2 --quiet \
       --summary-json "$res/run-$dev.json" && python3 -c "import json;d=json.load(open('$res/run-$dev.json'));print('$dev', round(d['images_per_s']), 'images/s')"
   done
+  echo "## CUDA IPC delivery to a Python (CuPy) client, against inline"
+  PYTHONPATH=clients/python/src AUGSERVE_BIN=$kit/augserve timeout 120 python3 -m pytest -q -rs -p no:cacheprovider \
+    clients/python/tests/test_cuda_ipc.py
   echo "## torchvision peer"
   timeout 150 python3 benches/gpu/torchvision_peer.py --corpus "$kit/corpus" --out "$res/torchvision.json"
 } 2>&1 | tee "$log"

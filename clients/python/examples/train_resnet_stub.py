@@ -60,6 +60,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=96, help="training resolution")
     p.add_argument("--max-steps", type=int, default=0, help="steps per epoch (0 = whole epoch)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--transport", default="inline", choices=["inline", "shm", "cuda_ipc"],
+                   help="how batches travel from a server on this host (shm: shared memory)")
     args = p.parse_args()
     device = torch.device(args.device)
 
@@ -74,7 +76,8 @@ def main() -> None:
     )
 
     # The integration: a dataset of ready batches, and a DataLoader that does not re-batch them.
-    ds = AugServeIterableDataset(args.addr, args.dataset, spec, batch_size=args.batch_size, device=device)
+    ds = AugServeIterableDataset(args.addr, args.dataset, spec, batch_size=args.batch_size, device=device,
+                                 transport=args.transport)
     loader = DataLoader(ds, batch_size=None)
 
     model = tiny_resnet(info.num_classes).to(device)

@@ -35,6 +35,10 @@ pub enum Error {
 
     #[error("thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
+
+    /// A batch-ops backend failed, or cannot do what was asked (e.g. device output on the CPU).
+    #[error("batch ops: {0}")]
+    Backend(String),
 }
 
 impl Error {

@@ -23,6 +23,6 @@ pub use batch::{Batch, StageTimings, Tensor};
 pub use dataset::{Dataset, DatasetFormat};
 pub use decode::DecodeLimits;
 pub use error::{Error, Result, SampleError, SampleErrorKind};
-pub use pipeline::{BatchOps, CpuBatchOps, CpuResize, Pipeline, PipelineOptions};
+pub use pipeline::{BatchOps, CpuBatchOps, CpuResize, DeviceRing, Pipeline, PipelineOptions};
 pub use sampler::{ShardSpec, TailPolicy};
 pub use spec::PipelineSpec;

@@ -112,6 +112,41 @@ pub trait BatchOps: Send + Sync {
         spec: &PipelineSpec,
         pool: &ThreadPool,
     ) -> Result<BatchOutput>;
+
+    /// A ring of `slots` x `slot_bytes` bytes of device memory that another process on the
+    /// same GPU can map (CUDA IPC), for `run_into_ring`. `None`: this backend keeps no output
+    /// on a device (the CPU).
+    fn device_ring(&self, _slots: u32, _slot_bytes: usize) -> Option<Result<Arc<dyn DeviceRing>>> {
+        None
+    }
+
+    /// Like `run`, but the output tensor goes to slot `slot` of `ring` (device memory) and
+    /// never to the host: the returned tensor has the shape and dtype, and no data.
+    fn run_into_ring(
+        &self,
+        _images: &[PreparedImage],
+        _plan: &MixPlan,
+        _spec: &PipelineSpec,
+        _ring: &dyn DeviceRing,
+        _slot: u32,
+    ) -> Result<BatchOutput> {
+        Err(Error::Backend(format!(
+            "{} cannot write batches to device memory",
+            self.device()
+        )))
+    }
+}
+
+/// Device memory shared with a trainer on the same GPU (see `BatchOps::device_ring`).
+pub trait DeviceRing: Send + Sync {
+    /// The CUDA IPC memory handle of the whole ring (64 bytes).
+    fn ipc_handle(&self) -> Vec<u8>;
+    /// The device's ordinal.
+    fn device_ordinal(&self) -> i32;
+    fn slot_bytes(&self) -> usize;
+    fn slots(&self) -> u32;
+    /// For the backend that made it, to reach its own type.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 pub struct BatchOutput {
@@ -515,6 +550,33 @@ impl Pipeline {
     pub fn finish_batch(&self, prepared: PreparedBatch) -> Result<Batch> {
         finish_batch(&self.spec, self.ops.as_ref(), &self.pool, prepared)
     }
+
+    /// `batch`, with the output tensor written to slot `slot` of a device ring.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_into_ring(
+        &self,
+        seed: u64,
+        epoch: u64,
+        index: u64,
+        mix_key: u64,
+        ids: &[u64],
+        ring: &dyn DeviceRing,
+        slot: u32,
+    ) -> Result<Batch> {
+        let prepared = self.prepare_batch(seed, epoch, index, mix_key, ids)?;
+        finish_batch_to(
+            &self.spec,
+            self.ops.as_ref(),
+            &self.pool,
+            prepared,
+            Some((ring, slot)),
+        )
+    }
+
+    /// The batch-ops backend.
+    pub fn batch_ops(&self) -> &Arc<dyn BatchOps> {
+        &self.ops
+    }
 }
 
 /// The batch stage of a prepared batch under `spec`, with `ops` on `pool`.
@@ -523,6 +585,17 @@ pub fn finish_batch(
     ops: &dyn BatchOps,
     pool: &ThreadPool,
     prepared: PreparedBatch,
+) -> Result<Batch> {
+    finish_batch_to(spec, ops, pool, prepared, None)
+}
+
+/// `finish_batch`, with the tensor written to a device ring slot instead when `ring` is set.
+pub fn finish_batch_to(
+    spec: &PipelineSpec,
+    ops: &dyn BatchOps,
+    pool: &ThreadPool,
+    prepared: PreparedBatch,
+    ring: Option<(&dyn DeviceRing, u32)>,
 ) -> Result<Batch> {
     let PreparedBatch {
         seed,
@@ -558,6 +631,8 @@ pub fn finish_batch(
             mix_normalize: Duration::ZERO,
             stats_time: Duration::ZERO,
         }
+    } else if let Some((ring, slot)) = ring {
+        ops.run_into_ring(&images, &plan, spec, ring, slot)?
     } else {
         ops.run(&images, &plan, spec, pool)?
     };

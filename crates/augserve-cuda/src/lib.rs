@@ -5,10 +5,12 @@
 
 mod device;
 mod error;
+mod ipc;
 pub mod kernels;
 mod launch;
 mod ops;
 
 pub use device::{nvrtc_available, GpuDevice, GpuInfo};
 pub use error::GpuError;
+pub use ipc::IpcRing;
 pub use ops::{mix_descs, plan_resize, GpuBatchOps, GpuTimings, ResizePlan};

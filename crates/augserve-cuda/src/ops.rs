@@ -9,10 +9,13 @@ use augserve_core::ops::resize::Coeffs;
 use augserve_core::ops::stats::BatchStats;
 use augserve_core::pipeline::{tensor_shape, BatchOps, BatchOutput, CpuBatchOps, PreparedImage};
 use augserve_core::{PipelineSpec, Tensor};
-use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{
+    CudaSlice, CudaStream, DevicePtr, DeviceRepr, PinnedHostSlice, PushKernelArg,
+};
 use rayon::ThreadPool;
 
 use crate::device::GpuDevice;
+use crate::ipc::IpcRing;
 use crate::kernels::{dtype_code, layout_code, MixDesc, ResizeDesc};
 use crate::launch::{grid, launch};
 use crate::GpuError;
@@ -265,6 +268,23 @@ impl GpuBatchOps {
         plan: &MixPlan,
         spec: &PipelineSpec,
     ) -> Result<(BatchOutput, GpuTimings), GpuError> {
+        self.run_gpu_to(images, plan, spec, None)
+    }
+
+    /// A device ring for the CUDA IPC transport, on this device.
+    pub fn ipc_ring(&self, slots: u32, slot_bytes: usize) -> Result<IpcRing, GpuError> {
+        IpcRing::new(&self.device, slots, slot_bytes)
+    }
+
+    /// Runs the batch; with `sink`, the output tensor is copied into that ring slot on the
+    /// device instead of downloaded (the returned tensor then has no data).
+    pub fn run_gpu_to(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        sink: Option<(&IpcRing, u32)>,
+    ) -> Result<(BatchOutput, GpuTimings), GpuError> {
         let n = images.len();
         if n > 65535 {
             return Err(GpuError::BatchTooLarge(n));
@@ -438,15 +458,25 @@ impl GpuBatchOps {
             .stage_out
             .as_mut()
             .ok_or(GpuError::NoDevice("staging".into()))?;
-        stream.memcpy_dtoh(
-            &out.slice(..out_bytes.max(1)),
-            &mut stage_out.as_mut_slice()?[..out_bytes.max(1)],
-        )?;
+        match sink {
+            Some((ring, slot)) => {
+                let (src, _sync) = out.device_ptr(&stream);
+                ring.copy_into(&stream, src, out_bytes, slot)?;
+            }
+            None => stream.memcpy_dtoh(
+                &out.slice(..out_bytes.max(1)),
+                &mut stage_out.as_mut_slice()?[..out_bytes.max(1)],
+            )?,
+        }
         let mut host_sums = [0f64; 12];
         stream.memcpy_dtoh(&sums.slice(0..12), &mut host_sums[..])?;
         let e_done = ev(&stream)?;
         stream.synchronize()?;
-        let data = stage_out.as_slice()?[..out_bytes].to_vec();
+        let data = if sink.is_some() {
+            Vec::new()
+        } else {
+            stage_out.as_slice()?[..out_bytes].to_vec()
+        };
         let stats = stats_from_sums(&host_sums, count);
         let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| {
             a.elapsed_ms(b).map(f64::from)
@@ -506,6 +536,35 @@ impl BatchOps for GpuBatchOps {
     fn device_memory_used(&self) -> Option<u64> {
         let (free, total) = self.device.ctx.mem_get_info().ok()?;
         Some(total.saturating_sub(free) as u64)
+    }
+
+    fn device_ring(
+        &self,
+        slots: u32,
+        slot_bytes: usize,
+    ) -> Option<augserve_core::Result<Arc<dyn augserve_core::DeviceRing>>> {
+        Some(
+            self.ipc_ring(slots, slot_bytes)
+                .map(|r| Arc::new(r) as Arc<dyn augserve_core::DeviceRing>)
+                .map_err(|e| augserve_core::Error::Backend(e.to_string())),
+        )
+    }
+
+    /// No CPU fallback here: the output must land in device memory.
+    fn run_into_ring(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        ring: &dyn augserve_core::DeviceRing,
+        slot: u32,
+    ) -> augserve_core::Result<BatchOutput> {
+        let ring = ring.as_any().downcast_ref::<IpcRing>().ok_or_else(|| {
+            augserve_core::Error::Backend("the ring was not made by this GPU backend".into())
+        })?;
+        self.run_gpu_to(images, plan, spec, Some((ring, slot)))
+            .map(|(out, _)| out)
+            .map_err(|e| augserve_core::Error::Backend(e.to_string()))
     }
 
     fn run(

@@ -135,6 +135,38 @@ fn gpu_equals_cpu_reference_on_random_inputs() {
 }
 
 #[test]
+fn ipc_ring_slots_hold_the_same_bytes_as_the_downloaded_output() {
+    let Some(dev) = device() else { return };
+    let gpu = GpuBatchOps::new(dev, 2).unwrap();
+    let images = batch(7, 32);
+    let plan = mix_plan(images.len(), 3);
+    let spec = PipelineSpec {
+        output: OutputSpec {
+            dtype: DType::Float16,
+            layout: Layout::Nchw,
+        },
+        ..PipelineSpec::default()
+    };
+    let want = gpu.run_gpu(&images, &plan, &spec).unwrap().tensor.data;
+    let ring = gpu.ipc_ring(3, want.len()).unwrap();
+    for slot in [2u32, 0] {
+        let (out, _) = gpu
+            .run_gpu_to(&images, &plan, &spec, Some((&ring, slot)))
+            .unwrap();
+        assert!(out.tensor.data.is_empty(), "nothing comes back to the host");
+        assert_eq!(
+            ring.read_slot(slot, want.len()).unwrap(),
+            want,
+            "slot {slot}"
+        );
+    }
+    println!(
+        "IPC ring: {} bytes per slot, handle exported, slots equal the downloaded batch",
+        want.len()
+    );
+}
+
+#[test]
 fn gpu_timings_at_batch_256() {
     let Some(dev) = device() else { return };
     let name = dev.info().name.clone();

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::config::{LimitsConfig, ServerConfig};
-use crate::shm::{ShmRegistry, ShmRing};
+use crate::shm::{ShmRegistry, ShmRing, SlotBook};
 use crate::telemetry::Telemetry;
 use crate::ServerError;
 
@@ -42,16 +42,6 @@ pub struct AugServeService {
 impl AugServeService {
     /// Opens every configured dataset and picks the batch-ops device.
     pub fn new(cfg: &ServerConfig, shutting_down: Arc<AtomicBool>) -> Result<Self, ServerError> {
-        let mut datasets = BTreeMap::new();
-        for d in &cfg.datasets {
-            let format = match d.format {
-                Some(f) => f,
-                None => DatasetFormat::detect(&d.path)?,
-            };
-            let ds = Dataset::open(&d.path, format, cfg.limits.max_file_bytes)?;
-            tracing::info!(name = %d.name, samples = ds.len(), format = format.name(), "dataset ready");
-            datasets.insert(d.name.clone(), Arc::new(ds));
-        }
         let cpu: Arc<dyn BatchOps> = Arc::new(augserve_core::CpuBatchOps::default());
         let (ops, gpu_unavailable): (Arc<dyn BatchOps>, _) = match cfg.device.as_str() {
             "cpu" => (cpu, Some("device = cpu in the configuration".to_string())),
@@ -73,6 +63,27 @@ impl AugServeService {
                 )))
             }
         };
+        Self::with_batch_ops(cfg, shutting_down, ops, gpu_unavailable)
+    }
+
+    /// The service with a given batch-ops backend (`gpu_unavailable`: why it is not a GPU,
+    /// if it is not). For embedding and for tests of backends that are not the built-in ones.
+    pub fn with_batch_ops(
+        cfg: &ServerConfig,
+        shutting_down: Arc<AtomicBool>,
+        ops: Arc<dyn BatchOps>,
+        gpu_unavailable: Option<String>,
+    ) -> Result<Self, ServerError> {
+        let mut datasets = BTreeMap::new();
+        for d in &cfg.datasets {
+            let format = match d.format {
+                Some(f) => f,
+                None => DatasetFormat::detect(&d.path)?,
+            };
+            let ds = Dataset::open(&d.path, format, cfg.limits.max_file_bytes)?;
+            tracing::info!(name = %d.name, samples = ds.len(), format = format.name(), "dataset ready");
+            datasets.insert(d.name.clone(), Arc::new(ds));
+        }
         tracing::info!(device = %ops.device(), "batch ops");
         Ok(AugServeService {
             state: Arc::new(State {
@@ -112,18 +123,23 @@ impl AugServeService {
         local: bool,
         slots: u32,
         slot_bytes: usize,
-    ) -> (v1::Transport, String, Option<Arc<ShmRing>>) {
+    ) -> (Delivery, String) {
         let st = &self.state;
         let mut reasons = Vec::new();
         if wanted == v1::Transport::CudaIpc {
-            // GPU batch ops keep their output on the device only for in-process callers so
-            // far; the ring export is not wired to streams yet (see ARCHITECTURE.md).
-            let why = if st.gpu_unavailable.is_some() {
-                format!("cuda_ipc: batch ops run on the CPU ({})", st.ops.device())
+            let ring = if !local {
+                Err("the client is not on this host".to_string())
             } else {
-                "cuda_ipc: device rings are not served by this build".to_string()
+                match st.ops.device_ring(slots, slot_bytes) {
+                    None => Err(format!("batch ops run on the CPU ({})", st.ops.device())),
+                    Some(Err(e)) => Err(e.to_string()),
+                    Some(Ok(ring)) => st.shm.create_book(slots).map(|book| (book, ring)),
+                }
             };
-            reasons.push(why);
+            match ring {
+                Ok((book, ring)) => return (Delivery::Device { book, ring }, String::new()),
+                Err(e) => reasons.push(format!("cuda_ipc: {e}")),
+            }
         }
         if wanted != v1::Transport::Inline {
             let shm_problem = if !local {
@@ -133,15 +149,13 @@ impl AugServeService {
             };
             match shm_problem {
                 None => match st.shm.create(slots, slot_bytes) {
-                    Ok(ring) => {
-                        return (v1::Transport::Shm, reasons.join("; "), Some(ring));
-                    }
+                    Ok(ring) => return (Delivery::Shm(ring), reasons.join("; ")),
                     Err(e) => reasons.push(format!("shm: {e}")),
                 },
                 Some(w) => reasons.push(w),
             }
         }
-        (v1::Transport::Inline, reasons.join("; "), None)
+        (Delivery::Inline, reasons.join("; "))
     }
 
     fn decode_limits(&self) -> DecodeLimits {
@@ -184,6 +198,53 @@ fn release_freed_memory() {
     // SAFETY: malloc_trim only releases free memory held by the allocator; no pointers change.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// How a stream's tensors travel (see `Transport` in the proto).
+enum Delivery {
+    Inline,
+    Shm(Arc<ShmRing>),
+    /// CUDA IPC: the batch ops write into slots of a device ring.
+    Device {
+        book: Arc<SlotBook>,
+        ring: Arc<dyn augserve_core::DeviceRing>,
+    },
+}
+
+impl Delivery {
+    fn transport(&self) -> v1::Transport {
+        match self {
+            Delivery::Inline => v1::Transport::Inline,
+            Delivery::Shm(_) => v1::Transport::Shm,
+            Delivery::Device { .. } => v1::Transport::CudaIpc,
+        }
+    }
+
+    fn info(&self, fallback_reason: String) -> v1::TransportInfo {
+        let mut t = v1::TransportInfo {
+            transport: self.transport() as i32,
+            fallback_reason,
+            cuda_device: -1,
+            ..Default::default()
+        };
+        match self {
+            Delivery::Inline => {}
+            Delivery::Shm(r) => {
+                t.stream_id = r.id().to_string();
+                t.shm_path = r.path().display().to_string();
+                t.slot_bytes = r.slot_bytes() as u64;
+                t.slots = r.slots();
+            }
+            Delivery::Device { book, ring } => {
+                t.stream_id = book.id().to_string();
+                t.slot_bytes = ring.slot_bytes() as u64;
+                t.slots = ring.slots();
+                t.cuda_ipc_handle = ring.ipc_handle();
+                t.cuda_device = ring.device_ordinal();
+            }
+        }
+        t
     }
 }
 
@@ -279,27 +340,12 @@ impl AugServe for AugServeService {
         let pipeline = Pipeline::with_pool(ds, spec.clone(), self.decode_limits(), st.pool.clone())
             .map_err(ServerError::from)?
             .with_batch_ops(st.ops.clone());
-        let (transport, fallback_reason, ring) =
-            self.choose_transport(wanted, local, slots, slot_bytes);
+        let (delivery, fallback_reason) = self.choose_transport(wanted, local, slots, slot_bytes);
         if !fallback_reason.is_empty() {
-            tracing::info!(asked = wanted.as_str_name(), chosen = transport.as_str_name(), reason = %fallback_reason, "transport fallback");
+            tracing::info!(asked = wanted.as_str_name(), chosen = delivery.transport().as_str_name(), reason = %fallback_reason, "transport fallback");
         }
-        let mut transport_info = Some(v1::TransportInfo {
-            transport: transport as i32,
-            fallback_reason,
-            stream_id: ring
-                .as_ref()
-                .map(|r| r.id().to_string())
-                .unwrap_or_default(),
-            shm_path: ring
-                .as_ref()
-                .map(|r| r.path().display().to_string())
-                .unwrap_or_default(),
-            slot_bytes: ring.as_ref().map_or(0, |r| r.slot_bytes() as u64),
-            slots: ring.as_ref().map_or(0, |r| r.slots()),
-            cuda_ipc_handle: Vec::new(),
-            cuda_device: -1,
-        });
+        let mut transport_info = Some(delivery.info(fallback_reason));
+        let image_bytes = spec.output_image_bytes();
         let (tx, rx) = mpsc::channel(prefetch as usize);
         let stop = st.shutting_down.clone();
         let num_classes = spec.mix.num_classes;
@@ -346,21 +392,51 @@ impl AugServe for AugServeService {
                         let mix_key =
                             i as u64 * u64::from(shard.world_size) + u64::from(shard.rank);
                         let mut len = 0;
-                        let mut msg = pipeline
-                            .batch(shard.seed, epoch, i as u64, mix_key, chunk)
+                        let give_up = || tx.is_closed() || stop.load(Ordering::Relaxed);
+                        // CUDA IPC: the batch ops write straight into a free device slot.
+                        let device_slot = match &delivery {
+                            Delivery::Device { book, .. } => match book.acquire(give_up) {
+                                Some(s) => Some(s),
+                                None => break 'epochs,
+                            },
+                            _ => None,
+                        };
+                        let made = match (&delivery, device_slot) {
+                            (Delivery::Device { ring, .. }, Some((slot, _))) => pipeline
+                                .batch_into_ring(
+                                    shard.seed,
+                                    epoch,
+                                    i as u64,
+                                    mix_key,
+                                    chunk,
+                                    ring.as_ref(),
+                                    slot,
+                                ),
+                            _ => pipeline.batch(shard.seed, epoch, i as u64, mix_key, chunk),
+                        };
+                        let mut msg = made
                             .map_err(|e| Status::from(ServerError::from(e)))
                             .and_then(|mut b| {
                                 images += b.len() as u64;
                                 errors += b.errors.len() as u64;
                                 telemetry.record_batch(&dataset_name, &b);
                                 len = b.tensor.data.len();
-                                let slot = match &ring {
+                                let slot = match &delivery {
+                                    Delivery::Device { ring, .. } => {
+                                        let (slot, generation) = device_slot
+                                            .ok_or_else(|| Status::internal("no device slot"))?;
+                                        len = image_bytes * b.len();
+                                        Some(v1::SlotRef {
+                                            slot,
+                                            generation,
+                                            offset: (slot as usize * ring.slot_bytes()) as u64,
+                                            length: len as u64,
+                                        })
+                                    }
                                     // Into a free slot (waiting for the client's releases);
                                     // the message then carries only where it is.
-                                    Some(ring) => {
-                                        let w = ring.write(&b.tensor.data, || {
-                                            tx.is_closed() || stop.load(Ordering::Relaxed)
-                                        });
+                                    Delivery::Shm(ring) => {
+                                        let w = ring.write(&b.tensor.data, give_up);
                                         let Some(w) = w else {
                                             return Err(Status::cancelled("client left"));
                                         };
@@ -372,7 +448,7 @@ impl AugServe for AugServeService {
                                             length: w.length,
                                         })
                                     }
-                                    None => None,
+                                    Delivery::Inline => None,
                                 };
                                 let mut m = batch_to_proto(b, num_classes);
                                 m.slot = slot;
@@ -411,8 +487,9 @@ impl AugServe for AugServeService {
                 );
                 telemetry.queue_changed(-queued);
                 telemetry.stream_ended();
-                // Unlinks the ring's file: slots the client still held are reclaimed here.
-                drop(ring);
+                // Unlinks the SHM ring's file / frees the device ring: slots the client still
+                // held are reclaimed here.
+                drop(delivery);
                 drop(pipeline);
                 drop(tx);
                 release_freed_memory();
@@ -524,6 +601,7 @@ impl AugServe for AugServeService {
             mix_modes: strs(&["batch", "pair", "elem"]),
             transports: std::iter::once("inline")
                 .chain(st.shm.unavailable().is_none().then_some("shm"))
+                .chain(st.gpu_unavailable.is_none().then_some("cuda_ipc"))
                 .map(String::from)
                 .collect(),
         }))
@@ -535,7 +613,7 @@ impl AugServe for AugServeService {
     ) -> Result<Response<v1::ReleaseSlotsResponse>, Status> {
         let r = request.into_inner();
         let ring = self.state.shm.get(&r.stream_id).ok_or_else(|| {
-            Status::not_found("no live shared-memory stream with that stream_id (it ended)")
+            Status::not_found("no live SHM or CUDA IPC stream with that stream_id (it ended)")
         })?;
         let mut released = 0;
         let mut bad = Vec::new();

@@ -32,15 +32,93 @@ struct RingState {
     next_generation: u64,
 }
 
-/// One stream's ring of slots.
-pub struct ShmRing {
+/// Which slots of a stream's ring are free, and which generation each out slot carries;
+/// shared by the SHM ring and the CUDA IPC device ring.
+pub struct SlotBook {
     id: String,
-    path: PathBuf,
-    map: MmapRaw,
-    slot_bytes: usize,
     slots: u32,
     state: Mutex<RingState>,
     freed: Condvar,
+}
+
+impl SlotBook {
+    fn new(id: String, slots: u32) -> Self {
+        SlotBook {
+            id,
+            slots,
+            state: Mutex::new(RingState {
+                free: (0..slots).collect(),
+                out: vec![0; slots as usize],
+                next_generation: 1,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// The stream id (names the ring in `ReleaseSlots`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RingState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Slots currently out with the client.
+    pub fn outstanding(&self) -> usize {
+        self.lock().out.iter().filter(|&&g| g != 0).count()
+    }
+
+    /// Waits for a free slot and marks it out with a new generation: `(slot, generation)`.
+    /// `None` when `give_up()` says so while waiting (the client left, shutdown).
+    pub fn acquire(&self, give_up: impl Fn() -> bool) -> Option<(u32, u64)> {
+        let mut st = self.lock();
+        let slot = loop {
+            if let Some(s) = st.free.pop_front() {
+                break s;
+            }
+            if give_up() {
+                return None;
+            }
+            st = self
+                .freed
+                .wait_timeout(st, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        };
+        let generation = st.next_generation;
+        st.next_generation += 1;
+        st.out[slot as usize] = generation;
+        Some((slot, generation))
+    }
+
+    /// Frees `slot` if it is out with `generation`; false for anything else (already released,
+    /// never sent, or a stale generation), which changes nothing.
+    pub fn release(&self, slot: u32, generation: u64) -> bool {
+        let mut st = self.lock();
+        match st.out.get_mut(slot as usize) {
+            Some(g) if *g == generation && generation != 0 => {
+                *g = 0;
+                st.free.push_back(slot);
+                drop(st);
+                self.freed.notify_all();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One SHM stream's ring of slots in a shared-memory file.
+pub struct ShmRing {
+    book: Arc<SlotBook>,
+    path: PathBuf,
+    map: MmapRaw,
+    slot_bytes: usize,
 }
 
 /// Where one batch went.
@@ -73,22 +151,19 @@ impl ShmRing {
             }
         };
         Ok(ShmRing {
-            id,
+            book: Arc::new(SlotBook::new(id, slots)),
             path,
             map,
             slot_bytes: slot_bytes.max(1),
-            slots,
-            state: Mutex::new(RingState {
-                free: (0..slots).collect(),
-                out: vec![0; slots as usize],
-                next_generation: 1,
-            }),
-            freed: Condvar::new(),
         })
     }
 
     pub fn id(&self) -> &str {
-        &self.id
+        self.book.id()
+    }
+
+    pub fn book(&self) -> &Arc<SlotBook> {
+        &self.book
     }
 
     pub fn path(&self) -> &Path {
@@ -100,16 +175,16 @@ impl ShmRing {
     }
 
     pub fn slots(&self) -> u32 {
-        self.slots
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, RingState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.book.slots()
     }
 
     /// Slots currently out with the client.
     pub fn outstanding(&self) -> usize {
-        self.lock().out.iter().filter(|&&g| g != 0).count()
+        self.book.outstanding()
+    }
+
+    pub fn release(&self, slot: u32, generation: u64) -> bool {
+        self.book.release(slot, generation)
     }
 
     /// Waits for a free slot, copies `data` into it and marks it out with a new generation.
@@ -118,24 +193,7 @@ impl ShmRing {
         if data.len() > self.slot_bytes {
             return None;
         }
-        let mut st = self.lock();
-        let slot = loop {
-            if let Some(s) = st.free.pop_front() {
-                break s;
-            }
-            if give_up() {
-                return None;
-            }
-            st = self
-                .freed
-                .wait_timeout(st, Duration::from_millis(50))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        };
-        let generation = st.next_generation;
-        st.next_generation += 1;
-        st.out[slot as usize] = generation;
-        drop(st);
+        let (slot, generation) = self.book.acquire(give_up)?;
         let offset = slot as usize * self.slot_bytes;
         // SAFETY: `offset + data.len() <= slots * slot_bytes`, the mapping's length; the slot
         // was free, so no other writer has it (the lock handed it to this call alone) and the
@@ -156,22 +214,6 @@ impl ShmRing {
             length: data.len() as u64,
         })
     }
-
-    /// Frees `slot` if it is out with `generation`; false for anything else (already released,
-    /// never sent, or a stale generation), which changes nothing.
-    pub fn release(&self, slot: u32, generation: u64) -> bool {
-        let mut st = self.lock();
-        match st.out.get_mut(slot as usize) {
-            Some(g) if *g == generation && generation != 0 => {
-                *g = 0;
-                st.free.push_back(slot);
-                drop(st);
-                self.freed.notify_all();
-                true
-            }
-            _ => false,
-        }
-    }
 }
 
 impl Drop for ShmRing {
@@ -187,7 +229,7 @@ impl Drop for ShmRing {
 #[derive(Default)]
 pub struct ShmRegistry {
     dir: Option<PathBuf>,
-    rings: Mutex<HashMap<String, Weak<ShmRing>>>,
+    rings: Mutex<HashMap<String, Weak<SlotBook>>>,
 }
 
 /// 128 random bits as hex: the stream id, which also authorises `ReleaseSlots`.
@@ -232,12 +274,22 @@ impl ShmRegistry {
             .map_err(|e| format!("cannot create a ring in {}: {e}", dir.display()))?;
         let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
         rings.retain(|_, w| w.strong_count() > 0);
-        rings.insert(id, Arc::downgrade(&ring));
+        rings.insert(id, Arc::downgrade(ring.book()));
         Ok(ring)
     }
 
+    /// Registers the slot book of a device (CUDA IPC) ring of `slots` slots.
+    pub fn create_book(&self, slots: u32) -> Result<Arc<SlotBook>, String> {
+        let id = random_id().map_err(|e| e.to_string())?;
+        let book = Arc::new(SlotBook::new(id.clone(), slots));
+        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        rings.retain(|_, w| w.strong_count() > 0);
+        rings.insert(id, Arc::downgrade(&book));
+        Ok(book)
+    }
+
     /// The live ring of stream `id`.
-    pub fn get(&self, id: &str) -> Option<Arc<ShmRing>> {
+    pub fn get(&self, id: &str) -> Option<Arc<SlotBook>> {
         let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
         rings.retain(|_, w| w.strong_count() > 0);
         rings.get(id).and_then(Weak::upgrade)
