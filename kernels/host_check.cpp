@@ -1,6 +1,7 @@
 // Host build of the kernels' per-pixel arithmetic, for tests only: each function loops over
 // what a kernel's grid would cover and calls the same AS_HD functions the device runs.
 // Compiled by crates/augserve-cuda/tests/host_arithmetic.rs with the system C++ compiler.
+#include "color.cuh"
 #include "mix.cuh"
 #include "resize.cuh"
 
@@ -48,6 +49,26 @@ float host_load_output(const u8* out, int dtype, unsigned long long idx) {
     return load_output(out, dtype, idx);
 }
 
+// color_luma_sums + color_apply over one HWC image, as the kernels do it.
+void host_color_jitter(u8* img, int width, int height, float brightness, float contrast,
+                       float saturation) {
+    ColorDesc d = {0, width, height, brightness, contrast, saturation, 0};
+    if (color_identity(d)) return;
+    const u64 pixels = (u64)width * height;
+    u64 sum = 0;
+    if (contrast != 1.0f)
+        for (u64 i = 0; i < pixels; ++i)
+            sum += color_gray_u8(color_brightness(img[i * 3], brightness),
+                                 color_brightness(img[i * 3 + 1], brightness),
+                                 color_brightness(img[i * 3 + 2], brightness));
+    const float mean = contrast == 1.0f ? 0.0f : color_mean(sum, pixels);
+    u8 lut[256];
+    for (int v = 0; v < 256; ++v) lut[v] = color_lut(v, brightness, contrast, mean);
+    const int s_fixed = color_saturation_fixed(saturation);
+    for (u64 i = 0; i < pixels; ++i) color_pixel(img + i * 3, lut, saturation, s_fixed);
+}
+
+unsigned long long host_sizeof_color_desc() { return sizeof(ColorDesc); }
 unsigned long long host_sizeof_resize_desc() { return sizeof(ResizeDesc); }
 unsigned long long host_sizeof_mix_desc() { return sizeof(MixDesc); }
 }

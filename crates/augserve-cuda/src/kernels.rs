@@ -10,6 +10,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("resize.cuh", include_str!("../../../kernels/resize.cuh")),
     ("mix.cuh", include_str!("../../../kernels/mix.cuh")),
+    ("color.cuh", include_str!("../../../kernels/color.cuh")),
+    ("color.cu", include_str!("../../../kernels/color.cu")),
     ("resize.cu", include_str!("../../../kernels/resize.cu")),
     (
         "mix_normalize.cu",
@@ -18,7 +20,7 @@ pub const SOURCES: &[(&str, &str)] = &[
 ];
 
 /// The `.cu` translation units that make up the module.
-const UNITS: &[&str] = &["resize.cu", "mix_normalize.cu"];
+const UNITS: &[&str] = &["resize.cu", "mix_normalize.cu", "color.cu"];
 
 /// Every `extern "C"` kernel of the module.
 pub const KERNEL_NAMES: &[&str] = &[
@@ -26,6 +28,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "resize_vertical_u8",
     "mix_normalize",
     "abs_dev_sums",
+    "color_luma_sums",
+    "color_apply",
 ];
 
 /// Architecture used when no device tells us its own (CI compiles without a GPU).

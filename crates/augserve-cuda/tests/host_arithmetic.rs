@@ -315,3 +315,65 @@ fn mix_normalize_kernel_on_the_host_equals_the_rust_path() {
         }
     }
 }
+
+#[test]
+fn colour_jitter_matches_the_rust_path_byte_for_byte() {
+    use augserve_core::ops::color::{apply_color_jitter, ColorFactors};
+    let lib = host_library();
+    type ColorFn = unsafe extern "C" fn(*mut u8, i32, i32, f32, f32, f32);
+    let color: ColorFn = sym(&lib, b"host_color_jitter");
+    let size: extern "C" fn() -> u64 = sym(&lib, b"host_sizeof_color_desc");
+    assert_eq!(size(), 32);
+    let mut rng = keyed_rng(77, 0, Purpose::Sample, 0);
+    let mut checked = 0;
+    for k in 0..60 {
+        let (w, h) = (rng.random_range(1..=97u32), rng.random_range(1..=61u32));
+        let mut data = vec![0u8; (w * h * 3) as usize];
+        rng.fill_bytes(&mut data);
+        if k % 3 == 0 {
+            // Smooth, low-contrast content too, where rounding ties are common.
+            for (i, v) in data.iter_mut().enumerate() {
+                *v = (100 + (i / 3) % 40) as u8;
+            }
+        }
+        let f = match k % 4 {
+            0 => ColorFactors {
+                brightness: 1.0,
+                contrast: 1.0,
+                saturation: 1.0,
+            },
+            _ => ColorFactors {
+                brightness: rng.random_range(0.5..1.5),
+                contrast: if k % 5 == 0 {
+                    1.0
+                } else {
+                    rng.random_range(0.5..1.5)
+                },
+                saturation: if k % 7 == 0 {
+                    1.0
+                } else {
+                    rng.random_range(0.0..2.0)
+                },
+            },
+        };
+        let mut want = RgbImage::from_vec(w, h, data.clone()).unwrap();
+        apply_color_jitter(&mut want, &f);
+        let mut got = data;
+        // SAFETY: `got` holds w * h * 3 bytes, as host_color_jitter reads and writes.
+        unsafe {
+            color(
+                got.as_mut_ptr(),
+                w as i32,
+                h as i32,
+                f.brightness,
+                f.contrast,
+                f.saturation,
+            )
+        };
+        assert_eq!(got, want.data, "image {k}: {w}x{h} {f:?}");
+        checked += 1;
+    }
+    println!(
+        "colour jitter: {checked} random images, kernel arithmetic == Rust path byte for byte"
+    );
+}
