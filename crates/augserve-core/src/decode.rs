@@ -169,3 +169,191 @@ mod tests {
         ));
     }
 }
+
+/// What a JPEG's headers say about how it is coded: enough to choose a decoder (the GPU's
+/// hardware engine takes only some kinds) and the crop before decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JpegInfo {
+    pub width: u32,
+    pub height: u32,
+    /// Colour components: 1 grayscale, 3 YCbCr (or RGB), 4 CMYK / YCCK.
+    pub components: u8,
+    /// Sample precision in bits (8; 12 for extended JPEGs).
+    pub precision: u8,
+    pub coding: JpegCoding,
+    /// Per component: (horizontal, vertical) sampling factors.
+    pub sampling: Vec<(u8, u8)>,
+    /// A restart interval is set (DRI).
+    pub restarts: bool,
+}
+
+/// The frame type, from the SOFn marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JpegCoding {
+    /// SOF0 / SOF1: sequential Huffman.
+    Baseline,
+    /// SOF2: progressive Huffman.
+    Progressive,
+    /// SOF3: lossless.
+    Lossless,
+    /// SOF9..SOF11: arithmetic coding.
+    Arithmetic,
+    /// SOF5..7, SOF13..15: hierarchical.
+    Hierarchical,
+}
+
+impl JpegInfo {
+    /// Chroma subsampling name for 3-component images ("4:2:0", "4:4:4", ...), else None.
+    pub fn subsampling(&self) -> Option<&'static str> {
+        if self.sampling.len() != 3 || self.sampling[1] != (1, 1) || self.sampling[2] != (1, 1) {
+            return None;
+        }
+        Some(match self.sampling[0] {
+            (1, 1) => "4:4:4",
+            (2, 1) => "4:2:2",
+            (2, 2) => "4:2:0",
+            (1, 2) => "4:4:0",
+            (4, 1) => "4:1:1",
+            _ => return None,
+        })
+    }
+}
+
+/// Reads the markers up to the first scan. Only headers are read; a truncated or malformed
+/// header is a `Decode` error, as from the decoder.
+pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
+    check_signature(bytes)?;
+    let bad = |m: &str| SampleErrorKind::Decode(m.to_string());
+    let mut pos = 2;
+    let mut restarts = false;
+    let mut frame: Option<JpegInfo> = None;
+    loop {
+        // Fill bytes (0xFF runs) may precede a marker.
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            return Err(bad("no marker where one was expected"));
+        };
+        pos += 2;
+        if matches!(marker, 0x01 | 0xD0..=0xD7) {
+            continue; // no length
+        }
+        if marker == 0xD9 {
+            return Err(bad("end of image before any scan"));
+        }
+        let len = match (bytes.get(pos), bytes.get(pos + 1)) {
+            (Some(&a), Some(&b)) => usize::from(u16::from_be_bytes([a, b])),
+            _ => return Err(bad("truncated marker segment")),
+        };
+        let seg = bytes
+            .get(pos + 2..pos + len.max(2))
+            .ok_or_else(|| bad("truncated marker segment"))?;
+        match marker {
+            0xDD => restarts = seg.len() >= 2 && u16::from_be_bytes([seg[0], seg[1]]) != 0,
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                if seg.len() < 6 {
+                    return Err(bad("short frame header"));
+                }
+                let n = usize::from(seg[5]);
+                if seg.len() < 6 + 3 * n || n == 0 {
+                    return Err(bad("frame header with a bad component count"));
+                }
+                let coding = match marker {
+                    0xC0 | 0xC1 => JpegCoding::Baseline,
+                    0xC2 => JpegCoding::Progressive,
+                    0xC3 => JpegCoding::Lossless,
+                    0xC9..=0xCB => JpegCoding::Arithmetic,
+                    _ => JpegCoding::Hierarchical,
+                };
+                frame = Some(JpegInfo {
+                    width: u32::from(u16::from_be_bytes([seg[3], seg[4]])),
+                    height: u32::from(u16::from_be_bytes([seg[1], seg[2]])),
+                    components: seg[5],
+                    precision: seg[0],
+                    coding,
+                    sampling: (0..n)
+                        .map(|k| (seg[7 + 3 * k] >> 4, seg[7 + 3 * k] & 0x0F))
+                        .collect(),
+                    restarts: false,
+                });
+            }
+            0xDA => {
+                let mut f = frame.ok_or_else(|| bad("scan before the frame header"))?;
+                f.restarts = restarts;
+                return Ok(f);
+            }
+            _ => {}
+        }
+        pos += len;
+    }
+}
+
+#[cfg(test)]
+mod info_tests {
+    use super::*;
+
+    fn reftest() -> Vec<std::path::PathBuf> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/testdata/jpeg/reftest");
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "jpeg"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn header_info_agrees_with_the_decoder_on_the_reference_files() {
+        let files = reftest();
+        if files.is_empty() {
+            return; // ../shared is not present outside the project checkout
+        }
+        let (mut progressive, mut cmyk, mut gray, mut s420) = (0, 0, 0, 0);
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            let Ok(dims) = jpeg_dimensions(&bytes) else {
+                continue;
+            };
+            let info = jpeg_info(&bytes).unwrap_or_else(|e| panic!("{}: {e:?}", f.display()));
+            assert_eq!((info.width, info.height), dims, "{}", f.display());
+            progressive += usize::from(info.coding == JpegCoding::Progressive);
+            cmyk += usize::from(info.components == 4);
+            gray += usize::from(info.components == 1);
+            s420 += usize::from(info.subsampling() == Some("4:2:0"));
+        }
+        assert!(
+            progressive > 0 && cmyk > 0 && gray > 0 && s420 > 0,
+            "{progressive} {cmyk} {gray} {s420}"
+        );
+    }
+
+    #[test]
+    fn subsampling_and_refusals() {
+        let mut img = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut img, 80)
+            .encode(&[128u8; 16 * 8 * 3], 16, 8, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let info = jpeg_info(&img).unwrap();
+        assert_eq!((info.width, info.height, info.components), (16, 8, 3));
+        assert_eq!(info.coding, JpegCoding::Baseline);
+        assert_eq!(info.subsampling(), Some("4:4:4")); // what the image crate's encoder writes
+        assert!(matches!(
+            jpeg_info(b"\x89PNG"),
+            Err(SampleErrorKind::NotJpeg(_))
+        ));
+        assert!(matches!(
+            jpeg_info(&img[..20]),
+            Err(SampleErrorKind::Decode(_))
+        ));
+        assert!(matches!(
+            jpeg_info(&[0xFF, 0xD8, 0xFF, 0xD9]),
+            Err(SampleErrorKind::Decode(_))
+        ));
+    }
+}

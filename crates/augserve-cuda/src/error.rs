@@ -21,6 +21,10 @@ pub enum GpuError {
     BatchTooLarge(usize),
     #[error("CUDA driver: {0}")]
     Driver(#[from] DriverError),
+    #[error("GPU JPEG decoding unavailable: {0}")]
+    NoNvJpeg(String),
+    #[error("nvJPEG {call}: {status}")]
+    NvJpeg { call: &'static str, status: String },
 }
 
 impl GpuError {

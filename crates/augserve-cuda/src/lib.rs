@@ -5,9 +5,11 @@
 
 mod device;
 mod error;
+pub mod gpu_decode;
 mod ipc;
 pub mod kernels;
 mod launch;
+pub mod nvjpeg;
 mod ops;
 
 pub use device::{nvrtc_available, GpuDevice, GpuInfo};

@@ -216,3 +216,68 @@ fn gpu_timings_at_batch_256() {
         pool.current_num_threads()
     );
 }
+
+/// nvJPEG against zune-jpeg on the reference files (and the crash corpus for errors): mean
+/// absolute difference under 1.5 levels per image, per-image CPU fallback for what the GPU
+/// refuses, no panic on malformed files.
+#[test]
+fn nvjpeg_matches_zune_within_decoder_tolerance() {
+    use augserve_core::decode::{decode_jpeg, jpeg_info, DecodeLimits};
+    use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
+    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
+    let Some(dev) = device() else { return };
+    let nv = match NvJpeg::load() {
+        Ok(nv) => nv,
+        Err(e) => {
+            skipped(&e.to_string());
+            return;
+        }
+    };
+    let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware).unwrap();
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/jpeg");
+    let limits = DecodeLimits::default();
+    let (mut gpu, mut cpu, mut worst) = (0, 0, 0f64);
+    for sub in ["reftest", "crash"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(sub))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        for f in files {
+            let bytes = std::fs::read(&f).unwrap();
+            let Ok(info) = jpeg_info(&bytes) else {
+                continue;
+            };
+            if route(&info, dec.backend()) != DecodeRoute::Gpu {
+                cpu += 1;
+                continue;
+            }
+            let reference = decode_jpeg(&bytes, &limits);
+            match (
+                dec.decode_batch(&[&bytes], &[(info.width, info.height)]),
+                reference,
+            ) {
+                (Ok(b), Ok(r)) => {
+                    let px = dec.download(&b, 0).unwrap();
+                    let mad = px
+                        .iter()
+                        .zip(&r.data)
+                        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).unsigned_abs() as f64)
+                        .sum::<f64>()
+                        / px.len().max(1) as f64;
+                    if sub == "reftest" {
+                        assert!(mad < 1.5, "{}: mean abs diff {mad:.2}", f.display());
+                        worst = worst.max(mad);
+                    }
+                    gpu += 1;
+                }
+                // The GPU refused it: the pipeline decodes it on the CPU (or reports the error).
+                _ => cpu += 1,
+            }
+        }
+    }
+    println!(
+        "nvJPEG ({:?}): {gpu} images on the GPU, {cpu} on the CPU; worst mean abs diff {worst:.3}",
+        dec.backend()
+    );
+}

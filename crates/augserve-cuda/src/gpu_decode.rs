@@ -1,0 +1,194 @@
+//! Which images the GPU decodes, and how many: the per-image route (what nvJPEG's backends
+//! take, from the JPEG headers) and the automatic CPU/GPU split of a batch (from measured
+//! rates, so both finish together; DALI's `hw_decoder_load`, found rather than set).
+//! Pure logic: tested on the CPU; the decoder itself is `nvjpeg.rs`.
+
+use augserve_core::decode::{JpegCoding, JpegInfo};
+
+/// nvJPEG's decoding engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvJpegBackend {
+    /// The hardware JPEG engines of A100 / H100 (NVJPEG_BACKEND_HARDWARE): baseline only.
+    Hardware,
+    /// CUDA (hybrid) decoding: baseline and progressive.
+    Cuda,
+}
+
+/// Where one image is decoded, and why not on the GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeRoute {
+    Gpu,
+    Cpu(&'static str),
+}
+
+/// The route for an image with headers `info` on `backend`. The CPU keeps what nvJPEG would
+/// refuse or decode differently: CMYK/YCCK (no RGB conversion), 12-bit, lossless, arithmetic,
+/// hierarchical, odd sampling, and progressive on the hardware engine.
+pub fn route(info: &JpegInfo, backend: NvJpegBackend) -> DecodeRoute {
+    use DecodeRoute::Cpu;
+    if info.components == 4 {
+        return Cpu("cmyk");
+    }
+    if info.precision != 8 {
+        return Cpu("12_bit");
+    }
+    match info.coding {
+        JpegCoding::Baseline => {}
+        JpegCoding::Progressive if backend == NvJpegBackend::Cuda => {}
+        JpegCoding::Progressive => return Cpu("progressive_on_hardware"),
+        JpegCoding::Lossless => return Cpu("lossless"),
+        JpegCoding::Arithmetic => return Cpu("arithmetic"),
+        JpegCoding::Hierarchical => return Cpu("hierarchical"),
+    }
+    if info.components == 3 && info.subsampling().is_none() {
+        return Cpu("unusual_sampling");
+    }
+    if info.components != 1 && info.components != 3 {
+        return Cpu("components");
+    }
+    if info.width == 0 || info.height == 0 {
+        return Cpu("empty");
+    }
+    DecodeRoute::Gpu
+}
+
+/// The CPU/GPU split, tuned from measured rates: each batch, eligible images go to the GPU in
+/// the proportion `gpu_rate / (cpu_rate + gpu_rate)`, so that the CPU workers and the GPU
+/// decoder finish at the same time. Rates are smoothed (EWMA); the share stays within
+/// [`MIN_SHARE`, `MAX_SHARE`] so both sides keep being measured.
+#[derive(Debug, Clone)]
+pub struct DecodeSplit {
+    cpu_rate: Option<f64>,
+    gpu_rate: Option<f64>,
+    smoothing: f64,
+}
+
+pub const MIN_SHARE: f64 = 0.05;
+pub const MAX_SHARE: f64 = 0.95;
+
+impl Default for DecodeSplit {
+    fn default() -> Self {
+        DecodeSplit {
+            cpu_rate: None,
+            gpu_rate: None,
+            smoothing: 0.3,
+        }
+    }
+}
+
+impl DecodeSplit {
+    /// Records one batch: `cpu_images` decoded by all CPU workers in `cpu_secs` of wall time,
+    /// `gpu_images` by the GPU in `gpu_secs`. Sides with no images or no time are skipped.
+    pub fn observe(&mut self, cpu_images: usize, cpu_secs: f64, gpu_images: usize, gpu_secs: f64) {
+        let a = self.smoothing;
+        let mix = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| (1.0 - a) * o + a * new));
+        if cpu_images > 0 && cpu_secs > 0.0 {
+            self.cpu_rate = mix(self.cpu_rate, cpu_images as f64 / cpu_secs);
+        }
+        if gpu_images > 0 && gpu_secs > 0.0 {
+            self.gpu_rate = mix(self.gpu_rate, gpu_images as f64 / gpu_secs);
+        }
+    }
+
+    /// Share of eligible images for the GPU (0.5 until both rates are known).
+    pub fn gpu_share(&self) -> f64 {
+        match (self.cpu_rate, self.gpu_rate) {
+            (Some(c), Some(g)) if c + g > 0.0 => (g / (c + g)).clamp(MIN_SHARE, MAX_SHARE),
+            _ => 0.5,
+        }
+    }
+
+    /// How many of a batch of `total` images, `eligible` of them GPU-decodable, go to the GPU
+    /// (images the CPU must take count as CPU work already).
+    pub fn gpu_count(&self, total: usize, eligible: usize) -> usize {
+        let want = (self.gpu_share() * total as f64).round() as usize;
+        want.min(eligible)
+    }
+
+    /// The measured rates (images/s), for reports.
+    pub fn rates(&self) -> (Option<f64>, Option<f64>) {
+        (self.cpu_rate, self.gpu_rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(coding: JpegCoding, components: u8, sampling: Vec<(u8, u8)>) -> JpegInfo {
+        JpegInfo {
+            width: 500,
+            height: 375,
+            components,
+            precision: 8,
+            coding,
+            sampling,
+            restarts: false,
+        }
+    }
+
+    #[test]
+    fn routes_follow_what_each_backend_takes() {
+        let s420 = vec![(2, 2), (1, 1), (1, 1)];
+        let base = info(JpegCoding::Baseline, 3, s420.clone());
+        assert_eq!(route(&base, NvJpegBackend::Hardware), DecodeRoute::Gpu);
+        let prog = info(JpegCoding::Progressive, 3, s420.clone());
+        assert_eq!(
+            route(&prog, NvJpegBackend::Hardware),
+            DecodeRoute::Cpu("progressive_on_hardware")
+        );
+        assert_eq!(route(&prog, NvJpegBackend::Cuda), DecodeRoute::Gpu);
+        let cmyk = info(JpegCoding::Baseline, 4, vec![(1, 1); 4]);
+        assert_eq!(route(&cmyk, NvJpegBackend::Cuda), DecodeRoute::Cpu("cmyk"));
+        let gray = info(JpegCoding::Baseline, 1, vec![(1, 1)]);
+        assert_eq!(route(&gray, NvJpegBackend::Hardware), DecodeRoute::Gpu);
+        let odd = info(JpegCoding::Baseline, 3, vec![(3, 1), (1, 1), (1, 1)]);
+        assert_eq!(
+            route(&odd, NvJpegBackend::Cuda),
+            DecodeRoute::Cpu("unusual_sampling")
+        );
+        let mut twelve = base.clone();
+        twelve.precision = 12;
+        assert_eq!(
+            route(&twelve, NvJpegBackend::Cuda),
+            DecodeRoute::Cpu("12_bit")
+        );
+        let arith = info(JpegCoding::Arithmetic, 3, s420);
+        assert_eq!(
+            route(&arith, NvJpegBackend::Cuda),
+            DecodeRoute::Cpu("arithmetic")
+        );
+    }
+
+    #[test]
+    fn the_split_converges_to_equal_finishing_times() {
+        let mut s = DecodeSplit::default();
+        assert_eq!(s.gpu_share(), 0.5);
+        // A CPU pool of 1,100 images/s against a GPU decoder of 4,400 images/s: 80 % GPU.
+        let (cpu_rate, gpu_rate) = (1100.0, 4400.0);
+        for _ in 0..30 {
+            let n = 256;
+            let g = s.gpu_count(n, n);
+            let c = n - g;
+            s.observe(c, c as f64 / cpu_rate, g, g as f64 / gpu_rate);
+        }
+        assert!((s.gpu_share() - 0.8).abs() < 1e-6, "{}", s.gpu_share());
+        // Both sides then take the same time for a batch.
+        let g = s.gpu_count(256, 256);
+        let (tc, tg) = ((256 - g) as f64 / cpu_rate, g as f64 / gpu_rate);
+        assert!((tc - tg).abs() < 0.003, "{tc} vs {tg}");
+        // Never more than the eligible images; never all of them to one side.
+        assert_eq!(s.gpu_count(256, 10), 10);
+        s.observe(100, 1.0, 100, 1e-6);
+        assert!(s.gpu_share() <= MAX_SHARE);
+        // The GPU slows down (another process on it): the share follows.
+        for _ in 0..40 {
+            s.observe(100, 100.0 / 1100.0, 100, 100.0 / 550.0);
+        }
+        assert!(
+            (s.gpu_share() - 550.0 / 1650.0).abs() < 0.01,
+            "{}",
+            s.gpu_share()
+        );
+    }
+}
