@@ -110,6 +110,72 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// nvJPEG's batched decode alone on the dataset's first images (those it takes; see
+/// `gpu_decode::route`), at the largest batch size. Unverified on a GPU so far.
+fn gpu_decode_row(dataset: &Dataset, args: &BenchArgs) -> anyhow::Result<Row> {
+    use augserve_core::decode::jpeg_info;
+    use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
+    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
+    let dev = GpuDevice::open(0)?;
+    let nv = NvJpeg::load()?;
+    let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware)?;
+    let batch = args.batch_sizes.iter().copied().max().unwrap_or(256);
+    let (mut jpegs, mut dims, mut refused) = (Vec::new(), Vec::new(), 0usize);
+    for id in 0..dataset.len() as u64 {
+        if jpegs.len() == batch {
+            break;
+        }
+        let Ok(bytes) = dataset.read(id) else {
+            continue;
+        };
+        match jpeg_info(&bytes) {
+            Ok(info) if route(&info, dec.backend()) == DecodeRoute::Gpu => {
+                dims.push((info.width, info.height));
+                jpegs.push(bytes);
+            }
+            _ => refused += 1,
+        }
+    }
+    anyhow::ensure!(
+        !jpegs.is_empty(),
+        "no image of the dataset is GPU-decodable"
+    );
+    let refs: Vec<&[u8]> = jpegs.iter().map(Vec::as_slice).collect();
+    dec.decode_batch(&refs, &dims)?; // warm-up
+    let started = Instant::now();
+    for _ in 0..args.batches {
+        dec.decode_batch(&refs, &dims)?;
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let n = refs.len() * args.batches;
+    let ms_per_batch = secs * 1e3 / args.batches as f64;
+    tracing::info!(
+        refused,
+        "GPU decode row: images the GPU does not take were left out"
+    );
+    Ok(Row {
+        device: format!("gpu-decode {:?}", dec.backend()),
+        threads: 0,
+        batch_size: refs.len(),
+        images_per_s: n as f64 / secs,
+        output_mb_per_s: dims
+            .iter()
+            .map(|&(w, h)| w as f64 * h as f64 * 3.0)
+            .sum::<f64>()
+            * args.batches as f64
+            / secs
+            / 1e6,
+        read_ms: 0.0,
+        decode_ms: ms_per_batch,
+        color_ms: 0.0,
+        per_image_wall_ms: ms_per_batch,
+        resize_ms: 0.0,
+        mix_normalize_ms: 0.0,
+        stats_ms: 0.0,
+        total_ms: ms_per_batch,
+    })
+}
+
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batches > 0, "--batches must be > 0");
     anyhow::ensure!(
@@ -224,6 +290,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         });
     }
     bar.finish_and_clear();
+    if args.devices != DevicesArg::Cpu {
+        match gpu_decode_row(&dataset, &args) {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                println!("GPU decode (nvJPEG): not measured: {e}");
+            }
+        }
+    }
 
     let mut table = String::from(
         "device              threads  batch   images/s   MB/s | ms/batch: read  decode  colour  per-image | resize  mix+norm  stats | total\n",
