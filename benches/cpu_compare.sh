@@ -46,5 +46,6 @@ echo "== augserve bench"
 ./target/release/augserve bench --data "$corpus" --batches 4 --threads "1,$cores" --batch-sizes 64,256 \
   --out-dir "$work/bench"
 echo "== service level"
-"$venv/bin/python" benches/service_compare.py --corpus "$corpus" --threads "$cores" --out "$work/service.json"
+"$venv/bin/python" benches/service_compare.py --corpus "$corpus" --spec "$work/spec.toml" --threads "$cores" \
+  --out "$work/service.json"
 "$venv/bin/python" benches/summarize.py --work "$work" --corpus "$corpus" --out "benches/results/$machine"

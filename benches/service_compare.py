@@ -1,6 +1,6 @@
 """Service-level throughput: images/s and MB/s that reach a trainer process.
 
-    python benches/service_compare.py --corpus target/bench-corpus-1000 --threads 2 --out target/service.json
+    python benches/service_compare.py --corpus target/bench-corpus-1000 --spec spec.toml --threads 2 --out target/service.json
 
 Same pipeline as peers.py (decode, RandomResizedCrop 224, flip, brightness/contrast 0.4, mixup
 0.2, float16 NCHW, batches of 256), measured as the trainer sees it:
@@ -38,17 +38,6 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import peers  # noqa: E402  (the same Pillow pipeline as the peer comparison)
 
-SPEC_TOML = """[color]
-brightness = 0.4
-contrast = 0.4
-
-[mix]
-mixup_alpha = 0.2
-
-[output]
-dtype = "float16"
-layout = "nchw"
-"""
 
 
 def rust_pull(binary: pathlib.Path, addr: str, args: list[str]) -> tuple[float, float]:
@@ -117,6 +106,8 @@ def dataloader_style(files: list[str], procs: int, batch_size: int, epochs: int)
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True)
+    p.add_argument("--spec", required=True, type=pathlib.Path,
+                   help="the benchmark pipeline spec (TOML; cpu_compare.sh writes it); the Python client asks for the same")
     p.add_argument("--bin", default=str(REPO / "target/release/augserve"))
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--epochs", type=int, default=2)
@@ -133,8 +124,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        spec = tmp / "spec.toml"
-        spec.write_text(SPEC_TOML)
+        spec = args.spec.resolve()
         sock = tmp / "augserve.sock"
         port = 50000 + os.getpid() % 10000
         server = subprocess.Popen(

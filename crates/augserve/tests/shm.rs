@@ -20,6 +20,32 @@ fn demo(dir: &Path, per_class: usize) -> std::path::PathBuf {
     data
 }
 
+/// A temp folder with `per_class` x 10 demo images and a ring folder, and a CPU server
+/// over them with `shm_dir` there.
+struct ShmSetup {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    shm_dir: std::path::PathBuf,
+    server: Server,
+}
+
+fn shm_setup(per_class: usize) -> ShmSetup {
+    let dir = tempfile::tempdir().unwrap();
+    let data = demo(dir.path(), per_class);
+    let shm_dir = dir.path().join("shm");
+    std::fs::create_dir(&shm_dir).unwrap();
+    let server = Server::start(
+        &[("demo", &data)],
+        &[("AUGSERVE_SHM_DIR", shm_dir.to_str().unwrap())],
+    );
+    ShmSetup {
+        dir,
+        data,
+        shm_dir,
+        server,
+    }
+}
+
 fn rings(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -71,14 +97,12 @@ fn pull_record(server: &Server, transport: &str, out: &Path) -> String {
 
 #[test]
 fn shm_batches_equal_inline_ones_byte_for_byte() {
-    let d = tempfile::tempdir().unwrap();
-    let data = demo(d.path(), 6);
-    let shm_dir = d.path().join("shm");
-    std::fs::create_dir(&shm_dir).unwrap();
-    let server = Server::start(
-        &[("demo", &data)],
-        &[("AUGSERVE_SHM_DIR", shm_dir.to_str().unwrap())],
-    );
+    let ShmSetup {
+        dir: d,
+        data: _,
+        shm_dir,
+        server,
+    } = shm_setup(6);
     let inline = d.path().join("inline.jsonl");
     let shm = d.path().join("shm.jsonl");
     pull_record(&server, "inline", &inline);
@@ -104,14 +128,12 @@ fn shm_batches_equal_inline_ones_byte_for_byte() {
 
 #[test]
 fn slots_are_reused_only_after_release_and_reclaimed_when_the_client_leaves() {
-    let d = tempfile::tempdir().unwrap();
-    let data = demo(d.path(), 4);
-    let shm_dir = d.path().join("shm");
-    std::fs::create_dir(&shm_dir).unwrap();
-    let server = Server::start(
-        &[("demo", &data)],
-        &[("AUGSERVE_SHM_DIR", shm_dir.to_str().unwrap())],
-    );
+    let ShmSetup {
+        dir: d,
+        data: _,
+        shm_dir,
+        server,
+    } = shm_setup(4);
     rt().block_on(async {
         let mut c = augserve_client::connect(&server.addr(), 1 << 30)
             .await
@@ -227,14 +249,12 @@ fn slots_are_reused_only_after_release_and_reclaimed_when_the_client_leaves() {
 
 #[test]
 fn transports_fall_back_and_say_why() {
-    let d = tempfile::tempdir().unwrap();
-    let data = demo(d.path(), 2);
-    let shm_dir = d.path().join("shm");
-    std::fs::create_dir(&shm_dir).unwrap();
-    let with_shm = Server::start(
-        &[("demo", &data)],
-        &[("AUGSERVE_SHM_DIR", shm_dir.to_str().unwrap())],
-    );
+    let ShmSetup {
+        dir: _dir, // kept: the data lives there
+        data,
+        shm_dir: _,
+        server: with_shm,
+    } = shm_setup(2);
     let without = Server::start(&[("demo", &data)], &[("AUGSERVE_SHM_DIR", "")]);
     rt().block_on(async {
         let first = |addr: String, t: v1::Transport| async move {
@@ -298,14 +318,12 @@ fn transports_fall_back_and_say_why() {
 /// benchmarks, not timed tests).
 #[test]
 fn shm_and_inline_delivery_rates() {
-    let d = tempfile::tempdir().unwrap();
-    let data = demo(d.path(), 8);
-    let shm_dir = d.path().join("shm");
-    std::fs::create_dir(&shm_dir).unwrap();
-    let server = Server::start(
-        &[("demo", &data)],
-        &[("AUGSERVE_SHM_DIR", shm_dir.to_str().unwrap())],
-    );
+    let ShmSetup {
+        dir: _dir,
+        data: _,
+        shm_dir: _,
+        server,
+    } = shm_setup(8);
     let addr = server.addr();
     let rate = |transport: v1::Transport| {
         let addr = addr.clone();
