@@ -7,7 +7,8 @@ Same pipeline as peers.py (decode, RandomResizedCrop 224, flip, brightness/contr
 
 - augserve in process (`augserve run`): the pipeline alone, no transport;
 - `augserve serve` with N worker threads, pulled by the Rust client (`augserve pull`) and by the
-  Python client (`augserve.Client`), over the Unix socket and over TCP on loopback;
+  Python client (`augserve.Client`), over the Unix socket and over TCP on loopback, and over
+  the Unix socket with shared-memory delivery (`transport="shm"`);
 - the PyTorch-DataLoader-style baseline: N Python worker processes run the Pillow pipeline
   (peers.py's) and hand each finished batch to the parent through multiprocessing, as
   DataLoader's workers do (the parent receives every batch; it only counts them).
@@ -50,7 +51,7 @@ def rust_pull(binary: pathlib.Path, addr: str, args: list[str]) -> tuple[float, 
     return float(m.group(3)), float(m.group(4))
 
 
-def python_pull(addr: str, batch_size: int, epochs: int, seed: int) -> tuple[float, float]:
+def python_pull(addr: str, batch_size: int, epochs: int, seed: int, transport: str = "inline") -> tuple[float, float]:
     import augserve
 
     spec = augserve.PipelineSpec(
@@ -62,7 +63,7 @@ def python_pull(addr: str, batch_size: int, epochs: int, seed: int) -> tuple[flo
     with augserve.Client(addr) as c:
         images = nbytes = 0
         started = time.perf_counter()
-        for b in c.stream("bench", spec, batch_size=batch_size, epochs=epochs, seed=seed):
+        for b in c.stream("bench", spec, batch_size=batch_size, epochs=epochs, seed=seed, transport=transport):
             images += len(b)
             nbytes += b.images.nbytes
         secs = time.perf_counter() - started
@@ -146,6 +147,9 @@ def main() -> int:
                 for name, addr in (("uds", uds), ("tcp", tcp)):
                     record(f"rust_{name}", rust_pull(binary, addr, common + ["--seed", str(r), "--epochs", str(args.epochs)]))
                     record(f"python_{name}", python_pull(addr, 256, args.epochs, r))
+                # Shared-memory delivery over the socket (same host).
+                record("rust_uds_shm", rust_pull(binary, uds, common + ["--seed", str(r), "--epochs", str(args.epochs), "--transport", "shm"]))
+                record("python_uds_shm", python_pull(uds, 256, args.epochs, r, "shm"))
         finally:
             server.terminate()
             server.wait()

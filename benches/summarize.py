@@ -89,7 +89,9 @@ def main() -> int:
         row("pipeline / zune-jpeg decode alone, one thread", f"{cpu1['images_per_s'] / decode_only * 100:.0f} %" if cpu1 else "n/a",
             ">= 85 %", bool(cpu1) and cpu1["images_per_s"] / decode_only >= 0.85, "C"),
         row("service (Rust client, UDS) / in process", f"{s('rust_uds') / in_proc:.2f}", ">= 0.90", s("rust_uds") / in_proc >= 0.9, "D"),
+        row("service (Rust client, UDS, shared memory) / in process", f"{s('rust_uds_shm') / in_proc:.2f}", ">= 0.90", s("rust_uds_shm") / in_proc >= 0.9, "D"),
         row("service (Python client, UDS) / DataLoader-style Pillow", f"{s('python_uds') / s('dataloader_style_pillow'):.2f}x", "-", True, "D"),
+        row("service (Python client, UDS, shared memory) / DataLoader-style Pillow", f"{s('python_uds_shm') / s('dataloader_style_pillow'):.2f}x", "-", True, "D"),
         "",
         "GPU rows (resize + mixup + normalise on the GPU, torchvision's GPU pipeline): not on this machine; "
         "`benches/gpu/run.sh` measures them on a device machine.",
@@ -114,7 +116,7 @@ def main() -> int:
         "",
         "![augserve bench](bench.png)",
         "",
-        f"D. `benches/service_compare.py --corpus <corpus> --threads {cores}` (median of 3 runs of 2 epochs; server with {cores} "
+        f"D. `benches/service_compare.py --corpus <corpus> --spec <bench spec> --threads {cores}` (median of 3 runs of 2 epochs; server with {cores} "
         "worker threads on the same machine as the client; DataLoader-style = "
         f"{cores} worker processes running the Pillow pipeline, batches pickled to the parent):",
         "",
