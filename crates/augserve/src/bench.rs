@@ -399,7 +399,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "augserve bench, batch {largest}: {} ({} cores), GPU: {}",
             cpu_model(),
             std::thread::available_parallelism().map_or(1, |n| n.get()),
-            gpu_line.chars().take(40).collect::<String>()
+            if devices.iter().any(|(n, _)| n != "cpu") {
+                gpu_line.chars().take(40).collect::<String>()
+            } else {
+                "none".to_string()
+            }
         );
         chart::write_png(&dir.join("bench.png"), &title, &series)?;
         println!(
