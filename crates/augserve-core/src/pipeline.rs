@@ -573,10 +573,6 @@ impl Pipeline {
         )
     }
 
-    /// The batch-ops backend.
-    pub fn batch_ops(&self) -> &Arc<dyn BatchOps> {
-        &self.ops
-    }
 }
 
 /// The batch stage of a prepared batch under `spec`, with `ops` on `pool`.

@@ -325,20 +325,15 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     // Issue 6's yardstick: how close the whole pipeline gets to decoding alone, per thread.
     for r in rows.iter().filter(|r| r.threads == 1 && r.decode_ms > 0.0) {
         let decode_only = r.batch_size as f64 * 1e3 / r.decode_ms;
-        let _ = writeln!(
-            table,
-            "{} batch {}: one thread decodes {:.0} images/s alone; the pipeline runs at {:.0} % of that",
-            r.device,
-            r.batch_size,
-            decode_only,
-            100.0 * r.images_per_s / decode_only
-        );
-        println!(
+        let line = format!(
             "{} batch {}: one thread decodes {decode_only:.0} images/s alone; the pipeline runs at {:.0} % of that",
             r.device,
             r.batch_size,
             100.0 * r.images_per_s / decode_only
         );
+        println!("{line}");
+        table.push_str(&line);
+        table.push('\n');
     }
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir)?;
