@@ -572,7 +572,6 @@ impl Pipeline {
             Some((ring, slot)),
         )
     }
-
 }
 
 /// The batch stage of a prepared batch under `spec`, with `ops` on `pool`.
