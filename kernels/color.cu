@@ -11,7 +11,7 @@ extern "C" __global__ void color_luma_sums(const u8* images, const ColorDesc* de
     unsigned long long local = 0;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < pixels;
          i += (u64)gridDim.x * blockDim.x) {
-        const u8* p = images + d.offset + i * 3;
+        const u8* p = images + color_pixel_offset(d, i);
         local += color_gray_u8(color_brightness(p[0], d.brightness),
                                color_brightness(p[1], d.brightness),
                                color_brightness(p[2], d.brightness));
@@ -33,5 +33,5 @@ extern "C" __global__ void color_apply(u8* images, const ColorDesc* descs,
     const int s_fixed = color_saturation_fixed(d.saturation);
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < pixels;
          i += (u64)gridDim.x * blockDim.x)
-        color_pixel(images + d.offset + i * 3, lut, d.saturation, s_fixed);
+        color_pixel(images + color_pixel_offset(d, i), lut, d.saturation, s_fixed);
 }

@@ -6,11 +6,17 @@
 
 // One image of a batch of decoded HWC u8 images in one buffer.
 struct ColorDesc {
-    u64 offset;       // byte offset of the image in the batch buffer
-    int width, height;
+    u64 offset;       // byte offset of the region's top-left pixel in the batch buffer
+    int width, height; // the region jittered
     float brightness, contrast, saturation;
-    int pad;
+    int pitch;        // row length in pixels of the image the region lies in
 };
+
+// Byte offset of the region's pixel i (row-major over width x height).
+AS_HD u64 color_pixel_offset(const ColorDesc& d, u64 i) {
+    const u64 y = i / (u64)d.width, x = i - y * (u64)d.width;
+    return d.offset + (y * (u64)d.pitch + x) * 3;
+}
 
 // ITU-R 601 luma in 16-bit fixed point, rounded (gray_u8 in Rust).
 AS_HD u8 color_gray_u8(u8 r, u8 g, u8 b) {

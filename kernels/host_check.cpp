@@ -52,7 +52,7 @@ float host_load_output(const u8* out, int dtype, unsigned long long idx) {
 // color_luma_sums + color_apply over one HWC image, as the kernels do it.
 void host_color_jitter(u8* img, int width, int height, float brightness, float contrast,
                        float saturation) {
-    ColorDesc d = {0, width, height, brightness, contrast, saturation, 0};
+    ColorDesc d = {0, width, height, brightness, contrast, saturation, width};
     if (color_identity(d)) return;
     const u64 pixels = (u64)width * height;
     u64 sum = 0;

@@ -10,7 +10,7 @@
 // Per-image descriptor of a batched resize. Layout must match `ResizeDesc` in
 // crates/augserve-cuda/src/kernels.rs (#[repr(C)]).
 struct ResizeDesc {
-    u64 src_off;  // byte offset of the image's region in the packed source buffer
+    u64 src_off;  // byte offset of the image's region (its top-left pixel) in the source buffer
     u64 tmp_off;  // byte offset of its horizontal-pass output in the scratch buffer
     u64 hw_off;   // offset (in ints) of its horizontal weights: out_w rows of hk
     u64 vw_off;   // offset (in ints) of its vertical weights: out_h rows of vk
@@ -20,6 +20,8 @@ struct ResizeDesc {
     int hk;       // horizontal weights per output pixel (row stride of the weights)
     int vk;       // vertical weights per output row
     int flip;     // 1: mirror the output left to right
+    int src_pitch; // source row length in pixels: src_w for a packed region, the full
+                   // image's width for a region inside a GPU-decoded image
 };
 
 // Pillow's clip8: round the fixed-point accumulator to a byte.
@@ -43,7 +45,7 @@ AS_HD void resize_h_value(const u8* src, u8* tmp, const ResizeDesc* descs, const
     if (row >= d.tmp_rows || xc >= out_w * 3) return;
     const int x = xc / 3, c = xc - x * 3;
     const int k = img * out_w + x;
-    const u8* s = src + d.src_off + ((u64)(row + d.row_lo) * d.src_w + hfirst[k]) * 3 + c;
+    const u8* s = src + d.src_off + ((u64)(row + d.row_lo) * d.src_pitch + hfirst[k]) * 3 + c;
     tmp[d.tmp_off + ((u64)row * out_w + x) * 3 + c] =
         resample_u8(s, 3, hweights + d.hw_off + (u64)x * d.hk, hcount[k]);
 }

@@ -20,6 +20,12 @@ for line in sys.stdin:
 ' "$kit/tests"
 strip "$kit/augserve" "$kit"/tests/*
 python3 benches/make_corpus.py --out "$kit/corpus" --images 500 >/dev/null
+# The decoder test files (../shared does not travel to the device machine).
+cp -r ../shared/testdata/jpeg "$kit/testdata"
+# The Python client's gRPC stubs need these versions; the device image may hold older ones.
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+  -d "$kit/wheels" grpcio==1.85.1 protobuf==7.35.1
 # The benchmark pipeline (as benches/cpu_compare.sh and torchvision_peer.py).
 printf '[color]\nbrightness = 0.4\ncontrast = 0.4\n\n[mix]\nmixup_alpha = 0.2\n\n[output]\ndtype = "float16"\nlayout = "nchw"\n' > "$kit/spec.toml"
 du -sh "$kit"

@@ -16,26 +16,35 @@ nvrtc=$(ls /usr/local/cuda/lib64/libnvrtc.so* 2>/dev/null | head -1)
 [ -n "$nvrtc" ] || nvrtc=$(find / -name 'libnvrtc.so*' -not -name '*builtins*' 2>/dev/null | head -1)
 mkdir -p /tmp/augserve-libs
 [ -n "$nvrtc" ] && ln -sf "$nvrtc" /tmp/augserve-libs/libnvrtc.so && ln -sf "$(dirname "$nvrtc")"/libnvrtc-builtins.so* /tmp/augserve-libs/ 2>/dev/null
-export LD_LIBRARY_PATH=/tmp/augserve-libs:$(dirname "${nvrtc:-/x}"):${LD_LIBRARY_PATH:-}
+# libnvjpeg: the toolkit's, else wherever the image has one (augserve dlopens it by soname).
+nvjpeg=$(ls /usr/local/cuda/lib64/libnvjpeg.so.* 2>/dev/null | head -1)
+[ -n "$nvjpeg" ] || nvjpeg=$(find / -name 'libnvjpeg.so.1*' 2>/dev/null | head -1)
+export LD_LIBRARY_PATH=/tmp/augserve-libs:$(dirname "${nvrtc:-/x}"):$(dirname "${nvjpeg:-/x}"):${LD_LIBRARY_PATH:-}
+export AUGSERVE_JPEG_TESTDATA=$PWD/$kit/testdata AUGSERVE_BENCH_CORPUS=$PWD/$kit/corpus
+# The client's gRPC stubs need grpcio/protobuf as new as the kit's wheels.
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/augserve-site "$kit"/wheels/*.whl \
+  && export PYTHONPATH=/tmp/augserve-site
 export AUGSERVE_LOG=warn
 log=$res/run.txt
 {
   echo "# augserve GPU run: $(date -u +%F) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
-  echo "nvrtc: ${nvrtc:-not found}; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x $(nproc)"
+  echo "nvrtc: ${nvrtc:-not found}; nvjpeg: ${nvjpeg:-not found}; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x $(nproc)"
   echo "## GPU vs CPU tests (fresh random inputs)"
-  for t in "$kit"/tests/*; do timeout 120 "$t" --nocapture --test-threads=1 2>&1 | grep -v '^$'; done
-  echo "## augserve bench"
+  for t in "$kit"/tests/*; do echo "### $(basename "$t") ($SECONDS s)"; timeout 120 "$t" --nocapture --test-threads=1 2>&1 | grep -v '^$'; done
+  echo "## augserve bench ($SECONDS s)"
   timeout 150 "$kit/augserve" bench --data "$kit/corpus" --quiet --batches 4 --threads 1,0 --batch-sizes 256 --out-dir "$res"
-  echo "## augserve run end to end (all cores, batch 256, 2 epochs)"
-  for dev in cpu gpu; do
-    timeout 90 "$kit/augserve" run --data "$kit/corpus" --spec "$kit/spec.toml" --device "$dev" --batch-size 256 --epochs 2 --quiet \
+  echo "## augserve run end to end ($SECONDS s; all cores, batch 256, 8 epochs of the 500-image corpus)"
+  for dev in cpu gpu gpu-decode; do
+    flags="--device ${dev%-decode}"; [ "$dev" = gpu-decode ] && flags="$flags --gpu-decode"
+    timeout 90 "$kit/augserve" run --data "$kit/corpus" --spec "$kit/spec.toml" $flags --batch-size 256 --epochs 8 --quiet \
       --summary-json "$res/run-$dev.json" && python3 -c "import json;d=json.load(open('$res/run-$dev.json'));print('$dev', round(d['images_per_s']), 'images/s')"
   done
   echo "## CUDA IPC delivery to a Python (CuPy) client, against inline"
-  PYTHONPATH=clients/python/src AUGSERVE_BIN=$kit/augserve timeout 120 python3 -m pytest -q -rs -p no:cacheprovider \
+  PYTHONPATH=clients/python/src:${PYTHONPATH:-} AUGSERVE_BIN=$kit/augserve timeout 120 python3 -m pytest -q -rs -p no:cacheprovider \
     clients/python/tests/test_cuda_ipc.py
-  echo "## torchvision peer"
+  echo "## torchvision peer ($SECONDS s)"
   timeout 150 python3 benches/gpu/torchvision_peer.py --corpus "$kit/corpus" --out "$res/torchvision.json"
 } 2>&1 | tee "$log"
-[ -n "${OUT:-}" ] && cp -r "$res" "$OUT/"
+# The device tool returns at most 8 files: one archive, plus the log to read at once.
+[ -n "${OUT:-}" ] && tar -C "$(dirname "$res")" -czf "$OUT/gpu-results.tgz" "$(basename "$res")" && cp "$log" "$OUT/"
 echo "saved $res"

@@ -68,6 +68,7 @@ pub fn prepared_batch(n: usize) -> Vec<PreparedImage> {
                     y1: y0 + ch,
                 },
                 flip: i % 2 == 0,
+                deferred: None,
             }
         })
         .collect()

@@ -185,6 +185,9 @@ pub struct JpegInfo {
     pub sampling: Vec<(u8, u8)>,
     /// A restart interval is set (DRI).
     pub restarts: bool,
+    /// Three components stored as RGB rather than YCbCr (Adobe transform 0, or component ids
+    /// 'R', 'G', 'B'): decoders that assume YCbCr get the colours wrong.
+    pub rgb: bool,
 }
 
 /// The frame type, from the SOFn marker.
@@ -219,28 +222,43 @@ impl JpegInfo {
     }
 }
 
-/// Reads the markers up to the first scan. Only headers are read; a truncated or malformed
-/// header is a `Decode` error, as from the decoder.
+/// Reads the markers of the whole file, skipping the entropy-coded data (a fast byte scan).
+/// Only headers are read; a truncated or malformed header anywhere is a `Decode` error, as
+/// from the decoder.
 pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
     check_signature(bytes)?;
     let bad = |m: &str| SampleErrorKind::Decode(m.to_string());
     let mut pos = 2;
     let mut restarts = false;
+    let mut adobe_transform: Option<u8> = None;
     let mut frame: Option<JpegInfo> = None;
+    let mut seen_scan = false;
+    fn finish(mut f: JpegInfo, restarts: bool, adobe_transform: Option<u8>) -> JpegInfo {
+        f.restarts = restarts;
+        f.rgb |= f.components == 3 && adobe_transform == Some(0);
+        f
+    }
     loop {
         // Fill bytes (0xFF runs) may precede a marker.
         while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
             pos += 1;
         }
         let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
-            return Err(bad("no marker where one was expected"));
+            // After the first scan, junk is the decoder's to judge (zune-jpeg skips some).
+            return match (frame, seen_scan) {
+                (Some(f), true) => Ok(finish(f, restarts, adobe_transform)),
+                _ => Err(bad("no marker where one was expected")),
+            };
         };
         pos += 2;
         if matches!(marker, 0x01 | 0xD0..=0xD7) {
             continue; // no length
         }
         if marker == 0xD9 {
-            return Err(bad("end of image before any scan"));
+            return match (frame, seen_scan) {
+                (Some(f), true) => Ok(finish(f, restarts, adobe_transform)),
+                _ => Err(bad("end of image before any scan")),
+            };
         }
         let len = match (bytes.get(pos), bytes.get(pos + 1)) {
             (Some(&a), Some(&b)) => usize::from(u16::from_be_bytes([a, b])),
@@ -249,9 +267,22 @@ pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
         let seg = bytes
             .get(pos + 2..pos + len.max(2))
             .ok_or_else(|| bad("truncated marker segment"))?;
+        // The checks below are the header errors zune-jpeg rejects and a GPU decoder may
+        // not: an image routed to the GPU must fail there exactly as it fails on the CPU.
         match marker {
-            0xDD => restarts = seg.len() >= 2 && u16::from_be_bytes([seg[0], seg[1]]) != 0,
+            0xDD => {
+                if seg.len() != 2 {
+                    return Err(bad("bad restart interval (DRI) length"));
+                }
+                restarts = u16::from_be_bytes([seg[0], seg[1]]) != 0;
+            }
+            0xC4 => check_huffman_tables(seg).map_err(bad)?,
+            0xDB => check_quant_tables(seg).map_err(bad)?,
+            0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => adobe_transform = Some(seg[11]),
             0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                if frame.is_some() {
+                    return Err(bad("two frame headers (SOF)"));
+                }
                 if seg.len() < 6 {
                     return Err(bad("short frame header"));
                 }
@@ -266,6 +297,7 @@ pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
                     0xC9..=0xCB => JpegCoding::Arithmetic,
                     _ => JpegCoding::Hierarchical,
                 };
+                let ids: Vec<u8> = (0..n).map(|k| seg[6 + 3 * k]).collect();
                 frame = Some(JpegInfo {
                     width: u32::from(u16::from_be_bytes([seg[3], seg[4]])),
                     height: u32::from(u16::from_be_bytes([seg[1], seg[2]])),
@@ -276,17 +308,63 @@ pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
                         .map(|k| (seg[7 + 3 * k] >> 4, seg[7 + 3 * k] & 0x0F))
                         .collect(),
                     restarts: false,
+                    rgb: n == 3 && ids == b"RGB",
                 });
             }
             0xDA => {
-                let mut f = frame.ok_or_else(|| bad("scan before the frame header"))?;
-                f.restarts = restarts;
-                return Ok(f);
+                if frame.is_none() {
+                    return Err(bad("scan before the frame header"));
+                }
+                seen_scan = true;
+                // Skip the entropy-coded data to the next marker: 0xFF followed by neither a
+                // stuffed zero nor a restart marker. Later segments (tables between the scans
+                // of a progressive image, or a stray second frame) get the same checks.
+                pos += len;
+                while pos + 1 < bytes.len()
+                    && (bytes[pos] != 0xFF || matches!(bytes[pos + 1], 0x00 | 0xD0..=0xD7 | 0xFF))
+                {
+                    pos += 1;
+                }
+                if pos + 1 >= bytes.len() {
+                    // No end-of-image marker: the decoder decides what a truncated scan gives.
+                    return frame
+                        .map(|f| finish(f, restarts, adobe_transform))
+                        .ok_or_else(|| bad("no frame header"));
+                }
+                continue;
             }
             _ => {}
         }
         pos += len;
     }
+}
+
+/// DHT segment: table class 0/1, id 0-3, at most 256 codes, no truncated table.
+fn check_huffman_tables(mut seg: &[u8]) -> std::result::Result<(), &'static str> {
+    while let Some((&tc_th, rest)) = seg.split_first() {
+        if tc_th >> 4 > 1 || tc_th & 0x0F > 3 {
+            return Err("bad Huffman table class or index");
+        }
+        let counts = rest.get(..16).ok_or("truncated Huffman table")?;
+        let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+        if total > 256 {
+            return Err("Huffman table with more than 256 codes");
+        }
+        seg = rest.get(16 + total..).ok_or("truncated Huffman table")?;
+    }
+    Ok(())
+}
+
+/// DQT segment: precision 8/16 bits, id 0-3, no truncated table.
+fn check_quant_tables(mut seg: &[u8]) -> std::result::Result<(), &'static str> {
+    while let Some((&pq_tq, rest)) = seg.split_first() {
+        if pq_tq >> 4 > 1 || pq_tq & 0x0F > 3 {
+            return Err("bad quantisation table precision or index");
+        }
+        let size = if pq_tq >> 4 == 1 { 128 } else { 64 };
+        seg = rest.get(size..).ok_or("truncated quantisation table")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -331,6 +409,32 @@ mod info_tests {
             progressive > 0 && cmyk > 0 && gray > 0 && s420 > 0,
             "{progressive} {cmyk} {gray} {s420}"
         );
+        let rgb: Vec<_> = files
+            .iter()
+            .filter(|f| jpeg_info(&std::fs::read(f).unwrap()).is_ok_and(|i| i.rgb))
+            .filter_map(|f| f.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        assert_eq!(rgb, ["rgb.jpg"]);
+    }
+
+    /// The crash files nvJPEG decoded without complaint while zune-jpeg rejected them (seen on
+    /// an H200): the header check must reject them too, so they fail on either route.
+    #[test]
+    fn header_errors_the_gpu_decoder_would_miss() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/testdata/jpeg/crash");
+        for name in [
+            "2c9e7a1805f8b47630bbb83d21bf8222.jpg",
+            "5315c35bbcc28d8eee419028ac9f38e0.jpg",
+            "f006e96f3b27fdfaa075322d759ea2e8.jpg",
+        ] {
+            let Ok(bytes) = std::fs::read(dir.join(name)) else {
+                return; // ../shared is not present outside the project checkout
+            };
+            assert!(decode_jpeg(&bytes, &DecodeLimits::default()).is_err());
+            let e = jpeg_info(&bytes).expect_err(name);
+            assert!(matches!(e, SampleErrorKind::Decode(_)), "{name}: {e:?}");
+        }
     }
 
     #[test]

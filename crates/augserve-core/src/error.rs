@@ -39,6 +39,11 @@ pub enum Error {
     /// A batch-ops backend failed, or cannot do what was asked (e.g. device output on the CPU).
     #[error("batch ops: {0}")]
     Backend(String),
+
+    /// Images whose decoding was deferred to the batch ops (GPU decoding) failed on every
+    /// decoder: the batch is built again without them, and they are reported per image.
+    #[error("{} deferred image(s) failed to decode", .0.len())]
+    DeferredImagesFailed(Vec<SampleError>),
 }
 
 impl Error {

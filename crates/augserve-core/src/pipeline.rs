@@ -31,6 +31,67 @@ pub struct PreparedImage {
     /// The crop box in `region`'s coordinates.
     pub crop: CropBox,
     pub flip: bool,
+    /// Set when the batch ops decode this image on their device (GPU JPEG decoding): then
+    /// `region` is empty, and the decoder cuts and jitters the region described here.
+    pub deferred: Option<Box<DeferredDecode>>,
+}
+
+/// An image left encoded for the batch ops' device decoder, with what the CPU path would
+/// have done to it after decoding: cut `region` (x, y, w, h) out of the full image and apply
+/// `color` to that region. `crop` of the image is relative to the region, as on the CPU path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredDecode {
+    pub bytes: Vec<u8>,
+    pub source_name: String,
+    /// Full image size, from the JPEG header.
+    pub width: u32,
+    pub height: u32,
+    pub region: (u32, u32, u32, u32),
+    pub color: ColorFactors,
+    /// The pipeline's decode limits, for a CPU fallback.
+    pub limits: DecodeLimits,
+}
+
+impl PreparedImage {
+    /// Decodes a deferred image on the CPU, exactly as the per-image stage would have (the
+    /// fallback for images a device decoder refuses). No-op for other images.
+    pub fn decode_deferred_on_cpu(&mut self) -> std::result::Result<(), SampleError> {
+        let Some(d) = self.deferred.take() else {
+            return Ok(());
+        };
+        let fail = |kind| SampleError {
+            sample_id: self.sample_id,
+            source_name: d.source_name.clone(),
+            kind,
+        };
+        let img = decode_jpeg(&d.bytes, &d.limits).map_err(fail)?;
+        if (img.width, img.height) != (d.width, d.height) {
+            return Err(fail(crate::error::SampleErrorKind::Decode(format!(
+                "decoded size {}x{} differs from the header's {}x{}",
+                img.width, img.height, d.width, d.height
+            ))));
+        }
+        let (x, y, w, h) = d.region;
+        let mut region = if (x, y, w, h) == (0, 0, img.width, img.height) {
+            img
+        } else {
+            img.crop(x, y, w, h)
+        };
+        apply_color_jitter(&mut region, &d.color);
+        self.region = region;
+        Ok(())
+    }
+}
+
+/// A device decoder the per-image stage can leave images to (GPU JPEG decoding): it says,
+/// from the headers, which images it takes, and learns the CPU's decode rate to balance the
+/// split.
+pub trait DeviceDecoder: Send + Sync {
+    /// Whether the device decodes this image (route + the current CPU/GPU split).
+    /// `sample_id` makes the choice a function of the image, not of thread timing.
+    fn takes(&self, info: &crate::decode::JpegInfo, sample_id: u64) -> bool;
+    /// The CPU workers decoded `images` in `wall` (per-image stage wall time).
+    fn observe_cpu(&self, images: usize, wall: Duration);
 }
 
 /// Per-image random decisions, drawn from the (seed, epoch, sample id) stream.
@@ -99,6 +160,16 @@ pub fn prepare_image(
 pub trait BatchOps: Send + Sync {
     /// "cpu", or the GPU's name.
     fn device(&self) -> String;
+
+    /// The device JPEG decoder, when this backend has one and it is enabled.
+    fn device_decoder(&self) -> Option<&dyn DeviceDecoder> {
+        None
+    }
+
+    /// A one-line report of where images were decoded (GPU decoding), for logs and summaries.
+    fn decode_report(&self) -> Option<String> {
+        None
+    }
 
     /// Device memory in use, in bytes, for the GPU backends (metrics); `None` on the CPU.
     fn device_memory_used(&self) -> Option<u64> {
@@ -275,6 +346,20 @@ impl BatchOps for CpuBatchOps {
         spec: &PipelineSpec,
         pool: &ThreadPool,
     ) -> Result<BatchOutput> {
+        if images.iter().any(|im| im.deferred.is_some()) {
+            // Left for a device decoder that is not here (or gave up): decode them now.
+            let mut owned = images.to_vec();
+            let failed: Vec<SampleError> = pool.install(|| {
+                owned
+                    .par_iter_mut()
+                    .filter_map(|im| im.decode_deferred_on_cpu().err())
+                    .collect()
+            });
+            if !failed.is_empty() {
+                return Err(Error::DeferredImagesFailed(failed));
+            }
+            return self.run(&owned, plan, spec, pool);
+        }
         let t0 = Instant::now();
         let resized = self.resize_batch(images, spec, pool);
         let t1 = Instant::now();
@@ -314,6 +399,35 @@ where
             std::result::Result<Vec<u8>, crate::error::SampleErrorKind>,
         ) + Sync,
 {
+    prepare_images_with(spec, limits, pool, seed, epoch, ids, source, None)
+}
+
+/// `prepare_images`, leaving to `decoder` (a GPU JPEG decoder) the images it takes: those
+/// are only read and header-parsed here, and their random decisions drawn from the header's
+/// size, which equals the decoded size (so the draws are the same as on the CPU path).
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+pub fn prepare_images_with<F>(
+    spec: &PipelineSpec,
+    limits: &DecodeLimits,
+    pool: &ThreadPool,
+    seed: u64,
+    epoch: u64,
+    ids: &[u64],
+    source: F,
+    decoder: Option<&dyn DeviceDecoder>,
+) -> (
+    Vec<std::result::Result<PreparedImage, SampleError>>,
+    StageTimings,
+)
+where
+    F: Fn(
+            u64,
+        ) -> (
+            String,
+            i64,
+            std::result::Result<Vec<u8>, crate::error::SampleErrorKind>,
+        ) + Sync,
+{
     let t0 = Instant::now();
     let results: Vec<_> = pool.install(|| {
         ids.par_iter()
@@ -328,9 +442,51 @@ where
                 };
                 let bytes = match bytes {
                     Ok(b) => b,
-                    Err(k) => return (Err(fail(k)), r0.elapsed(), t),
+                    Err(k) => return (Err(fail(k)), r0.elapsed(), t, false),
                 };
                 let read = r0.elapsed();
+                if let Some(dec) = decoder {
+                    // A header the parser rejects still goes to the CPU decoder, which judges.
+                    if let Ok(info) = crate::decode::jpeg_info(&bytes) {
+                        if u64::from(info.width) * u64::from(info.height) <= limits.max_pixels
+                            && bytes.len() as u64 <= limits.max_file_bytes
+                            && dec.takes(&info, id)
+                        {
+                            let plan =
+                                ImagePlan::draw(spec, seed, epoch, id, info.width, info.height);
+                            let region = read_region(
+                                info.width,
+                                info.height,
+                                plan.crop,
+                                spec.size.width,
+                                spec.size.height,
+                            );
+                            let (x, y, _, _) = region;
+                            let image = PreparedImage {
+                                sample_id: id,
+                                label,
+                                region: RgbImage::new(0, 0),
+                                crop: CropBox {
+                                    x0: plan.crop.x0 - x as f32,
+                                    y0: plan.crop.y0 - y as f32,
+                                    x1: plan.crop.x1 - x as f32,
+                                    y1: plan.crop.y1 - y as f32,
+                                },
+                                flip: plan.flip,
+                                deferred: Some(Box::new(DeferredDecode {
+                                    bytes,
+                                    source_name: name.clone(),
+                                    width: info.width,
+                                    height: info.height,
+                                    region,
+                                    color: plan.color,
+                                    limits: *limits,
+                                })),
+                            };
+                            return (Ok(image), read, t, true);
+                        }
+                    }
+                }
                 let res = prepare_image(
                     &bytes,
                     limits,
@@ -345,21 +501,27 @@ where
                         region,
                         crop,
                         flip,
+                        deferred: None,
                     })
                     .map_err(fail);
-                (res, read, t)
+                (res, read, t, false)
             })
             .collect()
     });
     let mut timings = StageTimings::default();
     let mut out = Vec::with_capacity(results.len());
-    for (r, read, (decode, color)) in results {
+    let mut cpu_decoded = 0;
+    for (r, read, (decode, color), deferred) in results {
         timings.read += read;
         timings.decode += decode;
         timings.color += color;
+        cpu_decoded += usize::from(!deferred);
         out.push(r);
     }
     timings.per_image_wall = t0.elapsed();
+    if let Some(dec) = decoder {
+        dec.observe_cpu(cpu_decoded, timings.per_image_wall);
+    }
     (out, timings)
 }
 
@@ -499,7 +661,7 @@ impl Pipeline {
         StageTimings,
     ) {
         let ds = &self.dataset;
-        prepare_images(
+        prepare_images_with(
             &self.spec,
             &self.limits,
             &self.pool,
@@ -511,6 +673,7 @@ impl Pipeline {
                 let label = ds.entry(id).map_or(-1, |e| e.label);
                 (name, label, ds.read(id))
             },
+            self.ops.device_decoder(),
         )
     }
 
@@ -597,39 +760,28 @@ pub fn finish_batch_to(
         epoch,
         index,
         mix_key,
-        images,
-        errors,
+        mut images,
+        mut errors,
         mut timings,
         started: t0,
     } = prepared;
-    let n = images.len();
-    let plan = match spec.mix.at_epoch(epoch) {
-        Some(m) => plan_mix(
-            &mut keyed_rng(seed, epoch, Purpose::Batch, mix_key),
-            &m,
-            n,
-            spec.size.height,
-            spec.size.width,
-        ),
-        None => MixPlan::identity(n),
-    };
-    let out = if n == 0 {
-        BatchOutput {
-            tensor: Tensor {
-                data: Vec::new(),
-                shape: tensor_shape(spec, 0),
-                dtype: spec.output.dtype,
-                layout: spec.output.layout,
-            },
-            stats: BatchStats::default(),
-            resize: Duration::ZERO,
-            mix_normalize: Duration::ZERO,
-            stats_time: Duration::ZERO,
+    // Images left to a device decoder can fail only now; the batch is then built again
+    // without them (a second attempt holds only images that decoded; three at most).
+    let mut attempts = 0;
+    let (plan, out) = loop {
+        attempts += 1;
+        match run_batch_ops(spec, ops, pool, seed, epoch, mix_key, &images, ring) {
+            Err(Error::DeferredImagesFailed(failed)) if attempts < 3 => {
+                if spec.on_error == ErrorPolicy::Fail {
+                    if let Some(e) = failed.first() {
+                        return Err(Error::SampleFailed(e.clone()));
+                    }
+                }
+                images.retain(|im| !failed.iter().any(|f| f.sample_id == im.sample_id));
+                errors.extend(failed);
+            }
+            other => break other?,
         }
-    } else if let Some((ring, slot)) = ring {
-        ops.run_into_ring(&images, &plan, spec, ring, slot)?
-    } else {
-        ops.run(&images, &plan, spec, pool)?
     };
     let labels_a: Vec<i64> = images.iter().map(|p| p.label).collect();
     let labels_b: Vec<i64> = plan.partner.iter().map(|&j| labels_a[j as usize]).collect();
@@ -660,4 +812,48 @@ pub fn finish_batch_to(
         timings,
         device: ops.device(),
     })
+}
+
+/// The mixing plan for `images` and the batch ops on them.
+#[allow(clippy::too_many_arguments)]
+fn run_batch_ops(
+    spec: &PipelineSpec,
+    ops: &dyn BatchOps,
+    pool: &ThreadPool,
+    seed: u64,
+    epoch: u64,
+    mix_key: u64,
+    images: &[PreparedImage],
+    ring: Option<(&dyn DeviceRing, u32)>,
+) -> Result<(MixPlan, BatchOutput)> {
+    let n = images.len();
+    let plan = match spec.mix.at_epoch(epoch) {
+        Some(m) => plan_mix(
+            &mut keyed_rng(seed, epoch, Purpose::Batch, mix_key),
+            &m,
+            n,
+            spec.size.height,
+            spec.size.width,
+        ),
+        None => MixPlan::identity(n),
+    };
+    let out = if n == 0 {
+        BatchOutput {
+            tensor: Tensor {
+                data: Vec::new(),
+                shape: tensor_shape(spec, 0),
+                dtype: spec.output.dtype,
+                layout: spec.output.layout,
+            },
+            stats: BatchStats::default(),
+            resize: Duration::ZERO,
+            mix_normalize: Duration::ZERO,
+            stats_time: Duration::ZERO,
+        }
+    } else if let Some((ring, slot)) = ring {
+        ops.run_into_ring(images, &plan, spec, ring, slot)?
+    } else {
+        ops.run(images, &plan, spec, pool)?
+    };
+    Ok((plan, out))
 }

@@ -245,3 +245,83 @@ fn invalid_specs_and_shards_are_refused() {
         .to_string();
     assert!(err.contains("size.width"), "{err}");
 }
+
+/// A stand-in for a GPU decoder that takes every image: the CPU batch ops then decode the
+/// deferred images themselves. The batches must equal the ordinary pipeline's byte for byte
+/// (same crop and jitter draws from the header's size, same region, same colour), and
+/// corrupt files must still fail alone, now at the batch stage.
+struct TakeEverything {
+    cpu: CpuBatchOps,
+    taken: std::sync::atomic::AtomicUsize,
+}
+
+impl augserve_core::pipeline::DeviceDecoder for TakeEverything {
+    fn takes(&self, _: &augserve_core::decode::JpegInfo, _: u64) -> bool {
+        self.taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+    fn observe_cpu(&self, _: usize, _: std::time::Duration) {}
+}
+
+impl augserve_core::BatchOps for TakeEverything {
+    fn device(&self) -> String {
+        "deferred-cpu".into()
+    }
+    fn device_decoder(&self) -> Option<&dyn augserve_core::pipeline::DeviceDecoder> {
+        Some(self)
+    }
+    fn run(
+        &self,
+        images: &[augserve_core::pipeline::PreparedImage],
+        plan: &augserve_core::ops::mix::MixPlan,
+        spec: &PipelineSpec,
+        pool: &rayon::ThreadPool,
+    ) -> augserve_core::Result<augserve_core::pipeline::BatchOutput> {
+        assert!(images.iter().all(|im| im.deferred.is_some()));
+        augserve_core::BatchOps::run(&self.cpu, images, plan, spec, pool)
+    }
+}
+
+#[test]
+fn deferred_decoding_gives_the_same_batches_and_per_image_errors() {
+    let d = tempfile::tempdir().unwrap();
+    demo::write_demo_dataset(d.path(), 3).unwrap();
+    let crash = common::jpeg_testdata().join("crash");
+    let bad_dir = d.path().join("zz_bad");
+    std::fs::create_dir(&bad_dir).unwrap();
+    // Headers that parse (so the image is deferred) over bodies that do not decode.
+    for f in [
+        "derive-huffman-codes-overflow.jpg",
+        "2c9e7a1805f8b47630bbb83d21bf8222.jpg",
+    ] {
+        std::fs::copy(crash.join(f), bad_dir.join(f)).unwrap();
+    }
+    let ds = Arc::new(Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 24).unwrap());
+    let all: Vec<u64> = (0..ds.len() as u64).collect();
+    let spec = busy_spec();
+    let plain = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default()).unwrap();
+    let ops = Arc::new(TakeEverything {
+        cpu: CpuBatchOps::default(),
+        taken: Default::default(),
+    });
+    let deferred = Pipeline::new(ds, spec, PipelineOptions::default())
+        .unwrap()
+        .with_batch_ops(ops.clone());
+    let a = plain.batch(5, 1, 0, 0, &all).unwrap();
+    let b = deferred.batch(5, 1, 0, 0, &all).unwrap();
+    assert!(ops.taken.load(std::sync::atomic::Ordering::Relaxed) >= 30);
+    assert_eq!(a.sample_ids, b.sample_ids);
+    assert_eq!(a.tensor.data, b.tensor.data);
+    assert_eq!(a.labels_b, b.labels_b);
+    assert_eq!(a.errors.len(), 2, "{:?}", a.errors);
+    let mut errs: Vec<_> = b.errors.iter().map(|e| e.source_name.clone()).collect();
+    errs.sort();
+    assert_eq!(
+        errs,
+        [
+            "zz_bad/2c9e7a1805f8b47630bbb83d21bf8222.jpg",
+            "zz_bad/derive-huffman-codes-overflow.jpg"
+        ]
+    );
+}

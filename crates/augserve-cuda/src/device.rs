@@ -25,6 +25,8 @@ pub struct GpuDevice {
     pub(crate) resize_v: CudaFunction,
     pub(crate) mix_normalize: CudaFunction,
     pub(crate) abs_dev: CudaFunction,
+    pub(crate) color_luma_sums: CudaFunction,
+    pub(crate) color_apply: CudaFunction,
 }
 
 /// Whether libnvrtc can be loaded (enough to compile kernels to PTX, no GPU needed).
@@ -67,12 +69,14 @@ impl GpuDevice {
             total_memory: ctx.total_mem()?,
             arch,
         };
-        debug_assert_eq!(KERNEL_NAMES.len(), 4);
+        debug_assert_eq!(KERNEL_NAMES.len(), 6);
         Ok(Arc::new(GpuDevice {
             resize_h: f("resize_horizontal_u8")?,
             resize_v: f("resize_vertical_u8")?,
             mix_normalize: f("mix_normalize")?,
             abs_dev: f("abs_dev_sums")?,
+            color_luma_sums: f("color_luma_sums")?,
+            color_apply: f("color_apply")?,
             ctx,
             info,
         }))

@@ -25,6 +25,18 @@ pub enum GpuError {
     NoNvJpeg(String),
     #[error("nvJPEG {call}: {status}")]
     NvJpeg { call: &'static str, status: String },
+    /// Images left to the GPU decoder failed there and on the CPU (per-image errors).
+    #[error("{} image(s) failed to decode on the GPU and on the CPU", .0.len())]
+    DeferredFailed(Vec<augserve_core::SampleError>),
+}
+
+impl From<GpuError> for augserve_core::Error {
+    fn from(e: GpuError) -> Self {
+        match e {
+            GpuError::DeferredFailed(failed) => augserve_core::Error::DeferredImagesFailed(failed),
+            other => augserve_core::Error::Backend(other.to_string()),
+        }
+    }
 }
 
 impl GpuError {

@@ -21,9 +21,15 @@ pub enum DecodeRoute {
     Cpu(&'static str),
 }
 
+/// Images smaller than this on a side stay on the CPU: a GPU launch costs more than decoding
+/// them, and nvJPEG's hardware engine was seen to decode 2x2 to 4x4 images 4-19 levels away
+/// from zune-jpeg (benches/results/gpu-NVIDIA-H200/run.txt).
+pub const MIN_GPU_SIDE: u32 = 32;
+
 /// The route for an image with headers `info` on `backend`. The CPU keeps what nvJPEG would
 /// refuse or decode differently: CMYK/YCCK (no RGB conversion), 12-bit, lossless, arithmetic,
-/// hierarchical, odd sampling, and progressive on the hardware engine.
+/// hierarchical, odd sampling, progressive on the hardware engine, RGB-coded images (nvJPEG
+/// converts them as YCbCr), subsampled grayscale, and tiny images.
 pub fn route(info: &JpegInfo, backend: NvJpegBackend) -> DecodeRoute {
     use DecodeRoute::Cpu;
     if info.components == 4 {
@@ -46,8 +52,14 @@ pub fn route(info: &JpegInfo, backend: NvJpegBackend) -> DecodeRoute {
     if info.components != 1 && info.components != 3 {
         return Cpu("components");
     }
-    if info.width == 0 || info.height == 0 {
-        return Cpu("empty");
+    if info.rgb {
+        return Cpu("rgb_coded");
+    }
+    if info.components == 1 && info.sampling.first() != Some(&(1, 1)) {
+        return Cpu("gray_subsampled");
+    }
+    if info.width < MIN_GPU_SIDE || info.height < MIN_GPU_SIDE {
+        return Cpu("tiny");
     }
     DecodeRoute::Gpu
 }
@@ -124,6 +136,7 @@ mod tests {
             coding,
             sampling,
             restarts: false,
+            rgb: false,
         }
     }
 
@@ -153,6 +166,20 @@ mod tests {
             route(&twelve, NvJpegBackend::Cuda),
             DecodeRoute::Cpu("12_bit")
         );
+        let mut rgb = base.clone();
+        rgb.rgb = true;
+        assert_eq!(
+            route(&rgb, NvJpegBackend::Hardware),
+            DecodeRoute::Cpu("rgb_coded")
+        );
+        let gray22 = info(JpegCoding::Baseline, 1, vec![(2, 2)]);
+        assert_eq!(
+            route(&gray22, NvJpegBackend::Hardware),
+            DecodeRoute::Cpu("gray_subsampled")
+        );
+        let mut tiny = base.clone();
+        tiny.width = 16;
+        assert_eq!(route(&tiny, NvJpegBackend::Cuda), DecodeRoute::Cpu("tiny"));
         let arith = info(JpegCoding::Arithmetic, 3, s420);
         assert_eq!(
             route(&arith, NvJpegBackend::Cuda),

@@ -93,6 +93,21 @@ pub struct ResizeDesc {
     pub hk: i32,
     pub vk: i32,
     pub flip: i32,
+    /// Source row length in pixels (the region's width, or the decoded image's).
+    pub src_pitch: i32,
+}
+
+/// Mirrors `ColorDesc` in kernels/color.cuh: colour jitter of a region of a GPU-decoded image.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ColorDesc {
+    pub offset: u64,
+    pub width: i32,
+    pub height: i32,
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub pitch: i32,
 }
 
 /// Mirrors `MixDesc` in kernels/mix.cuh.
@@ -113,6 +128,8 @@ pub struct MixDesc {
 unsafe impl DeviceRepr for ResizeDesc {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for MixDesc {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for ColorDesc {}
 
 /// Output dtype / layout codes of the kernels.
 pub fn dtype_code(d: augserve_core::spec::DType) -> i32 {

@@ -15,4 +15,7 @@ mod ops;
 pub use device::{nvrtc_available, GpuDevice, GpuInfo};
 pub use error::GpuError;
 pub use ipc::IpcRing;
-pub use ops::{mix_descs, plan_resize, GpuBatchOps, GpuTimings, ResizePlan};
+pub use ops::{
+    mix_descs, packed_sources, plan_resize, plan_resize_sources, GpuBatchOps, GpuTimings,
+    ResizePlan, ResizeSource,
+};

@@ -216,6 +216,11 @@ impl GpuJpegDecoder {
         self.backend
     }
 
+    /// The nvJPEG file in use.
+    pub fn library(&self) -> &str {
+        &self.nv.library
+    }
+
     /// Decodes `jpegs` (sizes from their headers: `dims`) into one device buffer, RGB
     /// interleaved. Fails as a whole if nvJPEG refuses the batch; the caller then decodes
     /// those images on the CPU (per-image fallback).
@@ -224,14 +229,7 @@ impl GpuJpegDecoder {
         jpegs: &[&[u8]],
         dims: &[(u32, u32)],
     ) -> Result<DecodedBatch, GpuError> {
-        let n = jpegs.len();
-        if n == 0 || dims.len() != n {
-            return Err(GpuError::NvJpeg {
-                call: "decode_batch",
-                status: format!("{n} images, {} sizes", dims.len()),
-            });
-        }
-        let mut images = Vec::with_capacity(n);
+        let mut images = Vec::with_capacity(dims.len());
         let mut total = 0usize;
         for &(w, h) in dims {
             images.push((total, w, h));
@@ -240,6 +238,37 @@ impl GpuJpegDecoder {
         // SAFETY: u8 needs no initialisation before nvJPEG writes every pixel.
         let mut buffer = unsafe { self.stream.alloc::<u8>(total.max(1)) }
             .map_err(|e| GpuError::alloc(e, total))?;
+        let offsets: Vec<usize> = images.iter().map(|&(o, _, _)| o).collect();
+        self.decode_into(jpegs, dims, &mut buffer, &offsets)?;
+        Ok(DecodedBatch { buffer, images })
+    }
+
+    /// Decodes `jpegs` into `dst`, image k as interleaved RGB (pitch width*3) at byte
+    /// `offsets[k]`, and waits for it. `dims` are the headers' sizes; every image must fit.
+    pub fn decode_into(
+        &mut self,
+        jpegs: &[&[u8]],
+        dims: &[(u32, u32)],
+        dst: &mut CudaSlice<u8>,
+        offsets: &[usize],
+    ) -> Result<(), GpuError> {
+        let n = jpegs.len();
+        let bad = |status: String| GpuError::NvJpeg {
+            call: "decode_into",
+            status,
+        };
+        if n == 0 || dims.len() != n || offsets.len() != n {
+            return Err(bad(format!(
+                "{n} images, {} sizes, {} offsets",
+                dims.len(),
+                offsets.len()
+            )));
+        }
+        for (&(w, h), &off) in dims.iter().zip(offsets) {
+            if off + w as usize * h as usize * 3 > dst.len() {
+                return Err(bad(format!("a {w}x{h} image at {off} overruns the buffer")));
+            }
+        }
         if self.initialized_for != n {
             // SAFETY: live handle and state; batch size n, no CPU threads of nvJPEG's own.
             check("nvjpegDecodeBatchedInitialize", unsafe {
@@ -255,10 +284,11 @@ impl GpuJpegDecoder {
         }
         let stream = self.stream.clone();
         {
-            let (base, _sync) = buffer.device_ptr_mut(&stream);
-            let mut dest: Vec<NvJpegImage> = images
+            let (base, _sync) = dst.device_ptr_mut(&stream);
+            let mut dest: Vec<NvJpegImage> = dims
                 .iter()
-                .map(|&(off, w, _)| NvJpegImage {
+                .zip(offsets)
+                .map(|(&(w, _), &off)| NvJpegImage {
                     channel: [
                         (base + off as u64) as *mut u8,
                         std::ptr::null_mut(),
@@ -271,10 +301,10 @@ impl GpuJpegDecoder {
             let data: Vec<*const u8> = jpegs.iter().map(|j| j.as_ptr()).collect();
             let lengths: Vec<usize> = jpegs.iter().map(|j| j.len()).collect();
             // SAFETY: `data`/`lengths` describe `n` live host buffers; each destination points
-            // at w*h*3 bytes of `buffer` (allocated above for exactly these sizes, from the
-            // headers nvJPEG also reads); the stream belongs to this device's context. nvJPEG
-            // copies what it needs from the host buffers before returning.
-            check("nvjpegDecodeBatched", unsafe {
+            // at w*h*3 bytes inside `dst` (checked above, sizes from the headers nvJPEG also
+            // reads); the stream belongs to this device's context. nvJPEG copies what it needs
+            // from the host buffers before returning.
+            let status = unsafe {
                 (self.nv.decode_batched)(
                     self.handle,
                     self.state,
@@ -283,10 +313,15 @@ impl GpuJpegDecoder {
                     dest.as_mut_ptr(),
                     stream.cu_stream(),
                 )
-            })?;
+            };
+            if status != 0 {
+                // A failed batch can leave the batched state half set up: initialise again.
+                self.initialized_for = 0;
+            }
+            check("nvjpegDecodeBatched", status)?;
         }
         stream.synchronize()?;
-        Ok(DecodedBatch { buffer, images })
+        Ok(())
     }
 }
 

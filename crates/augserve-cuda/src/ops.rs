@@ -1,13 +1,18 @@
 //! The GPU implementation of the batch ops: upload the prepared crops once (u8), resize,
 //! mix + normalise and measure on the device, download the finished tensor.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
+use augserve_core::decode::{decode_jpeg, JpegInfo};
 use augserve_core::ops::mix::{MixPlan, NormalizeCoeffs};
 use augserve_core::ops::resize::Coeffs;
 use augserve_core::ops::stats::BatchStats;
-use augserve_core::pipeline::{tensor_shape, BatchOps, BatchOutput, CpuBatchOps, PreparedImage};
+use augserve_core::pipeline::{
+    tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DeviceDecoder, PreparedImage,
+};
+use augserve_core::SampleError;
 use augserve_core::{PipelineSpec, Tensor};
 use cudarc::driver::{
     CudaSlice, CudaStream, DevicePtr, DeviceRepr, PinnedHostSlice, PushKernelArg,
@@ -15,9 +20,11 @@ use cudarc::driver::{
 use rayon::ThreadPool;
 
 use crate::device::GpuDevice;
+use crate::gpu_decode::{route, DecodeRoute, DecodeSplit, NvJpegBackend};
 use crate::ipc::IpcRing;
-use crate::kernels::{dtype_code, layout_code, MixDesc, ResizeDesc};
+use crate::kernels::{dtype_code, layout_code, ColorDesc, MixDesc, ResizeDesc};
 use crate::launch::{grid, launch};
+use crate::nvjpeg::{GpuJpegDecoder, NvJpeg};
 use crate::GpuError;
 
 /// Per-batch buffers, reused across batches (grown, never shrunk). Each slot has its own
@@ -104,7 +111,49 @@ pub struct ResizePlan {
     pub max_tmp_rows: u32,
 }
 
+/// Where an image's region lies in the batch's source buffer: its top-left pixel's byte
+/// offset, its size, and the row length (pixels) of the image it lies in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResizeSource {
+    pub offset: usize,
+    pub width: u32,
+    pub height: u32,
+    pub pitch: u32,
+}
+
+/// The packed layout of host regions: back to back, each its own pitch.
+pub fn packed_sources(images: &[PreparedImage]) -> (Vec<ResizeSource>, usize) {
+    let mut at = 0;
+    let sources = images
+        .iter()
+        .map(|im| {
+            let s = ResizeSource {
+                offset: at,
+                width: im.region.width,
+                height: im.region.height,
+                pitch: im.region.width,
+            };
+            at += im.region.data.len();
+            s
+        })
+        .collect();
+    (sources, at)
+}
+
+/// The resize plan for host regions packed back to back (see [`plan_resize_sources`]).
 pub fn plan_resize(images: &[PreparedImage], out_w: u32, out_h: u32) -> ResizePlan {
+    let (sources, bytes) = packed_sources(images);
+    plan_resize_sources(images, &sources, bytes, out_w, out_h)
+}
+
+/// The resize plan for `images` whose regions lie at `sources` in a buffer of `src_bytes`.
+pub fn plan_resize_sources(
+    images: &[PreparedImage],
+    sources: &[ResizeSource],
+    src_bytes: usize,
+    out_w: u32,
+    out_h: u32,
+) -> ResizePlan {
     let n = images.len();
     let (ow, oh) = (out_w as usize, out_h as usize);
     let mut hfirst = Vec::with_capacity(n * ow);
@@ -113,24 +162,25 @@ pub fn plan_resize(images: &[PreparedImage], out_w: u32, out_h: u32) -> ResizePl
     let mut vcount = Vec::with_capacity(n * oh);
     let mut weights: Vec<i32> = Vec::new();
     let mut descs = Vec::with_capacity(n);
-    let (mut src_off, mut tmp_off, mut max_rows) = (0usize, 0usize, 0u32);
-    for im in images {
+    let (mut tmp_off, mut max_rows) = (0usize, 0u32);
+    for (im, src) in images.iter().zip(sources) {
         // The same Rust code as the CPU reference computes the weights, so they are equal.
-        let h = Coeffs::new(im.region.width, im.crop.x0, im.crop.x1, out_w);
-        let v = Coeffs::new(im.region.height, im.crop.y0, im.crop.y1, out_h);
+        let h = Coeffs::new(src.width, im.crop.x0, im.crop.x1, out_w);
+        let v = Coeffs::new(src.height, im.crop.y0, im.crop.y1, out_h);
         let (row_lo, row_hi) = v.span();
         let rows = row_hi - row_lo;
         descs.push(ResizeDesc {
-            src_off: src_off as u64,
+            src_off: src.offset as u64,
             tmp_off: tmp_off as u64,
             hw_off: weights.len() as u64,
             vw_off: (weights.len() + h.weights.len()) as u64,
-            src_w: im.region.width as i32,
+            src_w: src.width as i32,
             row_lo: row_lo as i32,
             tmp_rows: rows as i32,
             hk: h.ksize as i32,
             vk: v.ksize as i32,
             flip: i32::from(im.flip),
+            src_pitch: src.pitch as i32,
         });
         hfirst.extend(h.first.iter().map(|&x| x as i32));
         hcount.extend(h.count.iter().map(|&x| x as i32));
@@ -138,7 +188,6 @@ pub fn plan_resize(images: &[PreparedImage], out_w: u32, out_h: u32) -> ResizePl
         vcount.extend(v.count.iter().map(|&x| x as i32));
         weights.extend_from_slice(&h.weights);
         weights.extend_from_slice(&v.weights);
-        src_off += im.region.data.len();
         tmp_off += rows as usize * ow * 3;
         max_rows = max_rows.max(rows);
     }
@@ -161,7 +210,7 @@ pub fn plan_resize(images: &[PreparedImage], out_w: u32, out_h: u32) -> ResizePl
         vfirst: vf,
         vcount: vc,
         weights: w,
-        src_bytes: src_off,
+        src_bytes,
         tmp_bytes: tmp_off,
         max_tmp_rows: max_rows,
     }
@@ -205,6 +254,47 @@ pub struct GpuBatchOps {
     device: Arc<GpuDevice>,
     slots: Vec<Mutex<Slot>>,
     cpu: CpuBatchOps,
+    decode: Option<GpuDecode>,
+}
+
+/// GPU JPEG decoding: the nvJPEG decoder, the CPU/GPU split, and what happened (counts).
+struct GpuDecode {
+    decoder: Mutex<GpuJpegDecoder>,
+    backend: NvJpegBackend,
+    split: Mutex<DecodeSplit>,
+    on_gpu: AtomicU64,
+    fell_back: AtomicU64,
+    routed_cpu: AtomicU64,
+}
+
+/// splitmix64: a well-mixed hash of the sample id, so the split picks images evenly.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl DeviceDecoder for GpuDecode {
+    fn takes(&self, info: &JpegInfo, sample_id: u64) -> bool {
+        if route(info, self.backend) != DecodeRoute::Gpu {
+            self.routed_cpu.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let share = self
+            .split
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .gpu_share();
+        ((mix64(sample_id) >> 11) as f64 / (1u64 << 53) as f64) < share
+    }
+
+    fn observe_cpu(&self, images: usize, wall: Duration) {
+        self.split
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(images, wall.as_secs_f64(), 0, 0.0);
+    }
 }
 
 impl GpuBatchOps {
@@ -232,7 +322,133 @@ impl GpuBatchOps {
             device,
             slots,
             cpu: CpuBatchOps::default(),
+            decode: None,
         })
+    }
+
+    /// Turns on GPU JPEG decoding (nvJPEG, the hardware engine where the GPU has one): the
+    /// pipeline then leaves the images nvJPEG takes undecoded, in the share the measured
+    /// rates give. Returns the backend in use, or why decoding stays on the CPU.
+    pub fn enable_gpu_decode(&mut self) -> Result<NvJpegBackend, GpuError> {
+        let nv = NvJpeg::load()?;
+        let decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
+        let backend = decoder.backend();
+        self.decode = Some(GpuDecode {
+            decoder: Mutex::new(decoder),
+            backend,
+            split: Mutex::new(DecodeSplit::default()),
+            on_gpu: AtomicU64::new(0),
+            fell_back: AtomicU64::new(0),
+            routed_cpu: AtomicU64::new(0),
+        });
+        Ok(backend)
+    }
+
+    /// Decodes the deferred images (`jobs`: image index, byte offset of its full image in
+    /// `src`) into `src` on the GPU; what nvJPEG refuses, on the CPU, uploaded to the same
+    /// place. Images that fail both are returned as per-image errors.
+    fn decode_deferred(
+        &self,
+        images: &[PreparedImage],
+        jobs: &[(usize, usize)],
+        src: &mut CudaSlice<u8>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
+        let Some(gd) = &self.decode else {
+            return Err(GpuError::NoNvJpeg("GPU decoding is not enabled".into()));
+        };
+        let deferred = |i: usize| images[i].deferred.as_deref();
+        let mut jpegs = Vec::with_capacity(jobs.len());
+        let mut dims = Vec::with_capacity(jobs.len());
+        let mut offsets = Vec::with_capacity(jobs.len());
+        for &(i, off) in jobs {
+            let d = deferred(i).ok_or(GpuError::NoNvJpeg("image not deferred".into()))?;
+            jpegs.push(d.bytes.as_slice());
+            dims.push((d.width, d.height));
+            offsets.push(off);
+        }
+        let mut dec = gd.decoder.lock().unwrap_or_else(|p| p.into_inner());
+        let t0 = Instant::now();
+        let whole = dec.decode_into(&jpegs, &dims, src, &offsets);
+        let mut failed = Vec::new();
+        match whole {
+            Ok(()) => {
+                gd.on_gpu.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                gd.split.lock().unwrap_or_else(|p| p.into_inner()).observe(
+                    0,
+                    0.0,
+                    jobs.len(),
+                    t0.elapsed().as_secs_f64(),
+                );
+            }
+            Err(batch_err) => {
+                // nvJPEG fails a batch as a whole: find the images it refuses one by one.
+                tracing::debug!(error = %batch_err, images = jobs.len(), "nvJPEG refused a batch; decoding image by image");
+                for k in 0..jobs.len() {
+                    let one = dec.decode_into(&jpegs[k..=k], &dims[k..=k], src, &offsets[k..=k]);
+                    if one.is_ok() {
+                        gd.on_gpu.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    gd.fell_back.fetch_add(1, Ordering::Relaxed);
+                    let i = jobs[k].0;
+                    let Some(d) = deferred(i) else { continue };
+                    match decode_jpeg(&d.bytes, &d.limits) {
+                        Ok(img) if (img.width, img.height) == (d.width, d.height) => {
+                            let end = offsets[k] + img.data.len();
+                            stream
+                                .memcpy_htod(&img.data[..], &mut src.slice_mut(offsets[k]..end))?;
+                        }
+                        Ok(img) => failed.push(SampleError {
+                            sample_id: images[i].sample_id,
+                            source_name: d.source_name.clone(),
+                            kind: augserve_core::SampleErrorKind::Decode(format!(
+                                "decoded size {}x{} differs from the header's {}x{}",
+                                img.width, img.height, d.width, d.height
+                            )),
+                        }),
+                        Err(kind) => failed.push(SampleError {
+                            sample_id: images[i].sample_id,
+                            source_name: d.source_name.clone(),
+                            kind,
+                        }),
+                    }
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(GpuError::DeferredFailed(failed))
+        }
+    }
+
+    /// Colour jitter of GPU-decoded regions, in place: luma sums (for contrast), then the
+    /// per-pixel LUT + saturation, the same integer arithmetic as the CPU path.
+    fn color_on_device(
+        &self,
+        stream: &Arc<CudaStream>,
+        src: &mut CudaSlice<u8>,
+        colors: &[ColorDesc],
+    ) -> Result<(), GpuError> {
+        let m = colors.len();
+        let descs = stream.clone_htod(colors)?;
+        let mut sums = stream.alloc_zeros::<u64>(m)?;
+        let most = colors
+            .iter()
+            .map(|c| c.width as u32 * c.height as u32)
+            .max()
+            .unwrap_or(1);
+        // The kernels loop over their region (grid stride): 64 blocks per image is plenty.
+        let cfg = grid(most.min(64 * crate::launch::BLOCK), 1, m as u32);
+        let d = &self.device;
+        launch(stream, &d.color_luma_sums, cfg, |a| {
+            a.arg(&*src).arg(&descs).arg(&mut sums);
+        })?;
+        launch(stream, &d.color_apply, cfg, |a| {
+            a.arg(&mut *src).arg(&descs).arg(&sums);
+        })?;
+        Ok(())
     }
 
     pub fn device_info(&self) -> &crate::GpuInfo {
@@ -293,7 +509,37 @@ impl GpuBatchOps {
         let hw = out_w as usize * out_h as usize;
         let out_bytes = n * hw * 3 * spec.output.dtype.size_bytes();
         let t0 = Instant::now();
-        let rp = plan_resize(images, out_w, out_h);
+        // Host regions first, packed; then each deferred image's full decoded size.
+        let (mut sources, cpu_bytes) = packed_sources(images);
+        let mut jobs = Vec::new(); // (image index, byte offset of the full decoded image)
+        let mut colors = Vec::new();
+        let mut src_bytes = cpu_bytes;
+        for (i, im) in images.iter().enumerate() {
+            if let Some(d) = im.deferred.as_deref() {
+                let (x, y, w, h) = d.region;
+                let region_off = src_bytes + (y as usize * d.width as usize + x as usize) * 3;
+                sources[i] = ResizeSource {
+                    offset: region_off,
+                    width: w,
+                    height: h,
+                    pitch: d.width,
+                };
+                jobs.push((i, src_bytes));
+                if !d.color.is_identity() {
+                    colors.push(ColorDesc {
+                        offset: region_off as u64,
+                        width: w as i32,
+                        height: h as i32,
+                        brightness: d.color.brightness,
+                        contrast: d.color.contrast,
+                        saturation: d.color.saturation,
+                        pitch: d.width as i32,
+                    });
+                }
+                src_bytes += d.width as usize * d.height as usize * 3;
+            }
+        }
+        let rp = plan_resize_sources(images, &sources, src_bytes, out_w, out_h);
         let mix = mix_descs(plan);
         let norm = NormalizeCoeffs::new(&spec.normalize);
         let norm_vals: Vec<f32> = norm.scale.iter().chain(norm.bias.iter()).copied().collect();
@@ -303,11 +549,15 @@ impl GpuBatchOps {
         let stream = slot.stream.clone();
         let t_host = t0.elapsed();
         let ev = |s: &Arc<CudaStream>| -> Result<cudarc::driver::CudaEvent, GpuError> {
-            let e = s.context().new_event(None)?;
+            // Timing must be asked for: cudarc's default event has CU_EVENT_DISABLE_TIMING,
+            // and cuEventElapsedTime on such events fails with INVALID_HANDLE.
+            let e = s
+                .context()
+                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
             e.record(s)?;
             Ok(e)
         };
-        ensure_pinned(&stream, &mut slot.stage_in, rp.src_bytes, true)?;
+        ensure_pinned(&stream, &mut slot.stage_in, cpu_bytes, true)?;
         ensure_pinned(&stream, &mut slot.stage_out, out_bytes, false)?;
         ensure_dev(&stream, &mut slot.src, rp.src_bytes)?;
         ensure_dev(&stream, &mut slot.tmp, rp.tmp_bytes)?;
@@ -338,9 +588,19 @@ impl GpuBatchOps {
                 .stage_in
                 .as_ref()
                 .ok_or(GpuError::NoDevice("staging".into()))?;
-            let host = &stage.as_slice()?[..rp.src_bytes.max(1).min(stage.len())];
             let src = dev(&mut slot.src)?;
-            stream.memcpy_htod(host, &mut src.slice_mut(..host.len()))?;
+            if cpu_bytes > 0 {
+                let host = &stage.as_slice()?[..cpu_bytes];
+                stream.memcpy_htod(host, &mut src.slice_mut(..cpu_bytes))?;
+            }
+        }
+        if !jobs.is_empty() {
+            // Straight into the source buffer, after the host regions: the resize reads the
+            // decoded image where nvJPEG wrote it.
+            self.decode_deferred(images, &jobs, dev(&mut slot.src)?, &stream)?;
+            if !colors.is_empty() {
+                self.color_on_device(&stream, dev(&mut slot.src)?, &colors)?;
+            }
         }
         stream.memcpy_htod(&rp.descs[..], &mut dev(&mut slot.descs)?.slice_mut(..n))?;
         let tl = rp.tables.len();
@@ -488,7 +748,7 @@ impl GpuBatchOps {
             mix_normalize_ms: ms(&e_resize, &e_mix)?,
             stats_ms: ms(&e_mix, &e_stats)?,
             download_ms: ms(&e_stats, &e_done)?,
-            upload_bytes: rp.src_bytes + rp.tables.len() * 4,
+            upload_bytes: cpu_bytes + rp.tables.len() * 4,
             output_bytes: out_bytes,
             total: t0.elapsed(),
         };
@@ -538,6 +798,27 @@ impl BatchOps for GpuBatchOps {
         Some(total.saturating_sub(free) as u64)
     }
 
+    fn device_decoder(&self) -> Option<&dyn DeviceDecoder> {
+        self.decode.as_ref().map(|d| d as &dyn DeviceDecoder)
+    }
+
+    fn decode_report(&self) -> Option<String> {
+        let d = self.decode.as_ref()?;
+        let split = d.split.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (cpu, gpu) = split.rates();
+        let rate = |r: Option<f64>| r.map_or("-".to_string(), |v| format!("{v:.0}"));
+        Some(format!(
+            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU (rates: CPU {} images/s, GPU {} images/s)",
+            d.backend,
+            d.on_gpu.load(Ordering::Relaxed),
+            d.fell_back.load(Ordering::Relaxed),
+            d.routed_cpu.load(Ordering::Relaxed),
+            split.gpu_share() * 100.0,
+            rate(cpu),
+            rate(gpu),
+        ))
+    }
+
     fn device_ring(
         &self,
         slots: u32,
@@ -564,7 +845,7 @@ impl BatchOps for GpuBatchOps {
         })?;
         self.run_gpu_to(images, plan, spec, Some((ring, slot)))
             .map(|(out, _)| out)
-            .map_err(|e| augserve_core::Error::Backend(e.to_string()))
+            .map_err(augserve_core::Error::from)
     }
 
     fn run(
@@ -576,6 +857,7 @@ impl BatchOps for GpuBatchOps {
     ) -> augserve_core::Result<BatchOutput> {
         match self.run_gpu(images, plan, spec) {
             Ok(out) => Ok(out),
+            Err(e @ GpuError::DeferredFailed(_)) => Err(e.into()),
             Err(e) => {
                 // Out of memory or a driver fault fails over to the CPU for this batch; the
                 // result is the same up to one level of resize rounding.

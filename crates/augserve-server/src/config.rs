@@ -40,6 +40,9 @@ pub struct ServerConfig {
     /// Where shared-memory rings of SHM streams live (env AUGSERVE_SHM_DIR); "" disables the
     /// SHM transport. Must be on a RAM-backed file system (tmpfs) that clients can read.
     pub shm_dir: PathBuf,
+    /// Decode JPEGs on the GPU too (nvJPEG), split with the CPU workers by measured rates
+    /// (env AUGSERVE_GPU_DECODE=1). Needs the GPU batch ops; without nvJPEG, the CPU decodes.
+    pub gpu_decode: bool,
     /// Accepted tokens from the environment only (AUGSERVE_TOKENS, comma-separated); never
     /// written out.
     #[serde(skip)]
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             tls_key: None,
             tokens_file: None,
             shm_dir: PathBuf::from("/dev/shm"),
+            gpu_decode: false,
             tokens: Vec::new(),
         }
     }
@@ -147,6 +151,7 @@ impl ServerConfig {
                 "TLS_CERT" => self.tls_cert = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "TLS_KEY" => self.tls_key = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "SHM_DIR" => self.shm_dir = PathBuf::from(&v),
+                "GPU_DECODE" => self.gpu_decode = matches!(v.as_str(), "1" | "true" | "yes" | "on"),
                 "TOKENS_FILE" => self.tokens_file = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "TOKENS" => {
                     self.tokens = v

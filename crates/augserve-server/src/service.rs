@@ -48,7 +48,17 @@ impl AugServeService {
             "auto" | "gpu" => match augserve_cuda::GpuDevice::open(0)
                 .and_then(|d| augserve_cuda::GpuBatchOps::new(d, 2))
             {
-                Ok(g) => (Arc::new(g), None),
+                Ok(mut g) => {
+                    if cfg.gpu_decode {
+                        match g.enable_gpu_decode() {
+                            Ok(b) => {
+                                tracing::info!(backend = ?b, "JPEG decoding on the GPU (nvJPEG) and the CPU")
+                            }
+                            Err(e) => tracing::warn!("{e}; JPEG decoding stays on the CPU"),
+                        }
+                    }
+                    (Arc::new(g), None)
+                }
                 Err(e) if cfg.device == "gpu" => {
                     return Err(ServerError::Config(format!("device = gpu, but {e}")))
                 }

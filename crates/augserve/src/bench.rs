@@ -200,10 +200,21 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut gpu_line = "none".to_string();
     if args.devices != DevicesArg::Cpu {
-        match GpuDevice::open(0).and_then(|d| GpuBatchOps::new(d, 2)) {
-            Ok(g) => {
+        match GpuDevice::open(0).and_then(|d| Ok((GpuBatchOps::new(d.clone(), 2)?, d))) {
+            Ok((g, dev)) => {
                 gpu_line = g.device();
                 devices.push((g.device(), Arc::new(g)));
+                // The same GPU, decoding JPEGs too (nvJPEG), split with the CPU workers.
+                match GpuBatchOps::new(dev, 2).and_then(|mut g| {
+                    let backend = g.enable_gpu_decode()?;
+                    Ok((g, backend))
+                }) {
+                    Ok((g, backend)) => {
+                        gpu_line += &format!(", nvJPEG {backend:?}");
+                        devices.push(("gpu+nvjpeg".into(), Arc::new(g)));
+                    }
+                    Err(e) => gpu_line += &format!(" (no GPU decoding: {e})"),
+                }
             }
             Err(e) if args.devices == DevicesArg::Gpu => {
                 anyhow::bail!("--devices gpu, but {e}")
@@ -259,7 +270,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 .map(|i| (k as u64 * batch_size as u64 + i) % len)
                 .collect()
         };
-        pipeline.batch(0, 0, 0, 0, &ids(0))?; // warm-up: pools, buffers, kernels
+        // Warm-up: pools, buffers, kernels; with GPU decoding, also the CPU/GPU split, which
+        // starts at half and then follows the measured rates.
+        let warmups = if ops.device_decoder().is_some() { 6 } else { 1 };
+        for k in 0..warmups {
+            pipeline.batch(0, 0, 1000 + k, 1000 + k, &ids(k as usize))?;
+        }
         bar.inc(1);
         let mut acc = StageTimings::default();
         let (mut images, mut bytes) = (0usize, 0usize);
@@ -290,6 +306,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         });
     }
     bar.finish_and_clear();
+    for (name, ops) in &devices {
+        if let Some(r) = ops.decode_report() {
+            println!("{name}: {r}");
+        }
+    }
     if args.devices != DevicesArg::Cpu {
         match gpu_decode_row(&dataset, &args) {
             Ok(r) => rows.push(r),

@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// usable (driver, device, NVRTC) and the spec's placement allows, else the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "AUGSERVE_DEVICE")]
     device: DeviceArg,
+    /// Decode JPEGs on the GPU too (nvJPEG; the hardware engine on A100/H100/H200), split
+    /// with the CPU workers by their measured rates. Needs `--device gpu` or `auto` with a
+    /// usable GPU; without nvJPEG, decoding stays on the CPU and the run says why.
+    #[arg(long, env = "AUGSERVE_GPU_DECODE")]
+    gpu_decode: bool,
     /// CPU resize: `reference` (Pillow-exact, identical to the GPU kernel) or `fast`
     /// (fast_image_resize SIMD, within one level, faster).
     #[arg(long, value_enum, default_value = "reference")]
@@ -187,6 +192,7 @@ fn choose_batch_ops(
     device: DeviceArg,
     spec: &PipelineSpec,
     cpu: CpuBatchOps,
+    gpu_decode: bool,
 ) -> anyhow::Result<(Arc<dyn BatchOps>, String)> {
     let placed = [spec.placement.resize, spec.placement.mix];
     let explicit = device == DeviceArg::Gpu || placed.contains(&Device::Gpu);
@@ -198,9 +204,9 @@ fn choose_batch_ops(
         return Ok((Arc::new(cpu), "cpu (as asked)".into()));
     }
     match GpuDevice::open(0).and_then(|d| GpuBatchOps::new(d, 2)) {
-        Ok(gpu) => {
+        Ok(mut gpu) => {
             let i = gpu.device_info();
-            let line = format!(
+            let mut line = format!(
                 "{} (compute {}.{}, {:.0} GiB, kernels compiled by NVRTC for {})",
                 gpu.device(),
                 i.compute_capability.0,
@@ -208,6 +214,12 @@ fn choose_batch_ops(
                 i.total_memory as f64 / (1u64 << 30) as f64,
                 i.arch
             );
+            if gpu_decode {
+                match gpu.enable_gpu_decode() {
+                    Ok(backend) => line += &format!("; JPEG decoding: nvJPEG ({backend:?}) + CPU"),
+                    Err(e) => line += &format!("; JPEG decoding on the CPU ({e})"),
+                }
+            }
             Ok((Arc::new(gpu), line))
         }
         Err(e) if explicit => Err(anyhow::anyhow!("the GPU was requested, but {e}")),
@@ -270,7 +282,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ResizeArg::Fast => CpuResize::Fast,
         ResizeArg::Reference => CpuResize::Reference,
     };
-    let (ops, ops_line) = choose_batch_ops(args.device, &spec, CpuBatchOps { resize })?;
+    let (ops, ops_line) =
+        choose_batch_ops(args.device, &spec, CpuBatchOps { resize }, args.gpu_decode)?;
+    let decode_ops = ops.clone();
     let pipeline = Pipeline::new(
         dataset.clone(),
         spec.clone(),
@@ -473,6 +487,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             f(s.clipped)
         );
     }
+    let decode_report = decode_ops.decode_report();
+    if let Some(r) = &decode_report {
+        println!("{r}");
+    }
     if n_err > 0 {
         println!(
             "image errors: {n_err} ({errors:?}); first: {}",
@@ -487,6 +505,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             "images": images, "batches": done, "seconds": secs,
             "images_per_s": images as f64 / secs, "output_mb_per_s": out_bytes as f64 / secs / 1e6,
             "threads": pipeline.threads(), "device": device, "errors": errors,
+            "decode": decode_report,
             "ms_per_batch": {
                 "read": per_batch(timings.read), "decode": per_batch(timings.decode), "color": per_batch(timings.color),
                 "per_image_wall": per_batch(timings.per_image_wall), "resize": per_batch(timings.resize),
