@@ -5,7 +5,7 @@
 //! The ring is one `cuMemAlloc` allocation (IPC handles cannot be taken of stream-ordered
 //! pool allocations, which cudarc's `alloc` may use), freed when the ring drops; batches are
 //! copied into a slot device-to-device on the batch's stream, which is synchronised before
-//! the slot reference is sent. Unverified on a GPU so far (no device was lent).
+//! the slot reference is sent. Checked on an H200 (tests/gpu.rs, clients/python/tests/test_cuda_ipc.py).
 
 use std::sync::Arc;
 

@@ -2,11 +2,10 @@
 //! binary builds and runs without it, and `NvJpeg::load` says why it is unavailable. Only the
 //! functions the batched decoder uses are bound; every call goes through `check`.
 //!
-//! `GpuJpegDecoder::decode_batch` decodes a batch straight into one device buffer as
-//! interleaved RGB (the layout `resize_crop_u8` reads), with the hardware engine where the
-//! GPU has one (A100/H100) and the CUDA backend elsewhere. Images `gpu_decode::route` sends
-//! to the CPU never reach it. **Unverified on a GPU**: no device has been lent to this
-//! project yet; the CPU-side parts (loading, routing, split) are tested.
+//! `GpuJpegDecoder::decode_into` decodes a batch straight into the caller's device buffer as
+//! interleaved RGB (the layout the resize kernels read), with the hardware engine where the
+//! GPU has one (A100/H100/H200) and the CUDA backend elsewhere. Images `gpu_decode::route`
+//! sends to the CPU never reach it. Checked on an H200 (tests/gpu.rs).
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::Arc;

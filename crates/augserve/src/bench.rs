@@ -111,7 +111,7 @@ fn cpu_model() -> String {
 }
 
 /// nvJPEG's batched decode alone on the dataset's first images (those it takes; see
-/// `gpu_decode::route`), at the largest batch size. Unverified on a GPU so far.
+/// `gpu_decode::route`), at the largest batch size.
 fn gpu_decode_row(dataset: &Dataset, args: &BenchArgs) -> anyhow::Result<Row> {
     use augserve_core::decode::jpeg_info;
     use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
