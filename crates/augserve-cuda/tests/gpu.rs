@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 //! GPU against CPU on fresh random inputs, and kernel timings. Needs a CUDA device: without
-//! one every test prints `skipped: no GPU (...)`. benches/gpu/check.sh runs these on a device
+//! one every test prints `skipped: no GPU (...)`. benches/gpu/run.sh runs these on a device
 //! machine with --nocapture and saves the output under benches/results/.
 
 use std::sync::Arc;
