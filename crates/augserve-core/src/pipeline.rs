@@ -11,7 +11,7 @@ use rayon::ThreadPool;
 use crate::batch::{Batch, StageTimings, Tensor};
 use crate::dataset::Dataset;
 use crate::decode::{decode_jpeg, DecodeLimits};
-use crate::error::{Error, Result, SampleError};
+use crate::error::{Error, Result, SampleError, SampleErrorKind};
 use crate::image::RgbImage;
 use crate::ops::color::{apply_color_jitter, ColorFactors};
 use crate::ops::crop::{choose_crop, CropBox};
@@ -52,6 +52,21 @@ pub struct DeferredDecode {
     pub limits: DecodeLimits,
 }
 
+impl DeferredDecode {
+    /// The whole image decoded on the CPU (zune-jpeg), checked against the header's size:
+    /// the fallback for what a device decoder refuses.
+    pub fn decode_full(&self) -> std::result::Result<RgbImage, SampleErrorKind> {
+        let img = decode_jpeg(&self.bytes, &self.limits)?;
+        if (img.width, img.height) != (self.width, self.height) {
+            return Err(SampleErrorKind::Decode(format!(
+                "decoded size {}x{} differs from the header's {}x{}",
+                img.width, img.height, self.width, self.height
+            )));
+        }
+        Ok(img)
+    }
+}
+
 impl PreparedImage {
     /// Decodes a deferred image on the CPU, exactly as the per-image stage would have (the
     /// fallback for images a device decoder refuses). No-op for other images.
@@ -59,27 +74,24 @@ impl PreparedImage {
         let Some(d) = self.deferred.take() else {
             return Ok(());
         };
-        let fail = |kind| SampleError {
+        let img = d.decode_full().map_err(|kind| SampleError {
             sample_id: self.sample_id,
             source_name: d.source_name.clone(),
             kind,
-        };
-        let img = decode_jpeg(&d.bytes, &d.limits).map_err(fail)?;
-        if (img.width, img.height) != (d.width, d.height) {
-            return Err(fail(crate::error::SampleErrorKind::Decode(format!(
-                "decoded size {}x{} differs from the header's {}x{}",
-                img.width, img.height, d.width, d.height
-            ))));
-        }
-        let (x, y, w, h) = d.region;
-        let mut region = if (x, y, w, h) == (0, 0, img.width, img.height) {
-            img
-        } else {
-            img.crop(x, y, w, h)
-        };
+        })?;
+        let mut region = cut_region(img, d.region);
         apply_color_jitter(&mut region, &d.color);
         self.region = region;
         Ok(())
+    }
+}
+
+/// `region` (x, y, w, h) of `img`, without a copy when it is the whole image.
+fn cut_region(img: RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> RgbImage {
+    if (x, y, w, h) == (0, 0, img.width, img.height) {
+        img
+    } else {
+        img.crop(x, y, w, h)
     }
 }
 
@@ -126,30 +138,21 @@ pub fn prepare_image(
     spec: &PipelineSpec,
     plan_for: impl FnOnce(u32, u32) -> ImagePlan,
     timings: &mut (Duration, Duration),
-) -> Result<(RgbImage, CropBox, bool), crate::error::SampleErrorKind> {
+) -> Result<(RgbImage, CropBox, bool), SampleErrorKind> {
     let t0 = Instant::now();
     let img = decode_jpeg(bytes, limits)?;
     let t1 = Instant::now();
     let plan = plan_for(img.width, img.height);
-    let (x, y, w, h) = read_region(
+    let region_box = read_region(
         img.width,
         img.height,
         plan.crop,
         spec.size.width,
         spec.size.height,
     );
-    let mut region = if (x, y, w, h) == (0, 0, img.width, img.height) {
-        img
-    } else {
-        img.crop(x, y, w, h)
-    };
+    let mut region = cut_region(img, region_box);
     apply_color_jitter(&mut region, &plan.color);
-    let crop = CropBox {
-        x0: plan.crop.x0 - x as f32,
-        y0: plan.crop.y0 - y as f32,
-        x1: plan.crop.x1 - x as f32,
-        y1: plan.crop.y1 - y as f32,
-    };
+    let crop = plan.crop.relative_to(region_box.0, region_box.1);
     timings.0 += t1 - t0;
     timings.1 += t1.elapsed();
     Ok((region, crop, plan.flip))
@@ -375,6 +378,59 @@ impl BatchOps for CpuBatchOps {
     }
 }
 
+/// The per-image stage of an image `dec` takes: only its header is read; the crop, flip and
+/// colour draws use the header's size (equal to the decoded size, so they are the CPU path's
+/// draws). Gives the bytes back when the decoder does not take the image; a header the parser
+/// rejects also stays with the CPU decoder, which judges it.
+#[allow(clippy::too_many_arguments)]
+fn defer_image(
+    spec: &PipelineSpec,
+    limits: &DecodeLimits,
+    seed: u64,
+    epoch: u64,
+    id: u64,
+    label: i64,
+    name: &str,
+    bytes: Vec<u8>,
+    dec: &dyn DeviceDecoder,
+) -> std::result::Result<PreparedImage, Vec<u8>> {
+    let Ok(info) = crate::decode::jpeg_info(&bytes) else {
+        return Err(bytes);
+    };
+    let within_limits = u64::from(info.width) * u64::from(info.height) <= limits.max_pixels
+        && bytes.len() as u64 <= limits.max_file_bytes;
+    if !within_limits || !dec.takes(&info, id) {
+        return Err(bytes);
+    }
+    let plan = ImagePlan::draw(spec, seed, epoch, id, info.width, info.height);
+    let region = read_region(
+        info.width,
+        info.height,
+        plan.crop,
+        spec.size.width,
+        spec.size.height,
+    );
+    Ok(PreparedImage {
+        sample_id: id,
+        label,
+        region: RgbImage::new(0, 0),
+        crop: plan.crop.relative_to(region.0, region.1),
+        flip: plan.flip,
+        deferred: Some(Box::new(DeferredDecode {
+            bytes,
+            source_name: name.to_string(),
+            width: info.width,
+            height: info.height,
+            region,
+            color: plan.color,
+            limits: *limits,
+        })),
+    })
+}
+
+/// What a sample source gives for one id: the sample's name, its label, its encoded bytes.
+pub type SampleRead = (String, i64, std::result::Result<Vec<u8>, SampleErrorKind>);
+
 /// The per-image stage over `ids` in parallel on `pool`: `source(id)` gives the sample's
 /// name, label and encoded bytes. Results keep the order of `ids`.
 #[allow(clippy::type_complexity)]
@@ -391,13 +447,7 @@ pub fn prepare_images<F>(
     StageTimings,
 )
 where
-    F: Fn(
-            u64,
-        ) -> (
-            String,
-            i64,
-            std::result::Result<Vec<u8>, crate::error::SampleErrorKind>,
-        ) + Sync,
+    F: Fn(u64) -> SampleRead + Sync,
 {
     prepare_images_with(spec, limits, pool, seed, epoch, ids, source, None)
 }
@@ -420,13 +470,7 @@ pub fn prepare_images_with<F>(
     StageTimings,
 )
 where
-    F: Fn(
-            u64,
-        ) -> (
-            String,
-            i64,
-            std::result::Result<Vec<u8>, crate::error::SampleErrorKind>,
-        ) + Sync,
+    F: Fn(u64) -> SampleRead + Sync,
 {
     let t0 = Instant::now();
     let results: Vec<_> = pool.install(|| {
@@ -445,48 +489,15 @@ where
                     Err(k) => return (Err(fail(k)), r0.elapsed(), t, false),
                 };
                 let read = r0.elapsed();
-                if let Some(dec) = decoder {
-                    // A header the parser rejects still goes to the CPU decoder, which judges.
-                    if let Ok(info) = crate::decode::jpeg_info(&bytes) {
-                        if u64::from(info.width) * u64::from(info.height) <= limits.max_pixels
-                            && bytes.len() as u64 <= limits.max_file_bytes
-                            && dec.takes(&info, id)
-                        {
-                            let plan =
-                                ImagePlan::draw(spec, seed, epoch, id, info.width, info.height);
-                            let region = read_region(
-                                info.width,
-                                info.height,
-                                plan.crop,
-                                spec.size.width,
-                                spec.size.height,
-                            );
-                            let (x, y, _, _) = region;
-                            let image = PreparedImage {
-                                sample_id: id,
-                                label,
-                                region: RgbImage::new(0, 0),
-                                crop: CropBox {
-                                    x0: plan.crop.x0 - x as f32,
-                                    y0: plan.crop.y0 - y as f32,
-                                    x1: plan.crop.x1 - x as f32,
-                                    y1: plan.crop.y1 - y as f32,
-                                },
-                                flip: plan.flip,
-                                deferred: Some(Box::new(DeferredDecode {
-                                    bytes,
-                                    source_name: name.clone(),
-                                    width: info.width,
-                                    height: info.height,
-                                    region,
-                                    color: plan.color,
-                                    limits: *limits,
-                                })),
-                            };
-                            return (Ok(image), read, t, true);
+                let bytes = match decoder {
+                    Some(dec) => {
+                        match defer_image(spec, limits, seed, epoch, id, label, &name, bytes, dec) {
+                            Ok(image) => return (Ok(image), read, t, true),
+                            Err(bytes) => bytes,
                         }
                     }
-                }
+                    None => bytes,
+                };
                 let res = prepare_image(
                     &bytes,
                     limits,

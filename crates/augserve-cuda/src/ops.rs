@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use augserve_core::decode::{decode_jpeg, JpegInfo};
+use augserve_core::decode::JpegInfo;
 use augserve_core::ops::mix::{MixPlan, NormalizeCoeffs};
 use augserve_core::ops::resize::Coeffs;
 use augserve_core::ops::stats::BatchStats;
@@ -393,20 +393,12 @@ impl GpuBatchOps {
                     gd.fell_back.fetch_add(1, Ordering::Relaxed);
                     let i = jobs[k].0;
                     let Some(d) = deferred(i) else { continue };
-                    match decode_jpeg(&d.bytes, &d.limits) {
-                        Ok(img) if (img.width, img.height) == (d.width, d.height) => {
+                    match d.decode_full() {
+                        Ok(img) => {
                             let end = offsets[k] + img.data.len();
                             stream
                                 .memcpy_htod(&img.data[..], &mut src.slice_mut(offsets[k]..end))?;
                         }
-                        Ok(img) => failed.push(SampleError {
-                            sample_id: images[i].sample_id,
-                            source_name: d.source_name.clone(),
-                            kind: augserve_core::SampleErrorKind::Decode(format!(
-                                "decoded size {}x{} differs from the header's {}x{}",
-                                img.width, img.height, d.width, d.height
-                            )),
-                        }),
                         Err(kind) => failed.push(SampleError {
                             sample_id: images[i].sample_id,
                             source_name: d.source_name.clone(),

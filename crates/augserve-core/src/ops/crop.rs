@@ -30,6 +30,15 @@ impl CropBox {
     pub fn height(&self) -> f32 {
         self.y1 - self.y0
     }
+    /// The box in the coordinates of a region whose top-left pixel is (x, y).
+    pub fn relative_to(&self, x: u32, y: u32) -> CropBox {
+        CropBox {
+            x0: self.x0 - x as f32,
+            y0: self.y0 - y as f32,
+            x1: self.x1 - x as f32,
+            y1: self.y1 - y as f32,
+        }
+    }
 }
 
 /// torchvision's `RandomResizedCrop.get_params`: returns `(top, left, height, width)`.
