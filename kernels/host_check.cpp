@@ -4,6 +4,7 @@
 #include "color.cuh"
 #include "mix.cuh"
 #include "resize.cuh"
+#include "ycbcr.cuh"
 
 extern "C" {
 
@@ -68,7 +69,15 @@ void host_color_jitter(u8* img, int width, int height, float brightness, float c
     for (u64 i = 0; i < pixels; ++i) color_pixel(img + i * 3, lut, saturation, s_fixed);
 }
 
+// ycbcr_to_rgb_u8 over a batch of images.
+void host_ycbcr_to_rgb(const u8* planes, u8* out, const YccDesc* descs, int count) {
+    for (int k = 0; k < count; ++k)
+        for (int y = 0; y < descs[k].height; ++y)
+            for (int x = 0; x < descs[k].width; ++x) ycc_pixel(planes, out, descs[k], x, y);
+}
+
 unsigned long long host_sizeof_color_desc() { return sizeof(ColorDesc); }
 unsigned long long host_sizeof_resize_desc() { return sizeof(ResizeDesc); }
 unsigned long long host_sizeof_mix_desc() { return sizeof(MixDesc); }
+unsigned long long host_sizeof_ycc_desc() { return sizeof(YccDesc); }
 }

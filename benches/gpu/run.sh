@@ -39,6 +39,14 @@ log=$res/run.txt
     timeout 90 "$kit/augserve" run --data "$kit/corpus" --spec "$kit/spec.toml" $flags --batch-size 256 --epochs 8 --quiet \
       --summary-json "$res/run-$dev.json" && python3 -c "import json;d=json.load(open('$res/run-$dev.json'));print('$dev', round(d['images_per_s']), 'images/s')"
   done
+  echo "## the server with GPU decoding (AUGSERVE_GPU_DECODE=1), pulled over gRPC ($SECONDS s)"
+  AUGSERVE_LOG=info AUGSERVE_GPU_DECODE=1 AUGSERVE_TELEMETRY_LOG_INTERVAL_S=0 "$kit/augserve" serve --device gpu \
+    --listen-tcp 127.0.0.1:50077 --dataset corpus="$kit/corpus" > /tmp/augserve-serve.log 2>&1 &
+  spid=$!
+  for _ in $(seq 100); do "$kit/augserve" health --addr 127.0.0.1:50077 >/dev/null 2>&1 && break; sleep 0.2; done
+  timeout 90 "$kit/augserve" pull --addr 127.0.0.1:50077 --dataset corpus --spec "$kit/spec.toml" --batch-size 256 --epochs 4 --quiet
+  kill -TERM $spid; wait $spid
+  grep -E "nvJPEG|GPU decode|JPEG decoding|ERROR|WARN" /tmp/augserve-serve.log | cut -c1-400
   echo "## CUDA IPC delivery to a Python (CuPy) client, against inline"
   PYTHONPATH=clients/python/src:${PYTHONPATH:-} AUGSERVE_BIN=$kit/augserve timeout 120 python3 -m pytest -q -rs -p no:cacheprovider \
     clients/python/tests/test_cuda_ipc.py

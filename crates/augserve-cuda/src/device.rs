@@ -27,6 +27,7 @@ pub struct GpuDevice {
     pub(crate) abs_dev: CudaFunction,
     pub(crate) color_luma_sums: CudaFunction,
     pub(crate) color_apply: CudaFunction,
+    pub(crate) ycbcr_to_rgb: CudaFunction,
 }
 
 /// Whether libnvrtc can be loaded (enough to compile kernels to PTX, no GPU needed).
@@ -69,7 +70,7 @@ impl GpuDevice {
             total_memory: ctx.total_mem()?,
             arch,
         };
-        debug_assert_eq!(KERNEL_NAMES.len(), 6);
+        debug_assert_eq!(KERNEL_NAMES.len(), 7);
         Ok(Arc::new(GpuDevice {
             resize_h: f("resize_horizontal_u8")?,
             resize_v: f("resize_vertical_u8")?,
@@ -77,6 +78,7 @@ impl GpuDevice {
             abs_dev: f("abs_dev_sums")?,
             color_luma_sums: f("color_luma_sums")?,
             color_apply: f("color_apply")?,
+            ycbcr_to_rgb: f("ycbcr_to_rgb_u8")?,
             ctx,
             info,
         }))

@@ -28,8 +28,9 @@ pub const MIN_GPU_SIDE: u32 = 32;
 
 /// The route for an image with headers `info` on `backend`. The CPU keeps what nvJPEG would
 /// refuse or decode differently: CMYK/YCCK (no RGB conversion), 12-bit, lossless, arithmetic,
-/// hierarchical, odd sampling, progressive on the hardware engine, RGB-coded images (nvJPEG
-/// converts them as YCbCr), subsampled grayscale, and tiny images.
+/// hierarchical, odd sampling (4:1:1 included: the conversion kernel takes full or halved
+/// chroma), progressive on the hardware engine, RGB-coded images (nvJPEG converts them as
+/// YCbCr), subsampled grayscale, and tiny images.
 pub fn route(info: &JpegInfo, backend: NvJpegBackend) -> DecodeRoute {
     use DecodeRoute::Cpu;
     if info.components == 4 {
@@ -51,6 +52,10 @@ pub fn route(info: &JpegInfo, backend: NvJpegBackend) -> DecodeRoute {
     }
     if info.components != 1 && info.components != 3 {
         return Cpu("components");
+    }
+    if info.subsampling() == Some("4:1:1") {
+        // Chroma quartered: our conversion kernel handles full and halved chroma only.
+        return Cpu("chroma_4_1_1");
     }
     if info.rgb {
         return Cpu("rgb_coded");
@@ -176,6 +181,11 @@ mod tests {
         assert_eq!(
             route(&gray22, NvJpegBackend::Hardware),
             DecodeRoute::Cpu("gray_subsampled")
+        );
+        let s411 = info(JpegCoding::Baseline, 3, vec![(4, 1), (1, 1), (1, 1)]);
+        assert_eq!(
+            route(&s411, NvJpegBackend::Hardware),
+            DecodeRoute::Cpu("chroma_4_1_1")
         );
         let mut tiny = base.clone();
         tiny.width = 16;

@@ -12,6 +12,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("mix.cuh", include_str!("../../../kernels/mix.cuh")),
     ("color.cuh", include_str!("../../../kernels/color.cuh")),
     ("color.cu", include_str!("../../../kernels/color.cu")),
+    ("ycbcr.cuh", include_str!("../../../kernels/ycbcr.cuh")),
+    ("ycbcr.cu", include_str!("../../../kernels/ycbcr.cu")),
     ("resize.cu", include_str!("../../../kernels/resize.cu")),
     (
         "mix_normalize.cu",
@@ -20,7 +22,7 @@ pub const SOURCES: &[(&str, &str)] = &[
 ];
 
 /// The `.cu` translation units that make up the module.
-const UNITS: &[&str] = &["resize.cu", "mix_normalize.cu", "color.cu"];
+const UNITS: &[&str] = &["resize.cu", "mix_normalize.cu", "color.cu", "ycbcr.cu"];
 
 /// Every `extern "C"` kernel of the module.
 pub const KERNEL_NAMES: &[&str] = &[
@@ -30,6 +32,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "abs_dev_sums",
     "color_luma_sums",
     "color_apply",
+    "ycbcr_to_rgb_u8",
 ];
 
 /// Architecture used when no device tells us its own (CI compiles without a GPU).
@@ -110,6 +113,27 @@ pub struct ColorDesc {
     pub pitch: i32,
 }
 
+/// Mirrors `YccDesc` in kernels/ycbcr.cuh: one nvJPEG-decoded image, planar YCbCr at its
+/// native chroma subsampling, to be converted to interleaved RGB.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct YccDesc {
+    pub y_off: u64,
+    pub cb_off: u64,
+    pub cr_off: u64,
+    pub dst_off: u64,
+    pub width: i32,
+    pub height: i32,
+    pub y_pitch: i32,
+    pub c_pitch: i32,
+    pub c_width: i32,
+    pub c_height: i32,
+    pub h_shift: i32,
+    pub v_shift: i32,
+    pub gray: i32,
+    pub pad_: i32,
+}
+
 /// Mirrors `MixDesc` in kernels/mix.cuh.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -130,6 +154,8 @@ unsafe impl DeviceRepr for ResizeDesc {}
 unsafe impl DeviceRepr for MixDesc {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for ColorDesc {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for YccDesc {}
 
 /// Output dtype / layout codes of the kernels.
 pub fn dtype_code(d: augserve_core::spec::DType) -> i32 {

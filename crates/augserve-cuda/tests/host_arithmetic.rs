@@ -12,7 +12,7 @@ use augserve_core::ops::resize::resize_u8_reference;
 use augserve_core::pipeline::{mix_normalize_batch, PreparedImage};
 use augserve_core::rng::{keyed_rng, Purpose};
 use augserve_core::spec::{DType, EpochMix, Layout, MixMode, OutputSpec, PipelineSpec, Size};
-use augserve_cuda::kernels::{dtype_code, layout_code, MixDesc, ResizeDesc};
+use augserve_cuda::kernels::{dtype_code, layout_code, MixDesc, ResizeDesc, YccDesc};
 use augserve_cuda::{mix_descs, plan_resize};
 use rand::{Rng, RngCore};
 
@@ -379,5 +379,193 @@ fn colour_jitter_matches_the_rust_path_byte_for_byte() {
     }
     println!(
         "colour jitter: {checked} random images, kernel arithmetic == Rust path byte for byte"
+    );
+}
+
+type YccFn = unsafe extern "C" fn(*const u8, *mut u8, *const YccDesc, i32);
+
+fn zune_decode(bytes: &[u8], out: zune_core::colorspace::ColorSpace) -> (Vec<u8>, usize, usize) {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::options::DecoderOptions;
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(out);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+    let px = dec.decode().unwrap();
+    let (w, h) = dec.dimensions().unwrap();
+    (px, w, h)
+}
+
+/// Planar layout of one image (planes back to back from 0, RGB output at 0), as
+/// `nvjpeg::plane_layout` makes it for nvJPEG's output.
+fn ycc_desc(w: usize, h: usize, h_shift: i32, v_shift: i32, gray: bool) -> YccDesc {
+    let (cw, ch) = (
+        (w + h_shift as usize) >> h_shift,
+        (h + v_shift as usize) >> v_shift,
+    );
+    YccDesc {
+        y_off: 0,
+        cb_off: (w * h) as u64,
+        cr_off: (w * h + cw * ch) as u64,
+        dst_off: 0,
+        width: w as i32,
+        height: h as i32,
+        y_pitch: w as i32,
+        c_pitch: cw as i32,
+        c_width: cw as i32,
+        c_height: ch as i32,
+        h_shift,
+        v_shift,
+        gray: i32::from(gray),
+        pad_: 0,
+    }
+}
+
+fn host_convert(f: YccFn, planes: &[u8], d: &YccDesc) -> Vec<u8> {
+    let mut out = vec![0u8; d.width as usize * d.height as usize * 3];
+    assert!(planes.len() >= d.cr_off as usize + (d.c_width * d.c_height) as usize);
+    // SAFETY: `planes` holds the three planes `d` describes (checked), `out` the RGB image.
+    unsafe { f(planes.as_ptr(), out.as_mut_ptr(), d, 1) };
+    out
+}
+
+/// The upsampling + conversion kernel against zune-jpeg's own decode, byte for byte. nvJPEG's
+/// native-resolution chroma planes cannot be had on the host, so the test makes JPEGs whose
+/// chroma is flat over each chroma block (8x8 chroma samples): then the decoded chroma plane
+/// is known exactly (zune-jpeg's YCbCr output inside each block), and every block edge
+/// exercises the interpolation with neighbours of other values. Luma is noise.
+#[test]
+fn ycbcr_kernel_equals_zune_jpeg_on_subsampled_images() {
+    use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+    use zune_core::colorspace::ColorSpace;
+    let lib = host_library();
+    let convert: YccFn = sym(&lib, b"host_ycbcr_to_rgb");
+    let size: extern "C" fn() -> u64 = sym(&lib, b"host_sizeof_ycc_desc");
+    assert_eq!(size() as usize, std::mem::size_of::<YccDesc>());
+    let mut rng = keyed_rng(9, 0, Purpose::Sample, 0);
+    let mut images = 0;
+    for (name, factor, hs, vs) in [
+        ("4:2:0", SamplingFactor::F_2_2, 1, 1),
+        ("4:2:2", SamplingFactor::F_2_1, 1, 0),
+        ("4:4:0", SamplingFactor::F_1_2, 0, 1),
+        ("4:4:4", SamplingFactor::F_1_1, 0, 0),
+    ] {
+        for (w, h) in [(64usize, 48usize), (61, 37), (35, 19), (130, 66), (48, 64)] {
+            let (bw, bh) = (8usize << hs, 8usize << vs); // luma pixels per chroma block
+            let (nbx, nby) = (w.div_ceil(bw), h.div_ceil(bh));
+            let colours: Vec<(u8, u8)> = (0..nbx * nby)
+                .map(|_| (rng.random_range(16..=240), rng.random_range(16..=240)))
+                .collect();
+            let mut ycc = vec![0u8; w * h * 3];
+            for y in 0..h {
+                for x in 0..w {
+                    let (cb, cr) = colours[(y / bh) * nbx + x / bw];
+                    let p = (y * w + x) * 3;
+                    ycc[p] = rng.random_range(0..=255);
+                    ycc[p + 1] = cb;
+                    ycc[p + 2] = cr;
+                }
+            }
+            let mut jpeg = Vec::new();
+            let mut enc = Encoder::new(&mut jpeg, 100);
+            enc.set_sampling_factor(factor);
+            enc.encode(&ycc, w as u16, h as u16, ColorType::Ycbcr)
+                .unwrap();
+            let (want, ..) = zune_decode(&jpeg, ColorSpace::RGB);
+            let (full, zw, zh) = zune_decode(&jpeg, ColorSpace::YCbCr);
+            assert_eq!((zw, zh), (w, h));
+            // The planes as nvJPEG would deliver them: luma, and each block's chroma value
+            // read where the block's interpolation cannot reach (its centre, or its visible
+            // part's far end when the image edge cuts it).
+            let d = ycc_desc(w, h, hs, vs, false);
+            let (cw, ch) = (d.c_width as usize, d.c_height as usize);
+            let mut planes = vec![0u8; w * h + 2 * cw * ch];
+            for i in 0..w * h {
+                planes[i] = full[i * 3];
+            }
+            for cy in 0..ch {
+                for cx in 0..cw {
+                    let (bx, by) = ((cx << hs) / bw, (cy << vs) / bh);
+                    let px = (bx * bw + bw / 2).min(w - 1);
+                    let py = (by * bh + bh / 2).min(h - 1);
+                    let p = (py * w + px) * 3;
+                    planes[w * h + cy * cw + cx] = full[p + 1];
+                    planes[w * h + cw * ch + cy * cw + cx] = full[p + 2];
+                }
+            }
+            let got = host_convert(convert, &planes, &d);
+            let diffs = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                diffs, 0,
+                "{name} {w}x{h}: {diffs} bytes differ from zune-jpeg"
+            );
+            images += 1;
+        }
+    }
+    // Grayscale: R = G = B = Y, as zune-jpeg expands it.
+    let (w, h) = (45usize, 33usize);
+    let gray: Vec<u8> = (0..w * h).map(|_| rng.random_range(0..=255)).collect();
+    let mut jpeg = Vec::new();
+    Encoder::new(&mut jpeg, 90)
+        .encode(&gray, w as u16, h as u16, ColorType::Luma)
+        .unwrap();
+    let (want, ..) = zune_decode(&jpeg, ColorSpace::RGB);
+    let (luma, ..) = zune_decode(&jpeg, ColorSpace::Luma);
+    let d = ycc_desc(w, h, 0, 0, true);
+    let mut planes = luma;
+    planes.resize(3 * w * h, 0);
+    assert_eq!(host_convert(convert, &planes, &d), want, "grayscale");
+    println!(
+        "YCbCr -> RGB kernel: {images} subsampled images + 1 grayscale equal zune-jpeg byte for byte"
+    );
+}
+
+/// The colour conversion alone on real photographs' pixels: zune-jpeg's YCbCr output
+/// (chroma already upsampled) through the kernel with full-size chroma equals zune-jpeg's RGB
+/// output, for every YCbCr file of the reference set.
+#[test]
+fn ycbcr_conversion_equals_zune_jpeg_on_reference_files() {
+    use zune_core::colorspace::ColorSpace;
+    let lib = host_library();
+    let convert: YccFn = sym(&lib, b"host_ycbcr_to_rgb");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/jpeg/reftest");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!("skipped: {} not found", dir.display());
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    files.sort();
+    let (mut checked, mut pixels) = (0, 0usize);
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        let Ok(info) = augserve_core::decode::jpeg_info(&bytes) else {
+            continue;
+        };
+        if info.components != 3 || info.rgb {
+            continue; // gray, CMYK and RGB-coded files convert otherwise
+        }
+        let Ok((want, w, h)) = std::panic::catch_unwind(|| zune_decode(&bytes, ColorSpace::RGB))
+        else {
+            continue;
+        };
+        let (full, ..) = zune_decode(&bytes, ColorSpace::YCbCr);
+        let d = ycc_desc(w, h, 0, 0, false);
+        let mut planes = vec![0u8; 3 * w * h];
+        for i in 0..w * h {
+            for c in 0..3 {
+                planes[c * w * h + i] = full[i * 3 + c];
+            }
+        }
+        let got = host_convert(convert, &planes, &d);
+        assert_eq!(got, want, "{}", f.display());
+        checked += 1;
+        pixels += w * h;
+    }
+    assert!(checked >= 10, "only {checked} reference files checked");
+    println!(
+        "YCbCr -> RGB: {checked} reference files ({pixels} pixels) equal zune-jpeg byte for byte"
     );
 }

@@ -128,6 +128,9 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         let _ = std::fs::remove_file(path);
     }
     ticker.abort();
+    if let Some(report) = service.batch_ops().decode_report() {
+        tracing::info!("{report}");
+    }
     Ok(())
 }
 

@@ -179,7 +179,8 @@ impl Telemetry {
     }
 
     /// Once a second: images/s and device memory; every `log_every` (if non-zero): one log
-    /// line per dataset with its latest batch statistics. Runs until the server stops.
+    /// line per dataset with its latest batch statistics, and the GPU decoding split when it
+    /// is on. Runs until the server stops.
     pub async fn run_ticker(self: Arc<Self>, ops: Arc<dyn BatchOps>, log_every: Duration) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -200,6 +201,9 @@ impl Telemetry {
                 last_log = tokio::time::Instant::now();
                 last_log_images = images;
                 self.log_latest(rate);
+                if let Some(report) = ops.decode_report() {
+                    tracing::info!("{report}");
+                }
             }
         }
     }
