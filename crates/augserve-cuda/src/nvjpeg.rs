@@ -64,6 +64,33 @@ type DecodeBatched = unsafe extern "C" fn(
     CUstream,
 ) -> Status;
 
+type Params = *mut c_void;
+type ParamsCreate = unsafe extern "C" fn(Handle, *mut Params) -> Status;
+type ParamsDestroy = unsafe extern "C" fn(Params) -> Status;
+type ParamsSetRoi = unsafe extern "C" fn(Params, c_int, c_int, c_int, c_int) -> Status;
+type ParamsSetOutputFormat = unsafe extern "C" fn(Params, c_int) -> Status;
+type DecodeBatchedEx = unsafe extern "C" fn(
+    Handle,
+    State,
+    *const *const u8,
+    *const usize,
+    *mut NvJpegImage,
+    *mut Params,
+    CUstream,
+) -> Status;
+
+/// The region-of-interest entry points (nvJPEG 11.6+; batched ROI decode on the hardware
+/// engine, as nvImageCodec and DALI use it). Optional: without them every image is decoded
+/// whole.
+#[derive(Clone, Copy)]
+struct RoiApi {
+    params_create: ParamsCreate,
+    params_destroy: ParamsDestroy,
+    params_set_roi: ParamsSetRoi,
+    params_set_output_format: ParamsSetOutputFormat,
+    decode_batched_ex: DecodeBatchedEx,
+}
+
 /// The library and the functions we use (valid while `_lib` lives).
 pub struct NvJpeg {
     create_ex: CreateEx,
@@ -73,6 +100,7 @@ pub struct NvJpeg {
     batched_initialize: BatchedInitialize,
     decode_batched: DecodeBatched,
     get_image_info: GetImageInfo,
+    roi: Option<RoiApi>,
     /// Which file was loaded.
     pub library: String,
     _lib: libloading::Library,
@@ -142,6 +170,16 @@ impl NvJpeg {
             batched_initialize: get(&lib, "nvjpegDecodeBatchedInitialize")?,
             decode_batched: get(&lib, "nvjpegDecodeBatched")?,
             get_image_info: get(&lib, "nvjpegGetImageInfo")?,
+            roi: (|| {
+                Some(RoiApi {
+                    params_create: get(&lib, "nvjpegDecodeParamsCreate").ok()?,
+                    params_destroy: get(&lib, "nvjpegDecodeParamsDestroy").ok()?,
+                    params_set_roi: get(&lib, "nvjpegDecodeParamsSetROI").ok()?,
+                    params_set_output_format: get(&lib, "nvjpegDecodeParamsSetOutputFormat")
+                        .ok()?,
+                    decode_batched_ex: get(&lib, "nvjpegDecodeBatchedEx").ok()?,
+                })
+            })(),
             library: name.to_string(),
             _lib: lib,
         })
@@ -213,6 +251,92 @@ pub fn plane_layout(p: &PlaneInfo, at: usize) -> Option<(YccDesc, usize)> {
     Some((d, luma + 2 * chroma))
 }
 
+/// A rectangle of an image in luma pixels: the part nvJPEG decodes (ROI decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roi {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Roi {
+    /// The whole of a `width` x `height` image.
+    pub fn full(width: u32, height: u32) -> Self {
+        Roi {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+}
+
+/// Pixels the decoded part keeps around the crop region: the chroma interpolation of a
+/// region pixel reads the chroma samples next to its own (2 luma pixels away), so with this
+/// margin every region pixel is computed from the same samples as in a full decode.
+pub const ROI_MARGIN: u32 = 2;
+
+/// The part of a `width` x `height` image to decode for the crop `region` (x, y, w, h): the
+/// region grown by [`ROI_MARGIN`] and aligned outwards to whole MCUs (8 pixels, 16 where the
+/// chroma is halved), so that the chroma planes of the part start on a chroma sample.
+pub fn roi_for_region(
+    width: u32,
+    height: u32,
+    h_shift: i32,
+    v_shift: i32,
+    (x, y, w, h): (u32, u32, u32, u32),
+) -> Roi {
+    let span = |start: u32, len: u32, size: u32, mcu: u32| {
+        let lo = start.saturating_sub(ROI_MARGIN) / mcu * mcu;
+        let hi = (start.saturating_add(len).saturating_add(ROI_MARGIN))
+            .div_ceil(mcu)
+            .saturating_mul(mcu)
+            .min(size);
+        (lo.min(hi), hi)
+    };
+    let (x0, x1) = span(x, w, width, 8 << h_shift);
+    let (y0, y1) = span(y, h, height, 8 << v_shift);
+    Roi {
+        x: x0,
+        y: y0,
+        width: x1 - x0,
+        height: y1 - y0,
+    }
+}
+
+/// The planes nvJPEG writes when it decodes `roi` of an image whose whole planes are `p`
+/// (laid out as `full`): luma the ROI's size, chroma the samples covering it. `None` when the
+/// ROI does not lie in the image or does not start on a chroma sample.
+pub fn roi_planes(p: &PlaneInfo, full: &YccDesc, roi: Roi) -> Option<PlaneInfo> {
+    let (x, y, w, h) = (
+        roi.x as i32,
+        roi.y as i32,
+        roi.width as i32,
+        roi.height as i32,
+    );
+    if w <= 0 || h <= 0 || x + w > full.width || y + h > full.height {
+        return None;
+    }
+    if (full.h_shift == 1 && x % 2 != 0) || (full.v_shift == 1 && y % 2 != 0) {
+        return None;
+    }
+    let mut r = *p;
+    r.widths[0] = w;
+    r.heights[0] = h;
+    if p.components == 3 {
+        for c in 1..3 {
+            r.widths[c] = (w + full.h_shift) >> full.h_shift;
+            r.heights[c] = (h + full.v_shift) >> full.v_shift;
+        }
+    }
+    Some(r)
+}
+
 /// A batched nvJPEG decoder on one device and stream.
 pub struct GpuJpegDecoder {
     nv: Arc<NvJpeg>,
@@ -224,6 +348,10 @@ pub struct GpuJpegDecoder {
     initialized_for: usize,
     /// nvJPEG's planar output, reused across batches (grown, never shrunk).
     planes: Option<CudaSlice<u8>>,
+    /// Decode only the part of each image its crop needs (after `enable_roi`'s check).
+    roi_enabled: bool,
+    /// One nvJPEG decode-params object per batch position (ROI decode), created on demand.
+    params: Vec<Params>,
 }
 
 // SAFETY: the handle and state are used by one thread at a time (methods take &mut self);
@@ -288,6 +416,8 @@ impl GpuJpegDecoder {
             stream,
             initialized_for: 0,
             planes: None,
+            roi_enabled: false,
+            params: Vec::new(),
         })
     }
 
@@ -342,17 +472,20 @@ impl GpuJpegDecoder {
         let mut buffer = unsafe { self.stream.alloc::<u8>(total.max(1)) }
             .map_err(|e| GpuError::alloc(e, total))?;
         let offsets: Vec<usize> = images.iter().map(|&(o, _, _)| o).collect();
-        self.decode_into(jpegs, dims, &mut buffer, &offsets)?;
+        let rois: Vec<Roi> = dims.iter().map(|&(w, h)| Roi::full(w, h)).collect();
+        self.decode_into(jpegs, dims, &rois, &mut buffer, &offsets)?;
         Ok(DecodedBatch { buffer, images })
     }
 
-    /// Decodes `jpegs` into `dst`, image k as interleaved RGB (pitch width*3) at byte
-    /// `offsets[k]`, and waits for it. `dims` are the headers' sizes; every image must fit.
-    /// nvJPEG writes planar YCbCr into a scratch buffer; `ycbcr_to_rgb_u8` converts.
+    /// Decodes part `rois[k]` of image k of `jpegs` into `dst` as interleaved RGB (pitch
+    /// roi width * 3) at byte `offsets[k]`, and waits for it. `dims` are the headers' full
+    /// sizes (nvJPEG's reading must agree); every part must fit. nvJPEG writes planar YCbCr
+    /// into a scratch buffer; `ycbcr_to_rgb_u8` converts.
     pub fn decode_into(
         &mut self,
         jpegs: &[&[u8]],
         dims: &[(u32, u32)],
+        rois: &[Roi],
         dst: &mut CudaSlice<u8>,
         offsets: &[usize],
     ) -> Result<(), GpuError> {
@@ -361,16 +494,17 @@ impl GpuJpegDecoder {
             call: "decode_into",
             status,
         };
-        if n == 0 || n > 65535 || dims.len() != n || offsets.len() != n {
+        if n == 0 || n > 65535 || dims.len() != n || rois.len() != n || offsets.len() != n {
             return Err(bad(format!(
-                "{n} images, {} sizes, {} offsets",
+                "{n} images, {} sizes, {} parts, {} offsets",
                 dims.len(),
+                rois.len(),
                 offsets.len()
             )));
         }
-        for (&(w, h), &off) in dims.iter().zip(offsets) {
-            if off + w as usize * h as usize * 3 > dst.len() {
-                return Err(bad(format!("a {w}x{h} image at {off} overruns the buffer")));
+        for (r, &off) in rois.iter().zip(offsets) {
+            if off as u64 + r.pixels() * 3 > dst.len() as u64 {
+                return Err(bad(format!("a {r:?} part at {off} overruns the buffer")));
             }
         }
         // Plane layouts from nvJPEG's own reading of each header, checked against ours.
@@ -378,18 +512,25 @@ impl GpuJpegDecoder {
         let mut plane_bytes = 0usize;
         for (k, jpeg) in jpegs.iter().enumerate() {
             let info = self.plane_info(jpeg)?;
-            let (mut d, bytes) = plane_layout(&info, plane_bytes)
-                .ok_or_else(|| bad(format!("planes {info:?} not converted on the GPU")))?;
-            if (d.width as u32, d.height as u32) != dims[k] {
+            let not_converted = || bad(format!("planes {info:?} not converted on the GPU"));
+            let (full, _) = plane_layout(&info, 0).ok_or_else(not_converted)?;
+            if (full.width as u32, full.height as u32) != dims[k] {
                 return Err(bad(format!(
                     "nvJPEG reads {}x{}, the header says {}x{}",
-                    d.width, d.height, dims[k].0, dims[k].1
+                    full.width, full.height, dims[k].0, dims[k].1
                 )));
             }
+            let part = roi_planes(&info, &full, rois[k])
+                .ok_or_else(|| bad(format!("part {:?} of a {info:?} image", rois[k])))?;
+            let (mut d, bytes) = plane_layout(&part, plane_bytes).ok_or_else(not_converted)?;
             d.dst_off = offsets[k] as u64;
             descs.push(d);
             plane_bytes += bytes;
         }
+        let partial = rois
+            .iter()
+            .zip(dims)
+            .any(|(r, &(w, h))| *r != Roi::full(w, h));
         let stream = self.stream.clone();
         if self.planes.as_ref().is_none_or(|p| p.len() < plane_bytes) {
             self.planes = None; // free the old one first
@@ -398,6 +539,12 @@ impl GpuJpegDecoder {
             self.planes =
                 Some(unsafe { stream.alloc::<u8>(len) }.map_err(|e| GpuError::alloc(e, len))?);
         }
+        // Decode params with each image's ROI, when any image is decoded in part.
+        let params = if partial {
+            Some(self.roi_params(rois, dims)?)
+        } else {
+            None
+        };
         let planes = self
             .planes
             .as_mut()
@@ -437,20 +584,39 @@ impl GpuJpegDecoder {
                 .collect();
             let data: Vec<*const u8> = jpegs.iter().map(|j| j.as_ptr()).collect();
             let lengths: Vec<usize> = jpegs.iter().map(|j| j.len()).collect();
-            // SAFETY: `data`/`lengths` describe `n` live host buffers; each image's planes
-            // point into `planes` at the sizes nvJPEG itself reported for that image
-            // (`plane_layout`, buffer grown to their sum above); the stream belongs to this
-            // device's context. nvJPEG copies what it needs from the host buffers before
+            // SAFETY (both calls): `data`/`lengths` describe `n` live host buffers; each
+            // image's planes point into `planes` at the sizes nvJPEG itself reported for that
+            // image (`plane_layout`, buffer grown to their sum above); the stream belongs to
+            // this device's context. nvJPEG copies what it needs from the host buffers before
             // returning.
-            let status = unsafe {
-                (self.nv.decode_batched)(
-                    self.handle,
-                    self.state,
-                    data.as_ptr(),
-                    lengths.as_ptr(),
-                    dest.as_mut_ptr(),
-                    stream.cu_stream(),
-                )
+            let status = if let Some(params) = &params {
+                let api = self.nv.roi.ok_or_else(|| bad("no ROI decode".into()))?;
+                // SAFETY: as for nvjpegDecodeBatched, plus `params`: n live decode-params
+                // objects of this handle, each with its image's ROI set (the planes above are
+                // sized for that ROI).
+                unsafe {
+                    (api.decode_batched_ex)(
+                        self.handle,
+                        self.state,
+                        data.as_ptr(),
+                        lengths.as_ptr(),
+                        dest.as_mut_ptr(),
+                        params.as_ptr().cast_mut(),
+                        stream.cu_stream(),
+                    )
+                }
+            } else {
+                // SAFETY: see above.
+                unsafe {
+                    (self.nv.decode_batched)(
+                        self.handle,
+                        self.state,
+                        data.as_ptr(),
+                        lengths.as_ptr(),
+                        dest.as_mut_ptr(),
+                        stream.cu_stream(),
+                    )
+                }
             };
             if status != 0 {
                 // A failed batch can leave the batched state half set up: initialise again.
@@ -475,6 +641,124 @@ impl GpuJpegDecoder {
 }
 
 impl GpuJpegDecoder {
+    /// Whether images are decoded in part (ROI decode).
+    pub fn roi_enabled(&self) -> bool {
+        self.roi_enabled
+    }
+
+    /// The part of image `jpeg` (full size `dims`) to decode for the crop `region`: the
+    /// region with a margin, MCU-aligned, when ROI decode is on; else the whole image.
+    pub fn roi_for(
+        &self,
+        jpeg: &[u8],
+        dims: (u32, u32),
+        region: (u32, u32, u32, u32),
+    ) -> Result<Roi, GpuError> {
+        if !self.roi_enabled {
+            return Ok(Roi::full(dims.0, dims.1));
+        }
+        let info = self.plane_info(jpeg)?;
+        let Some((full, _)) = plane_layout(&info, 0) else {
+            // decode_into refuses it too; the caller's fallback then decodes it on the CPU.
+            return Ok(Roi::full(dims.0, dims.1));
+        };
+        Ok(roi_for_region(
+            dims.0,
+            dims.1,
+            full.h_shift,
+            full.v_shift,
+            region,
+        ))
+    }
+
+    /// One decode-params object per image with its ROI set (the whole image: -1 sizes).
+    fn roi_params(&mut self, rois: &[Roi], dims: &[(u32, u32)]) -> Result<Vec<Params>, GpuError> {
+        let api = self.nv.roi.ok_or_else(|| {
+            GpuError::NoNvJpeg("this libnvjpeg has no nvjpegDecodeBatchedEx".into())
+        })?;
+        while self.params.len() < rois.len() {
+            let mut p: Params = std::ptr::null_mut();
+            // SAFETY: live handle; out-pointer to a params object, destroyed in Drop.
+            check("nvjpegDecodeParamsCreate", unsafe {
+                (api.params_create)(self.handle, &mut p)
+            })?;
+            self.params.push(p);
+        }
+        for ((&p, r), &(w, h)) in self.params.iter().zip(rois).zip(dims) {
+            let (x, y, rw, rh) = if *r == Roi::full(w, h) {
+                (0, 0, -1, -1)
+            } else {
+                (
+                    r.x as c_int,
+                    r.y as c_int,
+                    r.width as c_int,
+                    r.height as c_int,
+                )
+            };
+            // SAFETY: `p` is a live params object created above.
+            check("nvjpegDecodeParamsSetROI", unsafe {
+                (api.params_set_roi)(p, x, y, rw, rh)
+            })?;
+            // SAFETY: as above.
+            check("nvjpegDecodeParamsSetOutputFormat", unsafe {
+                (api.params_set_output_format)(p, NVJPEG_OUTPUT_YUV)
+            })?;
+        }
+        Ok(self.params[..rois.len()].to_vec())
+    }
+
+    /// Turns ROI decode on if this nvJPEG has it and it gives, inside the crop region, the
+    /// same pixels as decoding the whole image: checked here on generated 4:2:0, 4:2:2 and
+    /// 4:4:4 images, so a library that places partial planes otherwise than
+    /// [`roi_planes`] assumes is found before any batch. Returns why it stays off.
+    pub fn enable_roi(&mut self) -> Result<(), String> {
+        if self.nv.roi.is_none() {
+            return Err("this libnvjpeg has no batched ROI decode (nvjpegDecodeBatchedEx)".into());
+        }
+        self.roi_enabled = true;
+        let checked = self.check_roi();
+        self.roi_enabled = checked.is_ok();
+        checked
+    }
+
+    fn check_roi(&mut self) -> Result<(), String> {
+        use jpeg_encoder::SamplingFactor;
+        let (w, h) = (96u32, 80u32);
+        let region = (21u32, 19u32, 40u32, 33u32);
+        for (name, sampling) in [
+            ("4:2:0", SamplingFactor::F_2_2),
+            ("4:2:2", SamplingFactor::F_2_1),
+            ("4:4:4", SamplingFactor::F_1_1),
+        ] {
+            let jpeg = roi_test_jpeg(w, h, sampling).map_err(|e| format!("test image: {e}"))?;
+            let whole = self
+                .decode_batch(&[&jpeg], &[(w, h)])
+                .and_then(|b| self.download(&b, 0))
+                .map_err(|e| format!("{name} whole: {e}"))?;
+            let roi = self
+                .roi_for(&jpeg, (w, h), region)
+                .map_err(|e| format!("{name}: {e}"))?;
+            let len = roi.pixels() as usize * 3;
+            // SAFETY: the decode writes every byte before the download reads it.
+            let mut buf = unsafe { self.stream.alloc::<u8>(len) }.map_err(|e| e.to_string())?;
+            self.decode_into(&[&jpeg], &[(w, h)], &[roi], &mut buf, &[0])
+                .map_err(|e| format!("{name} ROI {roi:?}: {e}"))?;
+            let part = self.stream.clone_dtoh(&buf).map_err(|e| e.to_string())?;
+            let (x, y, rw, rh) = region;
+            for row in y..y + rh {
+                let a = ((row * w + x) * 3) as usize;
+                let b = (((row - roi.y) * roi.width + (x - roi.x)) * 3) as usize;
+                let n = rw as usize * 3;
+                if whole.get(a..a + n) != part.get(b..b + n) {
+                    return Err(format!(
+                        "{name}: ROI {roi:?} decode differs from the whole-image decode in row {row}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Copies image `k` of a decoded batch back to the host (checks only: the pipeline keeps
     /// decoded images on the device).
     pub fn download(&self, batch: &DecodedBatch, k: usize) -> Result<Vec<u8>, GpuError> {
@@ -488,12 +772,41 @@ impl GpuJpegDecoder {
 
 impl Drop for GpuJpegDecoder {
     fn drop(&mut self) {
+        if let Some(api) = self.nv.roi {
+            for &p in &self.params {
+                // SAFETY: created by roi_params with this handle, destroyed once, before it.
+                unsafe { (api.params_destroy)(p) };
+            }
+        }
         // SAFETY: created in `new`, destroyed once, state before handle.
         unsafe {
             (self.nv.state_destroy)(self.state);
             (self.nv.destroy)(self.handle);
         }
     }
+}
+
+/// A colourful test image (gradients and a checker, so the chroma changes across MCUs) with
+/// the given chroma subsampling, for `enable_roi`'s check.
+fn roi_test_jpeg(
+    w: u32,
+    h: u32,
+    sampling: jpeg_encoder::SamplingFactor,
+) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
+    let mut rgb = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let checker = if (x / 5 + y / 7) % 2 == 0 { 60 } else { 0 };
+            rgb.push(((x * 255 / w) as u8).wrapping_add(checker));
+            rgb.push((y * 255 / h) as u8);
+            rgb.push((((x + y) * 3) % 256) as u8 ^ checker);
+        }
+    }
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+    enc.set_sampling_factor(sampling);
+    enc.encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -555,5 +868,135 @@ mod tests {
         assert!(plane_layout(&planes(3, &[(64, 48), (32, 24), (64, 48)]), 0).is_none());
         assert!(plane_layout(&planes(4, &[(64, 48); 4]), 0).is_none());
         assert!(plane_layout(&planes(3, &[(0, 48), (0, 48), (0, 48)]), 0).is_none());
+    }
+
+    #[test]
+    fn roi_parts_cover_the_region_with_a_margin_on_mcu_boundaries() {
+        // 4:2:0: MCUs of 16 pixels; the region grown by 2 and aligned outwards.
+        let r = roi_for_region(500, 375, 1, 1, (100, 50, 200, 150));
+        assert_eq!(
+            r,
+            Roi {
+                x: 96,
+                y: 48,
+                width: 208,
+                height: 160
+            }
+        );
+        assert_eq!(
+            roi_for_region(500, 375, 1, 1, (0, 0, 500, 375)),
+            Roi::full(500, 375)
+        );
+        // At the right and bottom edges the part ends with the image.
+        let r = roi_for_region(500, 375, 1, 1, (300, 200, 200, 175));
+        assert_eq!((r.x + r.width, r.y + r.height), (500, 375));
+        // 4:4:4 and grayscale: MCUs of 8.
+        let r = roi_for_region(64, 64, 0, 0, (13, 9, 20, 20));
+        assert_eq!(
+            r,
+            Roi {
+                x: 8,
+                y: 0,
+                width: 32,
+                height: 32
+            }
+        );
+        // Random regions: always inside the image, aligned, covering region + margin.
+        let mut seed = 7u64;
+        let mut next = |m: u32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) % u64::from(m.max(1))) as u32
+        };
+        for _ in 0..2000 {
+            let (w, h) = (1 + next(900), 1 + next(700));
+            let (hs, vs) = (next(2) as i32, next(2) as i32);
+            let (x, y) = (next(w), next(h));
+            let (rw, rh) = (1 + next(w - x), 1 + next(h - y));
+            let r = roi_for_region(w, h, hs, vs, (x, y, rw, rh));
+            assert!(
+                r.x + r.width <= w && r.y + r.height <= h,
+                "{r:?} in {w}x{h}"
+            );
+            assert_eq!(r.x % (8 << hs), 0);
+            assert_eq!(r.y % (8 << vs), 0);
+            assert!(r.x <= x.saturating_sub(ROI_MARGIN) && r.y <= y.saturating_sub(ROI_MARGIN));
+            assert!(r.x + r.width >= (x + rw + ROI_MARGIN).min(w));
+            assert!(r.y + r.height >= (y + rh + ROI_MARGIN).min(h));
+        }
+    }
+
+    #[test]
+    fn roi_planes_are_the_chroma_samples_under_the_part() {
+        let p = planes(3, &[(375, 499), (188, 250), (188, 250)]);
+        let (full, _) = plane_layout(&p, 0).unwrap();
+        let r = roi_planes(
+            &p,
+            &full,
+            Roi {
+                x: 96,
+                y: 48,
+                width: 208,
+                height: 160,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (r.widths[0], r.heights[0], r.widths[1], r.heights[1]),
+            (208, 160, 104, 80)
+        );
+        // A part that ends at the odd right edge: the last chroma column is shared.
+        let r = roi_planes(
+            &p,
+            &full,
+            Roi {
+                x: 368,
+                y: 0,
+                width: 7,
+                height: 499,
+            },
+        )
+        .unwrap();
+        assert_eq!((r.widths[1], r.heights[1]), (4, 250));
+        let (d, _) = plane_layout(&r, 0).unwrap();
+        assert_eq!((d.h_shift, d.v_shift), (1, 1));
+        // Not on a chroma sample, or outside the image.
+        assert!(roi_planes(
+            &p,
+            &full,
+            Roi {
+                x: 3,
+                y: 0,
+                width: 16,
+                height: 16
+            }
+        )
+        .is_none());
+        assert!(roi_planes(
+            &p,
+            &full,
+            Roi {
+                x: 368,
+                y: 0,
+                width: 16,
+                height: 16
+            }
+        )
+        .is_none());
+        let g = planes(1, &[(40, 30)]);
+        let (gfull, _) = plane_layout(&g, 0).unwrap();
+        let r = roi_planes(
+            &g,
+            &gfull,
+            Roi {
+                x: 3,
+                y: 5,
+                width: 10,
+                height: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!((r.components, r.widths[0], r.heights[0]), (1, 10, 10));
     }
 }

@@ -24,7 +24,7 @@ use crate::gpu_decode::{route, DecodeRoute, DecodeSplit, NvJpegBackend};
 use crate::ipc::IpcRing;
 use crate::kernels::{dtype_code, layout_code, ColorDesc, MixDesc, ResizeDesc};
 use crate::launch::{grid, launch};
-use crate::nvjpeg::{GpuJpegDecoder, NvJpeg};
+use crate::nvjpeg::{GpuJpegDecoder, NvJpeg, Roi};
 use crate::GpuError;
 
 /// Per-batch buffers, reused across batches (grown, never shrunk). Each slot has its own
@@ -265,6 +265,20 @@ struct GpuDecode {
     on_gpu: AtomicU64,
     fell_back: AtomicU64,
     routed_cpu: AtomicU64,
+    /// ROI decode: on, or why not (`enable_roi`'s check).
+    roi: Result<(), String>,
+    /// Pixels nvJPEG decoded, and the pixels of those images whole (the ROI saving).
+    decoded_pixels: AtomicU64,
+    whole_pixels: AtomicU64,
+}
+
+/// One image the GPU decodes: its index in the batch, where its decoded part starts in the
+/// source buffer, and which part of it is decoded.
+#[derive(Debug, Clone, Copy)]
+struct DecodeJob {
+    image: usize,
+    offset: usize,
+    roi: Roi,
 }
 
 /// splitmix64: a well-mixed hash of the sample id, so the split picks images evenly.
@@ -331,8 +345,12 @@ impl GpuBatchOps {
     /// rates give. Returns the backend in use, or why decoding stays on the CPU.
     pub fn enable_gpu_decode(&mut self) -> Result<NvJpegBackend, GpuError> {
         let nv = NvJpeg::load()?;
-        let decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
+        let mut decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
         let backend = decoder.backend();
+        let roi = decoder.enable_roi();
+        if let Err(why) = &roi {
+            tracing::info!("ROI decode off: {why}; images are decoded whole");
+        }
         self.decode = Some(GpuDecode {
             decoder: Mutex::new(decoder),
             backend,
@@ -340,17 +358,46 @@ impl GpuBatchOps {
             on_gpu: AtomicU64::new(0),
             fell_back: AtomicU64::new(0),
             routed_cpu: AtomicU64::new(0),
+            roi,
+            decoded_pixels: AtomicU64::new(0),
+            whole_pixels: AtomicU64::new(0),
         });
         Ok(backend)
     }
 
-    /// Decodes the deferred images (`jobs`: image index, byte offset of its full image in
-    /// `src`) into `src` on the GPU; what nvJPEG refuses, on the CPU, uploaded to the same
-    /// place. Images that fail both are returned as per-image errors.
+    /// The part of each deferred image to decode (the whole image without ROI decode); the
+    /// crop region always lies inside it.
+    fn plan_rois(&self, images: &[PreparedImage]) -> Vec<Option<Roi>> {
+        let dec = self
+            .decode
+            .as_ref()
+            .map(|gd| gd.decoder.lock().unwrap_or_else(|p| p.into_inner()));
+        images
+            .iter()
+            .map(|im| {
+                let d = im.deferred.as_deref()?;
+                let whole = Roi::full(d.width, d.height);
+                let roi = dec
+                    .as_ref()
+                    .and_then(|dec| dec.roi_for(&d.bytes, (d.width, d.height), d.region).ok())
+                    .unwrap_or(whole);
+                let (x, y, w, h) = d.region;
+                let inside = x >= roi.x
+                    && y >= roi.y
+                    && x + w <= roi.x + roi.width
+                    && y + h <= roi.y + roi.height;
+                Some(if inside { roi } else { whole })
+            })
+            .collect()
+    }
+
+    /// Decodes the deferred images (`jobs`) into `src` on the GPU, each its ROI; what nvJPEG
+    /// refuses, on the CPU (the same part cut out), uploaded to the same place. Images that
+    /// fail both are returned as per-image errors.
     fn decode_deferred(
         &self,
         images: &[PreparedImage],
-        jobs: &[(usize, usize)],
+        jobs: &[DecodeJob],
         src: &mut CudaSlice<u8>,
         stream: &Arc<CudaStream>,
     ) -> Result<(), GpuError> {
@@ -360,20 +407,29 @@ impl GpuBatchOps {
         let deferred = |i: usize| images[i].deferred.as_deref();
         let mut jpegs = Vec::with_capacity(jobs.len());
         let mut dims = Vec::with_capacity(jobs.len());
-        let mut offsets = Vec::with_capacity(jobs.len());
-        for &(i, off) in jobs {
-            let d = deferred(i).ok_or(GpuError::NoNvJpeg("image not deferred".into()))?;
+        for j in jobs {
+            let d = deferred(j.image).ok_or(GpuError::NoNvJpeg("image not deferred".into()))?;
             jpegs.push(d.bytes.as_slice());
             dims.push((d.width, d.height));
-            offsets.push(off);
         }
+        let rois: Vec<Roi> = jobs.iter().map(|j| j.roi).collect();
+        let offsets: Vec<usize> = jobs.iter().map(|j| j.offset).collect();
         let mut dec = gd.decoder.lock().unwrap_or_else(|p| p.into_inner());
+        let decoded = |k: usize| {
+            gd.on_gpu.fetch_add(1, Ordering::Relaxed);
+            gd.decoded_pixels
+                .fetch_add(rois[k].pixels(), Ordering::Relaxed);
+            gd.whole_pixels.fetch_add(
+                u64::from(dims[k].0) * u64::from(dims[k].1),
+                Ordering::Relaxed,
+            );
+        };
         let t0 = Instant::now();
-        let whole = dec.decode_into(&jpegs, &dims, src, &offsets);
+        let whole = dec.decode_into(&jpegs, &dims, &rois, src, &offsets);
         let mut failed = Vec::new();
         match whole {
             Ok(()) => {
-                gd.on_gpu.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                (0..jobs.len()).for_each(decoded);
                 gd.split.lock().unwrap_or_else(|p| p.into_inner()).observe(
                     0,
                     0.0,
@@ -385,19 +441,31 @@ impl GpuBatchOps {
                 // nvJPEG fails a batch as a whole: find the images it refuses one by one.
                 tracing::debug!(error = %batch_err, images = jobs.len(), "nvJPEG refused a batch; decoding image by image");
                 for k in 0..jobs.len() {
-                    let one = dec.decode_into(&jpegs[k..=k], &dims[k..=k], src, &offsets[k..=k]);
+                    let one = dec.decode_into(
+                        &jpegs[k..=k],
+                        &dims[k..=k],
+                        &rois[k..=k],
+                        src,
+                        &offsets[k..=k],
+                    );
                     if one.is_ok() {
-                        gd.on_gpu.fetch_add(1, Ordering::Relaxed);
+                        decoded(k);
                         continue;
                     }
                     gd.fell_back.fetch_add(1, Ordering::Relaxed);
-                    let i = jobs[k].0;
+                    let i = jobs[k].image;
                     let Some(d) = deferred(i) else { continue };
                     match d.decode_full() {
                         Ok(img) => {
-                            let end = offsets[k] + img.data.len();
+                            let r = rois[k];
+                            let part = if r == Roi::full(img.width, img.height) {
+                                img
+                            } else {
+                                img.crop(r.x, r.y, r.width, r.height)
+                            };
+                            let end = offsets[k] + part.data.len();
                             stream
-                                .memcpy_htod(&img.data[..], &mut src.slice_mut(offsets[k]..end))?;
+                                .memcpy_htod(&part.data[..], &mut src.slice_mut(offsets[k]..end))?;
                         }
                         Err(kind) => failed.push(SampleError {
                             sample_id: images[i].sample_id,
@@ -503,20 +571,36 @@ impl GpuBatchOps {
         let t0 = Instant::now();
         // Host regions first, packed; then each deferred image's full decoded size.
         let (mut sources, cpu_bytes) = packed_sources(images);
-        let mut jobs = Vec::new(); // (image index, byte offset of the full decoded image)
+        let mut jobs = Vec::new();
         let mut colors = Vec::new();
         let mut src_bytes = cpu_bytes;
+        let rois = if images.iter().any(|im| im.deferred.is_some()) {
+            self.plan_rois(images)
+        } else {
+            Vec::new()
+        };
         for (i, im) in images.iter().enumerate() {
             if let Some(d) = im.deferred.as_deref() {
+                let roi = rois
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(Roi::full(d.width, d.height));
+                // The decoded part lies at src_bytes; the crop region inside it.
                 let (x, y, w, h) = d.region;
-                let region_off = src_bytes + (y as usize * d.width as usize + x as usize) * 3;
+                let region_off = src_bytes
+                    + ((y - roi.y) as usize * roi.width as usize + (x - roi.x) as usize) * 3;
                 sources[i] = ResizeSource {
                     offset: region_off,
                     width: w,
                     height: h,
-                    pitch: d.width,
+                    pitch: roi.width,
                 };
-                jobs.push((i, src_bytes));
+                jobs.push(DecodeJob {
+                    image: i,
+                    offset: src_bytes,
+                    roi,
+                });
                 if !d.color.is_identity() {
                     colors.push(ColorDesc {
                         offset: region_off as u64,
@@ -525,10 +609,10 @@ impl GpuBatchOps {
                         brightness: d.color.brightness,
                         contrast: d.color.contrast,
                         saturation: d.color.saturation,
-                        pitch: d.width as i32,
+                        pitch: roi.width as i32,
                     });
                 }
-                src_bytes += d.width as usize * d.height as usize * 3;
+                src_bytes += roi.pixels() as usize * 3;
             }
         }
         let rp = plan_resize_sources(images, &sources, src_bytes, out_w, out_h);
@@ -799,8 +883,17 @@ impl BatchOps for GpuBatchOps {
         let split = d.split.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (cpu, gpu) = split.rates();
         let rate = |r: Option<f64>| r.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let whole = d.whole_pixels.load(Ordering::Relaxed);
+        let roi = match &d.roi {
+            Ok(()) if whole > 0 => format!(
+                "ROI decode: {:.0} % of the pixels decoded",
+                100.0 * d.decoded_pixels.load(Ordering::Relaxed) as f64 / whole as f64
+            ),
+            Ok(()) => "ROI decode on".to_string(),
+            Err(why) => format!("ROI decode off ({why})"),
+        };
         Some(format!(
-            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU (rates: CPU {} images/s, GPU {} images/s)",
+            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU (rates: CPU {} images/s, GPU {} images/s); {roi}",
             d.backend,
             d.on_gpu.load(Ordering::Relaxed),
             d.fell_back.load(Ordering::Relaxed),

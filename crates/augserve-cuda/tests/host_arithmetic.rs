@@ -569,3 +569,70 @@ fn ycbcr_conversion_equals_zune_jpeg_on_reference_files() {
         "YCbCr -> RGB: {checked} reference files ({pixels} pixels) equal zune-jpeg byte for byte"
     );
 }
+
+/// ROI decode: nvJPEG decodes only the MCU-aligned part around the crop region, and the
+/// kernel converts that part alone, treating its borders as image edges. With the margin
+/// `roi_for_region` adds, every pixel of the crop region must still equal the whole image's
+/// conversion. Checked on random planes (the part's planes cut from the whole image's, as
+/// nvJPEG returns them), with the part's layout from `roi_planes` + `plane_layout`.
+#[test]
+fn roi_conversion_equals_the_whole_image_inside_the_crop_region() {
+    use augserve_cuda::nvjpeg::{plane_layout, roi_for_region, roi_planes, PlaneInfo};
+    let lib = host_library();
+    let convert: YccFn = sym(&lib, b"host_ycbcr_to_rgb");
+    let mut rng = keyed_rng(10, 0, Purpose::Sample, 0);
+    let mut parts = 0;
+    for trial in 0..300 {
+        let (w, h) = (
+            rng.random_range(20..=200usize),
+            rng.random_range(20..=160usize),
+        );
+        let (hs, vs) = [(1, 1), (1, 0), (0, 1), (0, 0)][trial % 4];
+        let whole = ycc_desc(w, h, hs, vs, false);
+        let (cw, ch) = (whole.c_width as usize, whole.c_height as usize);
+        let mut planes = vec![0u8; w * h + 2 * cw * ch];
+        rng.fill_bytes(&mut planes);
+        let full_rgb = host_convert(convert, &planes, &whole);
+        let (x, y) = (rng.random_range(0..w), rng.random_range(0..h));
+        let (rw, rh) = (rng.random_range(1..=w - x), rng.random_range(1..=h - y));
+        let region = (x as u32, y as u32, rw as u32, rh as u32);
+        let roi = roi_for_region(w as u32, h as u32, hs, vs, region);
+        let info = PlaneInfo {
+            components: 3,
+            widths: [w as i32, cw as i32, cw as i32, 0],
+            heights: [h as i32, ch as i32, ch as i32, 0],
+        };
+        let part = roi_planes(&info, &whole, roi).expect("part on chroma samples");
+        let (d, bytes) = plane_layout(&part, 0).unwrap();
+        // The part's planes, cut from the whole image's as nvJPEG would decode them.
+        let mut cut = vec![0u8; bytes];
+        let (px, py) = (roi.x as usize, roi.y as usize);
+        for r in 0..d.height as usize {
+            for c in 0..d.width as usize {
+                cut[r * d.y_pitch as usize + c] = planes[(py + r) * w + px + c];
+            }
+        }
+        let (cx0, cy0) = (px >> hs, py >> vs);
+        for (plane, off) in [(1usize, d.cb_off), (2, d.cr_off)] {
+            let base = w * h + (plane - 1) * cw * ch;
+            for r in 0..d.c_height as usize {
+                for c in 0..d.c_width as usize {
+                    cut[off as usize + r * d.c_pitch as usize + c] =
+                        planes[base + (cy0 + r) * cw + cx0 + c];
+                }
+            }
+        }
+        let part_rgb = host_convert(convert, &cut, &d);
+        for row in y..y + rh {
+            let a = (row * w + x) * 3;
+            let b = ((row - py) * d.width as usize + (x - px)) * 3;
+            assert_eq!(
+                &part_rgb[b..b + rw * 3],
+                &full_rgb[a..a + rw * 3],
+                "trial {trial}: {w}x{h} shifts ({hs},{vs}) region {region:?} part {roi:?} row {row}"
+            );
+        }
+        parts += 1;
+    }
+    println!("ROI conversion: {parts} random parts equal the whole-image conversion inside the crop region");
+}
