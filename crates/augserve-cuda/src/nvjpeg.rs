@@ -622,12 +622,17 @@ impl GpuJpegDecoder {
                 // A failed batch can leave the batched state half set up: initialise again.
                 self.initialized_for = 0;
             }
-            check("nvjpegDecodeBatched", status)?;
+            let call = if params.is_some() {
+                "nvjpegDecodeBatchedEx"
+            } else {
+                "nvjpegDecodeBatched"
+            };
+            check(call, status)?;
         }
         let descs_dev = stream.clone_htod(&descs)?;
         let most = descs
             .iter()
-            .map(|d| d.width as u32 * d.height as u32)
+            .map(|d| (d.width as u32).saturating_mul(d.height as u32))
             .max()
             .unwrap_or(1);
         // Grid stride over each image's pixels: up to 128 blocks per image.
@@ -738,12 +743,9 @@ impl GpuJpegDecoder {
             let roi = self
                 .roi_for(&jpeg, (w, h), region)
                 .map_err(|e| format!("{name}: {e}"))?;
-            let len = roi.pixels() as usize * 3;
-            // SAFETY: the decode writes every byte before the download reads it.
-            let mut buf = unsafe { self.stream.alloc::<u8>(len) }.map_err(|e| e.to_string())?;
-            self.decode_into(&[&jpeg], &[(w, h)], &[roi], &mut buf, &[0])
+            let part = self
+                .decode_part_to_host(&jpeg, (w, h), roi)
                 .map_err(|e| format!("{name} ROI {roi:?}: {e}"))?;
-            let part = self.stream.clone_dtoh(&buf).map_err(|e| e.to_string())?;
             let (x, y, rw, rh) = region;
             for row in y..y + rh {
                 let a = ((row * w + x) * 3) as usize;
@@ -757,6 +759,22 @@ impl GpuJpegDecoder {
             }
         }
         Ok(())
+    }
+
+    /// Decodes part `roi` of one image (full size `dims`) and copies it to the host, RGB with
+    /// pitch roi width * 3 (checks only).
+    pub fn decode_part_to_host(
+        &mut self,
+        jpeg: &[u8],
+        dims: (u32, u32),
+        roi: Roi,
+    ) -> Result<Vec<u8>, GpuError> {
+        let len = roi.pixels() as usize * 3;
+        // SAFETY: the decode writes every byte before the download reads it.
+        let mut buf =
+            unsafe { self.stream.alloc::<u8>(len.max(1)) }.map_err(|e| GpuError::alloc(e, len))?;
+        self.decode_into(&[jpeg], &[dims], &[roi], &mut buf, &[0])?;
+        Ok(self.stream.clone_dtoh(&buf.slice(..len))?)
     }
 
     /// Copies image `k` of a decoded batch back to the host (checks only: the pipeline keeps

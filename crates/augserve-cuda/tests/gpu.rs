@@ -443,3 +443,87 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
         .all(|e| e.source_name.starts_with("zz_bad/")));
     assert!(g.len() >= 40);
 }
+
+/// ROI decode on real files: for each image the GPU takes (benchmark corpus, else the
+/// reference files), a random crop region decoded as its MCU-aligned part gives exactly the
+/// pixels of the whole-image decode inside the region.
+#[test]
+fn roi_decode_equals_the_whole_image_decode_inside_the_region() {
+    use augserve_core::decode::jpeg_info;
+    use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
+    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
+    let Some(dev) = device() else { return };
+    let nv = match NvJpeg::load() {
+        Ok(nv) => nv,
+        Err(e) => {
+            skipped(&e.to_string());
+            return;
+        }
+    };
+    let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware).unwrap();
+    if let Err(why) = dec.enable_roi() {
+        skipped(&format!("ROI decode off: {why}"));
+        return;
+    }
+    let dir = std::env::var_os("AUGSERVE_BENCH_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/testdata/jpeg/reftest")
+        });
+    let mut files = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "jpg" || x == "jpeg") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut rng = keyed_rng(21, 0, Purpose::Sample, 0);
+    let (mut checked, mut part_px, mut whole_px) = (0, 0u64, 0u64);
+    for f in files.iter().take(300) {
+        let bytes = std::fs::read(f).unwrap();
+        let Ok(info) = jpeg_info(&bytes) else {
+            continue;
+        };
+        if route(&info, dec.backend()) != DecodeRoute::Gpu {
+            continue;
+        }
+        let (w, h) = (info.width, info.height);
+        let Ok(b) = dec.decode_batch(&[&bytes], &[(w, h)]) else {
+            continue;
+        };
+        let whole = dec.download(&b, 0).unwrap();
+        let (x, y) = (rng.random_range(0..w), rng.random_range(0..h));
+        let (rw, rh) = (rng.random_range(1..=w - x), rng.random_range(1..=h - y));
+        let roi = dec.roi_for(&bytes, (w, h), (x, y, rw, rh)).unwrap();
+        let part = dec
+            .decode_part_to_host(&bytes, (w, h), roi)
+            .unwrap_or_else(|e| panic!("{}: ROI {roi:?}: {e}", f.display()));
+        for row in y..y + rh {
+            let a = ((row * w + x) * 3) as usize;
+            let p = (((row - roi.y) * roi.width + (x - roi.x)) * 3) as usize;
+            let n = rw as usize * 3;
+            assert_eq!(
+                &part[p..p + n],
+                &whole[a..a + n],
+                "{}: region {:?} part {roi:?} row {row}",
+                f.display(),
+                (x, y, rw, rh)
+            );
+        }
+        checked += 1;
+        part_px += roi.pixels();
+        whole_px += u64::from(w) * u64::from(h);
+    }
+    println!(
+        "ROI decode: {checked} images, crop regions identical to whole-image decodes; {:.0} % of the pixels decoded",
+        100.0 * part_px as f64 / whole_px.max(1) as f64
+    );
+    assert!(checked > 0, "no image decoded on the GPU");
+}
