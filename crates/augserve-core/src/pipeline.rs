@@ -43,9 +43,9 @@ pub struct PreparedImage {
 pub struct DeferredDecode {
     pub bytes: Vec<u8>,
     pub source_name: String,
-    /// Full image size, from the JPEG header.
-    pub width: u32,
-    pub height: u32,
+    /// The JPEG header: full image size, sampling (what the device decoder plans with).
+    pub info: crate::decode::JpegInfo,
+    /// The part the CPU path would cut (x, y, width, height), from the crop box.
     pub region: (u32, u32, u32, u32),
     pub color: ColorFactors,
     /// The pipeline's decode limits, for a CPU fallback.
@@ -57,10 +57,10 @@ impl DeferredDecode {
     /// the fallback for what a device decoder refuses.
     pub fn decode_full(&self) -> std::result::Result<RgbImage, SampleErrorKind> {
         let img = decode_jpeg(&self.bytes, &self.limits)?;
-        if (img.width, img.height) != (self.width, self.height) {
+        if (img.width, img.height) != (self.info.width, self.info.height) {
             return Err(SampleErrorKind::Decode(format!(
                 "decoded size {}x{} differs from the header's {}x{}",
-                img.width, img.height, self.width, self.height
+                img.width, img.height, self.info.width, self.info.height
             )));
         }
         Ok(img)
@@ -419,8 +419,7 @@ fn defer_image(
         deferred: Some(Box::new(DeferredDecode {
             bytes,
             source_name: name.to_string(),
-            width: info.width,
-            height: info.height,
+            info,
             region,
             color: plan.color,
             limits: *limits,

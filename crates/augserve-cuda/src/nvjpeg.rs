@@ -17,6 +17,8 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUstream;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PushKernelArg};
 
+use augserve_core::decode::JpegInfo;
+
 use crate::device::GpuDevice;
 use crate::gpu_decode::NvJpegBackend;
 use crate::kernels::YccDesc;
@@ -309,6 +311,21 @@ pub fn roi_for_region(
     }
 }
 
+/// The part to decode for the crop `region` of the image with header `info`: chroma halving
+/// from its sampling factors (4:2:0, 4:2:2, 4:4:0, 4:4:4, grayscale); the whole image for any
+/// other sampling (the GPU does not take those).
+pub fn roi_for_header(info: &JpegInfo, region: (u32, u32, u32, u32)) -> Roi {
+    let whole = Roi::full(info.width, info.height);
+    let (h_shift, v_shift) = match (info.components, info.sampling.as_slice()) {
+        (1, _) => (0, 0),
+        (3, [(hy, vy), (1, 1), (1, 1)]) if *hy <= 2 && *vy <= 2 => {
+            (i32::from(*hy == 2), i32::from(*vy == 2))
+        }
+        _ => return whole,
+    };
+    roi_for_region(info.width, info.height, h_shift, v_shift, region)
+}
+
 /// The planes nvJPEG writes when it decodes `roi` of an image whose whole planes are `p`
 /// (laid out as `full`): luma the ROI's size, chroma the samples covering it. `None` when the
 /// ROI does not lie in the image or does not start on a chroma sample.
@@ -348,8 +365,6 @@ pub struct GpuJpegDecoder {
     initialized_for: usize,
     /// nvJPEG's planar output, reused across batches (grown, never shrunk).
     planes: Option<CudaSlice<u8>>,
-    /// Decode only the part of each image its crop needs (after `enable_roi`'s check).
-    roi_enabled: bool,
     /// One nvJPEG decode-params object per batch position (ROI decode), created on demand.
     params: Vec<Params>,
 }
@@ -416,7 +431,6 @@ impl GpuJpegDecoder {
             stream,
             initialized_for: 0,
             planes: None,
-            roi_enabled: false,
             params: Vec::new(),
         })
     }
@@ -646,36 +660,6 @@ impl GpuJpegDecoder {
 }
 
 impl GpuJpegDecoder {
-    /// Whether images are decoded in part (ROI decode).
-    pub fn roi_enabled(&self) -> bool {
-        self.roi_enabled
-    }
-
-    /// The part of image `jpeg` (full size `dims`) to decode for the crop `region`: the
-    /// region with a margin, MCU-aligned, when ROI decode is on; else the whole image.
-    pub fn roi_for(
-        &self,
-        jpeg: &[u8],
-        dims: (u32, u32),
-        region: (u32, u32, u32, u32),
-    ) -> Result<Roi, GpuError> {
-        if !self.roi_enabled {
-            return Ok(Roi::full(dims.0, dims.1));
-        }
-        let info = self.plane_info(jpeg)?;
-        let Some((full, _)) = plane_layout(&info, 0) else {
-            // decode_into refuses it too; the caller's fallback then decodes it on the CPU.
-            return Ok(Roi::full(dims.0, dims.1));
-        };
-        Ok(roi_for_region(
-            dims.0,
-            dims.1,
-            full.h_shift,
-            full.v_shift,
-            region,
-        ))
-    }
-
     /// One decode-params object per image with its ROI set (the whole image: -1 sizes).
     fn roi_params(&mut self, rois: &[Roi], dims: &[(u32, u32)]) -> Result<Vec<Params>, GpuError> {
         let api = self.nv.roi.ok_or_else(|| {
@@ -712,21 +696,14 @@ impl GpuJpegDecoder {
         Ok(self.params[..rois.len()].to_vec())
     }
 
-    /// Turns ROI decode on if this nvJPEG has it and it gives, inside the crop region, the
-    /// same pixels as decoding the whole image: checked here on generated 4:2:0, 4:2:2 and
-    /// 4:4:4 images, so a library that places partial planes otherwise than
-    /// [`roi_planes`] assumes is found before any batch. Returns why it stays off.
-    pub fn enable_roi(&mut self) -> Result<(), String> {
+    /// Whether ROI decode can be used: this nvJPEG has it, and it gives, inside the crop
+    /// region, the same pixels as decoding the whole image, checked here on generated 4:2:0,
+    /// 4:2:2 and 4:4:4 images, so a library that places partial planes otherwise than
+    /// [`roi_planes`] assumes is found before any batch. Returns why not.
+    pub fn check_roi(&mut self) -> Result<(), String> {
         if self.nv.roi.is_none() {
             return Err("this libnvjpeg has no batched ROI decode (nvjpegDecodeBatchedEx)".into());
         }
-        self.roi_enabled = true;
-        let checked = self.check_roi();
-        self.roi_enabled = checked.is_ok();
-        checked
-    }
-
-    fn check_roi(&mut self) -> Result<(), String> {
         use jpeg_encoder::SamplingFactor;
         let (w, h) = (96u32, 80u32);
         let region = (21u32, 19u32, 40u32, 33u32);
@@ -740,9 +717,9 @@ impl GpuJpegDecoder {
                 .decode_batch(&[&jpeg], &[(w, h)])
                 .and_then(|b| self.download(&b, 0))
                 .map_err(|e| format!("{name} whole: {e}"))?;
-            let roi = self
-                .roi_for(&jpeg, (w, h), region)
-                .map_err(|e| format!("{name}: {e}"))?;
+            let info = augserve_core::decode::jpeg_info(&jpeg)
+                .map_err(|e| format!("{name} test image: {e}"))?;
+            let roi = roi_for_header(&info, region);
             let part = self
                 .decode_part_to_host(&jpeg, (w, h), roi)
                 .map_err(|e| format!("{name} ROI {roi:?}: {e}"))?;
@@ -1016,5 +993,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.components, r.widths[0], r.heights[0]), (1, 10, 10));
+    }
+
+    #[test]
+    fn roi_from_the_header_follows_its_sampling() {
+        use augserve_core::decode::JpegCoding;
+        let info = |components: u8, sampling: Vec<(u8, u8)>| JpegInfo {
+            width: 500,
+            height: 375,
+            components,
+            precision: 8,
+            coding: JpegCoding::Baseline,
+            sampling,
+            restarts: false,
+            rgb: false,
+        };
+        let region = (100, 50, 200, 150);
+        let s420 = info(3, vec![(2, 2), (1, 1), (1, 1)]);
+        assert_eq!(
+            roi_for_header(&s420, region),
+            roi_for_region(500, 375, 1, 1, region)
+        );
+        let s422 = info(3, vec![(2, 1), (1, 1), (1, 1)]);
+        assert_eq!(
+            roi_for_header(&s422, region),
+            roi_for_region(500, 375, 1, 0, region)
+        );
+        let gray = info(1, vec![(1, 1)]);
+        assert_eq!(
+            roi_for_header(&gray, region),
+            roi_for_region(500, 375, 0, 0, region)
+        );
+        // Sampling the conversion does not take: the whole image.
+        let s411 = info(3, vec![(4, 1), (1, 1), (1, 1)]);
+        assert_eq!(roi_for_header(&s411, region), Roi::full(500, 375));
+        let odd = info(3, vec![(2, 2), (1, 1), (2, 1)]);
+        assert_eq!(roi_for_header(&odd, region), Roi::full(500, 375));
     }
 }

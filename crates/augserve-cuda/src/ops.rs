@@ -10,7 +10,7 @@ use augserve_core::ops::mix::{MixPlan, NormalizeCoeffs};
 use augserve_core::ops::resize::Coeffs;
 use augserve_core::ops::stats::BatchStats;
 use augserve_core::pipeline::{
-    tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DeviceDecoder, PreparedImage,
+    tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DeferredDecode, DeviceDecoder, PreparedImage,
 };
 use augserve_core::SampleError;
 use augserve_core::{PipelineSpec, Tensor};
@@ -24,7 +24,7 @@ use crate::gpu_decode::{route, DecodeRoute, DecodeSplit, NvJpegBackend};
 use crate::ipc::IpcRing;
 use crate::kernels::{dtype_code, layout_code, ColorDesc, MixDesc, ResizeDesc};
 use crate::launch::{grid, launch};
-use crate::nvjpeg::{GpuJpegDecoder, NvJpeg, Roi};
+use crate::nvjpeg::{roi_for_header, GpuJpegDecoder, NvJpeg, Roi};
 use crate::GpuError;
 
 /// Per-batch buffers, reused across batches (grown, never shrunk). Each slot has its own
@@ -347,7 +347,7 @@ impl GpuBatchOps {
         let nv = NvJpeg::load()?;
         let mut decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
         let backend = decoder.backend();
-        let roi = decoder.enable_roi();
+        let roi = decoder.check_roi();
         if let Err(why) = &roi {
             tracing::info!("ROI decode off: {why}; images are decoded whole");
         }
@@ -365,30 +365,22 @@ impl GpuBatchOps {
         Ok(backend)
     }
 
-    /// The part of each deferred image to decode (the whole image without ROI decode); the
+    /// The part of deferred image `d` to decode: the whole image without ROI decode; the
     /// crop region always lies inside it.
-    fn plan_rois(&self, images: &[PreparedImage]) -> Vec<Option<Roi>> {
-        let dec = self
-            .decode
-            .as_ref()
-            .map(|gd| gd.decoder.lock().unwrap_or_else(|p| p.into_inner()));
-        images
-            .iter()
-            .map(|im| {
-                let d = im.deferred.as_deref()?;
-                let whole = Roi::full(d.width, d.height);
-                let roi = dec
-                    .as_ref()
-                    .and_then(|dec| dec.roi_for(&d.bytes, (d.width, d.height), d.region).ok())
-                    .unwrap_or(whole);
-                let (x, y, w, h) = d.region;
-                let inside = x >= roi.x
-                    && y >= roi.y
-                    && x + w <= roi.x + roi.width
-                    && y + h <= roi.y + roi.height;
-                Some(if inside { roi } else { whole })
-            })
-            .collect()
+    fn plan_roi(&self, d: &DeferredDecode) -> Roi {
+        let whole = Roi::full(d.info.width, d.info.height);
+        if self.decode.as_ref().is_none_or(|gd| gd.roi.is_err()) {
+            return whole;
+        }
+        let roi = roi_for_header(&d.info, d.region);
+        let (x, y, w, h) = d.region;
+        let inside =
+            x >= roi.x && y >= roi.y && x + w <= roi.x + roi.width && y + h <= roi.y + roi.height;
+        if inside {
+            roi
+        } else {
+            whole
+        }
     }
 
     /// Decodes the deferred images (`jobs`) into `src` on the GPU, each its ROI; what nvJPEG
@@ -410,7 +402,7 @@ impl GpuBatchOps {
         for j in jobs {
             let d = deferred(j.image).ok_or(GpuError::NoNvJpeg("image not deferred".into()))?;
             jpegs.push(d.bytes.as_slice());
-            dims.push((d.width, d.height));
+            dims.push((d.info.width, d.info.height));
         }
         let rois: Vec<Roi> = jobs.iter().map(|j| j.roi).collect();
         let offsets: Vec<usize> = jobs.iter().map(|j| j.offset).collect();
@@ -574,18 +566,9 @@ impl GpuBatchOps {
         let mut jobs = Vec::new();
         let mut colors = Vec::new();
         let mut src_bytes = cpu_bytes;
-        let rois = if images.iter().any(|im| im.deferred.is_some()) {
-            self.plan_rois(images)
-        } else {
-            Vec::new()
-        };
         for (i, im) in images.iter().enumerate() {
             if let Some(d) = im.deferred.as_deref() {
-                let roi = rois
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .unwrap_or(Roi::full(d.width, d.height));
+                let roi = self.plan_roi(d);
                 // The decoded part lies at src_bytes; the crop region inside it.
                 let (x, y, w, h) = d.region;
                 let region_off = src_bytes
