@@ -782,7 +782,7 @@ impl Drop for GpuJpegDecoder {
 }
 
 /// A colourful test image (gradients and a checker, so the chroma changes across MCUs) with
-/// the given chroma subsampling, for `enable_roi`'s check.
+/// the given chroma subsampling, for `check_roi`.
 fn roi_test_jpeg(
     w: u32,
     h: u32,

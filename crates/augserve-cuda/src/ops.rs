@@ -265,7 +265,7 @@ struct GpuDecode {
     on_gpu: AtomicU64,
     fell_back: AtomicU64,
     routed_cpu: AtomicU64,
-    /// ROI decode: on, or why not (`enable_roi`'s check).
+    /// ROI decode: on, or why not (`GpuJpegDecoder::check_roi` at start-up).
     roi: Result<(), String>,
     /// Pixels nvJPEG decoded, and the pixels of those images whole (the ROI saving).
     decoded_pixels: AtomicU64,
