@@ -146,6 +146,79 @@ pub fn plan_resize(images: &[PreparedImage], out_w: u32, out_h: u32) -> ResizePl
     plan_resize_sources(images, &sources, bytes, out_w, out_h)
 }
 
+/// Where every image's pixels lie in a batch's source buffer: the host regions packed first
+/// (`cpu_bytes`), then each deferred image's decoded part (`DecodeJob`, its ROI from
+/// `plan_roi`) with its crop region inside it, and the colour jitter of those regions.
+#[derive(Debug)]
+struct SourceLayout {
+    sources: Vec<ResizeSource>,
+    jobs: Vec<DecodeJob>,
+    colors: Vec<ColorDesc>,
+    cpu_bytes: usize,
+    src_bytes: usize,
+}
+
+fn layout_sources(
+    images: &[PreparedImage],
+    plan_roi: impl Fn(&DeferredDecode) -> Roi,
+) -> SourceLayout {
+    let (mut sources, cpu_bytes) = packed_sources(images);
+    let mut jobs = Vec::new();
+    let mut colors = Vec::new();
+    let mut src_bytes = cpu_bytes;
+    for (i, im) in images.iter().enumerate() {
+        let Some(d) = im.deferred.as_deref() else {
+            continue;
+        };
+        // The decoded part: the planned ROI if it holds the crop region, else the whole image.
+        let (x, y, w, h) = d.region;
+        let whole = Roi::full(d.info.width, d.info.height);
+        let roi = Some(plan_roi(d))
+            .filter(|r| {
+                x >= r.x
+                    && y >= r.y
+                    && x + w <= r.x + r.width
+                    && y + h <= r.y + r.height
+                    && r.x + r.width <= whole.width
+                    && r.y + r.height <= whole.height
+            })
+            .unwrap_or(whole);
+        // The decoded part lies at src_bytes; the crop region inside it.
+        let region_off =
+            src_bytes + ((y - roi.y) as usize * roi.width as usize + (x - roi.x) as usize) * 3;
+        sources[i] = ResizeSource {
+            offset: region_off,
+            width: w,
+            height: h,
+            pitch: roi.width,
+        };
+        jobs.push(DecodeJob {
+            image: i,
+            offset: src_bytes,
+            roi,
+        });
+        if !d.color.is_identity() {
+            colors.push(ColorDesc {
+                offset: region_off as u64,
+                width: w as i32,
+                height: h as i32,
+                brightness: d.color.brightness,
+                contrast: d.color.contrast,
+                saturation: d.color.saturation,
+                pitch: roi.width as i32,
+            });
+        }
+        src_bytes += roi.pixels() as usize * 3;
+    }
+    SourceLayout {
+        sources,
+        jobs,
+        colors,
+        cpu_bytes,
+        src_bytes,
+    }
+}
+
 /// The resize plan for `images` whose regions lie at `sources` in a buffer of `src_bytes`.
 pub fn plan_resize_sources(
     images: &[PreparedImage],
@@ -365,22 +438,13 @@ impl GpuBatchOps {
         Ok(backend)
     }
 
-    /// The part of deferred image `d` to decode: the whole image without ROI decode; the
-    /// crop region always lies inside it.
+    /// The part of deferred image `d` to decode: the MCU-aligned part around its crop region
+    /// with ROI decode, else the whole image.
     fn plan_roi(&self, d: &DeferredDecode) -> Roi {
-        let whole = Roi::full(d.info.width, d.info.height);
         if self.decode.as_ref().is_none_or(|gd| gd.roi.is_err()) {
-            return whole;
+            return Roi::full(d.info.width, d.info.height);
         }
-        let roi = roi_for_header(&d.info, d.region);
-        let (x, y, w, h) = d.region;
-        let inside =
-            x >= roi.x && y >= roi.y && x + w <= roi.x + roi.width && y + h <= roi.y + roi.height;
-        if inside {
-            roi
-        } else {
-            whole
-        }
+        roi_for_header(&d.info, d.region)
     }
 
     /// Decodes the deferred images (`jobs`) into `src` on the GPU, each its ROI; what nvJPEG
@@ -562,42 +626,14 @@ impl GpuBatchOps {
         let out_bytes = n * hw * 3 * spec.output.dtype.size_bytes();
         let t0 = Instant::now();
         // Host regions first, packed; then each deferred image's full decoded size.
-        let (mut sources, cpu_bytes) = packed_sources(images);
-        let mut jobs = Vec::new();
-        let mut colors = Vec::new();
-        let mut src_bytes = cpu_bytes;
-        for (i, im) in images.iter().enumerate() {
-            if let Some(d) = im.deferred.as_deref() {
-                let roi = self.plan_roi(d);
-                // The decoded part lies at src_bytes; the crop region inside it.
-                let (x, y, w, h) = d.region;
-                let region_off = src_bytes
-                    + ((y - roi.y) as usize * roi.width as usize + (x - roi.x) as usize) * 3;
-                sources[i] = ResizeSource {
-                    offset: region_off,
-                    width: w,
-                    height: h,
-                    pitch: roi.width,
-                };
-                jobs.push(DecodeJob {
-                    image: i,
-                    offset: src_bytes,
-                    roi,
-                });
-                if !d.color.is_identity() {
-                    colors.push(ColorDesc {
-                        offset: region_off as u64,
-                        width: w as i32,
-                        height: h as i32,
-                        brightness: d.color.brightness,
-                        contrast: d.color.contrast,
-                        saturation: d.color.saturation,
-                        pitch: roi.width as i32,
-                    });
-                }
-                src_bytes += roi.pixels() as usize * 3;
-            }
-        }
+        let layout = layout_sources(images, |d| self.plan_roi(d));
+        let SourceLayout {
+            sources,
+            jobs,
+            colors,
+            cpu_bytes,
+            src_bytes,
+        } = layout;
         let rp = plan_resize_sources(images, &sources, src_bytes, out_w, out_h);
         let mix = mix_descs(plan);
         let norm = NormalizeCoeffs::new(&spec.normalize);
@@ -931,6 +967,126 @@ impl BatchOps for GpuBatchOps {
                 // result is the same up to one level of resize rounding.
                 tracing::warn!(error = %e, images = images.len(), "GPU batch failed; running it on the CPU");
                 self.cpu.run(images, plan, spec, pool)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use augserve_core::decode::{jpeg_info, DecodeLimits};
+    use augserve_core::image::RgbImage;
+    use augserve_core::ops::color::ColorFactors;
+    use augserve_core::ops::crop::CropBox;
+
+    fn jpeg(w: u32, h: u32, sampling: jpeg_encoder::SamplingFactor) -> Vec<u8> {
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+        enc.set_sampling_factor(sampling);
+        enc.encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        out
+    }
+
+    fn host_image(id: u64, w: u32, h: u32) -> PreparedImage {
+        let data = (0..w * h * 3).map(|i| (i as u64 * 13 + id) as u8).collect();
+        PreparedImage {
+            sample_id: id,
+            label: 0,
+            region: RgbImage::from_vec(w, h, data).unwrap(),
+            crop: CropBox::full(w, h),
+            flip: false,
+            deferred: None,
+        }
+    }
+
+    fn deferred_image(id: u64, bytes: Vec<u8>, region: (u32, u32, u32, u32)) -> PreparedImage {
+        let info = jpeg_info(&bytes).unwrap();
+        PreparedImage {
+            sample_id: id,
+            label: 0,
+            region: RgbImage::new(0, 0),
+            crop: CropBox::full(region.2, region.3),
+            flip: false,
+            deferred: Some(Box::new(DeferredDecode {
+                bytes,
+                source_name: format!("image {id}"),
+                info,
+                region,
+                color: ColorFactors {
+                    brightness: 1.1,
+                    contrast: 1.0,
+                    saturation: 1.0,
+                },
+                limits: DecodeLimits::default(),
+            })),
+        }
+    }
+
+    /// The batch's source buffer laid out on the host as the GPU path fills it (host regions
+    /// uploaded, each deferred image's part decoded at its job's offset; here by zune-jpeg,
+    /// cut to the part): every image's `ResizeSource` must then read exactly its CPU-path
+    /// region, with and without ROI decode.
+    #[test]
+    fn source_layout_reads_each_region_where_it_was_decoded() {
+        use jpeg_encoder::SamplingFactor::{F_1_1, F_2_1, F_2_2};
+        let images = vec![
+            host_image(0, 40, 30),
+            deferred_image(1, jpeg(200, 150, F_2_2), (37, 21, 101, 77)),
+            host_image(2, 17, 9),
+            deferred_image(3, jpeg(96, 80, F_2_1), (0, 0, 96, 80)),
+            deferred_image(4, jpeg(131, 67, F_1_1), (70, 40, 61, 27)),
+        ];
+        for roi_on in [false, true] {
+            let layout = layout_sources(&images, |d| {
+                if roi_on {
+                    roi_for_header(&d.info, d.region)
+                } else {
+                    Roi::full(d.info.width, d.info.height)
+                }
+            });
+            let mut src = vec![0u8; layout.src_bytes];
+            let mut at = 0;
+            for im in &images {
+                src[at..at + im.region.data.len()].copy_from_slice(&im.region.data);
+                at += im.region.data.len();
+            }
+            assert_eq!(at, layout.cpu_bytes);
+            for job in &layout.jobs {
+                let d = images[job.image].deferred.as_deref().unwrap();
+                let r = job.roi;
+                let part = d.decode_full().unwrap().crop(r.x, r.y, r.width, r.height);
+                src[job.offset..job.offset + part.data.len()].copy_from_slice(&part.data);
+            }
+            for (i, (im, s)) in images.iter().zip(&layout.sources).enumerate() {
+                let want = match im.deferred.as_deref() {
+                    Some(d) => {
+                        let (x, y, w, h) = d.region;
+                        d.decode_full().unwrap().crop(x, y, w, h)
+                    }
+                    None => im.region.clone(),
+                };
+                let mut got = Vec::new();
+                for row in 0..s.height as usize {
+                    let a = s.offset + row * s.pitch as usize * 3;
+                    got.extend_from_slice(&src[a..a + s.width as usize * 3]);
+                }
+                assert_eq!(got, want.data, "image {i}, ROI decode {roi_on}");
+            }
+            // Colour jitter covers each deferred region where the resize reads it.
+            assert_eq!(layout.colors.len(), 3);
+            for (c, job) in layout.colors.iter().zip(&layout.jobs) {
+                let s = layout.sources[job.image];
+                assert_eq!((c.offset as usize, c.pitch as u32), (s.offset, s.pitch));
+            }
+            let parts: u64 = layout.jobs.iter().map(|j| j.roi.pixels()).sum();
+            let whole = 200 * 150 + 96 * 80 + 131 * 67;
+            if roi_on {
+                assert!(parts < whole, "{parts} of {whole}");
+            } else {
+                assert_eq!(parts, whole);
             }
         }
     }
