@@ -476,18 +476,29 @@ impl GpuJpegDecoder {
         jpegs: &[&[u8]],
         dims: &[(u32, u32)],
     ) -> Result<DecodedBatch, GpuError> {
-        let mut images = Vec::with_capacity(dims.len());
+        let rois: Vec<Roi> = dims.iter().map(|&(w, h)| Roi::full(w, h)).collect();
+        self.decode_parts(jpegs, dims, &rois)
+    }
+
+    /// Decodes part `rois[k]` of each image into one device buffer, RGB interleaved, back to
+    /// back (`DecodedBatch.images` gives each part's offset and size).
+    pub fn decode_parts(
+        &mut self,
+        jpegs: &[&[u8]],
+        dims: &[(u32, u32)],
+        rois: &[Roi],
+    ) -> Result<DecodedBatch, GpuError> {
+        let mut images = Vec::with_capacity(rois.len());
         let mut total = 0usize;
-        for &(w, h) in dims {
-            images.push((total, w, h));
-            total += w as usize * h as usize * 3;
+        for r in rois {
+            images.push((total, r.width, r.height));
+            total += r.pixels() as usize * 3;
         }
         // SAFETY: u8 needs no initialisation before the conversion writes every pixel.
         let mut buffer = unsafe { self.stream.alloc::<u8>(total.max(1)) }
             .map_err(|e| GpuError::alloc(e, total))?;
         let offsets: Vec<usize> = images.iter().map(|&(o, _, _)| o).collect();
-        let rois: Vec<Roi> = dims.iter().map(|&(w, h)| Roi::full(w, h)).collect();
-        self.decode_into(jpegs, dims, &rois, &mut buffer, &offsets)?;
+        self.decode_into(jpegs, dims, rois, &mut buffer, &offsets)?;
         Ok(DecodedBatch { buffer, images })
     }
 
@@ -746,12 +757,8 @@ impl GpuJpegDecoder {
         dims: (u32, u32),
         roi: Roi,
     ) -> Result<Vec<u8>, GpuError> {
-        let len = roi.pixels() as usize * 3;
-        // SAFETY: the decode writes every byte before the download reads it.
-        let mut buf =
-            unsafe { self.stream.alloc::<u8>(len.max(1)) }.map_err(|e| GpuError::alloc(e, len))?;
-        self.decode_into(&[jpeg], &[dims], &[roi], &mut buf, &[0])?;
-        Ok(self.stream.clone_dtoh(&buf.slice(..len))?)
+        let b = self.decode_parts(&[jpeg], &[dims], &[roi])?;
+        self.download(&b, 0)
     }
 
     /// Copies image `k` of a decoded batch back to the host (checks only: the pipeline keeps

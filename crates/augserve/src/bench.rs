@@ -111,16 +111,24 @@ fn cpu_model() -> String {
 }
 
 /// nvJPEG's batched decode alone on the dataset's first images (those it takes; see
-/// `gpu_decode::route`), at the largest batch size.
-fn gpu_decode_row(dataset: &Dataset, args: &BenchArgs) -> anyhow::Result<Row> {
+/// `gpu_decode::route`), at the largest batch size: whole images, and (when ROI decode passes
+/// its check) only the part each image's crop under `spec` needs.
+fn gpu_decode_rows(
+    dataset: &Dataset,
+    spec: &PipelineSpec,
+    args: &BenchArgs,
+) -> anyhow::Result<Vec<Row>> {
     use augserve_core::decode::jpeg_info;
+    use augserve_core::ops::resize::read_region;
+    use augserve_core::pipeline::ImagePlan;
     use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
-    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
+    use augserve_cuda::nvjpeg::{roi_for_header, GpuJpegDecoder, NvJpeg, Roi};
     let dev = GpuDevice::open(0)?;
     let nv = NvJpeg::load()?;
     let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware)?;
     let batch = args.batch_sizes.iter().copied().max().unwrap_or(256);
     let (mut jpegs, mut dims, mut refused) = (Vec::new(), Vec::new(), 0usize);
+    let mut parts = Vec::new();
     for id in 0..dataset.len() as u64 {
         if jpegs.len() == batch {
             break;
@@ -130,6 +138,11 @@ fn gpu_decode_row(dataset: &Dataset, args: &BenchArgs) -> anyhow::Result<Row> {
         };
         match jpeg_info(&bytes) {
             Ok(info) if route(&info, dec.backend()) == DecodeRoute::Gpu => {
+                // The crop of epoch 0 under seed 0, as a training run would draw it.
+                let plan = ImagePlan::draw(spec, 0, 0, id, info.width, info.height);
+                let (w, h) = (spec.size.width, spec.size.height);
+                let region = read_region(info.width, info.height, plan.crop, w, h);
+                parts.push(roi_for_header(&info, region));
                 dims.push((info.width, info.height));
                 jpegs.push(bytes);
             }
@@ -141,30 +154,47 @@ fn gpu_decode_row(dataset: &Dataset, args: &BenchArgs) -> anyhow::Result<Row> {
         "no image of the dataset is GPU-decodable"
     );
     let refs: Vec<&[u8]> = jpegs.iter().map(Vec::as_slice).collect();
-    dec.decode_batch(&refs, &dims)?; // warm-up
+    tracing::info!(
+        refused,
+        "GPU decode rows: images the GPU does not take were left out"
+    );
+    let whole: Vec<Roi> = dims.iter().map(|&(w, h)| Roi::full(w, h)).collect();
+    let mut rows = vec![time_gpu_decode(
+        &mut dec, &refs, &dims, &whole, args, "whole",
+    )?];
+    match dec.check_roi() {
+        Ok(()) => rows.push(time_gpu_decode(
+            &mut dec, &refs, &dims, &parts, args, "roi",
+        )?),
+        Err(why) => println!("GPU decode with ROI: not measured: {why}"),
+    }
+    Ok(rows)
+}
+
+/// Times nvJPEG decoding `rois` of the images (after one warm-up batch).
+fn time_gpu_decode(
+    dec: &mut augserve_cuda::nvjpeg::GpuJpegDecoder,
+    refs: &[&[u8]],
+    dims: &[(u32, u32)],
+    rois: &[augserve_cuda::nvjpeg::Roi],
+    args: &BenchArgs,
+    what: &str,
+) -> anyhow::Result<Row> {
+    dec.decode_parts(refs, dims, rois)?; // warm-up
     let started = Instant::now();
     for _ in 0..args.batches {
-        dec.decode_batch(&refs, &dims)?;
+        dec.decode_parts(refs, dims, rois)?;
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let n = refs.len() * args.batches;
     let ms_per_batch = secs * 1e3 / args.batches as f64;
-    tracing::info!(
-        refused,
-        "GPU decode row: images the GPU does not take were left out"
-    );
+    let bytes: f64 = rois.iter().map(|r| r.pixels() as f64 * 3.0).sum();
     Ok(Row {
-        device: format!("gpu-decode {:?}", dec.backend()),
+        device: format!("gpu-decode-{what} {:?}", dec.backend()),
         threads: 0,
         batch_size: refs.len(),
         images_per_s: n as f64 / secs,
-        output_mb_per_s: dims
-            .iter()
-            .map(|&(w, h)| w as f64 * h as f64 * 3.0)
-            .sum::<f64>()
-            * args.batches as f64
-            / secs
-            / 1e6,
+        output_mb_per_s: bytes * args.batches as f64 / secs / 1e6,
         read_ms: 0.0,
         decode_ms: ms_per_batch,
         color_ms: 0.0,
@@ -312,8 +342,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if args.devices != DevicesArg::Cpu {
-        match gpu_decode_row(&dataset, &args) {
-            Ok(r) => rows.push(r),
+        match gpu_decode_rows(&dataset, &spec, &args) {
+            Ok(r) => rows.extend(r),
             Err(e) => {
                 println!("GPU decode (nvJPEG): not measured: {e}");
             }
