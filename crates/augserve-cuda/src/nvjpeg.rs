@@ -829,6 +829,15 @@ mod tests {
         assert_eq!(std::mem::size_of::<NvJpegImage>(), 64);
     }
 
+    fn part(x: u32, y: u32, width: u32, height: u32) -> Roi {
+        Roi {
+            x,
+            y,
+            width,
+            height,
+        }
+    }
+
     fn planes(components: i32, sizes: &[(i32, i32)]) -> PlaneInfo {
         let mut p = PlaneInfo {
             components,
@@ -876,15 +885,7 @@ mod tests {
     fn roi_parts_cover_the_region_with_a_margin_on_mcu_boundaries() {
         // 4:2:0: MCUs of 16 pixels; the region grown by 2 and aligned outwards.
         let r = roi_for_region(500, 375, 1, 1, (100, 50, 200, 150));
-        assert_eq!(
-            r,
-            Roi {
-                x: 96,
-                y: 48,
-                width: 208,
-                height: 160
-            }
-        );
+        assert_eq!(r, part(96, 48, 208, 160));
         assert_eq!(
             roi_for_region(500, 375, 1, 1, (0, 0, 500, 375)),
             Roi::full(500, 375)
@@ -894,15 +895,7 @@ mod tests {
         assert_eq!((r.x + r.width, r.y + r.height), (500, 375));
         // 4:4:4 and grayscale: MCUs of 8.
         let r = roi_for_region(64, 64, 0, 0, (13, 9, 20, 20));
-        assert_eq!(
-            r,
-            Roi {
-                x: 8,
-                y: 0,
-                width: 32,
-                height: 32
-            }
-        );
+        assert_eq!(r, part(8, 0, 32, 32));
         // Random regions: always inside the image, aligned, covering region + margin.
         let mut seed = 7u64;
         let mut next = |m: u32| {
@@ -933,72 +926,22 @@ mod tests {
     fn roi_planes_are_the_chroma_samples_under_the_part() {
         let p = planes(3, &[(375, 499), (188, 250), (188, 250)]);
         let (full, _) = plane_layout(&p, 0).unwrap();
-        let r = roi_planes(
-            &p,
-            &full,
-            Roi {
-                x: 96,
-                y: 48,
-                width: 208,
-                height: 160,
-            },
-        )
-        .unwrap();
+        let r = roi_planes(&p, &full, part(96, 48, 208, 160)).unwrap();
         assert_eq!(
             (r.widths[0], r.heights[0], r.widths[1], r.heights[1]),
             (208, 160, 104, 80)
         );
         // A part that ends at the odd right edge: the last chroma column is shared.
-        let r = roi_planes(
-            &p,
-            &full,
-            Roi {
-                x: 368,
-                y: 0,
-                width: 7,
-                height: 499,
-            },
-        )
-        .unwrap();
+        let r = roi_planes(&p, &full, part(368, 0, 7, 499)).unwrap();
         assert_eq!((r.widths[1], r.heights[1]), (4, 250));
         let (d, _) = plane_layout(&r, 0).unwrap();
         assert_eq!((d.h_shift, d.v_shift), (1, 1));
         // Not on a chroma sample, or outside the image.
-        assert!(roi_planes(
-            &p,
-            &full,
-            Roi {
-                x: 3,
-                y: 0,
-                width: 16,
-                height: 16
-            }
-        )
-        .is_none());
-        assert!(roi_planes(
-            &p,
-            &full,
-            Roi {
-                x: 368,
-                y: 0,
-                width: 16,
-                height: 16
-            }
-        )
-        .is_none());
+        assert!(roi_planes(&p, &full, part(3, 0, 16, 16)).is_none());
+        assert!(roi_planes(&p, &full, part(368, 0, 16, 16)).is_none());
         let g = planes(1, &[(40, 30)]);
         let (gfull, _) = plane_layout(&g, 0).unwrap();
-        let r = roi_planes(
-            &g,
-            &gfull,
-            Roi {
-                x: 3,
-                y: 5,
-                width: 10,
-                height: 10,
-            },
-        )
-        .unwrap();
+        let r = roi_planes(&g, &gfull, part(3, 5, 10, 10)).unwrap();
         assert_eq!((r.components, r.widths[0], r.heights[0]), (1, 10, 10));
     }
 

@@ -30,6 +30,46 @@ fn device() -> Option<Arc<GpuDevice>> {
     }
 }
 
+/// A batched nvJPEG decoder (hardware engine where present), or None with the reason printed.
+fn nvjpeg_decoder(dev: &Arc<GpuDevice>) -> Option<augserve_cuda::nvjpeg::GpuJpegDecoder> {
+    use augserve_cuda::gpu_decode::NvJpegBackend;
+    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
+    match NvJpeg::load() {
+        Ok(nv) => Some(GpuJpegDecoder::new(nv, dev, NvJpegBackend::Hardware).unwrap()),
+        Err(e) => {
+            skipped(&e.to_string());
+            None
+        }
+    }
+}
+
+/// `../shared/testdata/jpeg` (or where the GPU kit put it: AUGSERVE_JPEG_TESTDATA).
+fn jpeg_testdata() -> std::path::PathBuf {
+    std::env::var_os("AUGSERVE_JPEG_TESTDATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/jpeg")
+        })
+}
+
+/// Every file under `dir` (only `.jpg` ones when `jpg_only`), sorted.
+fn files_under(dir: std::path::PathBuf, jpg_only: bool) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !jpg_only || p.extension().is_some_and(|x| x == "jpg") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// ImageNet-like crops: 500x375-ish regions with RandomResizedCrop boxes.
 fn batch(seed: u64, n: usize) -> Vec<PreparedImage> {
     let mut rng = keyed_rng(seed, 0, Purpose::Sample, 0);
@@ -224,24 +264,14 @@ fn gpu_timings_at_batch_256() {
 #[test]
 fn nvjpeg_matches_zune_within_decoder_tolerance() {
     use augserve_core::decode::{decode_jpeg, jpeg_info, DecodeLimits};
-    use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
-    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
+    use augserve_cuda::gpu_decode::{route, DecodeRoute};
     let Some(dev) = device() else { return };
-    let nv = match NvJpeg::load() {
-        Ok(nv) => nv,
-        Err(e) => {
-            skipped(&e.to_string());
-            return;
-        }
+    let Some(mut dec) = nvjpeg_decoder(&dev) else {
+        return;
     };
-    let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware).unwrap();
     // The device machine gets the test files in the kit (benches/gpu/prepare.sh), not beside
     // the checkout.
-    let root = std::env::var_os("AUGSERVE_JPEG_TESTDATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/jpeg")
-        });
+    let root = jpeg_testdata();
     let corpus = std::env::var_os("AUGSERVE_BENCH_CORPUS").map(std::path::PathBuf::from);
     let limits = DecodeLimits::default();
     let (mut gpu, mut cpu, mut worst) = (0, 0, 0f64);
@@ -255,19 +285,7 @@ fn nvjpeg_matches_zune_within_decoder_tolerance() {
         sets.push(("corpus", c));
     }
     for (sub, dir) in sets {
-        let mut files = Vec::new();
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if sub != "reftest" || p.extension().is_some_and(|x| x == "jpg") {
-                    files.push(p);
-                }
-            }
-        }
-        files.sort();
+        let files = files_under(dir, sub == "reftest");
         for f in files {
             let bytes = std::fs::read(&f).unwrap();
             let Ok(info) = jpeg_info(&bytes) else {
@@ -404,12 +422,7 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
     assert!(!report.contains(" 0 images on the GPU"), "{report}");
 
     // Crash files among good ones: per-image errors, the batch goes on.
-    let crash = std::env::var_os("AUGSERVE_JPEG_TESTDATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/jpeg")
-        })
-        .join("crash");
+    let crash = jpeg_testdata().join("crash");
     let mixed = tempfile::tempdir().unwrap();
     demo::write_demo_dataset(mixed.path(), 4).unwrap();
     let bad = mixed.path().join("zz_bad");
@@ -454,40 +467,20 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
 #[test]
 fn roi_decode_equals_the_whole_image_decode_inside_the_region() {
     use augserve_core::decode::jpeg_info;
-    use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
-    use augserve_cuda::nvjpeg::{roi_for_header, GpuJpegDecoder, NvJpeg};
+    use augserve_cuda::gpu_decode::{route, DecodeRoute};
+    use augserve_cuda::nvjpeg::roi_for_header;
     let Some(dev) = device() else { return };
-    let nv = match NvJpeg::load() {
-        Ok(nv) => nv,
-        Err(e) => {
-            skipped(&e.to_string());
-            return;
-        }
+    let Some(mut dec) = nvjpeg_decoder(&dev) else {
+        return;
     };
-    let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware).unwrap();
     if let Err(why) = dec.check_roi() {
         skipped(&format!("ROI decode off: {why}"));
         return;
     }
     let dir = std::env::var_os("AUGSERVE_BENCH_CORPUS")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/testdata/jpeg/reftest")
-        });
-    let mut files = Vec::new();
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "jpg" || x == "jpeg") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+        .unwrap_or_else(|| jpeg_testdata().join("reftest"));
+    let files = files_under(dir, true);
     let mut rng = keyed_rng(21, 0, Purpose::Sample, 0);
     let (mut checked, mut part_px, mut whole_px) = (0, 0u64, 0u64);
     for f in files.iter().take(300) {
