@@ -7,6 +7,7 @@ mod device;
 mod error;
 pub mod gpu_decode;
 mod ipc;
+pub mod jpeg_planes;
 pub mod kernels;
 mod launch;
 pub mod nvjpeg;

@@ -22,9 +22,10 @@ use rayon::ThreadPool;
 use crate::device::GpuDevice;
 use crate::gpu_decode::{route, DecodeRoute, DecodeSplit, NvJpegBackend};
 use crate::ipc::IpcRing;
+use crate::jpeg_planes::{roi_for_header, Roi};
 use crate::kernels::{dtype_code, layout_code, ColorDesc, MixDesc, ResizeDesc};
 use crate::launch::{grid, launch};
-use crate::nvjpeg::{roi_for_header, GpuJpegDecoder, NvJpeg, Roi};
+use crate::nvjpeg::{GpuJpegDecoder, NvJpeg};
 use crate::GpuError;
 
 /// Per-batch buffers, reused across batches (grown, never shrunk). Each slot has its own

@@ -468,7 +468,7 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
 fn roi_decode_equals_the_whole_image_decode_inside_the_region() {
     use augserve_core::decode::jpeg_info;
     use augserve_cuda::gpu_decode::{route, DecodeRoute};
-    use augserve_cuda::nvjpeg::roi_for_header;
+    use augserve_cuda::jpeg_planes::roi_for_header;
     let Some(dev) = device() else { return };
     let Some(mut dec) = nvjpeg_decoder(&dev) else {
         return;

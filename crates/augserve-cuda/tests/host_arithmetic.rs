@@ -577,7 +577,7 @@ fn ycbcr_conversion_equals_zune_jpeg_on_reference_files() {
 /// nvJPEG returns them), with the part's layout from `roi_planes` + `plane_layout`.
 #[test]
 fn roi_conversion_equals_the_whole_image_inside_the_crop_region() {
-    use augserve_cuda::nvjpeg::{plane_layout, roi_for_region, roi_planes, PlaneInfo};
+    use augserve_cuda::jpeg_planes::{plane_layout, roi_for_region, roi_planes, PlaneInfo};
     let lib = host_library();
     let convert: YccFn = sym(&lib, b"host_ycbcr_to_rgb");
     let mut rng = keyed_rng(10, 0, Purpose::Sample, 0);

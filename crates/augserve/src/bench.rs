@@ -122,7 +122,8 @@ fn gpu_decode_rows(
     use augserve_core::ops::resize::read_region;
     use augserve_core::pipeline::ImagePlan;
     use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
-    use augserve_cuda::nvjpeg::{roi_for_header, GpuJpegDecoder, NvJpeg, Roi};
+    use augserve_cuda::jpeg_planes::{roi_for_header, Roi};
+    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
     let dev = GpuDevice::open(0)?;
     let nv = NvJpeg::load()?;
     let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware)?;
@@ -176,7 +177,7 @@ fn time_gpu_decode(
     dec: &mut augserve_cuda::nvjpeg::GpuJpegDecoder,
     refs: &[&[u8]],
     dims: &[(u32, u32)],
-    rois: &[augserve_cuda::nvjpeg::Roi],
+    rois: &[augserve_cuda::jpeg_planes::Roi],
     args: &BenchArgs,
     what: &str,
 ) -> anyhow::Result<Row> {

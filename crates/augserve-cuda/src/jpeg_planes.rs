@@ -1,0 +1,326 @@
+//! Where nvJPEG's planar output of an image goes and how the conversion kernel reads it
+//! (`plane_layout`), and which part of an image ROI decode asks for (`roi_for_header`,
+//! `roi_for_region`, `roi_planes`). Pure logic: tested on the CPU; the decoder is `nvjpeg.rs`.
+
+use augserve_core::decode::JpegInfo;
+
+use crate::kernels::YccDesc;
+
+/// nvJPEG's NVJPEG_MAX_COMPONENT: planes per image.
+pub const MAX_COMPONENTS: usize = 4;
+
+/// One image's components and plane sizes as nvJPEG reads them (`nvjpegGetImageInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaneInfo {
+    pub components: i32,
+    pub widths: [i32; MAX_COMPONENTS],
+    pub heights: [i32; MAX_COMPONENTS],
+}
+
+/// Where one image's planes go in the planar buffer, from byte `at`, and how the conversion
+/// kernel reads them (`dst_off` left 0); with the bytes the planes take. `None` for what the
+/// kernel does not convert: not 1 or 3 components, Cb and Cr of different sizes, chroma
+/// neither full size nor halved (rounding up) in each direction.
+pub fn plane_layout(p: &PlaneInfo, at: usize) -> Option<(YccDesc, usize)> {
+    let (w, h) = (p.widths[0], p.heights[0]);
+    if w <= 0 || h <= 0 {
+        return None;
+    }
+    let luma = w as usize * h as usize;
+    let mut d = YccDesc {
+        y_off: at as u64,
+        width: w,
+        height: h,
+        y_pitch: w,
+        ..YccDesc::default()
+    };
+    match p.components {
+        1 => {
+            // Chroma destinations at full size although a grayscale image has none: what
+            // nvJPEG might write there for YUV output then stays inside our buffer.
+            d.gray = 1;
+            d.c_width = w;
+            d.c_height = h;
+            d.c_pitch = w;
+        }
+        3 => {
+            let (cw, ch) = (p.widths[1], p.heights[1]);
+            if (cw, ch) != (p.widths[2], p.heights[2]) {
+                return None;
+            }
+            let shift = |full: i32, part: i32| match part {
+                _ if part == full => Some(0),
+                _ if part == (full + 1) / 2 => Some(1),
+                _ => None,
+            };
+            d.h_shift = shift(w, cw)?;
+            d.v_shift = shift(h, ch)?;
+            d.c_width = cw;
+            d.c_height = ch;
+            d.c_pitch = cw;
+        }
+        _ => return None,
+    }
+    let chroma = d.c_width as usize * d.c_height as usize;
+    d.cb_off = (at + luma) as u64;
+    d.cr_off = (at + luma + chroma) as u64;
+    Some((d, luma + 2 * chroma))
+}
+
+/// A rectangle of an image in luma pixels: the part nvJPEG decodes (ROI decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roi {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Roi {
+    /// The whole of a `width` x `height` image.
+    pub fn full(width: u32, height: u32) -> Self {
+        Roi {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+}
+
+/// Pixels the decoded part keeps around the crop region: the chroma interpolation of a
+/// region pixel reads the chroma samples next to its own (2 luma pixels away), so with this
+/// margin every region pixel is computed from the same samples as in a full decode.
+pub const ROI_MARGIN: u32 = 2;
+
+/// The part of a `width` x `height` image to decode for the crop `region` (x, y, w, h): the
+/// region grown by [`ROI_MARGIN`] and aligned outwards to whole MCUs (8 pixels, 16 where the
+/// chroma is halved), so that the chroma planes of the part start on a chroma sample.
+pub fn roi_for_region(
+    width: u32,
+    height: u32,
+    h_shift: i32,
+    v_shift: i32,
+    (x, y, w, h): (u32, u32, u32, u32),
+) -> Roi {
+    let span = |start: u32, len: u32, size: u32, mcu: u32| {
+        let lo = start.saturating_sub(ROI_MARGIN) / mcu * mcu;
+        let hi = (start.saturating_add(len).saturating_add(ROI_MARGIN))
+            .div_ceil(mcu)
+            .saturating_mul(mcu)
+            .min(size);
+        (lo.min(hi), hi)
+    };
+    let (x0, x1) = span(x, w, width, 8 << h_shift);
+    let (y0, y1) = span(y, h, height, 8 << v_shift);
+    Roi {
+        x: x0,
+        y: y0,
+        width: x1 - x0,
+        height: y1 - y0,
+    }
+}
+
+/// The part to decode for the crop `region` of the image with header `info`: chroma halving
+/// from its sampling factors (4:2:0, 4:2:2, 4:4:0, 4:4:4, grayscale); the whole image for any
+/// other sampling (the GPU does not take those).
+pub fn roi_for_header(info: &JpegInfo, region: (u32, u32, u32, u32)) -> Roi {
+    let whole = Roi::full(info.width, info.height);
+    let (h_shift, v_shift) = match (info.components, info.sampling.as_slice()) {
+        (1, _) => (0, 0),
+        (3, [(hy, vy), (1, 1), (1, 1)]) if *hy <= 2 && *vy <= 2 => {
+            (i32::from(*hy == 2), i32::from(*vy == 2))
+        }
+        _ => return whole,
+    };
+    roi_for_region(info.width, info.height, h_shift, v_shift, region)
+}
+
+/// The planes nvJPEG writes when it decodes `roi` of an image whose whole planes are `p`
+/// (laid out as `full`): luma the ROI's size, chroma the samples covering it. `None` when the
+/// ROI does not lie in the image or does not start on a chroma sample.
+pub fn roi_planes(p: &PlaneInfo, full: &YccDesc, roi: Roi) -> Option<PlaneInfo> {
+    let (x, y, w, h) = (
+        roi.x as i32,
+        roi.y as i32,
+        roi.width as i32,
+        roi.height as i32,
+    );
+    if w <= 0 || h <= 0 || x + w > full.width || y + h > full.height {
+        return None;
+    }
+    if (full.h_shift == 1 && x % 2 != 0) || (full.v_shift == 1 && y % 2 != 0) {
+        return None;
+    }
+    let mut r = *p;
+    r.widths[0] = w;
+    r.heights[0] = h;
+    if p.components == 3 {
+        for c in 1..3 {
+            r.widths[c] = (w + full.h_shift) >> full.h_shift;
+            r.heights[c] = (h + full.v_shift) >> full.v_shift;
+        }
+    }
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(x: u32, y: u32, width: u32, height: u32) -> Roi {
+        Roi {
+            x,
+            y,
+            width,
+            height,
+        }
+    }
+
+    fn planes(components: i32, sizes: &[(i32, i32)]) -> PlaneInfo {
+        let mut p = PlaneInfo {
+            components,
+            widths: [0; 4],
+            heights: [0; 4],
+        };
+        for (c, &(w, h)) in sizes.iter().enumerate() {
+            p.widths[c] = w;
+            p.heights[c] = h;
+        }
+        p
+    }
+
+    #[test]
+    fn plane_layouts_follow_the_chroma_subsampling() {
+        // 4:2:0 of an odd-sized image: chroma halved, rounding up (what the H200 reported).
+        let (d, bytes) =
+            plane_layout(&planes(3, &[(375, 499), (188, 250), (188, 250)]), 1000).expect("4:2:0");
+        assert_eq!((d.h_shift, d.v_shift, d.gray), (1, 1, 0));
+        assert_eq!(
+            (d.width, d.height, d.c_width, d.c_height),
+            (375, 499, 188, 250)
+        );
+        assert_eq!((d.y_off, d.cb_off), (1000, 1000 + 375 * 499));
+        assert_eq!(d.cr_off, d.cb_off + 188 * 250);
+        assert_eq!(bytes, 375 * 499 + 2 * 188 * 250);
+        let (d, _) = plane_layout(&planes(3, &[(64, 48), (32, 48), (32, 48)]), 0).expect("4:2:2");
+        assert_eq!((d.h_shift, d.v_shift), (1, 0));
+        let (d, _) = plane_layout(&planes(3, &[(64, 48), (64, 24), (64, 24)]), 0).expect("4:4:0");
+        assert_eq!((d.h_shift, d.v_shift), (0, 1));
+        let (d, _) = plane_layout(&planes(3, &[(64, 48), (64, 48), (64, 48)]), 0).expect("4:4:4");
+        assert_eq!((d.h_shift, d.v_shift), (0, 0));
+        // Grayscale: scratch chroma planes at full size, so nothing nvJPEG writes escapes.
+        let (d, bytes) = plane_layout(&planes(1, &[(40, 30)]), 0).expect("gray");
+        assert_eq!(d.gray, 1);
+        assert_eq!(bytes, 3 * 40 * 30);
+        // What the kernel does not convert.
+        assert!(plane_layout(&planes(3, &[(64, 48), (16, 48), (16, 48)]), 0).is_none()); // 4:1:1
+        assert!(plane_layout(&planes(3, &[(64, 48), (32, 24), (64, 48)]), 0).is_none());
+        assert!(plane_layout(&planes(4, &[(64, 48); 4]), 0).is_none());
+        assert!(plane_layout(&planes(3, &[(0, 48), (0, 48), (0, 48)]), 0).is_none());
+    }
+
+    #[test]
+    fn roi_parts_cover_the_region_with_a_margin_on_mcu_boundaries() {
+        // 4:2:0: MCUs of 16 pixels; the region grown by 2 and aligned outwards.
+        let r = roi_for_region(500, 375, 1, 1, (100, 50, 200, 150));
+        assert_eq!(r, part(96, 48, 208, 160));
+        assert_eq!(
+            roi_for_region(500, 375, 1, 1, (0, 0, 500, 375)),
+            Roi::full(500, 375)
+        );
+        // At the right and bottom edges the part ends with the image.
+        let r = roi_for_region(500, 375, 1, 1, (300, 200, 200, 175));
+        assert_eq!((r.x + r.width, r.y + r.height), (500, 375));
+        // 4:4:4 and grayscale: MCUs of 8.
+        let r = roi_for_region(64, 64, 0, 0, (13, 9, 20, 20));
+        assert_eq!(r, part(8, 0, 32, 32));
+        // Random regions: always inside the image, aligned, covering region + margin.
+        let mut seed = 7u64;
+        let mut next = |m: u32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) % u64::from(m.max(1))) as u32
+        };
+        for _ in 0..2000 {
+            let (w, h) = (1 + next(900), 1 + next(700));
+            let (hs, vs) = (next(2) as i32, next(2) as i32);
+            let (x, y) = (next(w), next(h));
+            let (rw, rh) = (1 + next(w - x), 1 + next(h - y));
+            let r = roi_for_region(w, h, hs, vs, (x, y, rw, rh));
+            assert!(
+                r.x + r.width <= w && r.y + r.height <= h,
+                "{r:?} in {w}x{h}"
+            );
+            assert_eq!(r.x % (8 << hs), 0);
+            assert_eq!(r.y % (8 << vs), 0);
+            assert!(r.x <= x.saturating_sub(ROI_MARGIN) && r.y <= y.saturating_sub(ROI_MARGIN));
+            assert!(r.x + r.width >= (x + rw + ROI_MARGIN).min(w));
+            assert!(r.y + r.height >= (y + rh + ROI_MARGIN).min(h));
+        }
+    }
+
+    #[test]
+    fn roi_planes_are_the_chroma_samples_under_the_part() {
+        let p = planes(3, &[(375, 499), (188, 250), (188, 250)]);
+        let (full, _) = plane_layout(&p, 0).unwrap();
+        let r = roi_planes(&p, &full, part(96, 48, 208, 160)).unwrap();
+        assert_eq!(
+            (r.widths[0], r.heights[0], r.widths[1], r.heights[1]),
+            (208, 160, 104, 80)
+        );
+        // A part that ends at the odd right edge: the last chroma column is shared.
+        let r = roi_planes(&p, &full, part(368, 0, 7, 499)).unwrap();
+        assert_eq!((r.widths[1], r.heights[1]), (4, 250));
+        let (d, _) = plane_layout(&r, 0).unwrap();
+        assert_eq!((d.h_shift, d.v_shift), (1, 1));
+        // Not on a chroma sample, or outside the image.
+        assert!(roi_planes(&p, &full, part(3, 0, 16, 16)).is_none());
+        assert!(roi_planes(&p, &full, part(368, 0, 16, 16)).is_none());
+        let g = planes(1, &[(40, 30)]);
+        let (gfull, _) = plane_layout(&g, 0).unwrap();
+        let r = roi_planes(&g, &gfull, part(3, 5, 10, 10)).unwrap();
+        assert_eq!((r.components, r.widths[0], r.heights[0]), (1, 10, 10));
+    }
+
+    #[test]
+    fn roi_from_the_header_follows_its_sampling() {
+        use augserve_core::decode::JpegCoding;
+        let info = |components: u8, sampling: Vec<(u8, u8)>| JpegInfo {
+            width: 500,
+            height: 375,
+            components,
+            precision: 8,
+            coding: JpegCoding::Baseline,
+            sampling,
+            restarts: false,
+            rgb: false,
+        };
+        let region = (100, 50, 200, 150);
+        let s420 = info(3, vec![(2, 2), (1, 1), (1, 1)]);
+        assert_eq!(
+            roi_for_header(&s420, region),
+            roi_for_region(500, 375, 1, 1, region)
+        );
+        let s422 = info(3, vec![(2, 1), (1, 1), (1, 1)]);
+        assert_eq!(
+            roi_for_header(&s422, region),
+            roi_for_region(500, 375, 1, 0, region)
+        );
+        let gray = info(1, vec![(1, 1)]);
+        assert_eq!(
+            roi_for_header(&gray, region),
+            roi_for_region(500, 375, 0, 0, region)
+        );
+        // Sampling the conversion does not take: the whole image.
+        let s411 = info(3, vec![(4, 1), (1, 1), (1, 1)]);
+        assert_eq!(roi_for_header(&s411, region), Roi::full(500, 375));
+        let odd = info(3, vec![(2, 2), (1, 1), (2, 1)]);
+        assert_eq!(roi_for_header(&odd, region), Roi::full(500, 375));
+    }
+}
