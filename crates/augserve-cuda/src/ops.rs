@@ -422,8 +422,9 @@ impl GpuBatchOps {
         let mut decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
         let backend = decoder.backend();
         let roi = decoder.check_roi();
-        if let Err(why) = &roi {
-            tracing::info!("ROI decode off: {why}; images are decoded whole");
+        match &roi {
+            Ok(()) => tracing::info!("ROI decode on: only the part each crop needs is decoded"),
+            Err(why) => tracing::info!("ROI decode off: {why}; images are decoded whole"),
         }
         self.decode = Some(GpuDecode {
             decoder: Mutex::new(decoder),
