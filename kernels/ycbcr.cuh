@@ -5,6 +5,9 @@
 // full-range conversion (color_convert/scalar.rs). nvJPEG's own RGB output replicates chroma
 // instead, 0.5 levels off on average and up to 2.8 on colourful images (issue 9, H200 run).
 // The host check (tests/host_arithmetic.rs) compares this with zune-jpeg's decoded pixels.
+// One known difference: where the image size is not a multiple of the MCU, zune-jpeg
+// interpolates the last chroma column/row with the decoded MCU padding, which nvJPEG's
+// cropped planes do not have; here the edge sample is repeated (the last luma column/row).
 #pragma once
 #include "common.cuh"
 
