@@ -1,0 +1,138 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The server's GPU-decoding path (`AUGSERVE_GPU_DECODE=1`), exercised without a GPU: a backend
+//! whose "device decoder" takes every image the per-image stage offers and decodes it at the
+//! batch stage on the CPU stands in for nvJPEG. Streams must carry the same batches, bytes
+//! and per-image errors as a plain CPU server on the same seed, corrupt files among them.
+//! What this cannot check (nvJPEG itself, the kernels) runs in `benches/gpu/run.sh`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use augserve_client::v1;
+use augserve_core::decode::JpegInfo;
+use augserve_core::ops::mix::MixPlan;
+use augserve_core::pipeline::{BatchOutput, DeviceDecoder, PreparedImage};
+use augserve_core::{BatchOps, CpuBatchOps, PipelineSpec};
+use augserve_server::{AugServeService, ServerConfig};
+use rayon::ThreadPool;
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// Takes every image; decodes the deferred ones on the CPU at the batch stage.
+#[derive(Default)]
+struct CpuStandInDecoder {
+    cpu: CpuBatchOps,
+    taken: AtomicUsize,
+    deferred_seen: AtomicUsize,
+}
+
+impl DeviceDecoder for CpuStandInDecoder {
+    fn takes(&self, _: &JpegInfo, _: u64) -> bool {
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+    fn observe_cpu(&self, _: usize, _: std::time::Duration) {}
+}
+
+impl BatchOps for CpuStandInDecoder {
+    fn device(&self) -> String {
+        "stand-in device decoder".into()
+    }
+    fn device_decoder(&self) -> Option<&dyn DeviceDecoder> {
+        Some(self)
+    }
+    fn decode_report(&self) -> Option<String> {
+        Some(format!(
+            "stand-in: {} images taken",
+            self.taken.load(Ordering::Relaxed)
+        ))
+    }
+    fn run(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+    ) -> augserve_core::Result<BatchOutput> {
+        let deferred = images.iter().filter(|im| im.deferred.is_some()).count();
+        self.deferred_seen.fetch_add(deferred, Ordering::Relaxed);
+        self.cpu.run(images, plan, spec, pool)
+    }
+}
+
+/// Streams one epoch of "data" from a server on `ops` (socket `name`): (tensor bytes, errors' names) per batch.
+fn stream_epoch(dir: &Path, name: &str, ops: Arc<dyn BatchOps>) -> Vec<(Vec<u8>, Vec<String>)> {
+    let mut cfg = ServerConfig::default();
+    cfg.datasets.push(augserve_server::config::DatasetConfig {
+        name: "data".into(),
+        path: dir.join("data"),
+        format: None,
+    });
+    cfg.threads = 2;
+    let service =
+        AugServeService::with_batch_ops(&cfg, Arc::new(AtomicBool::new(false)), ops, None).unwrap();
+    let sock = dir.join(format!("{name}.sock"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    v1::aug_serve_server::AugServeServer::new(service)
+                        .max_encoding_message_size(usize::MAX),
+                )
+                .serve_with_incoming(UnixListenerStream::new(listener)),
+        );
+        let addr = format!("unix://{}", sock.display());
+        let mut c = augserve_client::connect(&addr, 1 << 30).await.unwrap();
+        let mut s = c
+            .stream_batches(v1::StreamBatchesRequest {
+                dataset: "data".into(),
+                batch_size: 16,
+                epochs: 1,
+                seed: 11,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(b) = s.message().await.unwrap() {
+            let mut errors: Vec<String> = b.errors.iter().map(|e| e.source.clone()).collect();
+            errors.sort();
+            out.push((b.images.unwrap().data.to_vec(), errors));
+        }
+        out
+    })
+}
+
+#[test]
+fn device_decoding_streams_the_same_batches_and_errors_as_the_cpu() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    augserve_core::demo::write_demo_dataset(&data, 3).unwrap();
+    // Headers that parse (so the image is left to the device decoder) over bodies that fail.
+    let crash = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/jpeg/crash");
+    let bad = data.join("zz_bad");
+    std::fs::create_dir(&bad).unwrap();
+    for f in [
+        "derive-huffman-codes-overflow.jpg",
+        "2c9e7a1805f8b47630bbb83d21bf8222.jpg",
+    ] {
+        std::fs::copy(crash.join(f), bad.join(f)).unwrap();
+    }
+    let plain = stream_epoch(d.path(), "cpu", Arc::new(CpuBatchOps::default()));
+    let stand_in = Arc::new(CpuStandInDecoder::default());
+    let decoded = stream_epoch(d.path(), "stand-in", stand_in.clone());
+    assert!(stand_in.deferred_seen.load(Ordering::Relaxed) >= 30);
+    assert_eq!(plain.len(), decoded.len());
+    for (k, (a, b)) in plain.iter().zip(&decoded).enumerate() {
+        assert_eq!(a.1, b.1, "batch {k}: per-image errors");
+        assert_eq!(a.0, b.0, "batch {k}: tensor bytes");
+    }
+    let errors: Vec<&String> = decoded.iter().flat_map(|b| &b.1).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
