@@ -95,6 +95,21 @@ fn cut_region(img: RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> RgbImage {
     }
 }
 
+/// Where images were decoded, since the device decoder was enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DecodeCounts {
+    /// Decoded by the device decoder.
+    pub on_device: u64,
+    /// Left to the device, refused there, decoded on the CPU at the batch stage.
+    pub fell_back: u64,
+    /// Kept on the CPU by their headers (formats the device decoder does not take).
+    pub kept_on_cpu: u64,
+    /// The share of eligible images currently sent to the device (the tuned split).
+    pub device_share: f64,
+    /// Pixels decoded over the pixels of the whole images (below 1 with ROI decode).
+    pub pixel_fraction: Option<f64>,
+}
+
 /// A device decoder the per-image stage can leave images to (GPU JPEG decoding): it says,
 /// from the headers, which images it takes, and learns the CPU's decode rate to balance the
 /// split.
@@ -171,6 +186,11 @@ pub trait BatchOps: Send + Sync {
 
     /// A one-line report of where images were decoded (GPU decoding), for logs and summaries.
     fn decode_report(&self) -> Option<String> {
+        None
+    }
+
+    /// Where images were decoded so far (GPU decoding), for metrics.
+    fn decode_counts(&self) -> Option<DecodeCounts> {
         None
     }
 

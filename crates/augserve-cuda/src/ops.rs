@@ -10,7 +10,8 @@ use augserve_core::ops::mix::{MixPlan, NormalizeCoeffs};
 use augserve_core::ops::resize::Coeffs;
 use augserve_core::ops::stats::BatchStats;
 use augserve_core::pipeline::{
-    tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DeferredDecode, DeviceDecoder, PreparedImage,
+    tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DecodeCounts, DeferredDecode, DeviceDecoder,
+    PreparedImage,
 };
 use augserve_core::SampleError;
 use augserve_core::{PipelineSpec, Tensor};
@@ -899,27 +900,40 @@ impl BatchOps for GpuBatchOps {
         self.decode.as_ref().map(|d| d as &dyn DeviceDecoder)
     }
 
+    fn decode_counts(&self) -> Option<DecodeCounts> {
+        let d = self.decode.as_ref()?;
+        let whole = d.whole_pixels.load(Ordering::Relaxed);
+        Some(DecodeCounts {
+            on_device: d.on_gpu.load(Ordering::Relaxed),
+            fell_back: d.fell_back.load(Ordering::Relaxed),
+            kept_on_cpu: d.routed_cpu.load(Ordering::Relaxed),
+            device_share: d
+                .split
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .gpu_share(),
+            pixel_fraction: (whole > 0)
+                .then(|| d.decoded_pixels.load(Ordering::Relaxed) as f64 / whole as f64),
+        })
+    }
+
     fn decode_report(&self) -> Option<String> {
         let d = self.decode.as_ref()?;
-        let split = d.split.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (cpu, gpu) = split.rates();
+        let c = self.decode_counts()?;
+        let (cpu, gpu) = d.split.lock().unwrap_or_else(|p| p.into_inner()).rates();
         let rate = |r: Option<f64>| r.map_or("-".to_string(), |v| format!("{v:.0}"));
-        let whole = d.whole_pixels.load(Ordering::Relaxed);
-        let roi = match &d.roi {
-            Ok(()) if whole > 0 => format!(
-                "ROI decode: {:.0} % of the pixels decoded",
-                100.0 * d.decoded_pixels.load(Ordering::Relaxed) as f64 / whole as f64
-            ),
-            Ok(()) => "ROI decode on".to_string(),
-            Err(why) => format!("ROI decode off ({why})"),
+        let roi = match (&d.roi, c.pixel_fraction) {
+            (Ok(()), Some(f)) => format!("ROI decode: {:.0} % of the pixels decoded", f * 100.0),
+            (Ok(()), None) => "ROI decode on".to_string(),
+            (Err(why), _) => format!("ROI decode off ({why})"),
         };
         Some(format!(
             "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU (rates: CPU {} images/s, GPU {} images/s); {roi}",
             d.backend,
-            d.on_gpu.load(Ordering::Relaxed),
-            d.fell_back.load(Ordering::Relaxed),
-            d.routed_cpu.load(Ordering::Relaxed),
-            split.gpu_share() * 100.0,
+            c.on_device,
+            c.fell_back,
+            c.kept_on_cpu,
+            c.device_share * 100.0,
             rate(cpu),
             rate(gpu),
         ))

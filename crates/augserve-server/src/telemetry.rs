@@ -37,6 +37,9 @@ pub mod names {
     pub const BATCH_MAD: &str = "augserve_batch_mad";
     pub const BATCH_CLIPPED: &str = "augserve_batch_clipped_fraction";
     pub const INFO: &str = "augserve_info";
+    pub const DECODED_IMAGES_TOTAL: &str = "augserve_decoded_images_total";
+    pub const GPU_DECODE_SHARE: &str = "augserve_gpu_decode_share";
+    pub const GPU_DECODE_PIXEL_FRACTION: &str = "augserve_gpu_decode_pixel_fraction";
 }
 
 /// Histogram buckets for stage latencies, 100 us to 30 s.
@@ -93,10 +96,37 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), ServerError> {
         names::BATCH_CLIPPED,
         "Per-channel fraction of the last batch's pixels at 0 or 255"
     );
+    metrics::describe_counter!(
+        names::DECODED_IMAGES_TOTAL,
+        "With GPU decoding: images by where they were decoded (gpu, cpu_fallback: refused by the GPU decoder, cpu_by_header: formats it does not take)"
+    );
+    metrics::describe_gauge!(
+        names::GPU_DECODE_SHARE,
+        "With GPU decoding: share of the eligible images sent to the GPU (tuned from measured rates)"
+    );
+    metrics::describe_gauge!(
+        names::GPU_DECODE_PIXEL_FRACTION,
+        "With GPU decoding: pixels decoded over the whole images' pixels (below 1 with ROI decode)"
+    );
     Ok(())
 }
 
 const CHANNELS: [&str; 3] = ["0", "1", "2"];
+
+/// The GPU-decoding counts as metrics (totals kept by the backend, exported as they are).
+fn record_decode_counts(c: &augserve_core::pipeline::DecodeCounts) {
+    for (place, n) in [
+        ("gpu", c.on_device),
+        ("cpu_fallback", c.fell_back),
+        ("cpu_by_header", c.kept_on_cpu),
+    ] {
+        counter!(names::DECODED_IMAGES_TOTAL, "decoder" => place).absolute(n);
+    }
+    gauge!(names::GPU_DECODE_SHARE).set(c.device_share);
+    if let Some(f) = c.pixel_fraction {
+        gauge!(names::GPU_DECODE_PIXEL_FRACTION).set(f);
+    }
+}
 
 /// Server-wide counters behind the gauges, and the latest statistics per dataset.
 #[derive(Default)]
@@ -194,6 +224,9 @@ impl Telemetry {
             last_images = images;
             if let Some(bytes) = ops.device_memory_used() {
                 gauge!(names::GPU_MEMORY_USED_BYTES).set(bytes as f64);
+            }
+            if let Some(c) = ops.decode_counts() {
+                record_decode_counts(&c);
             }
             if !log_every.is_zero() && last_log.elapsed() >= log_every {
                 let secs = last_log.elapsed().as_secs_f64();

@@ -2,17 +2,19 @@
 //! The server's GPU-decoding path (`AUGSERVE_GPU_DECODE=1`), exercised without a GPU: a backend
 //! whose "device decoder" takes every image the per-image stage offers and decodes it at the
 //! batch stage on the CPU stands in for nvJPEG. Streams must carry the same batches, bytes
-//! and per-image errors as a plain CPU server on the same seed, corrupt files among them.
+//! and per-image errors as a plain CPU server on the same seed, corrupt files among them, and
+//! the decode counts must reach the Prometheus metrics.
 //! What this cannot check (nvJPEG itself, the kernels) runs in `benches/gpu/run.sh`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use augserve_client::v1;
 use augserve_core::decode::JpegInfo;
 use augserve_core::ops::mix::MixPlan;
-use augserve_core::pipeline::{BatchOutput, DeviceDecoder, PreparedImage};
+use augserve_core::pipeline::{BatchOutput, DecodeCounts, DeviceDecoder, PreparedImage};
 use augserve_core::{BatchOps, CpuBatchOps, PipelineSpec};
 use augserve_server::{AugServeService, ServerConfig};
 use rayon::ThreadPool;
@@ -41,6 +43,14 @@ impl BatchOps for CpuStandInDecoder {
     fn device_decoder(&self) -> Option<&dyn DeviceDecoder> {
         Some(self)
     }
+    fn decode_counts(&self) -> Option<DecodeCounts> {
+        Some(DecodeCounts {
+            on_device: self.deferred_seen.load(Ordering::Relaxed) as u64,
+            device_share: 1.0,
+            pixel_fraction: Some(0.5),
+            ..DecodeCounts::default()
+        })
+    }
     fn decode_report(&self) -> Option<String> {
         Some(format!(
             "stand-in: {} images taken",
@@ -60,8 +70,15 @@ impl BatchOps for CpuStandInDecoder {
     }
 }
 
-/// Streams one epoch of "data" from a server on `ops` (socket `name`): (tensor bytes, errors' names) per batch.
-fn stream_epoch(dir: &Path, name: &str, ops: Arc<dyn BatchOps>) -> Vec<(Vec<u8>, Vec<String>)> {
+/// Streams one epoch of "data" from a server on `ops` (socket `name`): (tensor bytes, errors'
+/// names) per batch. With `ticker`, the server's metrics ticker runs too, for a second past
+/// the stream's end.
+fn stream_epoch(
+    dir: &Path,
+    name: &str,
+    ops: Arc<dyn BatchOps>,
+    ticker: bool,
+) -> Vec<(Vec<u8>, Vec<String>)> {
     let mut cfg = ServerConfig::default();
     cfg.datasets.push(augserve_server::config::DatasetConfig {
         name: "data".into(),
@@ -70,13 +87,17 @@ fn stream_epoch(dir: &Path, name: &str, ops: Arc<dyn BatchOps>) -> Vec<(Vec<u8>,
     });
     cfg.threads = 2;
     let service =
-        AugServeService::with_batch_ops(&cfg, Arc::new(AtomicBool::new(false)), ops, None).unwrap();
+        AugServeService::with_batch_ops(&cfg, Arc::new(AtomicBool::new(false)), ops.clone(), None)
+            .unwrap();
     let sock = dir.join(format!("{name}.sock"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
+        if ticker {
+            tokio::spawn(service.telemetry().run_ticker(ops, Duration::ZERO));
+        }
         let listener = tokio::net::UnixListener::bind(&sock).unwrap();
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -105,12 +126,15 @@ fn stream_epoch(dir: &Path, name: &str, ops: Arc<dyn BatchOps>) -> Vec<(Vec<u8>,
             errors.sort();
             out.push((b.images.unwrap().data.to_vec(), errors));
         }
+        if ticker {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
         out
     })
 }
 
 #[test]
-fn device_decoding_streams_the_same_batches_and_errors_as_the_cpu() {
+fn device_decoding_streams_the_cpu_batches_and_exports_decode_counts() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     augserve_core::demo::write_demo_dataset(&data, 3).unwrap();
@@ -124,9 +148,17 @@ fn device_decoding_streams_the_same_batches_and_errors_as_the_cpu() {
     ] {
         std::fs::copy(crash.join(f), bad.join(f)).unwrap();
     }
-    let plain = stream_epoch(d.path(), "cpu", Arc::new(CpuBatchOps::default()));
+    let plain = stream_epoch(d.path(), "cpu", Arc::new(CpuBatchOps::default()), false);
     let stand_in = Arc::new(CpuStandInDecoder::default());
-    let decoded = stream_epoch(d.path(), "stand-in", stand_in.clone());
+    // Metrics on: the decode counts must reach Prometheus.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    augserve_server::telemetry::install_exporter(metrics_addr.parse().unwrap()).unwrap();
+    let decoded = stream_epoch(d.path(), "stand-in", stand_in.clone(), true);
     assert!(stand_in.deferred_seen.load(Ordering::Relaxed) >= 30);
     assert_eq!(plain.len(), decoded.len());
     for (k, (a, b)) in plain.iter().zip(&decoded).enumerate() {
@@ -135,4 +167,26 @@ fn device_decoding_streams_the_same_batches_and_errors_as_the_cpu() {
     }
     let errors: Vec<&String> = decoded.iter().flat_map(|b| &b.1).collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
+
+    let metrics = http_get(&metrics_addr, "/metrics");
+    let seen = stand_in.deferred_seen.load(Ordering::Relaxed);
+    let line = format!("augserve_decoded_images_total{{decoder=\"gpu\"}} {seen}");
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no '{line}' in:\n{metrics}"
+    );
+    assert!(metrics.contains("augserve_decoded_images_total{decoder=\"cpu_fallback\"} 0"));
+    assert!(metrics.lines().any(|l| l == "augserve_gpu_decode_share 1"));
+    assert!(metrics
+        .lines()
+        .any(|l| l == "augserve_gpu_decode_pixel_fraction 0.5"));
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
