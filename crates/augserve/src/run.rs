@@ -506,6 +506,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             "images_per_s": images as f64 / secs, "output_mb_per_s": out_bytes as f64 / secs / 1e6,
             "threads": pipeline.threads(), "device": device, "errors": errors,
             "decode": decode_report,
+            "decode_counts": decode_ops.decode_counts().map(|c| serde_json::json!({
+                "gpu": c.on_device, "cpu_fallback": c.fell_back, "cpu_by_header": c.kept_on_cpu,
+                "gpu_share": c.device_share, "pixel_fraction": c.pixel_fraction,
+            })),
             "ms_per_batch": {
                 "read": per_batch(timings.read), "decode": per_batch(timings.decode), "color": per_batch(timings.color),
                 "per_image_wall": per_batch(timings.per_image_wall), "resize": per_batch(timings.resize),
