@@ -87,7 +87,7 @@ impl PreparedImage {
 }
 
 /// `region` (x, y, w, h) of `img`, without a copy when it is the whole image.
-fn cut_region(img: RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> RgbImage {
+pub fn cut_region(img: RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> RgbImage {
     if (x, y, w, h) == (0, 0, img.width, img.height) {
         img
     } else {

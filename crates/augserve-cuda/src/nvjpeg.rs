@@ -32,14 +32,13 @@ type State = *mut c_void;
 const NVJPEG_BACKEND_DEFAULT: c_int = 0;
 const NVJPEG_BACKEND_HARDWARE: c_int = 3;
 const NVJPEG_OUTPUT_YUV: c_int = 1;
-const NVJPEG_MAX_COMPONENT: usize = MAX_COMPONENTS;
 
 /// nvjpegImage_t: one destination image (interleaved RGB uses channel 0 only).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct NvJpegImage {
-    channel: [*mut u8; NVJPEG_MAX_COMPONENT],
-    pitch: [usize; NVJPEG_MAX_COMPONENT],
+    channel: [*mut u8; MAX_COMPONENTS],
+    pitch: [usize; MAX_COMPONENTS],
 }
 
 type CreateEx =
@@ -289,8 +288,8 @@ impl GpuJpegDecoder {
     pub fn plane_info(&self, jpeg: &[u8]) -> Result<PlaneInfo, GpuError> {
         let mut p = PlaneInfo {
             components: 0,
-            widths: [0; NVJPEG_MAX_COMPONENT],
-            heights: [0; NVJPEG_MAX_COMPONENT],
+            widths: [0; MAX_COMPONENTS],
+            heights: [0; MAX_COMPONENTS],
         };
         let mut subsampling: c_int = 0;
         // SAFETY: `jpeg` is a live host buffer of jpeg.len() bytes; the out-pointers are

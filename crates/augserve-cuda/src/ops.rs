@@ -10,8 +10,8 @@ use augserve_core::ops::mix::{MixPlan, NormalizeCoeffs};
 use augserve_core::ops::resize::Coeffs;
 use augserve_core::ops::stats::BatchStats;
 use augserve_core::pipeline::{
-    tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DecodeCounts, DeferredDecode, DeviceDecoder,
-    PreparedImage,
+    cut_region, tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DecodeCounts, DeferredDecode,
+    DeviceDecoder, PreparedImage,
 };
 use augserve_core::SampleError;
 use augserve_core::{PipelineSpec, Tensor};
@@ -517,11 +517,7 @@ impl GpuBatchOps {
                     match d.decode_full() {
                         Ok(img) => {
                             let r = rois[k];
-                            let part = if r == Roi::full(img.width, img.height) {
-                                img
-                            } else {
-                                img.crop(r.x, r.y, r.width, r.height)
-                            };
+                            let part = cut_region(img, (r.x, r.y, r.width, r.height));
                             let end = offsets[k] + part.data.len();
                             stream
                                 .memcpy_htod(&part.data[..], &mut src.slice_mut(offsets[k]..end))?;
