@@ -6,6 +6,8 @@
 //! the decode counts must reach the Prometheus metrics.
 //! What this cannot check (nvJPEG itself, the kernels) runs in `benches/gpu/run.sh`.
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +20,6 @@ use augserve_core::pipeline::{BatchOutput, DecodeCounts, DeviceDecoder, Prepared
 use augserve_core::{BatchOps, CpuBatchOps, PipelineSpec};
 use augserve_server::{AugServeService, ServerConfig};
 use rayon::ThreadPool;
-use tokio_stream::wrappers::UnixListenerStream;
 
 /// Takes every image; decodes the deferred ones on the CPU at the batch stage.
 #[derive(Default)]
@@ -98,17 +99,7 @@ fn stream_epoch(
         if ticker {
             tokio::spawn(service.telemetry().run_ticker(ops, Duration::ZERO));
         }
-        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(
-                    v1::aug_serve_server::AugServeServer::new(service)
-                        .max_encoding_message_size(usize::MAX),
-                )
-                .serve_with_incoming(UnixListenerStream::new(listener)),
-        );
-        let addr = format!("unix://{}", sock.display());
-        let mut c = augserve_client::connect(&addr, 1 << 30).await.unwrap();
+        let mut c = common::serve_and_connect(service, &sock).await;
         let mut s = c
             .stream_batches(v1::StreamBatchesRequest {
                 dataset: "data".into(),

@@ -6,6 +6,8 @@
 //! What this cannot check (the real cuIpcGetMemHandle / device-to-device copy, and a trainer
 //! opening the handle) is unverified until a GPU runs it.
 
+mod common;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -16,7 +18,6 @@ use augserve_core::pipeline::{BatchOutput, PreparedImage};
 use augserve_core::{BatchOps, CpuBatchOps, DeviceRing, PipelineSpec};
 use augserve_server::{AugServeService, ServerConfig};
 use rayon::ThreadPool;
-use tokio_stream::wrappers::UnixListenerStream;
 
 struct HostRing {
     mem: Mutex<Vec<u8>>,
@@ -124,17 +125,7 @@ fn cuda_ipc_slots_carry_the_inline_bytes_and_are_reclaimed() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(
-                    v1::aug_serve_server::AugServeServer::new(service)
-                        .max_encoding_message_size(usize::MAX),
-                )
-                .serve_with_incoming(UnixListenerStream::new(listener)),
-        );
-        let addr = format!("unix://{}", sock.display());
-        let mut c = augserve_client::connect(&addr, 1 << 30).await.unwrap();
+        let mut c = common::serve_and_connect(service, &sock).await;
         let info = c
             .get_server_info(v1::GetServerInfoRequest {})
             .await
