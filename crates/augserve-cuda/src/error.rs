@@ -23,6 +23,11 @@ pub enum GpuError {
     Driver(#[from] DriverError),
     #[error("GPU JPEG decoding unavailable: {0}")]
     NoNvJpeg(String),
+    /// nvJPEG works but decoded the start-up check's images wrongly (`decode_check`).
+    #[error(
+        "GPU JPEG decoding off: nvJPEG failed its start-up check against the CPU decoder: {0}"
+    )]
+    DecodeCheck(String),
     #[error("nvJPEG {call}: {status}")]
     NvJpeg { call: &'static str, status: String },
     /// Images left to the GPU decoder failed there and on the CPU (per-image errors).

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUstream;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PushKernelArg};
 
+use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport};
 use crate::device::GpuDevice;
 use crate::gpu_decode::NvJpegBackend;
 use crate::jpeg_planes::{
@@ -547,6 +548,24 @@ impl GpuJpegDecoder {
         Ok(self.params[..rois.len()].to_vec())
     }
 
+    /// Decodes the start-up check's generated images (every chroma layout the GPU takes, an
+    /// odd size) in one batch and compares them with zune-jpeg's decode
+    /// (`decode_check::check_decoder`): GPU decoding should be switched on only if this
+    /// passes. Images nvJPEG refuses are reported, not failed.
+    pub fn check_against_cpu(&mut self) -> Result<CheckReport, String> {
+        let images = check_images()?;
+        check_decoder(&images, |batch| {
+            let jpegs: Vec<&[u8]> = batch.iter().map(|i| i.jpeg.as_slice()).collect();
+            let dims: Vec<(u32, u32)> = batch.iter().map(|i| (i.width, i.height)).collect();
+            let decoded = self
+                .decode_batch(&jpegs, &dims)
+                .map_err(|e| e.to_string())?;
+            (0..batch.len())
+                .map(|k| self.download(&decoded, k).map_err(|e| e.to_string()))
+                .collect()
+        })
+    }
+
     /// Whether ROI decode can be used: this nvJPEG has it, and it gives, inside the crop
     /// region, the same pixels as decoding the whole image, checked here on generated 4:2:0,
     /// 4:2:2 and 4:4:4 images, so a library that places partial planes otherwise than
@@ -563,7 +582,7 @@ impl GpuJpegDecoder {
             ("4:2:2", SamplingFactor::F_2_1),
             ("4:4:4", SamplingFactor::F_1_1),
         ] {
-            let jpeg = roi_test_jpeg(w, h, sampling).map_err(|e| format!("test image: {e}"))?;
+            let jpeg = test_jpeg(w, h, Some(sampling)).map_err(|e| format!("test image: {e}"))?;
             let whole = self
                 .decode_batch(&[&jpeg], &[(w, h)])
                 .and_then(|b| self.download(&b, 0))
@@ -626,29 +645,6 @@ impl Drop for GpuJpegDecoder {
             (self.nv.destroy)(self.handle);
         }
     }
-}
-
-/// A colourful test image (gradients and a checker, so the chroma changes across MCUs) with
-/// the given chroma subsampling, for `check_roi`.
-fn roi_test_jpeg(
-    w: u32,
-    h: u32,
-    sampling: jpeg_encoder::SamplingFactor,
-) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
-    let mut rgb = Vec::with_capacity((w * h * 3) as usize);
-    for y in 0..h {
-        for x in 0..w {
-            let checker = if (x / 5 + y / 7) % 2 == 0 { 60 } else { 0 };
-            rgb.push(((x * 255 / w) as u8).wrapping_add(checker));
-            rgb.push((y * 255 / h) as u8);
-            rgb.push((((x + y) * 3) % 256) as u8 ^ checker);
-        }
-    }
-    let mut out = Vec::new();
-    let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
-    enc.set_sampling_factor(sampling);
-    enc.encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)?;
-    Ok(out)
 }
 
 #[cfg(test)]

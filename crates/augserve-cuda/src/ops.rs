@@ -20,6 +20,7 @@ use cudarc::driver::{
 };
 use rayon::ThreadPool;
 
+use crate::decode_check::CheckReport;
 use crate::device::GpuDevice;
 use crate::gpu_decode::{route, DecodeRoute, DecodeSplit, NvJpegBackend};
 use crate::ipc::IpcRing;
@@ -340,6 +341,8 @@ struct GpuDecode {
     on_gpu: AtomicU64,
     fell_back: AtomicU64,
     routed_cpu: AtomicU64,
+    /// The start-up check against the CPU decoder (passed, or decoding would be off).
+    check: CheckReport,
     /// ROI decode: on, or why not (`GpuJpegDecoder::check_roi` at start-up).
     roi: Result<(), String>,
     /// Pixels nvJPEG decoded, and the pixels of those images whole (the ROI saving).
@@ -422,6 +425,9 @@ impl GpuBatchOps {
         let nv = NvJpeg::load()?;
         let mut decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
         let backend = decoder.backend();
+        // Decoded pixels must match the CPU decoder's before any batch relies on them.
+        let check = decoder.check_against_cpu().map_err(GpuError::DecodeCheck)?;
+        tracing::info!("nvJPEG start-up check: {check}");
         let roi = decoder.check_roi();
         match &roi {
             Ok(()) => tracing::info!("ROI decode on: only the part each crop needs is decoded"),
@@ -434,6 +440,7 @@ impl GpuBatchOps {
             on_gpu: AtomicU64::new(0),
             fell_back: AtomicU64::new(0),
             routed_cpu: AtomicU64::new(0),
+            check,
             roi,
             decoded_pixels: AtomicU64::new(0),
             whole_pixels: AtomicU64::new(0),
@@ -924,7 +931,7 @@ impl BatchOps for GpuBatchOps {
             (Err(why), _) => format!("ROI decode off ({why})"),
         };
         Some(format!(
-            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU (rates: CPU {} images/s, GPU {} images/s); {roi}",
+            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU (rates: CPU {} images/s, GPU {} images/s); {roi}; start-up check: worst {:.3} levels from zune-jpeg",
             d.backend,
             c.on_device,
             c.fell_back,
@@ -932,6 +939,7 @@ impl BatchOps for GpuBatchOps {
             c.device_share * 100.0,
             rate(cpu),
             rate(gpu),
+            d.check.worst,
         ))
     }
 

@@ -461,6 +461,21 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
     assert!(g.len() >= 40);
 }
 
+/// Issue 9: the start-up check (`decode_check`, run by `enable_gpu_decode`) passes on this
+/// card: nvJPEG + the conversion kernel decode every chroma layout within tolerance of
+/// zune-jpeg (expected: 0.00 to 0.01 levels).
+#[test]
+fn nvjpeg_passes_the_start_up_check_against_the_cpu_decoder() {
+    let Some(dev) = device() else { return };
+    let Some(mut dec) = nvjpeg_decoder(&dev) else {
+        return;
+    };
+    match dec.check_against_cpu() {
+        Ok(report) => println!("nvJPEG ({:?}) start-up check: {report}", dec.backend()),
+        Err(why) => panic!("nvJPEG failed its start-up check: {why}"),
+    }
+}
+
 /// ROI decode on real files: for each image the GPU takes (benchmark corpus, else the
 /// reference files), a random crop region decoded as its MCU-aligned part gives exactly the
 /// pixels of the whole-image decode inside the region.

@@ -427,6 +427,113 @@ fn host_convert(f: YccFn, planes: &[u8], d: &YccDesc) -> Vec<u8> {
     out
 }
 
+/// The planes nvJPEG would deliver for a JPEG whose chroma is flat over each chroma block
+/// (8x8 chroma samples) with chroma halved per `h_shift`/`v_shift`: luma, and each block's
+/// chroma value read from zune-jpeg's YCbCr output where the block's interpolation cannot
+/// reach (its centre, or its visible part's far end when the image edge cuts it).
+fn flat_chroma_planes(jpeg: &[u8], hs: i32, vs: i32) -> (Vec<u8>, YccDesc) {
+    let (full, w, h) = zune_decode(jpeg, zune_core::colorspace::ColorSpace::YCbCr);
+    let (bw, bh) = (8usize << hs, 8usize << vs); // luma pixels per chroma block
+    let d = ycc_desc(w, h, hs, vs, false);
+    let (cw, ch) = (d.c_width as usize, d.c_height as usize);
+    let mut planes = vec![0u8; w * h + 2 * cw * ch];
+    for i in 0..w * h {
+        planes[i] = full[i * 3];
+    }
+    for cy in 0..ch {
+        for cx in 0..cw {
+            let (bx, by) = ((cx << hs) / bw, (cy << vs) / bh);
+            let px = (bx * bw + bw / 2).min(w - 1);
+            let py = (by * bh + bh / 2).min(h - 1);
+            let p = (py * w + px) * 3;
+            planes[w * h + cy * cw + cx] = full[p + 1];
+            planes[w * h + cw * ch + cy * cw + cx] = full[p + 2];
+        }
+    }
+    (planes, d)
+}
+
+/// The same image with its chroma replicated to full size (each luma pixel takes the chroma
+/// sample it lies in), as a 4:4:4 layout: what nvJPEG's own RGB output does.
+fn replicated_chroma(planes: &[u8], d: &YccDesc) -> (Vec<u8>, YccDesc) {
+    if d.gray != 0 {
+        return (planes.to_vec(), *d);
+    }
+    let (w, h) = (d.width as usize, d.height as usize);
+    let mut out = planes[..w * h].to_vec();
+    for off in [d.cb_off as usize, d.cr_off as usize] {
+        for y in 0..h {
+            for x in 0..w {
+                let c = (y >> d.v_shift) * d.c_pitch as usize + (x >> d.h_shift);
+                out.push(planes[off + c]);
+            }
+        }
+    }
+    (out, ycc_desc(w, h, 0, 0, false))
+}
+
+/// The start-up check of GPU decoding (`decode_check`), with the host build of the
+/// conversion kernel on the check images' exact native planes standing in for nvJPEG + the
+/// kernel: it passes at 0 levels. With the chroma replicated instead (nvJPEG's own RGB
+/// output, which failed the tolerance on the H200) it fails, so the check would catch that
+/// error on a card.
+#[test]
+fn start_up_check_passes_the_conversion_kernel_and_catches_replicated_chroma() {
+    use augserve_cuda::decode_check::{check_decoder, check_images, mean_abs_diff, TOLERANCE};
+    let lib = host_library();
+    let convert: YccFn = sym(&lib, b"host_ycbcr_to_rgb");
+    let images = check_images().unwrap();
+    let planes_of = |jpeg: &[u8]| {
+        let info = augserve_core::decode::jpeg_info(jpeg).unwrap();
+        match info.subsampling() {
+            None => {
+                let (luma, w, h) = zune_decode(jpeg, zune_core::colorspace::ColorSpace::Luma);
+                let mut planes = luma;
+                planes.resize(3 * w * h, 0);
+                (planes, ycc_desc(w, h, 0, 0, true))
+            }
+            Some("4:2:0") => flat_chroma_planes(jpeg, 1, 1),
+            Some("4:2:2") => flat_chroma_planes(jpeg, 1, 0),
+            Some("4:4:0") => flat_chroma_planes(jpeg, 0, 1),
+            Some("4:4:4") => flat_chroma_planes(jpeg, 0, 0),
+            Some(other) => panic!("check image with {other}"),
+        }
+    };
+    let report = check_decoder(&images, |batch| {
+        Ok(batch
+            .iter()
+            .map(|img| {
+                let (planes, d) = planes_of(&img.jpeg);
+                host_convert(convert, &planes, &d)
+            })
+            .collect())
+    })
+    .unwrap();
+    assert_eq!(report.matched, images.len());
+    assert_eq!(report.worst, 0.0, "{report}");
+
+    let mut replicated = Vec::new();
+    let failed = check_decoder(&images, |batch| {
+        Ok(batch
+            .iter()
+            .map(|img| {
+                let (planes, d) = planes_of(&img.jpeg);
+                let (planes, d) = replicated_chroma(&planes, &d);
+                let got = host_convert(convert, &planes, &d);
+                let (want, ..) = zune_decode(&img.jpeg, zune_core::colorspace::ColorSpace::RGB);
+                replicated.push(format!("{} {:.2}", img.name, mean_abs_diff(&got, &want)));
+                got
+            })
+            .collect())
+    })
+    .unwrap_err();
+    assert!(failed.contains("levels from zune-jpeg"), "{failed}");
+    println!(
+        "start-up check: conversion kernel on the exact planes: {report}; replicated chroma, mean abs diff per image: {} (tolerance {TOLERANCE}): {failed}",
+        replicated.join(", ")
+    );
+}
+
 /// The upsampling + conversion kernel against zune-jpeg's own decode, byte for byte. nvJPEG's
 /// native-resolution chroma planes cannot be had on the host, so the test makes JPEGs whose
 /// chroma is flat over each chroma block (8x8 chroma samples): then the decoded chroma plane
@@ -470,27 +577,8 @@ fn ycbcr_kernel_equals_zune_jpeg_on_subsampled_images() {
             enc.encode(&ycc, w as u16, h as u16, ColorType::Ycbcr)
                 .unwrap();
             let (want, ..) = zune_decode(&jpeg, ColorSpace::RGB);
-            let (full, zw, zh) = zune_decode(&jpeg, ColorSpace::YCbCr);
-            assert_eq!((zw, zh), (w, h));
-            // The planes as nvJPEG would deliver them: luma, and each block's chroma value
-            // read where the block's interpolation cannot reach (its centre, or its visible
-            // part's far end when the image edge cuts it).
-            let d = ycc_desc(w, h, hs, vs, false);
-            let (cw, ch) = (d.c_width as usize, d.c_height as usize);
-            let mut planes = vec![0u8; w * h + 2 * cw * ch];
-            for i in 0..w * h {
-                planes[i] = full[i * 3];
-            }
-            for cy in 0..ch {
-                for cx in 0..cw {
-                    let (bx, by) = ((cx << hs) / bw, (cy << vs) / bh);
-                    let px = (bx * bw + bw / 2).min(w - 1);
-                    let py = (by * bh + bh / 2).min(h - 1);
-                    let p = (py * w + px) * 3;
-                    planes[w * h + cy * cw + cx] = full[p + 1];
-                    planes[w * h + cw * ch + cy * cw + cx] = full[p + 2];
-                }
-            }
+            let (planes, d) = flat_chroma_planes(&jpeg, hs, vs);
+            assert_eq!((d.width, d.height), (w as i32, h as i32));
             let got = host_convert(convert, &planes, &d);
             let diffs = got.iter().zip(&want).filter(|(a, b)| a != b).count();
             assert_eq!(

@@ -127,6 +127,12 @@ fn gpu_decode_rows(
     let dev = GpuDevice::open(0)?;
     let nv = NvJpeg::load()?;
     let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware)?;
+    match dec.check_against_cpu() {
+        Ok(report) => println!("nvJPEG start-up check: {report}"),
+        Err(why) => println!(
+            "nvJPEG start-up check FAILED: {why} (the pipeline would keep decoding on the CPU; the rows below time nvJPEG anyway)"
+        ),
+    }
     let batch = args.batch_sizes.iter().copied().max().unwrap_or(256);
     let (mut jpegs, mut dims, mut refused) = (Vec::new(), Vec::new(), 0usize);
     let mut parts = Vec::new();
