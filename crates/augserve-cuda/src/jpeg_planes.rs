@@ -168,6 +168,68 @@ pub fn roi_planes(p: &PlaneInfo, full: &YccDesc, roi: Roi) -> Option<PlaneInfo> 
     Some(r)
 }
 
+/// The chroma layout of an image the GPU decodes, by name ("4:2:0", ..., "gray"): what ROI
+/// decode is checked and switched on per.
+pub fn layout_name(info: &JpegInfo) -> &'static str {
+    if info.components == 1 {
+        "gray"
+    } else {
+        info.subsampling().unwrap_or("other")
+    }
+}
+
+/// The layouts ROI decode's start-up check passed for (`GpuJpegDecoder::check_roi`), and
+/// why it is off for the others: one layout failing (an alignment rule of some backend, say)
+/// leaves it on for the rest, and a layout never checked stays off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoiSupport {
+    on: Vec<&'static str>,
+    off: Vec<String>,
+}
+
+impl RoiSupport {
+    /// Off for every layout, for `why`.
+    pub fn off(why: impl Into<String>) -> Self {
+        RoiSupport {
+            on: Vec::new(),
+            off: vec![why.into()],
+        }
+    }
+
+    /// Records one layout's check.
+    pub fn record(&mut self, layout: &'static str, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.on.push(layout),
+            Err(why) => self.off.push(format!("{layout}: {why}")),
+        }
+    }
+
+    /// Whether images of `info`'s layout are decoded as their crop's part.
+    pub fn allows(&self, info: &JpegInfo) -> bool {
+        self.on.contains(&layout_name(info))
+    }
+
+    /// Whether ROI decode is on for any layout.
+    pub fn any(&self) -> bool {
+        !self.on.is_empty()
+    }
+}
+
+impl std::fmt::Display for RoiSupport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.on.is_empty(), self.off.is_empty()) {
+            (true, _) => write!(f, "ROI decode off ({})", self.off.join("; ")),
+            (false, true) => write!(f, "ROI decode on for {}", self.on.join(", ")),
+            (false, false) => write!(
+                f,
+                "ROI decode on for {}, off for {}",
+                self.on.join(", "),
+                self.off.join("; ")
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +384,46 @@ mod tests {
         assert_eq!(roi_for_header(&s411, region), Roi::full(500, 375));
         let odd = info(3, vec![(2, 2), (1, 1), (2, 1)]);
         assert_eq!(roi_for_header(&odd, region), Roi::full(500, 375));
+    }
+
+    #[test]
+    fn roi_support_is_per_layout_and_off_for_unchecked_ones() {
+        use augserve_core::decode::JpegCoding;
+        let info = |components: u8, sampling: Vec<(u8, u8)>| JpegInfo {
+            width: 500,
+            height: 375,
+            components,
+            precision: 8,
+            coding: JpegCoding::Baseline,
+            sampling,
+            restarts: false,
+            rgb: false,
+        };
+        let s420 = info(3, vec![(2, 2), (1, 1), (1, 1)]);
+        let s422 = info(3, vec![(2, 1), (1, 1), (1, 1)]);
+        let s444 = info(3, vec![(1, 1), (1, 1), (1, 1)]);
+        let gray = info(1, vec![(1, 1)]);
+        assert_eq!(layout_name(&s420), "4:2:0");
+        assert_eq!(layout_name(&gray), "gray");
+
+        let mut roi = RoiSupport::default();
+        roi.record("4:2:0", Ok(()));
+        roi.record("4:2:2", Err("row 3 differs".into()));
+        roi.record("gray", Ok(()));
+        assert!(roi.any());
+        assert!(roi.allows(&s420) && roi.allows(&gray));
+        assert!(!roi.allows(&s422), "failed its check");
+        assert!(!roi.allows(&s444), "never checked");
+        assert_eq!(
+            roi.to_string(),
+            "ROI decode on for 4:2:0, gray, off for 4:2:2: row 3 differs"
+        );
+
+        let none = RoiSupport::off("no nvjpegDecodeBatchedEx");
+        assert!(!none.any() && !none.allows(&s420));
+        assert_eq!(
+            none.to_string(),
+            "ROI decode off (no nvjpegDecodeBatchedEx)"
+        );
     }
 }

@@ -16,12 +16,13 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::CUstream;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PushKernelArg};
+use jpeg_encoder::SamplingFactor;
 
 use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport};
 use crate::device::GpuDevice;
 use crate::gpu_decode::NvJpegBackend;
 use crate::jpeg_planes::{
-    plane_layout, roi_for_header, roi_planes, PlaneInfo, Roi, MAX_COMPONENTS,
+    plane_layout, roi_for_header, roi_planes, PlaneInfo, Roi, RoiSupport, MAX_COMPONENTS,
 };
 use crate::launch::{grid, launch, BLOCK};
 use crate::GpuError;
@@ -566,43 +567,54 @@ impl GpuJpegDecoder {
         })
     }
 
-    /// Whether ROI decode can be used: this nvJPEG has it, and it gives, inside the crop
-    /// region, the same pixels as decoding the whole image, checked here on generated 4:2:0,
-    /// 4:2:2 and 4:4:4 images, so a library that places partial planes otherwise than
-    /// [`roi_planes`] assumes is found before any batch. Returns why not.
-    pub fn check_roi(&mut self) -> Result<(), String> {
+    /// Where ROI decode can be used: this nvJPEG has it, and, per chroma layout (4:2:0,
+    /// 4:2:2, 4:4:0, 4:4:4, gray), a part of a generated image decodes to the same pixels as
+    /// the whole image inside the crop region, so a library that places partial planes
+    /// otherwise than [`roi_planes`] assumes is found before any batch.
+    pub fn check_roi(&mut self) -> RoiSupport {
         if self.nv.roi.is_none() {
-            return Err("this libnvjpeg has no batched ROI decode (nvjpegDecodeBatchedEx)".into());
+            return RoiSupport::off(
+                "this libnvjpeg has no batched ROI decode (nvjpegDecodeBatchedEx)",
+            );
         }
-        use jpeg_encoder::SamplingFactor;
+        let mut support = RoiSupport::default();
+        for (layout, sampling) in [
+            ("4:2:0", Some(SamplingFactor::F_2_2)),
+            ("4:2:2", Some(SamplingFactor::F_2_1)),
+            ("4:4:0", Some(SamplingFactor::F_1_2)),
+            ("4:4:4", Some(SamplingFactor::F_1_1)),
+            ("gray", None),
+        ] {
+            support.record(layout, self.check_roi_on(sampling));
+        }
+        support
+    }
+
+    /// One layout of `check_roi`: a 96x80 image's part around a region at odd offsets
+    /// against its whole decode.
+    fn check_roi_on(&mut self, sampling: Option<SamplingFactor>) -> Result<(), String> {
         let (w, h) = (96u32, 80u32);
         let region = (21u32, 19u32, 40u32, 33u32);
-        for (name, sampling) in [
-            ("4:2:0", SamplingFactor::F_2_2),
-            ("4:2:2", SamplingFactor::F_2_1),
-            ("4:4:4", SamplingFactor::F_1_1),
-        ] {
-            let jpeg = test_jpeg(w, h, Some(sampling)).map_err(|e| format!("test image: {e}"))?;
-            let whole = self
-                .decode_batch(&[&jpeg], &[(w, h)])
-                .and_then(|b| self.download(&b, 0))
-                .map_err(|e| format!("{name} whole: {e}"))?;
-            let info = augserve_core::decode::jpeg_info(&jpeg)
-                .map_err(|e| format!("{name} test image: {e}"))?;
-            let roi = roi_for_header(&info, region);
-            let part = self
-                .decode_part_to_host(&jpeg, (w, h), roi)
-                .map_err(|e| format!("{name} ROI {roi:?}: {e}"))?;
-            let (x, y, rw, rh) = region;
-            for row in y..y + rh {
-                let a = ((row * w + x) * 3) as usize;
-                let b = (((row - roi.y) * roi.width + (x - roi.x)) * 3) as usize;
-                let n = rw as usize * 3;
-                if whole.get(a..a + n) != part.get(b..b + n) {
-                    return Err(format!(
-                        "{name}: ROI {roi:?} decode differs from the whole-image decode in row {row}"
-                    ));
-                }
+        let jpeg = test_jpeg(w, h, sampling).map_err(|e| format!("test image: {e}"))?;
+        let whole = self
+            .decode_batch(&[&jpeg], &[(w, h)])
+            .and_then(|b| self.download(&b, 0))
+            .map_err(|e| format!("whole image: {e}"))?;
+        let info =
+            augserve_core::decode::jpeg_info(&jpeg).map_err(|e| format!("test image: {e}"))?;
+        let roi = roi_for_header(&info, region);
+        let part = self
+            .decode_part_to_host(&jpeg, (w, h), roi)
+            .map_err(|e| format!("ROI {roi:?}: {e}"))?;
+        let (x, y, rw, rh) = region;
+        for row in y..y + rh {
+            let a = ((row * w + x) * 3) as usize;
+            let b = (((row - roi.y) * roi.width + (x - roi.x)) * 3) as usize;
+            let n = rw as usize * 3;
+            if whole.get(a..a + n) != part.get(b..b + n) {
+                return Err(format!(
+                    "ROI {roi:?} decode differs from the whole-image decode in row {row}"
+                ));
             }
         }
         Ok(())

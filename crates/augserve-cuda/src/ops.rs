@@ -24,7 +24,7 @@ use crate::decode_check::CheckReport;
 use crate::device::GpuDevice;
 use crate::gpu_decode::{route, DecodeRoute, DecodeSplit, NvJpegBackend};
 use crate::ipc::IpcRing;
-use crate::jpeg_planes::{roi_for_header, Roi};
+use crate::jpeg_planes::{roi_for_header, Roi, RoiSupport};
 use crate::kernels::{dtype_code, layout_code, ColorDesc, MixDesc, ResizeDesc};
 use crate::launch::{grid, launch};
 use crate::nvjpeg::{GpuJpegDecoder, NvJpeg};
@@ -343,8 +343,8 @@ struct GpuDecode {
     routed_cpu: AtomicU64,
     /// The start-up check against the CPU decoder (passed, or decoding would be off).
     check: CheckReport,
-    /// ROI decode: on, or why not (`GpuJpegDecoder::check_roi` at start-up).
-    roi: Result<(), String>,
+    /// The layouts ROI decode is on for (`GpuJpegDecoder::check_roi` at start-up).
+    roi: RoiSupport,
     /// Pixels nvJPEG decoded, and the pixels of those images whole (the ROI saving).
     decoded_pixels: AtomicU64,
     whole_pixels: AtomicU64,
@@ -429,10 +429,7 @@ impl GpuBatchOps {
         let check = decoder.check_against_cpu().map_err(GpuError::DecodeCheck)?;
         tracing::info!("nvJPEG start-up check: {check}");
         let roi = decoder.check_roi();
-        match &roi {
-            Ok(()) => tracing::info!("ROI decode on: only the part each crop needs is decoded"),
-            Err(why) => tracing::info!("ROI decode off: {why}; images are decoded whole"),
-        }
+        tracing::info!("{roi} (elsewhere images are decoded whole)");
         self.decode = Some(GpuDecode {
             decoder: Mutex::new(decoder),
             backend,
@@ -451,10 +448,10 @@ impl GpuBatchOps {
     /// The part of deferred image `d` to decode: the MCU-aligned part around its crop region
     /// with ROI decode, else the whole image.
     fn plan_roi(&self, d: &DeferredDecode) -> Roi {
-        if self.decode.as_ref().is_none_or(|gd| gd.roi.is_err()) {
-            return Roi::full(d.info.width, d.info.height);
+        match &self.decode {
+            Some(gd) if gd.roi.allows(&d.info) => roi_for_header(&d.info, d.region),
+            _ => Roi::full(d.info.width, d.info.height),
         }
-        roi_for_header(&d.info, d.region)
     }
 
     /// Decodes the deferred images (`jobs`) into `src` on the GPU, each its ROI; what nvJPEG
@@ -925,10 +922,11 @@ impl BatchOps for GpuBatchOps {
         let c = self.decode_counts()?;
         let (cpu, gpu) = d.split.lock().unwrap_or_else(|p| p.into_inner()).rates();
         let rate = |r: Option<f64>| r.map_or("-".to_string(), |v| format!("{v:.0}"));
-        let roi = match (&d.roi, c.pixel_fraction) {
-            (Ok(()), Some(f)) => format!("ROI decode: {:.0} % of the pixels decoded", f * 100.0),
-            (Ok(()), None) => "ROI decode on".to_string(),
-            (Err(why), _) => format!("ROI decode off ({why})"),
+        let roi = match c.pixel_fraction {
+            Some(f) if d.roi.any() => {
+                format!("{}: {:.0} % of the pixels decoded", d.roi, f * 100.0)
+            }
+            _ => d.roi.to_string(),
         };
         Some(format!(
             "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU (rates: CPU {} images/s, GPU {} images/s); {roi}; start-up check: worst {:.3} levels from zune-jpeg",

@@ -488,8 +488,10 @@ fn roi_decode_equals_the_whole_image_decode_inside_the_region() {
     let Some(mut dec) = nvjpeg_decoder(&dev) else {
         return;
     };
-    if let Err(why) = dec.check_roi() {
-        skipped(&format!("ROI decode off: {why}"));
+    let support = dec.check_roi();
+    println!("{support}");
+    if !support.any() {
+        skipped(&support.to_string());
         return;
     }
     let dir = std::env::var_os("AUGSERVE_BENCH_CORPUS")
@@ -503,7 +505,7 @@ fn roi_decode_equals_the_whole_image_decode_inside_the_region() {
         let Ok(info) = jpeg_info(&bytes) else {
             continue;
         };
-        if route(&info, dec.backend()) != DecodeRoute::Gpu {
+        if route(&info, dec.backend()) != DecodeRoute::Gpu || !support.allows(&info) {
             continue;
         }
         let (w, h) = (info.width, info.height);
