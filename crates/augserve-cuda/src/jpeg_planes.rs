@@ -233,6 +233,21 @@ impl std::fmt::Display for RoiSupport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use augserve_core::decode::JpegCoding;
+
+    /// A 500x375 baseline header with these components and sampling factors.
+    fn info(components: u8, sampling: Vec<(u8, u8)>) -> JpegInfo {
+        JpegInfo {
+            width: 500,
+            height: 375,
+            components,
+            precision: 8,
+            coding: JpegCoding::Baseline,
+            sampling,
+            restarts: false,
+            rgb: false,
+        }
+    }
 
     fn part(x: u32, y: u32, width: u32, height: u32) -> Roi {
         Roi {
@@ -352,17 +367,6 @@ mod tests {
 
     #[test]
     fn roi_from_the_header_follows_its_sampling() {
-        use augserve_core::decode::JpegCoding;
-        let info = |components: u8, sampling: Vec<(u8, u8)>| JpegInfo {
-            width: 500,
-            height: 375,
-            components,
-            precision: 8,
-            coding: JpegCoding::Baseline,
-            sampling,
-            restarts: false,
-            rgb: false,
-        };
         let region = (100, 50, 200, 150);
         let s420 = info(3, vec![(2, 2), (1, 1), (1, 1)]);
         assert_eq!(
@@ -388,17 +392,6 @@ mod tests {
 
     #[test]
     fn roi_support_is_per_layout_and_off_for_unchecked_ones() {
-        use augserve_core::decode::JpegCoding;
-        let info = |components: u8, sampling: Vec<(u8, u8)>| JpegInfo {
-            width: 500,
-            height: 375,
-            components,
-            precision: 8,
-            coding: JpegCoding::Baseline,
-            sampling,
-            restarts: false,
-            rgb: false,
-        };
         let s420 = info(3, vec![(2, 2), (1, 1), (1, 1)]);
         let s422 = info(3, vec![(2, 1), (1, 1), (1, 1)]);
         let s444 = info(3, vec![(1, 1), (1, 1), (1, 1)]);

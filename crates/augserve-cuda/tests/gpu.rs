@@ -11,6 +11,7 @@ use augserve_core::ops::mix::{plan_mix, MixPlan};
 use augserve_core::pipeline::{BatchOps, CpuBatchOps, CpuResize, PreparedImage};
 use augserve_core::rng::{keyed_rng, Purpose};
 use augserve_core::spec::{DType, EpochMix, Layout, MixMode, OutputSpec, PipelineSpec};
+use augserve_cuda::decode_check::mean_abs_diff;
 use augserve_cuda::{GpuBatchOps, GpuDevice};
 use rand::{Rng, RngCore};
 
@@ -305,12 +306,7 @@ fn nvjpeg_matches_zune_within_decoder_tolerance() {
             ) {
                 (Ok(b), Ok(r)) => {
                     let px = dec.download(&b, 0).unwrap();
-                    let mad = px
-                        .iter()
-                        .zip(&r.data)
-                        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).unsigned_abs() as f64)
-                        .sum::<f64>()
-                        / px.len().max(1) as f64;
+                    let mad = mean_abs_diff(&px, &r.data);
                     if sub != "crash" {
                         sum_mad += mad;
                         compared += 1;
@@ -401,12 +397,7 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
         assert_eq!(g.labels_b, c.labels_b);
         let per = g.tensor.data.len() / g.len().max(1);
         for (a, b) in g.tensor.data.chunks(per).zip(c.tensor.data.chunks(per)) {
-            let mad = a
-                .iter()
-                .zip(b)
-                .map(|(&x, &y)| (i32::from(x) - i32::from(y)).unsigned_abs() as f64)
-                .sum::<f64>()
-                / per as f64;
+            let mad = mean_abs_diff(a, b);
             worst = worst.max(mad);
             sum += mad;
             count += 1;
