@@ -416,6 +416,9 @@ impl GpuJpegDecoder {
             .planes
             .as_mut()
             .ok_or_else(|| bad("no plane buffer".into()))?;
+        // The batch size is fixed at initialisation, so a new count re-initialises (most
+        // batches, as the split moves); NVIDIA's nvImageCodec initialises before every
+        // batched hardware decode, so this is the intended use, not a slow path.
         if self.initialized_for != n {
             // SAFETY: live handle and state; batch size n, no CPU threads of nvJPEG's own.
             check("nvjpegDecodeBatchedInitialize", unsafe {
