@@ -168,6 +168,58 @@ pub fn roi_planes(p: &PlaneInfo, full: &YccDesc, roi: Roi) -> Option<PlaneInfo> 
     Some(r)
 }
 
+/// The planes of one decode batch. Image k (nvJPEG's reading of its header `infos[k]`, the
+/// size our header parse found `dims[k]`, the part to decode `rois[k]`, its RGB destination
+/// at byte `offsets[k]`) gets its planes back to back after image k-1's in the scratch
+/// buffer; returns how the conversion kernel reads each image (`dst_off` set) and the scratch
+/// bytes the batch needs. Fails, naming the image, where nvJPEG's reading disagrees with
+/// ours, the planes are not ones the kernel converts, or the part does not fit them.
+pub fn batch_planes(
+    infos: &[PlaneInfo],
+    dims: &[(u32, u32)],
+    rois: &[Roi],
+    offsets: &[usize],
+) -> Result<(Vec<YccDesc>, usize), String> {
+    let n = infos.len();
+    if dims.len() != n || rois.len() != n || offsets.len() != n {
+        return Err(format!(
+            "{n} images, {} sizes, {} parts, {} offsets",
+            dims.len(),
+            rois.len(),
+            offsets.len()
+        ));
+    }
+    let mut descs = Vec::with_capacity(n);
+    let mut bytes = 0usize;
+    for (k, info) in infos.iter().enumerate() {
+        let not_converted = || format!("image {k}: planes {info:?} not converted on the GPU");
+        let (full, _) = plane_layout(info, 0).ok_or_else(not_converted)?;
+        if (full.width as u32, full.height as u32) != dims[k] {
+            return Err(format!(
+                "image {k}: nvJPEG reads {}x{}, the header says {}x{}",
+                full.width, full.height, dims[k].0, dims[k].1
+            ));
+        }
+        let part = roi_planes(info, &full, rois[k])
+            .ok_or_else(|| format!("image {k}: part {:?} of a {info:?} image", rois[k]))?;
+        let (mut d, len) = plane_layout(&part, bytes).ok_or_else(not_converted)?;
+        d.dst_off = offsets[k] as u64;
+        descs.push(d);
+        bytes += len;
+    }
+    Ok((descs, bytes))
+}
+
+/// Where nvJPEG is told to write the Y, Cb and Cr planes of an image laid out as `d`: byte
+/// offset in the scratch buffer and pitch of each.
+pub fn plane_destinations(d: &YccDesc) -> [(u64, usize); 3] {
+    [
+        (d.y_off, d.y_pitch as usize),
+        (d.cb_off, d.c_pitch as usize),
+        (d.cr_off, d.c_pitch as usize),
+    ]
+}
+
 /// The chroma layout of an image the GPU decodes, by name ("4:2:0", ..., "gray"): what ROI
 /// decode is checked and switched on per.
 pub fn layout_name(info: &JpegInfo) -> &'static str {
@@ -418,5 +470,42 @@ mod tests {
             none.to_string(),
             "ROI decode off (no nvjpegDecodeBatchedEx)"
         );
+    }
+
+    #[test]
+    fn batch_planes_follow_each_other_and_reject_what_does_not_fit() {
+        let a = planes(3, &[(33, 17), (17, 9), (17, 9)]);
+        let g = planes(1, &[(40, 30)]);
+        let part = Roi {
+            x: 16,
+            y: 8,
+            width: 17,
+            height: 9,
+        };
+        let (descs, bytes) = batch_planes(
+            &[a, g],
+            &[(33, 17), (40, 30)],
+            &[part, Roi::full(40, 30)],
+            &[300, 900],
+        )
+        .unwrap();
+        // The 4:2:0 part: 17x9 luma, 9x5 chroma; then the gray image at full size.
+        assert_eq!(
+            (descs[0].y_off, descs[0].cb_off, descs[0].cr_off),
+            (0, 153, 198)
+        );
+        assert_eq!(descs[1].y_off, 153 + 2 * 45);
+        assert_eq!(bytes, 243 + 3 * 1200);
+        assert_eq!((descs[0].dst_off, descs[1].dst_off), (300, 900));
+        assert_eq!(plane_destinations(&descs[0]), [(0, 17), (153, 9), (198, 9)]);
+
+        let wrong_size = batch_planes(&[a], &[(32, 17)], &[Roi::full(33, 17)], &[0]);
+        assert!(wrong_size.unwrap_err().contains("nvJPEG reads 33x17"));
+        let outside = batch_planes(&[a], &[(33, 17)], &[Roi::full(34, 17)], &[0]);
+        assert!(outside.unwrap_err().contains("image 0: part"));
+        let quartered = planes(3, &[(64, 16), (16, 16), (16, 16)]);
+        let not_ours = batch_planes(&[quartered], &[(64, 16)], &[Roi::full(64, 16)], &[0]);
+        assert!(not_ours.unwrap_err().contains("not converted"));
+        assert!(batch_planes(&[a], &[], &[], &[]).is_err());
     }
 }

@@ -22,7 +22,7 @@ use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport};
 use crate::device::GpuDevice;
 use crate::gpu_decode::NvJpegBackend;
 use crate::jpeg_planes::{
-    plane_layout, roi_for_header, roi_planes, PlaneInfo, Roi, RoiSupport, MAX_COMPONENTS,
+    batch_planes, plane_destinations, roi_for_header, PlaneInfo, Roi, RoiSupport, MAX_COMPONENTS,
 };
 use crate::launch::{grid, launch, BLOCK};
 use crate::GpuError;
@@ -375,25 +375,11 @@ impl GpuJpegDecoder {
             }
         }
         // Plane layouts from nvJPEG's own reading of each header, checked against ours.
-        let mut descs = Vec::with_capacity(n);
-        let mut plane_bytes = 0usize;
-        for (k, jpeg) in jpegs.iter().enumerate() {
-            let info = self.plane_info(jpeg)?;
-            let not_converted = || bad(format!("planes {info:?} not converted on the GPU"));
-            let (full, _) = plane_layout(&info, 0).ok_or_else(not_converted)?;
-            if (full.width as u32, full.height as u32) != dims[k] {
-                return Err(bad(format!(
-                    "nvJPEG reads {}x{}, the header says {}x{}",
-                    full.width, full.height, dims[k].0, dims[k].1
-                )));
-            }
-            let part = roi_planes(&info, &full, rois[k])
-                .ok_or_else(|| bad(format!("part {:?} of a {info:?} image", rois[k])))?;
-            let (mut d, bytes) = plane_layout(&part, plane_bytes).ok_or_else(not_converted)?;
-            d.dst_off = offsets[k] as u64;
-            descs.push(d);
-            plane_bytes += bytes;
-        }
+        let infos = jpegs
+            .iter()
+            .map(|j| self.plane_info(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (descs, plane_bytes) = batch_planes(&infos, dims, rois, offsets).map_err(bad)?;
         let partial = rois
             .iter()
             .zip(dims)
@@ -437,26 +423,19 @@ impl GpuJpegDecoder {
             let at = |off: u64| (base + off) as *mut u8;
             let mut dest: Vec<NvJpegImage> = descs
                 .iter()
-                .map(|d| NvJpegImage {
-                    channel: [
-                        at(d.y_off),
-                        at(d.cb_off),
-                        at(d.cr_off),
-                        std::ptr::null_mut(),
-                    ],
-                    pitch: [
-                        d.y_pitch as usize,
-                        d.c_pitch as usize,
-                        d.c_pitch as usize,
-                        0,
-                    ],
+                .map(|d| {
+                    let [y, cb, cr] = plane_destinations(d);
+                    NvJpegImage {
+                        channel: [at(y.0), at(cb.0), at(cr.0), std::ptr::null_mut()],
+                        pitch: [y.1, cb.1, cr.1, 0],
+                    }
                 })
                 .collect();
             let data: Vec<*const u8> = jpegs.iter().map(|j| j.as_ptr()).collect();
             let lengths: Vec<usize> = jpegs.iter().map(|j| j.len()).collect();
             // SAFETY (both calls): `data`/`lengths` describe `n` live host buffers; each
             // image's planes point into `planes` at the sizes nvJPEG itself reported for that
-            // image (`plane_layout`, buffer grown to their sum above); the stream belongs to
+            // image (`batch_planes`, buffer grown to their sum above); the stream belongs to
             // this device's context. nvJPEG copies what it needs from the host buffers before
             // returning.
             let status = if let Some(params) = &params {
@@ -573,7 +552,7 @@ impl GpuJpegDecoder {
     /// Where ROI decode can be used: this nvJPEG has it, and, per chroma layout (4:2:0,
     /// 4:2:2, 4:4:0, 4:4:4, gray), a part of a generated image decodes to the same pixels as
     /// the whole image inside the crop region, so a library that places partial planes
-    /// otherwise than [`roi_planes`] assumes is found before any batch.
+    /// otherwise than [`crate::jpeg_planes::roi_planes`] assumes is found before any batch.
     pub fn check_roi(&mut self) -> RoiSupport {
         if self.nv.roi.is_none() {
             return RoiSupport::off(

@@ -724,3 +724,161 @@ fn roi_conversion_equals_the_whole_image_inside_the_crop_region() {
     }
     println!("ROI conversion: {parts} random parts equal the whole-image conversion inside the crop region");
 }
+
+/// The batch assembly of `GpuJpegDecoder::decode_into`, on the host: a batch of mixed images
+/// (every chroma layout, odd sizes, whole images and ROI parts) laid out by `batch_planes`;
+/// a model of nvJPEG writing each image's planes (a part's planes are the window of the
+/// whole image's at the part's corner) where `plane_destinations` points; the conversion
+/// kernel run once over the batch. Every image's crop region must land at its destination
+/// offset with zune-jpeg's pixels, and nothing else of the destination may be written:
+/// offset, pitch and plane-order mistakes that one-image tests cannot see.
+#[test]
+fn batch_planes_put_every_image_where_the_resize_reads_it() {
+    use augserve_core::decode::jpeg_info;
+    use augserve_cuda::decode_check::test_jpeg;
+    use augserve_cuda::jpeg_planes::{
+        batch_planes, plane_destinations, roi_for_header, PlaneInfo, Roi,
+    };
+    use jpeg_encoder::SamplingFactor as F;
+    use zune_core::colorspace::ColorSpace;
+    let lib = host_library();
+    let convert: YccFn = sym(&lib, b"host_ycbcr_to_rgb");
+    let mut rng = keyed_rng(11, 0, Purpose::Sample, 0);
+    // (sampling, h_shift, v_shift, width, height); None: grayscale.
+    let cases = [
+        (Some(F::F_2_2), 1, 1, 96u32, 80u32),
+        (Some(F::F_2_1), 1, 0, 61, 37),
+        (None, 0, 0, 45, 33),
+        (Some(F::F_1_2), 0, 1, 48, 64),
+        (Some(F::F_1_1), 0, 0, 35, 19),
+        (Some(F::F_2_2), 1, 1, 75, 53),
+        (Some(F::F_2_2), 1, 1, 130, 66),
+    ];
+    struct Image {
+        planes: Vec<u8>,
+        whole: YccDesc,
+        want: Vec<u8>,
+        shifts: (usize, usize),
+        region: (u32, u32, u32, u32),
+    }
+    let (mut batches, mut parts) = (0, 0);
+    for _ in 0..20 {
+        let (mut images, mut infos, mut dims, mut rois, mut offsets) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // CPU-decoded regions come first in the source buffer.
+        let mut at = rng.random_range(0..2000usize) * 3;
+        for (sampling, hs, vs, w, h) in cases {
+            let jpeg = test_jpeg(w, h, sampling).unwrap();
+            let info = jpeg_info(&jpeg).unwrap();
+            let (planes, whole) = match sampling {
+                Some(_) => flat_chroma_planes(&jpeg, hs, vs),
+                None => {
+                    let (luma, ..) = zune_decode(&jpeg, ColorSpace::Luma);
+                    (luma, ycc_desc(w as usize, h as usize, 0, 0, true))
+                }
+            };
+            // nvJPEG's own reading of the header (nvjpegGetImageInfo).
+            let mut p = PlaneInfo {
+                components: i32::from(info.components),
+                widths: [w as i32, 0, 0, 0],
+                heights: [h as i32, 0, 0, 0],
+            };
+            if sampling.is_some() {
+                p.widths[1..3].fill(whole.c_width);
+                p.heights[1..3].fill(whole.c_height);
+            }
+            let (x, y) = (rng.random_range(0..w), rng.random_range(0..h));
+            let region = (
+                x,
+                y,
+                rng.random_range(1..=w - x),
+                rng.random_range(1..=h - y),
+            );
+            let roi = if rng.random_bool(0.6) {
+                parts += 1;
+                roi_for_header(&info, region)
+            } else {
+                Roi::full(w, h)
+            };
+            offsets.push(at);
+            at += roi.pixels() as usize * 3 + rng.random_range(0..3usize) * 3;
+            infos.push(p);
+            dims.push((w, h));
+            rois.push(roi);
+            let (want, ..) = zune_decode(&jpeg, ColorSpace::RGB);
+            images.push(Image {
+                planes,
+                whole,
+                want,
+                shifts: (hs as usize, vs as usize),
+                region,
+            });
+        }
+        let (descs, bytes) = batch_planes(&infos, &dims, &rois, &offsets).unwrap();
+        // nvJPEG's writes; the rest of the scratch buffer is garbage.
+        let mut scratch = vec![0xA5u8; bytes];
+        for ((img, d), roi) in images.iter().zip(&descs).zip(&rois) {
+            let [yd, cbd, crd] = plane_destinations(d);
+            let (wp, ws) = (img.whole.y_pitch as usize, img.whole.c_pitch as usize);
+            let (rx, ry) = (roi.x as usize, roi.y as usize);
+            for row in 0..d.height as usize {
+                let from = (ry + row) * wp + rx;
+                let to = yd.0 as usize + row * yd.1;
+                scratch[to..to + d.width as usize]
+                    .copy_from_slice(&img.planes[from..from + d.width as usize]);
+            }
+            if img.whole.gray != 0 {
+                continue;
+            }
+            let (cx, cy) = (rx >> img.shifts.0, ry >> img.shifts.1);
+            let cw = d.c_width as usize;
+            for (plane, dest) in [(img.whole.cb_off, cbd), (img.whole.cr_off, crd)] {
+                for row in 0..d.c_height as usize {
+                    let from = plane as usize + (cy + row) * ws + cx;
+                    let to = dest.0 as usize + row * dest.1;
+                    scratch[to..to + cw].copy_from_slice(&img.planes[from..from + cw]);
+                }
+            }
+        }
+        let mut out = vec![0x5Au8; at];
+        // SAFETY: `scratch` holds every plane `descs` reads (`bytes` long), `out` every
+        // destination (the offsets and parts above).
+        unsafe {
+            convert(
+                scratch.as_ptr(),
+                out.as_mut_ptr(),
+                descs.as_ptr(),
+                descs.len() as i32,
+            )
+        };
+        let mut written = vec![false; at];
+        for (k, ((img, roi), &off)) in images.iter().zip(&rois).zip(&offsets).enumerate() {
+            written[off..off + roi.pixels() as usize * 3].fill(true);
+            let w = img.whole.width as u32;
+            let (x, y, rw, rh) = img.region;
+            for row in y..y + rh {
+                let a = ((row * w + x) * 3) as usize;
+                let b = off + (((row - roi.y) * roi.width + (x - roi.x)) * 3) as usize;
+                let n = rw as usize * 3;
+                assert_eq!(
+                    &out[b..b + n],
+                    &img.want[a..a + n],
+                    "image {k} ({}x{}, part {roi:?}), row {row}",
+                    w,
+                    img.whole.height
+                );
+            }
+        }
+        let stray = out
+            .iter()
+            .zip(&written)
+            .filter(|(&v, &w)| !w && v != 0x5A)
+            .count();
+        assert_eq!(stray, 0, "bytes written outside the images' destinations");
+        batches += 1;
+    }
+    println!(
+        "batch planes: {batches} batches of {} mixed images ({parts} ROI parts): every crop region at its offset, equal to zune-jpeg",
+        cases.len()
+    );
+}
