@@ -13,8 +13,10 @@
 
 use std::fmt;
 
-use augserve_core::decode::{decode_jpeg, DecodeLimits};
+use augserve_core::decode::{decode_jpeg, DecodeLimits, JpegInfo};
 use jpeg_encoder::{ColorType, Encoder, EncodingError, SamplingFactor};
+
+use crate::jpeg_planes::layout_name;
 
 /// Mean absolute difference, in levels, above which a test image fails the check. A correct
 /// GPU decode is within 0.01 of libjpeg-turbo and zune-jpeg (H200: 0.000 on average, worst
@@ -27,6 +29,8 @@ pub const TOLERANCE: f64 = 0.5;
 pub struct CheckImage {
     /// What it tests, e.g. "4:2:0 96x80".
     pub name: String,
+    /// Its chroma layout (`jpeg_planes::layout_name`).
+    pub layout: &'static str,
     pub jpeg: Vec<u8>,
     pub width: u32,
     pub height: u32,
@@ -40,8 +44,18 @@ pub struct CheckReport {
     /// The largest mean absolute difference among them, and that image.
     pub worst: f64,
     pub worst_image: String,
-    /// Images the GPU refused (they would go to the CPU in the pipeline too), with why.
+    /// Images the GPU refused, with why.
     pub refused: Vec<String>,
+    /// Their layouts: the pipeline keeps images of these on the CPU, rather than have a
+    /// batch fail and be retried image by image.
+    pub refused_layouts: Vec<&'static str>,
+}
+
+impl CheckReport {
+    /// Whether images of `info`'s layout were refused at start-up.
+    pub fn refuses(&self, info: &JpegInfo) -> bool {
+        self.refused_layouts.contains(&layout_name(info))
+    }
 }
 
 impl fmt::Display for CheckReport {
@@ -138,6 +152,7 @@ pub fn check_images() -> Result<Vec<CheckImage>, String> {
                 .map_err(|e| format!("test image {name}: {e}"))?;
             Ok(CheckImage {
                 name,
+                layout,
                 jpeg,
                 width,
                 height,
@@ -159,6 +174,7 @@ where
     let all: Vec<&CheckImage> = images.iter().collect();
     let mut decoded: Vec<(&CheckImage, Vec<u8>)> = Vec::new();
     let mut refused = Vec::new();
+    let mut refused_layouts = Vec::new();
     match decode(&all) {
         Ok(outs) if outs.len() == all.len() => decoded.extend(all.iter().copied().zip(outs)),
         Ok(outs) => {
@@ -173,7 +189,12 @@ where
                 match decode(&[img]).map(|mut v| v.pop()) {
                     Ok(Some(out)) => decoded.push((img, out)),
                     Ok(None) => return Err(format!("{}: the GPU returned no image", img.name)),
-                    Err(why) => refused.push(format!("{} ({why})", img.name)),
+                    Err(why) => {
+                        refused.push(format!("{} ({why})", img.name));
+                        if !refused_layouts.contains(&img.layout) {
+                            refused_layouts.push(img.layout);
+                        }
+                    }
                 }
             }
         }
@@ -190,6 +211,7 @@ where
         worst: 0.0,
         worst_image: String::new(),
         refused,
+        refused_layouts,
     };
     for (img, gpu) in decoded {
         let cpu = decode_jpeg(&img.jpeg, &DecodeLimits::default())
@@ -243,7 +265,8 @@ mod tests {
             for backend in [NvJpegBackend::Hardware, NvJpegBackend::Cuda] {
                 assert_eq!(route(&info, backend), DecodeRoute::Gpu, "{}", img.name);
             }
-            layouts.push(info.subsampling().unwrap_or("gray"));
+            assert_eq!(layout_name(&info), img.layout, "{}", img.name);
+            layouts.push(img.layout);
         }
         for want in ["4:2:0", "4:2:2", "4:4:0", "4:4:4"] {
             assert!(layouts.contains(&want), "{want} missing: {layouts:?}");
@@ -354,6 +377,11 @@ mod tests {
         assert_eq!(calls, 1 + images.len());
         assert_eq!(report.matched, images.len() - 1);
         assert_eq!(report.refused, ["4:4:0 96x80 (JPEG_NOT_SUPPORTED)"]);
+        let header = |i: usize| jpeg_info(&images[i].jpeg).unwrap();
+        let s440 = images.iter().position(|i| i.layout == "4:4:0").unwrap();
+        let s420 = images.iter().position(|i| i.layout == "4:2:0").unwrap();
+        assert!(report.refuses(&header(s440)), "kept on the CPU from now on");
+        assert!(!report.refuses(&header(s420)));
         assert!(report.to_string().contains("refused: 4:4:0"), "{report}");
 
         let none = check_decoder(&images, |_| Err("EXECUTION_FAILED".into())).unwrap_err();

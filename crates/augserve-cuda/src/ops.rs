@@ -369,7 +369,7 @@ fn mix64(mut z: u64) -> u64 {
 
 impl DeviceDecoder for GpuDecode {
     fn takes(&self, info: &JpegInfo, sample_id: u64) -> bool {
-        if route(info, self.backend) != DecodeRoute::Gpu {
+        if route(info, self.backend) != DecodeRoute::Gpu || self.check.refuses(info) {
             self.routed_cpu.fetch_add(1, Ordering::Relaxed);
             return false;
         }

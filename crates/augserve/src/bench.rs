@@ -127,12 +127,14 @@ fn gpu_decode_rows(
     let dev = GpuDevice::open(0)?;
     let nv = NvJpeg::load()?;
     let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware)?;
-    match dec.check_against_cpu() {
+    let check = dec.check_against_cpu();
+    match &check {
         Ok(report) => println!("nvJPEG start-up check: {report}"),
         Err(why) => println!(
             "nvJPEG start-up check FAILED: {why} (the pipeline would keep decoding on the CPU; the rows below time nvJPEG anyway)"
         ),
     }
+    let refused_at_start_up = |info: &_| check.as_ref().is_ok_and(|c| c.refuses(info));
     let roi = dec.check_roi();
     println!("nvJPEG {roi}");
     let batch = args.batch_sizes.iter().copied().max().unwrap_or(256);
@@ -146,7 +148,10 @@ fn gpu_decode_rows(
             continue;
         };
         match jpeg_info(&bytes) {
-            Ok(info) if route(&info, dec.backend()) == DecodeRoute::Gpu => {
+            Ok(info)
+                if route(&info, dec.backend()) == DecodeRoute::Gpu
+                    && !refused_at_start_up(&info) =>
+            {
                 // The crop of epoch 0 under seed 0, as a training run would draw it.
                 let plan = ImagePlan::draw(spec, 0, 0, id, info.width, info.height);
                 let (w, h) = (spec.size.width, spec.size.height);
