@@ -429,7 +429,11 @@ impl GpuBatchOps {
         let check = decoder.check_against_cpu().map_err(GpuError::DecodeCheck)?;
         tracing::info!("nvJPEG start-up check: {check}");
         let roi = decoder.check_roi();
-        tracing::info!("{roi} (elsewhere images are decoded whole)");
+        if roi.any() {
+            tracing::info!("{roi}: only the part each crop needs is decoded");
+        } else {
+            tracing::info!("{roi}: images are decoded whole");
+        }
         self.decode = Some(GpuDecode {
             decoder: Mutex::new(decoder),
             backend,
