@@ -53,6 +53,11 @@ log=$res/run.txt
   echo "## torchvision peer ($SECONDS s)"
   timeout 150 python3 benches/gpu/torchvision_peer.py --corpus "$kit/corpus" --out "$res/torchvision.json"
 } 2>&1 | tee "$log"
+# The lines issue 9's acceptance is read from (decoder agreement, start-up and ROI checks,
+# crash corpus, decode and end-to-end rates, torchvision), with every test failure.
+grep -E "mean abs diff|start-up check|ROI decode|per-image error|gpu-decode|GPU decode|nvJPEG|decode_jpeg|images/s|FAILED|panicked" "$log" \
+  | grep -v '^epoch ' | cut -c1-400 > "$res/issue9-digest.txt"
+echo "## digest ($res/issue9-digest.txt)"; cat "$res/issue9-digest.txt"
 # The device tool returns at most 8 files: one archive, plus the log to read at once.
-[ -n "${OUT:-}" ] && tar -C "$(dirname "$res")" -czf "$OUT/gpu-results.tgz" "$(basename "$res")" && cp "$log" "$OUT/"
+[ -n "${OUT:-}" ] && tar -C "$(dirname "$res")" -czf "$OUT/gpu-results.tgz" "$(basename "$res")" && cp "$log" "$res/issue9-digest.txt" "$OUT/"
 echo "saved $res"
