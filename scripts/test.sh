@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Python + Pillow + NVRTC in a venv under
-# target/, real photos from Debian's mate-backgrounds), then checks formatting and lints and runs
-# every test. Safe to run again; later runs reuse what earlier ones installed.
+# target/, real photos from Debian's mate-backgrounds, libjpeg-turbo's TurboJPEG library, all
+# under target/), then checks formatting and lints and runs every test. Safe to run again;
+# later runs reuse what earlier ones installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A clean clone (CI) gains nothing from incremental builds; they only add gigabytes on disk.
@@ -17,6 +18,8 @@ fi
 
 echo "== real photos for the resize comparison"
 ./scripts/fetch-photos.sh target/testdata/photos
+echo "== libjpeg-turbo's TurboJPEG (native YCbCr planes, as nvJPEG gives them) for the GPU-decode host test"
+./scripts/fetch-turbojpeg.sh target/testdata/turbojpeg
 
 # NVRTC from the wheel: dlopen finds it through LD_LIBRARY_PATH (read at process start).
 nvrtc_lib=$("$venv/bin/python" -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')
@@ -24,6 +27,7 @@ export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 export AUGSERVE_PYTHON="$PWD/$venv/bin/python"
 export AUGSERVE_TEST_PHOTOS="$PWD/target/testdata/photos"
+export AUGSERVE_TURBOJPEG="$PWD/target/testdata/turbojpeg/libturbojpeg.so.0"
 # Everything above is installed, so no test may skip for want of it.
 export AUGSERVE_REQUIRE_PEERS=1
 
