@@ -4,16 +4,11 @@
 set -euo pipefail
 dest=$(realpath -m "${1:?usage: fetch-photos.sh DEST}")
 if [ -f "$dest/.complete" ]; then exit 0; fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-if ! apt-get download mate-backgrounds >/dev/null 2>&1; then
-  apt-get update -qq >/dev/null 2>&1 || true
-  apt-get download mate-backgrounds >/dev/null 2>&1
-fi
-dpkg -x mate-backgrounds_*.deb x
+x=$(mktemp -d)
+trap 'rm -rf "$x"' EXIT
+"$(dirname "$0")/extract-deb.sh" mate-backgrounds "$x"
 mkdir -p "$dest"
 # The nature/ folder holds real photographs (the others are mostly abstract renders).
-cp x/usr/share/backgrounds/mate/nature/*.jpg "$dest"/
+cp "$x"/usr/share/backgrounds/mate/nature/*.jpg "$dest"/
 touch "$dest/.complete"
 echo "photos: $(ls "$dest"/*.jpg | wc -l) files in $dest"

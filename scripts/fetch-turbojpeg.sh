@@ -6,14 +6,9 @@
 set -euo pipefail
 dest=$(realpath -m "${1:?usage: fetch-turbojpeg.sh DEST}")
 if [ -f "$dest/libturbojpeg.so.0" ]; then exit 0; fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-if ! apt-get download libturbojpeg0 >/dev/null 2>&1; then
-  apt-get update -qq >/dev/null 2>&1 || true
-  apt-get download libturbojpeg0 >/dev/null 2>&1
-fi
-dpkg -x libturbojpeg0_*.deb x
+x=$(mktemp -d)
+trap 'rm -rf "$x"' EXIT
+"$(dirname "$0")/extract-deb.sh" libturbojpeg0 "$x"
 mkdir -p "$dest"
-cp -L "$(find x -name 'libturbojpeg.so.0' | head -1)" "$dest/libturbojpeg.so.0"
+cp -L "$(find "$x" -name 'libturbojpeg.so.0' | head -1)" "$dest/libturbojpeg.so.0"
 echo "turbojpeg: $dest/libturbojpeg.so.0"
