@@ -427,6 +427,26 @@ fn host_convert(f: YccFn, planes: &[u8], d: &YccDesc) -> Vec<u8> {
     out
 }
 
+/// The planes nvJPEG would deliver for a grayscale JPEG: luma, and (unused) chroma room.
+fn gray_planes(jpeg: &[u8]) -> (Vec<u8>, YccDesc) {
+    let (mut planes, w, h) = zune_decode(jpeg, zune_core::colorspace::ColorSpace::Luma);
+    planes.resize(3 * w * h, 0);
+    (planes, ycc_desc(w, h, 0, 0, true))
+}
+
+/// The `.jpg` files directly in `dir`, sorted (none if it is missing).
+fn jpg_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// The planes nvJPEG would deliver for a JPEG whose chroma is flat over each chroma block
 /// (8x8 chroma samples) with chroma halved per `h_shift`/`v_shift`: luma, and each block's
 /// chroma value read from zune-jpeg's YCbCr output where the block's interpolation cannot
@@ -486,12 +506,7 @@ fn start_up_check_passes_the_conversion_kernel_and_catches_replicated_chroma() {
     let planes_of = |jpeg: &[u8]| {
         let info = augserve_core::decode::jpeg_info(jpeg).unwrap();
         match info.subsampling() {
-            None => {
-                let (luma, w, h) = zune_decode(jpeg, zune_core::colorspace::ColorSpace::Luma);
-                let mut planes = luma;
-                planes.resize(3 * w * h, 0);
-                (planes, ycc_desc(w, h, 0, 0, true))
-            }
+            None => gray_planes(jpeg),
             Some("4:2:0") => flat_chroma_planes(jpeg, 1, 1),
             Some("4:2:2") => flat_chroma_planes(jpeg, 1, 0),
             Some("4:4:0") => flat_chroma_planes(jpeg, 0, 1),
@@ -596,10 +611,7 @@ fn ycbcr_kernel_equals_zune_jpeg_on_subsampled_images() {
         .encode(&gray, w as u16, h as u16, ColorType::Luma)
         .unwrap();
     let (want, ..) = zune_decode(&jpeg, ColorSpace::RGB);
-    let (luma, ..) = zune_decode(&jpeg, ColorSpace::Luma);
-    let d = ycc_desc(w, h, 0, 0, true);
-    let mut planes = luma;
-    planes.resize(3 * w * h, 0);
+    let (planes, d) = gray_planes(&jpeg);
     assert_eq!(host_convert(convert, &planes, &d), want, "grayscale");
     println!(
         "YCbCr -> RGB kernel: {images} subsampled images + 1 grayscale equal zune-jpeg byte for byte"
@@ -616,16 +628,11 @@ fn ycbcr_conversion_equals_zune_jpeg_on_reference_files() {
     let convert: YccFn = sym(&lib, b"host_ycbcr_to_rgb");
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/jpeg/reftest");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let files = jpg_files(&dir);
+    if files.is_empty() {
         println!("skipped: {} not found", dir.display());
         return;
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
-        .collect();
-    files.sort();
+    }
     let (mut checked, mut pixels) = (0, 0usize);
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
@@ -772,10 +779,7 @@ fn batch_planes_put_every_image_where_the_resize_reads_it() {
             let info = jpeg_info(&jpeg).unwrap();
             let (planes, whole) = match sampling {
                 Some(_) => flat_chroma_planes(&jpeg, hs, vs),
-                None => {
-                    let (luma, ..) = zune_decode(&jpeg, ColorSpace::Luma);
-                    (luma, ycc_desc(w as usize, h as usize, 0, 0, true))
-                }
+                None => gray_planes(&jpeg),
             };
             // nvJPEG's own reading of the header (nvjpegGetImageInfo).
             let mut p = PlaneInfo {
@@ -1046,18 +1050,8 @@ fn ycbcr_kernel_on_native_planes_matches_zune_jpeg_on_real_files() {
     let photos = std::env::var_os("AUGSERVE_TEST_PHOTOS")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/testdata/photos"));
-    let mut files = Vec::new();
-    for dir in [root.join("../shared/testdata/jpeg/reftest"), photos] {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            files.extend(
-                entries
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "jpg")),
-            );
-        }
-    }
-    files.sort();
+    let mut files = jpg_files(&root.join("../shared/testdata/jpeg/reftest"));
+    files.extend(jpg_files(&photos));
     let mut inputs: Vec<(String, Vec<u8>)> = files
         .iter()
         .map(|f| {
