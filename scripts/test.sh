@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (Python + Pillow + NVRTC in a venv under
+# The test command: installs what the tests need (Python + Pillow + NVRTC + nvJPEG in a venv under
 # target/, real photos from Debian's mate-backgrounds, libjpeg-turbo's TurboJPEG library, all
 # under target/), then checks formatting and lints and runs every test. Safe to run again;
 # later runs reuse what earlier ones installed.

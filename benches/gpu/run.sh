@@ -29,6 +29,8 @@ log=$res/run.txt
 {
   echo "# augserve GPU run: $(date -u +%F) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
   echo "nvrtc: ${nvrtc:-not found}; nvjpeg: ${nvjpeg:-not found}; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x $(nproc)"
+  echo "## augserve gpu (libraries found, device, nvJPEG start-up check)"
+  timeout 60 "$kit/augserve" gpu 2>&1
   echo "## GPU vs CPU tests (fresh random inputs)"
   for t in "$kit"/tests/*; do echo "### $(basename "$t") ($SECONDS s)"; timeout 120 "$t" --nocapture --test-threads=1 2>&1 | grep -v '^$'; done
   echo "## augserve bench ($SECONDS s)"
@@ -55,7 +57,7 @@ log=$res/run.txt
 } 2>&1 | tee "$log"
 # The lines issue 9's acceptance is read from (decoder agreement, start-up and ROI checks,
 # crash corpus, decode and end-to-end rates, torchvision), with every test failure.
-grep -E "mean abs diff|start-up check|ROI decode|per-image error|gpu-decode|GPU decode|nvJPEG|decode_jpeg|images/s|FAILED|panicked" "$log" \
+grep -E "^NVRTC|^nvJPEG|^GPU|mean abs diff|start-up check|ROI decode|per-image error|gpu-decode|GPU decode|nvJPEG|decode_jpeg|images/s|FAILED|panicked" "$log" \
   | grep -v '^epoch ' | cut -c1-400 > "$res/issue9-digest.txt"
 echo "## digest ($res/issue9-digest.txt)"; cat "$res/issue9-digest.txt"
 # The device tool returns at most 8 files: one archive, plus the log to read at once.

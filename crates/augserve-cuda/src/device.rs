@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction};
 
+use crate::cuda_libs;
 use crate::kernels::{compile_ptx, KERNEL_NAMES};
 use crate::GpuError;
 
@@ -30,10 +31,10 @@ pub struct GpuDevice {
     pub(crate) ycbcr_to_rgb: CudaFunction,
 }
 
-/// Whether libnvrtc can be loaded (enough to compile kernels to PTX, no GPU needed).
+/// Whether libnvrtc can be loaded (enough to compile kernels to PTX, no GPU needed): by the
+/// dynamic loader, or from the CUDA toolkit's or PyTorch's folders (`cuda_libs`).
 pub fn nvrtc_available() -> bool {
-    // SAFETY: only tries to dlopen the library by its usual names; no CUDA call is made.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+    cuda_libs::locate_nvrtc().is_ok()
 }
 
 fn driver_available() -> bool {
@@ -48,9 +49,8 @@ impl GpuDevice {
         if !driver_available() {
             return Err(GpuError::NoDriver);
         }
-        if !nvrtc_available() {
-            return Err(GpuError::NoNvrtc);
-        }
+        let nvrtc = cuda_libs::locate_nvrtc().map_err(GpuError::NoNvrtc)?;
+        tracing::debug!("libnvrtc: {nvrtc}");
         let count = CudaContext::device_count().map_err(|e| GpuError::NoDevice(format!("{e}")))?;
         if count <= 0 || ordinal >= count as usize {
             return Err(GpuError::NoDevice(format!(

@@ -6,11 +6,8 @@ use cudarc::driver::DriverError;
 pub enum GpuError {
     #[error("GPU unavailable: libcuda not found (no NVIDIA driver)")]
     NoDriver,
-    #[error(
-        "GPU unavailable: libnvrtc not found (install the CUDA runtime, or \
-         `pip install nvidia-cuda-nvrtc-cu12` and add its lib folder to LD_LIBRARY_PATH)"
-    )]
-    NoNvrtc,
+    #[error("GPU unavailable: {0}")]
+    NoNvrtc(String),
     #[error("GPU unavailable: {0}")]
     NoDevice(String),
     #[error("kernel compilation failed: {0}")]

@@ -74,6 +74,8 @@ pub fn program_source() -> String {
 /// Compiles the module to PTX for `arch` (e.g. `compute_90`). FMA contraction is off so the
 /// float arithmetic equals the CPU's bit for bit.
 pub fn compile_ptx(arch: &str) -> Result<Ptx, GpuError> {
+    // cudarc panics when it cannot load libnvrtc; this finds it first (or says why not).
+    crate::cuda_libs::locate_nvrtc().map_err(GpuError::NoNvrtc)?;
     let opts = CompileOptions {
         fmad: Some(false),
         options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],

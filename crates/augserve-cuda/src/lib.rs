@@ -3,6 +3,7 @@
 //! loads libcuda and libnvrtc at run time: the crate builds without a CUDA toolkit and runs
 //! without a GPU, where [`GpuDevice::open`] returns a [`GpuError`] and callers use the CPU.
 
+pub mod cuda_libs;
 pub mod decode_check;
 mod device;
 mod error;

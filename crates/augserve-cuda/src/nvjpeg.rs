@@ -10,6 +10,10 @@
 //! nvJPEG's own RGB output replicates chroma, which put colourful images up to 2.8 levels
 //! away from the CPU decoder (measured on an H200; see benches/results/gpu-NVIDIA-H200).
 //! Images `gpu_decode::route` sends to the CPU never reach it.
+//!
+//! The signatures, enum values and `nvjpegImage_t` layout below were checked against the
+//! `nvjpeg.h` of PyPI's nvidia-nvjpeg-cu12 12.4.0.76; `tests/cuda_libs.rs` opens that
+//! library (no GPU needed) and binds every function, the ROI entry points included.
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use cudarc::driver::sys::CUstream;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PushKernelArg};
 use jpeg_encoder::SamplingFactor;
 
+use crate::cuda_libs::{self, CudaLib};
 use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport};
 use crate::device::GpuDevice;
 use crate::gpu_decode::NvJpegBackend;
@@ -142,7 +147,8 @@ fn check(call: &'static str, s: Status) -> Result<(), GpuError> {
 pub const LIBRARY_NAMES: &[&str] = &["libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so"];
 
 impl NvJpeg {
-    /// Loads nvJPEG, or says why not (never panics without it).
+    /// Loads nvJPEG, or says why not (never panics without it): by name through the dynamic
+    /// loader, else from the CUDA toolkit's or PyTorch's folders (`cuda_libs`).
     pub fn load() -> Result<Arc<Self>, GpuError> {
         let mut tried = Vec::new();
         for name in LIBRARY_NAMES {
@@ -152,9 +158,18 @@ impl NvJpeg {
                 Err(e) => tried.push(format!("{name}: {e}")),
             }
         }
-        Err(GpuError::NoNvJpeg(format!(
-            "libnvjpeg not found ({}); install the CUDA runtime or `pip install nvidia-nvjpeg-cu12` and add its lib folder to LD_LIBRARY_PATH",
-            tried.join("; ")
+        let dirs = cuda_libs::search_dirs(CudaLib::NvJpeg, &|v| std::env::var_os(v));
+        if let Some(path) = cuda_libs::find_in(CudaLib::NvJpeg, &dirs) {
+            // SAFETY: as above.
+            return match unsafe { libloading::Library::new(&path) } {
+                Ok(lib) => Self::bind(lib, &path.to_string_lossy()).map(Arc::new),
+                Err(e) => Err(GpuError::NoNvJpeg(format!("{}: {e}", path.display()))),
+            };
+        }
+        tracing::debug!("libnvjpeg: {}", tried.join("; "));
+        Err(GpuError::NoNvJpeg(cuda_libs::not_found_reason(
+            CudaLib::NvJpeg,
+            &dirs,
         )))
     }
 
@@ -186,6 +201,11 @@ impl NvJpeg {
             library: name.to_string(),
             _lib: lib,
         })
+    }
+
+    /// Whether this libnvjpeg has the batched ROI decode entry points.
+    pub fn has_roi_decode(&self) -> bool {
+        self.roi.is_some()
     }
 }
 
@@ -648,7 +668,7 @@ mod tests {
     #[test]
     fn loading_without_nvjpeg_reports_instead_of_panicking() {
         match NvJpeg::load() {
-            Ok(nv) => assert!(nv.library.starts_with("libnvjpeg")),
+            Ok(nv) => assert!(nv.library.contains("libnvjpeg"), "{}", nv.library),
             Err(e) => {
                 let m = e.to_string();
                 assert!(m.starts_with("GPU JPEG decoding unavailable"), "{m}");

@@ -578,6 +578,13 @@ impl GpuBatchOps {
         self.device.info()
     }
 
+    /// With GPU decoding on: its start-up check against the CPU decoder and where ROI decode
+    /// is used.
+    pub fn gpu_decode_checks(&self) -> Option<String> {
+        let d = self.decode.as_ref()?;
+        Some(format!("start-up check: {}; {}", d.check, d.roi))
+    }
+
     /// A free slot, or (all busy) the first one once it frees up.
     fn acquire(&self) -> MutexGuard<'_, Slot> {
         for s in &self.slots {

@@ -6,6 +6,7 @@
 
 mod bench;
 mod chart;
+mod gpu;
 mod net;
 mod preview;
 mod run;
@@ -57,6 +58,9 @@ enum Command {
     Pull(net::PullArgs),
     /// Check a server's gRPC health (exit 0 when SERVING).
     Health(net::HealthArgs),
+    /// Say whether the GPU path is usable here and what it would use: the CUDA libraries
+    /// (where each was found), the device, nvJPEG's start-up check; or why not (exit 1).
+    Gpu(gpu::GpuArgs),
     /// Start a server on the demo dataset and pull from it, in one process.
     Demo {
         #[arg(long, default_value_t = 2)]
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(args),
         Command::Pull(args) => net::pull(args),
         Command::Health(args) => net::health(args),
+        Command::Gpu(args) => gpu::gpu(args),
         Command::Demo {
             epochs,
             batch_size,

@@ -163,6 +163,65 @@ fn explicit_gpu_without_a_gpu_fails_clearly_and_cpu_is_honoured() {
 }
 
 #[test]
+fn gpu_reports_the_cuda_libraries_and_why_the_gpu_is_not_usable() {
+    if augserve_cuda::GpuDevice::open(0).is_ok() {
+        skipped("a GPU is present");
+        return;
+    }
+    let out = augserve().arg("gpu").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("NVRTC:  ") && stdout.contains("\nnvJPEG: "),
+        "{stdout}"
+    );
+    assert!(
+        err.contains("GPU unavailable") && err.contains("run on the CPU"),
+        "{err}"
+    );
+    // With the test venv's NVIDIA wheels (a Python environment, as PyTorch's installs are)
+    // and nothing on LD_LIBRARY_PATH, both libraries are found: nothing for scripts/run.sh
+    // to install.
+    let Some(python) = std::env::var_os("AUGSERVE_PYTHON") else {
+        skipped("no test venv (run ./scripts/test.sh)");
+        return;
+    };
+    let venv = std::path::Path::new(&python)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap();
+    let out = augserve()
+        .args(["gpu", "--missing-libs"])
+        .env("VIRTUAL_ENV", venv)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    // Pointed nowhere, it names the wheels to install.
+    let empty = tempfile::tempdir().unwrap();
+    let out = augserve()
+        .args(["gpu", "--missing-libs"])
+        .env("HOME", empty.path())
+        .env("AUGSERVE_CUDA_LIB_DIRS", empty.path())
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("CONDA_PREFIX")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for line in listed.lines() {
+        assert!(
+            ["nvidia-cuda-nvrtc-cu12", "nvidia-nvjpeg-cu12"].contains(&line),
+            "{listed}"
+        );
+    }
+    println!("missing outside the venv: {listed:?}");
+}
+
+#[test]
 fn demo_serves_and_pulls_in_one_process() {
     let d = tempfile::tempdir().unwrap();
     let out = augserve()
