@@ -41,6 +41,11 @@ log=$res/run.txt
     timeout 90 "$kit/augserve" run --data "$kit/corpus" --spec "$kit/spec.toml" $flags --batch-size 256 --epochs 8 --quiet \
       --summary-json "$res/run-$dev.json" && python3 -c "import json;d=json.load(open('$res/run-$dev.json'));print('$dev', round(d['images_per_s']), 'images/s')"
   done
+  echo "## output digests (seed 3, 2 epochs): CPU and GPU batch ops should agree; GPU decoding with a fixed share should give one digest whatever the thread count"
+  for cfg in "cpu|--device cpu --threads 0" "gpu|--device gpu --threads 0" "gpu-decode-share-0.5-threads-1|--device gpu --gpu-decode-share 0.5 --threads 1" "gpu-decode-share-0.5-threads-all|--device gpu --gpu-decode-share 0.5 --threads 0"; do
+    # shellcheck disable=SC2086
+    echo "digest ${cfg%%|*}: $(timeout 90 "$kit/augserve" run --data "$kit/corpus" --spec "$kit/spec.toml" ${cfg#*|} --batch-size 128 --epochs 2 --seed 3 --quiet --digest 2>&1 | grep -E '^output digest|rror' | tail -1)"
+  done
   echo "## the server with GPU decoding (AUGSERVE_GPU_DECODE=1), pulled over gRPC ($SECONDS s)"
   AUGSERVE_LOG=info AUGSERVE_GPU_DECODE=1 AUGSERVE_TELEMETRY_LOG_INTERVAL_S=0 "$kit/augserve" serve --device gpu \
     --listen-tcp 127.0.0.1:50077 --dataset corpus="$kit/corpus" > /tmp/augserve-serve.log 2>&1 &
@@ -57,7 +62,7 @@ log=$res/run.txt
 } 2>&1 | tee "$log"
 # The lines issue 9's acceptance is read from (decoder agreement, start-up and ROI checks,
 # crash corpus, decode and end-to-end rates, torchvision), with every test failure.
-grep -E "^NVRTC|^nvJPEG|^GPU|mean abs diff|start-up check|ROI decode|per-image error|gpu-decode|GPU decode|nvJPEG|decode_jpeg|images/s|FAILED|panicked" "$log" \
+grep -E "^NVRTC|^nvJPEG|^GPU|^digest|mean abs diff|start-up check|ROI decode|per-image error|gpu-decode|GPU decode|nvJPEG|decode_jpeg|images/s|FAILED|panicked" "$log" \
   | grep -v '^epoch ' | cut -c1-400 > "$res/issue9-digest.txt"
 echo "## digest ($res/issue9-digest.txt)"; cat "$res/issue9-digest.txt"
 # The device tool returns at most 8 files: one archive, plus the log to read at once.

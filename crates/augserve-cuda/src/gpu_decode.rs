@@ -72,12 +72,15 @@ pub fn route(info: &JpegInfo, backend: NvJpegBackend) -> DecodeRoute {
 /// The CPU/GPU split, tuned from measured rates: each batch, eligible images go to the GPU in
 /// the proportion `gpu_rate / (cpu_rate + gpu_rate)`, so that the CPU workers and the GPU
 /// decoder finish at the same time. Rates are smoothed (EWMA); the share stays within
-/// [`MIN_SHARE`, `MAX_SHARE`] so both sides keep being measured.
+/// [`MIN_SHARE`, `MAX_SHARE`] so both sides keep being measured. A fixed share
+/// ([`DecodeSplit::fixed`], `--gpu-decode-share`) replaces the tuning: which images the GPU
+/// decodes is then a function of their sample ids alone, so seeded runs are reproducible.
 #[derive(Debug, Clone)]
 pub struct DecodeSplit {
     cpu_rate: Option<f64>,
     gpu_rate: Option<f64>,
     smoothing: f64,
+    fixed: Option<f64>,
 }
 
 pub const MIN_SHARE: f64 = 0.05;
@@ -89,11 +92,31 @@ impl Default for DecodeSplit {
             cpu_rate: None,
             gpu_rate: None,
             smoothing: 0.3,
+            fixed: None,
         }
     }
 }
 
 impl DecodeSplit {
+    /// A split that sends the share `share` (0 < share <= 1) of the eligible images to the
+    /// GPU whatever the rates (still measured, for reports).
+    pub fn fixed(share: f64) -> Result<Self, String> {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(format!(
+                "GPU decode share must be above 0 and at most 1, got {share}"
+            ));
+        }
+        Ok(DecodeSplit {
+            fixed: Some(share),
+            ..DecodeSplit::default()
+        })
+    }
+
+    /// Whether the share is fixed rather than tuned.
+    pub fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
+    }
+
     /// Records one batch: `cpu_images` decoded by all CPU workers in `cpu_secs` of wall time,
     /// `gpu_images` by the GPU in `gpu_secs`. Sides with no images or no time are skipped.
     pub fn observe(&mut self, cpu_images: usize, cpu_secs: f64, gpu_images: usize, gpu_secs: f64) {
@@ -109,6 +132,9 @@ impl DecodeSplit {
 
     /// Share of eligible images for the GPU (0.5 until both rates are known).
     pub fn gpu_share(&self) -> f64 {
+        if let Some(share) = self.fixed {
+            return share;
+        }
         match (self.cpu_rate, self.gpu_rate) {
             (Some(c), Some(g)) if c + g > 0.0 => (g / (c + g)).clamp(MIN_SHARE, MAX_SHARE),
             _ => 0.5,
@@ -126,6 +152,22 @@ impl DecodeSplit {
     pub fn rates(&self) -> (Option<f64>, Option<f64>) {
         (self.cpu_rate, self.gpu_rate)
     }
+}
+
+/// Whether the image with `sample_id` goes to the GPU when the share is `share`: a
+/// well-mixed hash of the id against the share, so the choice depends on the image alone (not
+/// on thread timing), picks images evenly, and an image picked at one share is picked at
+/// every larger one.
+pub fn picks_gpu(sample_id: u64, share: f64) -> bool {
+    ((mix64(sample_id) >> 11) as f64 / (1u64 << 53) as f64) < share
+}
+
+/// splitmix64's finaliser.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -227,5 +269,42 @@ mod tests {
             "{}",
             s.gpu_share()
         );
+    }
+
+    #[test]
+    fn a_fixed_split_ignores_the_rates_and_picks_by_sample_id_alone() {
+        let mut s = DecodeSplit::fixed(0.7).expect("valid share");
+        assert!(s.is_fixed());
+        for _ in 0..10 {
+            s.observe(100, 1.0, 100, 1e-3);
+        }
+        assert_eq!(s.gpu_share(), 0.7);
+        assert_eq!(s.gpu_count(256, 256), 179);
+        assert_eq!(s.rates().1, Some(100_000.0));
+        assert_eq!(DecodeSplit::fixed(1.0).map(|s| s.gpu_count(64, 60)), Ok(60));
+        for bad in [0.0, -0.5, 1.01, f64::NAN] {
+            assert!(DecodeSplit::fixed(bad).is_err(), "{bad}");
+        }
+        // The pick: even over ids, nested across shares, the same every time.
+        let ids = 0..100_000u64;
+        let at = |share: f64| {
+            ids.clone()
+                .filter(|&i| picks_gpu(i, share))
+                .collect::<Vec<_>>()
+        };
+        let (low, high) = (at(0.3), at(0.7));
+        assert!(
+            (low.len() as f64 / 1e5 - 0.3).abs() < 0.005,
+            "{}",
+            low.len()
+        );
+        assert!(
+            (high.len() as f64 / 1e5 - 0.7).abs() < 0.005,
+            "{}",
+            high.len()
+        );
+        assert!(low.iter().all(|i| picks_gpu(*i, 0.7)));
+        assert_eq!(at(0.3), low);
+        assert!(ids.clone().all(|i| picks_gpu(i, 1.0)));
     }
 }

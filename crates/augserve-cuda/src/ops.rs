@@ -22,7 +22,7 @@ use rayon::ThreadPool;
 
 use crate::decode_check::CheckReport;
 use crate::device::GpuDevice;
-use crate::gpu_decode::{route, DecodeRoute, DecodeSplit, NvJpegBackend};
+use crate::gpu_decode::{picks_gpu, route, DecodeRoute, DecodeSplit, NvJpegBackend};
 use crate::ipc::IpcRing;
 use crate::jpeg_planes::{roi_for_header, Roi, RoiSupport};
 use crate::kernels::{dtype_code, layout_code, ColorDesc, MixDesc, ResizeDesc};
@@ -359,14 +359,6 @@ struct DecodeJob {
     roi: Roi,
 }
 
-/// splitmix64: a well-mixed hash of the sample id, so the split picks images evenly.
-fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl DeviceDecoder for GpuDecode {
     fn takes(&self, info: &JpegInfo, sample_id: u64) -> bool {
         if route(info, self.backend) != DecodeRoute::Gpu || self.check.refuses(info) {
@@ -378,7 +370,7 @@ impl DeviceDecoder for GpuDecode {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .gpu_share();
-        ((mix64(sample_id) >> 11) as f64 / (1u64 << 53) as f64) < share
+        picks_gpu(sample_id, share)
     }
 
     fn observe_cpu(&self, images: usize, wall: Duration) {
@@ -419,9 +411,10 @@ impl GpuBatchOps {
     }
 
     /// Turns on GPU JPEG decoding (nvJPEG, the hardware engine where the GPU has one): the
-    /// pipeline then leaves the images nvJPEG takes undecoded, in the share the measured
-    /// rates give. Returns the backend in use, or why decoding stays on the CPU.
-    pub fn enable_gpu_decode(&mut self) -> Result<NvJpegBackend, GpuError> {
+    /// pipeline then leaves the images nvJPEG takes undecoded, in the share `split` gives
+    /// (tuned from measured rates by default, or fixed). Returns the backend in use, or why
+    /// decoding stays on the CPU.
+    pub fn enable_gpu_decode(&mut self, split: DecodeSplit) -> Result<NvJpegBackend, GpuError> {
         let nv = NvJpeg::load()?;
         let mut decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
         let backend = decoder.backend();
@@ -437,7 +430,7 @@ impl GpuBatchOps {
         self.decode = Some(GpuDecode {
             decoder: Mutex::new(decoder),
             backend,
-            split: Mutex::new(DecodeSplit::default()),
+            split: Mutex::new(split),
             on_gpu: AtomicU64::new(0),
             fell_back: AtomicU64::new(0),
             routed_cpu: AtomicU64::new(0),
@@ -931,7 +924,10 @@ impl BatchOps for GpuBatchOps {
     fn decode_report(&self) -> Option<String> {
         let d = self.decode.as_ref()?;
         let c = self.decode_counts()?;
-        let (cpu, gpu) = d.split.lock().unwrap_or_else(|p| p.into_inner()).rates();
+        let (fixed, (cpu, gpu)) = {
+            let split = d.split.lock().unwrap_or_else(|p| p.into_inner());
+            (split.is_fixed(), split.rates())
+        };
         let rate = |r: Option<f64>| r.map_or("-".to_string(), |v| format!("{v:.0}"));
         let roi = match c.pixel_fraction {
             Some(f) if d.roi.any() => {
@@ -940,12 +936,13 @@ impl BatchOps for GpuBatchOps {
             _ => d.roi.to_string(),
         };
         Some(format!(
-            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU (rates: CPU {} images/s, GPU {} images/s); {roi}; start-up check: worst {:.3} levels from zune-jpeg",
+            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU{} (rates: CPU {} images/s, GPU {} images/s); {roi}; start-up check: worst {:.3} levels from zune-jpeg",
             d.backend,
             c.on_device,
             c.fell_back,
             c.kept_on_cpu,
             c.device_share * 100.0,
+            if fixed { ", fixed" } else { "" },
             rate(cpu),
             rate(gpu),
             d.check.worst,

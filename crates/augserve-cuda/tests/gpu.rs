@@ -356,7 +356,7 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
     use augserve_core::{demo, BatchOps, Dataset, DatasetFormat, Pipeline, PipelineOptions};
     let Some(dev) = device() else { return };
     let mut ops = GpuBatchOps::new(dev, 2).unwrap();
-    if let Err(e) = ops.enable_gpu_decode() {
+    if let Err(e) = ops.enable_gpu_decode(Default::default()) {
         skipped(&e.to_string());
         return;
     }

@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// Decode JPEGs on the GPU too (nvJPEG), split with the CPU workers by measured rates
     /// (env AUGSERVE_GPU_DECODE=1). Needs the GPU batch ops; without nvJPEG, the CPU decodes.
     pub gpu_decode: bool,
+    /// Fix the share (0 < F <= 1) of GPU-decodable images nvJPEG decodes instead of tuning
+    /// it from measured rates, so seeded streams are reproducible bit for bit; implies
+    /// gpu_decode (env AUGSERVE_GPU_DECODE_SHARE).
+    pub gpu_decode_share: Option<f64>,
     /// Accepted tokens from the environment only (AUGSERVE_TOKENS, comma-separated); never
     /// written out.
     #[serde(skip)]
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
             tokens_file: None,
             shm_dir: PathBuf::from("/dev/shm"),
             gpu_decode: false,
+            gpu_decode_share: None,
             tokens: Vec::new(),
         }
     }
@@ -152,6 +157,9 @@ impl ServerConfig {
                 "TLS_KEY" => self.tls_key = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "SHM_DIR" => self.shm_dir = PathBuf::from(&v),
                 "GPU_DECODE" => self.gpu_decode = matches!(v.as_str(), "1" | "true" | "yes" | "on"),
+                "GPU_DECODE_SHARE" => {
+                    self.gpu_decode_share = (!v.is_empty()).then(|| parse(&k, &v)).transpose()?
+                }
                 "TOKENS_FILE" => self.tokens_file = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "TOKENS" => {
                     self.tokens = v
@@ -189,6 +197,10 @@ impl ServerConfig {
                 "tls_cert and tls_key go together: set both or neither".into(),
             ));
         }
+        if let Some(share) = self.gpu_decode_share {
+            augserve_cuda::gpu_decode::DecodeSplit::fixed(share)
+                .map_err(|e| ServerError::Config(format!("gpu_decode_share: {e}")))?;
+        }
         if self.listen_tcp.is_none() && self.listen_uds.is_none() {
             return Err(ServerError::Config(
                 "set listen_tcp and/or listen_uds".into(),
@@ -222,5 +234,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("AUGSERVE_THREADS"));
+    }
+
+    #[test]
+    fn gpu_decode_share_from_the_file_or_env_and_checked() {
+        let env = |v: &str| [("AUGSERVE_GPU_DECODE_SHARE".to_string(), v.to_string())];
+        let mut cfg: ServerConfig = toml::from_str("gpu_decode_share = 0.5\n").unwrap();
+        assert_eq!(cfg.gpu_decode_share, Some(0.5));
+        cfg.apply_env(env("0.8")).unwrap();
+        assert_eq!(cfg.gpu_decode_share, Some(0.8));
+        cfg.apply_env(env("")).unwrap();
+        assert_eq!(cfg.gpu_decode_share, None);
+        for bad in ["1.5", "0", "half"] {
+            let e = cfg.apply_env(env(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("GPU_DECODE_SHARE") || e.contains("gpu_decode_share"),
+                "{e}"
+            );
+        }
     }
 }

@@ -49,8 +49,16 @@ impl AugServeService {
                 .and_then(|d| augserve_cuda::GpuBatchOps::new(d, 2))
             {
                 Ok(mut g) => {
-                    if cfg.gpu_decode {
-                        match g.enable_gpu_decode() {
+                    let split = match cfg.gpu_decode_share {
+                        Some(share) => Some(
+                            augserve_cuda::gpu_decode::DecodeSplit::fixed(share).map_err(|e| {
+                                ServerError::Config(format!("gpu_decode_share: {e}"))
+                            })?,
+                        ),
+                        None => cfg.gpu_decode.then(Default::default),
+                    };
+                    if let Some(split) = split {
+                        match g.enable_gpu_decode(split) {
                             Ok(b) => {
                                 tracing::info!(backend = ?b, "JPEG decoding on the GPU (nvJPEG) and the CPU")
                             }

@@ -255,7 +255,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 devices.push((g.device(), Arc::new(g)));
                 // The same GPU, decoding JPEGs too (nvJPEG), split with the CPU workers.
                 match GpuBatchOps::new(dev, 2).and_then(|mut g| {
-                    let backend = g.enable_gpu_decode()?;
+                    let backend = g.enable_gpu_decode(Default::default())?;
                     Ok((g, backend))
                 }) {
                     Ok((g, backend)) => {

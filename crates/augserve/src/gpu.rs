@@ -3,6 +3,7 @@
 
 use augserve_core::BatchOps;
 use augserve_cuda::cuda_libs::{locate_nvrtc, CudaLib};
+use augserve_cuda::gpu_decode::DecodeSplit;
 use augserve_cuda::nvjpeg::NvJpeg;
 use augserve_cuda::{GpuBatchOps, GpuDevice};
 
@@ -54,7 +55,7 @@ pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
         i.arch
     );
     if nvjpeg.is_ok() {
-        match ops.enable_gpu_decode() {
+        match ops.enable_gpu_decode(DecodeSplit::default()) {
             Ok(backend) => println!(
                 "GPU JPEG decoding (--gpu-decode): nvJPEG, {backend:?} backend; {}",
                 ops.gpu_decode_checks().unwrap_or_default()

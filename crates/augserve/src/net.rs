@@ -35,6 +35,11 @@ variables, then flags. Keys (TOML / environment variable):
   tokens_file / AUGSERVE_TOKENS_FILE          accepted bearer tokens, one per line
   shm_dir / AUGSERVE_SHM_DIR                  tmpfs folder for shared-memory streams
                                               (default /dev/shm; \"\" = SHM transport off)
+  gpu_decode / AUGSERVE_GPU_DECODE            decode JPEGs on the GPU too (nvJPEG), split
+                                              with the CPU workers by measured rates
+  gpu_decode_share / AUGSERVE_GPU_DECODE_SHARE
+                                              fixed share (0-1] of GPU-decodable images for
+                                              nvJPEG: reproducible streams (implies gpu_decode)
   AUGSERVE_TOKENS                             accepted tokens, comma-separated (env only)
                                               With tokens, every call but health needs
                                               authorization: Bearer <token>.

@@ -15,6 +15,7 @@ use augserve_core::{
     demo, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec, ShardSpec,
     StageTimings, TailPolicy,
 };
+use augserve_cuda::gpu_decode::DecodeSplit;
 use augserve_cuda::{GpuBatchOps, GpuDevice};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,6 +69,12 @@ pub struct RunArgs {
     /// usable GPU; without nvJPEG, decoding stays on the CPU and the run says why.
     #[arg(long, env = "AUGSERVE_GPU_DECODE")]
     gpu_decode: bool,
+    /// Fix the share (0 < F <= 1) of GPU-decodable images that nvJPEG decodes instead of
+    /// tuning it from measured rates (implies --gpu-decode). Which images the GPU decodes is
+    /// then a function of their sample ids alone, so a seeded run is reproducible bit for bit
+    /// on the same GPU and libnvjpeg, as it is on the CPU; the tuned split depends on timing.
+    #[arg(long, value_name = "F", env = "AUGSERVE_GPU_DECODE_SHARE", value_parser = parse_share)]
+    gpu_decode_share: Option<f64>,
     /// CPU resize: `reference` (Pillow-exact, identical to the GPU kernel) or `fast`
     /// (fast_image_resize SIMD, within one level, faster).
     #[arg(long, value_enum, default_value = "reference")]
@@ -84,6 +91,11 @@ pub struct RunArgs {
     /// Write the run summary as JSON here.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Print a SHA-256 of the output: every batch's tensor, labels, mixing weights and sample
+    /// ids, in order. The same data, spec, seed and shard give the same digest whatever
+    /// --threads (with GPU decoding, on the same GPU and only with --gpu-decode-share).
+    #[arg(long)]
+    digest: bool,
     /// Where the demo dataset is cached (default: $XDG_CACHE_HOME/augserve or ~/.cache/augserve).
     #[arg(long, env = "AUGSERVE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -186,13 +198,33 @@ pub fn describe(spec: &PipelineSpec) -> String {
     )
 }
 
+fn parse_share(v: &str) -> Result<f64, String> {
+    let share: f64 = v.parse().map_err(|_| format!("not a number: '{v}'"))?;
+    DecodeSplit::fixed(share).map(|_| share)
+}
+
+/// Adds what a trainer receives of `b` to the output digest (`--digest`).
+fn digest_batch(h: &mut sha2::Sha256, b: &augserve_core::Batch) {
+    use sha2::Digest;
+    h.update(&b.tensor.data);
+    for label in b.labels_a.iter().chain(&b.labels_b) {
+        h.update(label.to_le_bytes());
+    }
+    for x in b.lam.iter().chain(b.soft_targets.iter().flatten()) {
+        h.update(x.to_le_bytes());
+    }
+    for id in &b.sample_ids {
+        h.update(id.to_le_bytes());
+    }
+}
+
 /// Picks the batch-ops backend: the GPU when asked for or available, else the CPU.
 /// Returns it with a line saying what was chosen and why.
 fn choose_batch_ops(
     device: DeviceArg,
     spec: &PipelineSpec,
     cpu: CpuBatchOps,
-    gpu_decode: bool,
+    gpu_decode: Option<DecodeSplit>,
 ) -> anyhow::Result<(Arc<dyn BatchOps>, String)> {
     let placed = [spec.placement.resize, spec.placement.mix];
     let explicit = device == DeviceArg::Gpu || placed.contains(&Device::Gpu);
@@ -214,8 +246,8 @@ fn choose_batch_ops(
                 i.total_memory as f64 / (1u64 << 30) as f64,
                 i.arch
             );
-            if gpu_decode {
-                match gpu.enable_gpu_decode() {
+            if let Some(split) = gpu_decode {
+                match gpu.enable_gpu_decode(split) {
                     Ok(backend) => line += &format!("; JPEG decoding: nvJPEG ({backend:?}) + CPU"),
                     Err(e) => line += &format!("; JPEG decoding on the CPU ({e})"),
                 }
@@ -282,8 +314,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ResizeArg::Fast => CpuResize::Fast,
         ResizeArg::Reference => CpuResize::Reference,
     };
-    let (ops, ops_line) =
-        choose_batch_ops(args.device, &spec, CpuBatchOps { resize }, args.gpu_decode)?;
+    let split = match args.gpu_decode_share {
+        Some(share) => Some(DecodeSplit::fixed(share).map_err(anyhow::Error::msg)?),
+        None => args.gpu_decode.then(DecodeSplit::default),
+    };
+    let (ops, ops_line) = choose_batch_ops(args.device, &spec, CpuBatchOps { resize }, split)?;
     let decode_ops = ops.clone();
     let pipeline = Pipeline::new(
         dataset.clone(),
@@ -357,6 +392,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut timings = StageTimings::default();
     let mut last_stats = None;
     let mut device = String::new();
+    let mut digest = args.digest.then(<sha2::Sha256 as sha2::Digest>::new);
     // Two stages: a producer thread runs the per-image stage of batch k+1 while this thread
     // runs the batch ops of batch k. The channel holds one prepared batch, which bounds memory.
     let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<PreparedBatch>>(1);
@@ -434,6 +470,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 tracing::debug!("{e}");
             }
+            if let Some(h) = digest.as_mut() {
+                digest_batch(h, &batch);
+            }
             images += batch.len() as u64;
             epoch_images += batch.len() as u64;
             out_bytes += batch.tensor.data.len() as u64;
@@ -487,6 +526,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             f(s.clipped)
         );
     }
+    let digest = digest.map(|h| {
+        use sha2::Digest;
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    });
+    if let Some(d) = &digest {
+        println!("output digest: sha256 {d}");
+    }
     let decode_report = decode_ops.decode_report();
     if let Some(r) = &decode_report {
         println!("{r}");
@@ -505,7 +554,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             "images": images, "batches": done, "seconds": secs,
             "images_per_s": images as f64 / secs, "output_mb_per_s": out_bytes as f64 / secs / 1e6,
             "threads": pipeline.threads(), "device": device, "errors": errors,
-            "decode": decode_report,
+            "decode": decode_report, "output_sha256": digest,
             "decode_counts": decode_ops.decode_counts().map(|c| serde_json::json!({
                 "gpu": c.on_device, "cpu_fallback": c.fell_back, "cpu_by_header": c.kept_on_cpu,
                 "gpu_share": c.device_share, "pixel_fraction": c.pixel_fraction,

@@ -160,6 +160,42 @@ fn explicit_gpu_without_a_gpu_fails_clearly_and_cpu_is_honoured() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("batch ops: cpu (as asked)"));
+    // A fixed GPU decode share outside (0, 1] is refused before anything runs.
+    let out = augserve()
+        .args(["run", "--quiet", "--gpu-decode-share", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 1, got 1.5"), "{err}");
+}
+
+#[test]
+fn output_digest_is_the_same_whatever_the_thread_count() {
+    let d = tempfile::tempdir().unwrap();
+    let digest = |threads: &str, seed: &str| {
+        let out = augserve()
+            .args([
+                "run", "--quiet", "--digest", "--device", "cpu", "--epochs", "2",
+            ])
+            .args(["--batch-size", "48", "--threads", threads, "--seed", seed])
+            .arg("--cache-dir")
+            .arg(d.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}");
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("output digest: sha256 "))
+            .unwrap_or_else(|| panic!("no digest line: {stdout}"))
+            .to_string();
+        assert_eq!(line.len(), 64, "{line}");
+        line
+    };
+    let one = digest("1", "7");
+    assert_eq!(digest("3", "7"), one, "1 and 3 worker threads");
+    assert_ne!(digest("1", "8"), one, "another seed");
 }
 
 #[test]
