@@ -44,7 +44,7 @@ log=$res/run.txt
   echo "## output digests (seed 3, 2 epochs): CPU and GPU batch ops should agree; GPU decoding with a fixed share should give one digest whatever the thread count"
   for cfg in "cpu|--device cpu --threads 0" "gpu|--device gpu --threads 0" "gpu-decode-share-0.5-threads-1|--device gpu --gpu-decode-share 0.5 --threads 1" "gpu-decode-share-0.5-threads-all|--device gpu --gpu-decode-share 0.5 --threads 0"; do
     # shellcheck disable=SC2086
-    echo "digest ${cfg%%|*}: $(timeout 90 "$kit/augserve" run --data "$kit/corpus" --spec "$kit/spec.toml" ${cfg#*|} --batch-size 128 --epochs 2 --seed 3 --quiet --digest 2>&1 | grep -E '^output digest|rror' | tail -1)"
+    echo "digest ${cfg%%|*}: $(timeout 90 "$kit/augserve" run --data "$kit/corpus" --spec "$kit/spec.toml" ${cfg#*|} --batch-size 128 --epochs 2 --seed 3 --quiet --digest 2>&1 | grep -E '^output digest|^error' | tail -1)"
   done
   echo "## the server with GPU decoding (AUGSERVE_GPU_DECODE=1), pulled over gRPC ($SECONDS s)"
   AUGSERVE_LOG=info AUGSERVE_GPU_DECODE=1 AUGSERVE_TELEMETRY_LOG_INTERVAL_S=0 "$kit/augserve" serve --device gpu \
