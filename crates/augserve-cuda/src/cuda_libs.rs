@@ -3,8 +3,9 @@
 //!
 //! cudarc and [`crate::nvjpeg::NvJpeg::load`] open them by file name, so LD_LIBRARY_PATH and
 //! the loader's cache decide. A GPU host often has them elsewhere: in the CUDA toolkit's
-//! folder, or in the pip wheels PyTorch installs (`site-packages/nvidia/cuda_nvrtc/lib`,
-//! `nvidia/nvjpeg/lib`), or where `scripts/run.sh` installed them (`AUGSERVE_CUDA_LIB_DIRS`).
+//! folder, or in PyPI's NVIDIA wheels of a Python environment (`site-packages/nvidia/
+//! cuda_nvrtc/lib`, which PyTorch's CUDA 12 builds bring; `nvidia/nvjpeg/lib`, CUDA 13's
+//! `nvidia/cu13/lib`), or where `scripts/run.sh` installed them (`AUGSERVE_CUDA_LIB_DIRS`).
 //! When the loader cannot find a library by name, it is looked for in those folders and
 //! opened once by its full path; glibc answers later opens of the same soname with the
 //! object already loaded, so cudarc's by-name open then succeeds too.
@@ -41,11 +42,13 @@ impl CudaLib {
         }
     }
 
-    /// The folder of PyPI's wheel for it under `site-packages/nvidia/`.
-    fn wheel_package(self) -> &'static str {
+    /// The folders of PyPI's wheels for it under `site-packages/nvidia/`: CUDA 12 wheels have
+    /// one per package, CUDA 13 wheels share `cu13`. libnvrtc.so.13 is not looked for: cudarc,
+    /// built for CUDA 12, opens libnvrtc by the CUDA 12 soname only.
+    fn wheel_folders(self) -> &'static [&'static str] {
         match self {
-            CudaLib::Nvrtc => "cuda_nvrtc",
-            CudaLib::NvJpeg => "nvjpeg",
+            CudaLib::Nvrtc => &["cuda_nvrtc"],
+            CudaLib::NvJpeg => &["nvjpeg", "cu13"],
         }
     }
 }
@@ -77,12 +80,9 @@ pub fn search_dirs(lib: CudaLib, env: &dyn Fn(&str) -> Option<OsString>) -> Vec<
     prefixes.extend(["/usr/local", "/usr", "/opt/conda"].map(PathBuf::from));
     for prefix in prefixes {
         for packages in site_packages(&prefix) {
-            dirs.push(
-                packages
-                    .join("nvidia")
-                    .join(lib.wheel_package())
-                    .join("lib"),
-            );
+            for folder in lib.wheel_folders() {
+                dirs.push(packages.join("nvidia").join(folder).join("lib"));
+            }
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -223,13 +223,12 @@ mod tests {
                 _ => None,
             }
         };
-        let dirs = search_dirs(CudaLib::NvJpeg, &env);
-        let wheel = |base: &Path, py: &str, kind: &str| {
-            base.join("lib")
-                .join(py)
-                .join(kind)
-                .join("nvidia/nvjpeg/lib")
+        let dirs = search_dirs(CudaLib::Nvrtc, &env);
+        let wheel = |base: &Path, py: &str, kind: &str, folder: &str| {
+            let packages = base.join("lib").join(py).join(kind);
+            packages.join("nvidia").join(folder).join("lib")
         };
+        let nvrtc = |base: &Path, py: &str, kind: &str| wheel(base, py, kind, "cuda_nvrtc");
         assert_eq!(
             dirs[..10],
             [
@@ -238,32 +237,31 @@ mod tests {
                 r.join("cuda/lib64"),
                 r.join("cuda/lib"),
                 PathBuf::from("/usr/local/cuda/lib64"),
-                wheel(&venv, "python3.12", "site-packages"),
-                wheel(&venv, "python3.12", "dist-packages"),
-                wheel(&venv, "python3.9", "site-packages"),
-                wheel(&venv, "python3.9", "dist-packages"),
-                wheel(&home.join(".local"), "python3.11", "site-packages"),
+                nvrtc(&venv, "python3.12", "site-packages"),
+                nvrtc(&venv, "python3.12", "dist-packages"),
+                nvrtc(&venv, "python3.9", "site-packages"),
+                nvrtc(&venv, "python3.9", "dist-packages"),
+                nvrtc(&home.join(".local"), "python3.11", "site-packages"),
             ]
         );
         assert!(!dirs.iter().any(|d| d.to_string_lossy().contains("python2")));
+        assert!(not_found_reason(CudaLib::Nvrtc, &dirs).contains("libnvrtc.so.12"));
 
-        // The first folder holding one of the names wins, whatever comes later.
+        // libnvjpeg: the CUDA 12 wheel's folder, then the CUDA 13 wheels' shared one. The
+        // first folder holding one of the names wins, whatever comes later.
+        let dirs = search_dirs(CudaLib::NvJpeg, &env);
+        let (cu12, cu13) = (
+            wheel(&venv, "python3.9", "site-packages", "nvjpeg"),
+            wheel(&venv, "python3.9", "site-packages", "cu13"),
+        );
+        let at = |d: &PathBuf| dirs.iter().position(|x| x == d).expect("searched");
+        assert_eq!(at(&cu13), at(&cu12) + 1);
         assert_eq!(find_in(CudaLib::NvJpeg, &dirs), None);
-        let in_wheel = wheel(&venv, "python3.9", "site-packages").join("libnvjpeg.so.12");
-        touch(&in_wheel);
-        assert_eq!(find_in(CudaLib::NvJpeg, &dirs), Some(in_wheel));
-        let in_toolkit = r.join("cuda/lib64/libnvjpeg.so.13");
+        let in_cu13 = cu13.join("libnvjpeg.so.13");
+        touch(&in_cu13);
+        assert_eq!(find_in(CudaLib::NvJpeg, &dirs), Some(in_cu13));
+        let in_toolkit = r.join("cuda/lib64/libnvjpeg.so.12");
         touch(&in_toolkit);
         assert_eq!(find_in(CudaLib::NvJpeg, &dirs), Some(in_toolkit));
-        // libnvrtc's wheel folder is its own.
-        let nvrtc_dirs = search_dirs(CudaLib::Nvrtc, &env);
-        assert!(nvrtc_dirs.contains(
-            &wheel(&venv, "python3.12", "site-packages")
-                .parent()
-                .and_then(Path::parent)
-                .expect("nvidia")
-                .join("cuda_nvrtc/lib")
-        ));
-        assert!(not_found_reason(CudaLib::Nvrtc, &nvrtc_dirs).contains("libnvrtc.so.12"));
     }
 }

@@ -12,8 +12,9 @@
 //! Images `gpu_decode::route` sends to the CPU never reach it.
 //!
 //! The signatures, enum values and `nvjpegImage_t` layout below were checked against the
-//! `nvjpeg.h` of PyPI's nvidia-nvjpeg-cu12 12.4.0.76; `tests/cuda_libs.rs` opens that
-//! library (no GPU needed) and binds every function, the ROI entry points included.
+//! `nvjpeg.h` of PyPI's nvidia-nvjpeg-cu12 12.4.0.76 and nvidia-nvjpeg 13.2.3.58 (the same
+//! for everything bound here); `tests/cuda_libs.rs` opens both libraries (no GPU needed) and
+//! binds every function, the ROI entry points included.
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::Arc;
