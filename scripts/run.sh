@@ -8,7 +8,7 @@
 # nothing is installed and everything runs on the CPU. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet
+cargo build --release --locked
 bin=target/release/augserve
 libs=$PWD/target/cuda-libs
 # augserve looks in the folders AUGSERVE_CUDA_LIB_DIRS names before its own search.

@@ -32,7 +32,8 @@ pub struct GpuDevice {
 }
 
 /// Whether libnvrtc can be loaded (enough to compile kernels to PTX, no GPU needed): by the
-/// dynamic loader, or from the CUDA toolkit's or PyTorch's folders (`cuda_libs`).
+/// dynamic loader, or from the CUDA toolkit's folder or a Python environment's NVIDIA
+/// wheels (`cuda_libs`).
 pub fn nvrtc_available() -> bool {
     cuda_libs::locate_nvrtc().is_ok()
 }

@@ -149,7 +149,7 @@ pub const LIBRARY_NAMES: &[&str] = &["libnvjpeg.so.13", "libnvjpeg.so.12", "libn
 
 impl NvJpeg {
     /// Loads nvJPEG, or says why not (never panics without it): by name through the dynamic
-    /// loader, else from the CUDA toolkit's or PyTorch's folders (`cuda_libs`).
+    /// loader, else from the CUDA toolkit's folder or a Python environment's NVIDIA wheels.
     pub fn load() -> Result<Arc<Self>, GpuError> {
         let mut tried = Vec::new();
         for name in LIBRARY_NAMES {
