@@ -149,8 +149,8 @@ impl std::fmt::Display for Found {
 pub fn not_found_reason(lib: CudaLib, dirs: &[PathBuf]) -> String {
     format!(
         "{} not found by the dynamic loader (LD_LIBRARY_PATH, ld.so.cache) nor in {} other \
-         folders (the CUDA toolkit's, Python environments' NVIDIA wheels, {LIB_DIRS_VAR}); install the \
-         CUDA toolkit, or `pip install {}` (scripts/run.sh does)",
+         folders (the CUDA toolkit's, Python environments' NVIDIA wheels, {LIB_DIRS_VAR}); \
+         install the CUDA toolkit, or `pip install {}` (scripts/run.sh does)",
         lib.file_names().join(" / "),
         dirs.len(),
         lib.pip_package()
