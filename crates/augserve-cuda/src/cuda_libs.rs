@@ -187,6 +187,16 @@ pub fn locate_nvrtc() -> Result<Found, String> {
     found.clone()
 }
 
+/// The version (major, minor) of the libnvrtc cudarc uses, once it is located.
+pub fn nvrtc_version() -> Option<(i32, i32)> {
+    locate_nvrtc().ok()?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: libnvrtc is loadable (just checked), so cudarc's lazy binding succeeds; a
+    // plain query with out-pointers to locals.
+    let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    (status == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
+}
+
 fn cudarc_finds_nvrtc() -> bool {
     // SAFETY: only tries to dlopen the library by its usual names; no NVRTC call is made.
     unsafe { cudarc::nvrtc::sys::is_culib_present() }

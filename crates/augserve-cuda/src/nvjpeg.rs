@@ -73,6 +73,10 @@ type DecodeBatched = unsafe extern "C" fn(
     CUstream,
 ) -> Status;
 
+/// nvjpegGetProperty(libraryPropertyType, int*): MAJOR_VERSION 0, MINOR_VERSION 1,
+/// PATCH_LEVEL 2.
+type GetProperty = unsafe extern "C" fn(c_int, *mut c_int) -> Status;
+
 type Params = *mut c_void;
 type ParamsCreate = unsafe extern "C" fn(Handle, *mut Params) -> Status;
 type ParamsDestroy = unsafe extern "C" fn(Params) -> Status;
@@ -112,6 +116,8 @@ pub struct NvJpeg {
     roi: Option<RoiApi>,
     /// Which file was loaded.
     pub library: String,
+    /// Its version (major, minor, patch), where it says.
+    pub version: Option<(i32, i32, i32)>,
     _lib: libloading::Library,
 }
 
@@ -200,8 +206,24 @@ impl NvJpeg {
                 })
             })(),
             library: name.to_string(),
+            version: get::<GetProperty>(&lib, "nvjpegGetProperty")
+                .ok()
+                .and_then(|f| {
+                    let property = |p: c_int| {
+                        let mut v: c_int = 0;
+                        // SAFETY: a plain query (no GPU involved); out-pointer to a local.
+                        (unsafe { f(p, &mut v) } == 0).then_some(v)
+                    };
+                    Some((property(0)?, property(1)?, property(2)?))
+                }),
             _lib: lib,
         })
+    }
+
+    /// "12.4.0" style, or "unknown version".
+    pub fn version_string(&self) -> String {
+        self.version
+            .map_or("unknown version".into(), |(a, b, c)| format!("{a}.{b}.{c}"))
     }
 
     /// Whether this libnvjpeg has the batched ROI decode entry points.

@@ -416,11 +416,12 @@ impl GpuBatchOps {
     /// decoding stays on the CPU.
     pub fn enable_gpu_decode(&mut self, split: DecodeSplit) -> Result<NvJpegBackend, GpuError> {
         let nv = NvJpeg::load()?;
+        let library = format!("{} {}", nv.library, nv.version_string());
         let mut decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
         let backend = decoder.backend();
         // Decoded pixels must match the CPU decoder's before any batch relies on them.
         let check = decoder.check_against_cpu().map_err(GpuError::DecodeCheck)?;
-        tracing::info!("nvJPEG start-up check: {check}");
+        tracing::info!("nvJPEG ({library}) start-up check: {check}");
         let roi = decoder.check_roi();
         if roi.any() {
             tracing::info!("{roi}: only the part each crop needs is decoded");

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use augserve_cuda::cuda_libs::{locate_nvrtc, Found, LIB_DIRS_VAR};
+use augserve_cuda::cuda_libs::{locate_nvrtc, nvrtc_version, Found, LIB_DIRS_VAR};
 use augserve_cuda::kernels::{compile_ptx, DEFAULT_ARCH, KERNEL_NAMES};
 use augserve_cuda::nvjpeg::NvJpeg;
 
@@ -90,8 +90,10 @@ fn in_child(root: &Path, nvrtc: bool) {
         for name in KERNEL_NAMES {
             assert!(ptx.contains(&format!(".entry {name}(")), "{name}");
         }
+        let (major, minor) = nvrtc_version().expect("nvrtcVersion");
+        assert_eq!(major, 12, "the CUDA 12 wheel");
         println!(
-            "found libnvrtc at {} and compiled {} kernels with it",
+            "found libnvrtc {major}.{minor} at {} and compiled {} kernels with it",
             path.display(),
             KERNEL_NAMES.len()
         );
@@ -103,8 +105,16 @@ fn in_child(root: &Path, nvrtc: bool) {
         "{} lacks the batched ROI decode",
         nv.library
     );
+    let (major, _, _) = nv.version.expect("nvjpegGetProperty");
+    assert!(
+        nv.library.ends_with(&format!(".so.{major}")),
+        "{} says it is {}",
+        nv.library,
+        nv.version_string()
+    );
     println!(
-        "found libnvjpeg at {}: every bound function present, ROI decode included",
+        "found libnvjpeg {} at {}: every bound function present, ROI decode included",
+        nv.version_string(),
         nv.library
     );
 }

@@ -2,7 +2,7 @@
 //! CUDA libraries found and where, the device, nvJPEG's start-up check), or why not.
 
 use augserve_core::BatchOps;
-use augserve_cuda::cuda_libs::{locate_nvrtc, CudaLib};
+use augserve_cuda::cuda_libs::{locate_nvrtc, nvrtc_version, CudaLib};
 use augserve_cuda::gpu_decode::DecodeSplit;
 use augserve_cuda::nvjpeg::NvJpeg;
 use augserve_cuda::{GpuBatchOps, GpuDevice};
@@ -29,12 +29,17 @@ pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     match &nvrtc {
-        Ok(found) => println!("NVRTC:  {found}"),
+        Ok(found) => {
+            let version =
+                nvrtc_version().map_or("unknown version".into(), |(a, b)| format!("{a}.{b}"));
+            println!("NVRTC:  {version}, {found}")
+        }
         Err(e) => println!("NVRTC:  {e}"),
     }
     match &nvjpeg {
         Ok(nv) => println!(
-            "nvJPEG: {} (batched ROI decode: {})",
+            "nvJPEG: {}, {} (batched ROI decode: {})",
+            nv.version_string(),
             nv.library,
             if nv.has_roi_decode() { "yes" } else { "no" }
         ),
