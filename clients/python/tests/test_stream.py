@@ -40,7 +40,15 @@ def record(b: augserve.Batch) -> dict:
         "images_sha256": sha(b.images.tobytes() if not len(b) else memoryview(b.images).cast("B")),
         "lam_sha256": sha(f32(b.lam)),
         "soft_targets_sha256": sha(f32(b.soft_targets.ravel() if b.soft_targets is not None else [])),
-        "stats_sha256": sha(f32(b.stats.mean, b.stats.std, b.stats.mad, b.stats.clipped)),
+        "stats_sha256": sha(
+            f32(
+                b.stats.mean,
+                b.stats.std,
+                b.stats.mad,
+                b.stats.clipped,
+                b.stats.percentiles.ravel() if b.stats.percentiles is not None else [],
+            )
+        ),
         "errors": [[e.sample_id, e.code, e.source] for e in b.errors],
     }
 
@@ -107,6 +115,20 @@ def test_images_are_a_zero_copy_view_with_the_right_shape_and_dtype(client, dtyp
     assert b.images.nbytes == math.prod(shape) * itemsize
     # The server aligns the tensor within the message; CPython puts bytes data on 16 bytes.
     assert b.images.ctypes.data % 16 == 0 and b.images.flags.aligned
+
+
+@pytest.mark.parametrize("size,batch,atol", [(32, 16, 1e-5), (96, 32, 0.05)])
+def test_percentiles_agree_with_numpy_on_the_received_tensor(client, size, batch, atol):
+    # 16 images of 32x32 are 16,384 values per channel: the server sorts them all (exact);
+    # 32 of 96x96 are 294,912, of which it samples 16,384 (an estimate).
+    spec = PipelineSpec(width=size, height=size, dtype="float32", layout="nchw")
+    with client.stream("demo", spec, batch_size=batch, seed=9) as s:
+        b = next(s)
+    assert b.stats.percentile_levels.tolist() == [1, 5, 50, 95, 99]
+    assert b.stats.percentiles.shape == (5, 3)
+    want = np.percentile(b.images.transpose(1, 0, 2, 3).reshape(3, -1), [1, 5, 50, 95, 99], axis=1)
+    np.testing.assert_allclose(b.stats.percentiles, want, atol=atol)
+    assert (np.diff(b.stats.percentiles, axis=0) >= 0).all()
 
 
 def test_layouts_and_dtypes_carry_the_same_pixels(client):

@@ -17,7 +17,7 @@ use crate::ops::color::{apply_color_jitter, ColorFactors};
 use crate::ops::crop::{choose_crop, CropBox};
 use crate::ops::mix::{mix_normalize_image, plan_mix, soft_targets, MixPlan, NormalizeCoeffs};
 use crate::ops::resize::{read_region, resize_u8_reference, FastResizer};
-use crate::ops::stats::{abs_dev_sums, combine_stats, BatchStats};
+use crate::ops::stats::{abs_dev_sums, combine_stats, output_percentiles, BatchStats};
 use crate::rng::{keyed_rng, Purpose};
 use crate::spec::{ErrorPolicy, Layout, PipelineSpec};
 
@@ -826,7 +826,18 @@ pub fn finish_batch_to(
     });
     timings.resize = out.resize;
     timings.mix_normalize = out.mix_normalize;
-    timings.stats = out.stats_time;
+    // Percentiles from the output itself (host memory; a CUDA IPC batch has none here), so
+    // every backend reports the same figures for the same bytes.
+    let t_percentiles = Instant::now();
+    let mut stats = out.stats;
+    stats.percentiles = output_percentiles(
+        &out.tensor.data,
+        images.len(),
+        spec.size.height as usize * spec.size.width as usize,
+        out.tensor.dtype,
+        out.tensor.layout,
+    );
+    timings.stats = out.stats_time + t_percentiles.elapsed();
     timings.total = t0.elapsed();
     Ok(Batch {
         epoch,
@@ -838,7 +849,7 @@ pub fn finish_batch_to(
         soft_targets: soft,
         sample_ids: images.iter().map(|p| p.sample_id).collect(),
         errors,
-        stats: out.stats,
+        stats,
         timings,
         device: ops.device(),
     })

@@ -2,6 +2,7 @@
 //! error naming the field); a core `Batch` becomes the wire `Batch` without copying its tensor.
 
 use augserve_core::batch::{Batch, StageTimings};
+use augserve_core::ops::stats::PERCENTILES;
 use augserve_core::spec::{
     ColorJitter, CropSpec, DType, Device, ErrorPolicy, Layout, MixMode, MixSchedule, MixSpec,
     Normalize, OutputSpec, PipelineSpec, Placement, Size,
@@ -298,6 +299,14 @@ pub fn batch_to_proto(b: Batch, num_classes: u32) -> v1::Batch {
             std: s.std.to_vec(),
             mad: s.mad.to_vec(),
             clipped: s.clipped.to_vec(),
+            percentile_levels: s
+                .percentiles
+                .map(|_| PERCENTILES.to_vec())
+                .unwrap_or_default(),
+            percentiles: s
+                .percentiles
+                .map(|p| p.iter().flatten().copied().collect())
+                .unwrap_or_default(),
         }),
         timings: Some(timings_to_proto(&b.timings)),
         device: b.device,

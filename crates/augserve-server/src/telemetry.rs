@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use augserve_core::batch::Batch;
-use augserve_core::ops::stats::BatchStats;
+use augserve_core::ops::stats::{BatchStats, PERCENTILES};
 use augserve_core::BatchOps;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -36,6 +36,7 @@ pub mod names {
     pub const BATCH_STD: &str = "augserve_batch_std";
     pub const BATCH_MAD: &str = "augserve_batch_mad";
     pub const BATCH_CLIPPED: &str = "augserve_batch_clipped_fraction";
+    pub const BATCH_PERCENTILE: &str = "augserve_batch_percentile";
     pub const INFO: &str = "augserve_info";
     pub const DECODED_IMAGES_TOTAL: &str = "augserve_decoded_images_total";
     pub const GPU_DECODE_SHARE: &str = "augserve_gpu_decode_share";
@@ -95,6 +96,10 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), ServerError> {
     metrics::describe_gauge!(
         names::BATCH_CLIPPED,
         "Per-channel fraction of the last batch's pixels at 0 or 255"
+    );
+    metrics::describe_gauge!(
+        names::BATCH_PERCENTILE,
+        "Per-channel percentiles of the last batch's output values (label percentile: 1, 5, 50, 95, 99)"
     );
     metrics::describe_counter!(
         names::DECODED_IMAGES_TOTAL,
@@ -175,6 +180,14 @@ impl Telemetry {
                 gauge!(names::BATCH_STD, &labels).set(f64::from(s.std[c]));
                 gauge!(names::BATCH_MAD, &labels).set(f64::from(s.mad[c]));
                 gauge!(names::BATCH_CLIPPED, &labels).set(f64::from(s.clipped[c]));
+                for (level, values) in PERCENTILES.iter().zip(s.percentiles.iter().flatten()) {
+                    let labels = [
+                        ("dataset", ds.clone()),
+                        ("channel", (*ch).to_string()),
+                        ("percentile", level.to_string()),
+                    ];
+                    gauge!(names::BATCH_PERCENTILE, &labels).set(f64::from(values[c]));
+                }
             }
             if let Ok(mut latest) = self.latest.lock() {
                 let e = latest.entry(ds).or_insert(LatestStats {
@@ -258,6 +271,7 @@ impl Telemetry {
                 std = ?s.std,
                 mad = ?s.mad,
                 clipped = ?s.clipped,
+                percentiles = ?s.percentiles.map(|p| PERCENTILES.iter().copied().zip(p).collect::<Vec<_>>()),
                 "batch telemetry"
             );
         }

@@ -239,7 +239,7 @@ fn batch_record(b: &v1::Batch, data: &[u8]) -> serde_json::Value {
         "images_sha256": sha256_hex(data),
         "lam_sha256": sha256_hex(&f32_bytes(&[&b.lam])),
         "soft_targets_sha256": sha256_hex(&f32_bytes(&[&b.soft_targets])),
-        "stats_sha256": sha256_hex(&f32_bytes(&[&s.mean, &s.std, &s.mad, &s.clipped])),
+        "stats_sha256": sha256_hex(&f32_bytes(&[&s.mean, &s.std, &s.mad, &s.clipped, &s.percentiles])),
         "errors": b.errors.iter().map(|e| (e.sample_id, e.code.clone(), e.source.clone())).collect::<Vec<_>>(),
     })
 }

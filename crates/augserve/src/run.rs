@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use augserve_core::ops::stats::PERCENTILES;
 use augserve_core::pipeline::{CpuBatchOps, CpuResize, PreparedBatch};
 use augserve_core::sampler::batches;
 use augserve_core::spec::{ColorJitter, CropSpec, Device, MixSpec};
@@ -525,6 +526,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             f(s.mad),
             f(s.clipped)
         );
+        if let Some(p) = &s.percentiles {
+            let levels: Vec<String> = PERCENTILES.iter().map(|l| format!("p{l}")).collect();
+            let per_channel: Vec<String> = (0..3)
+                .map(|c| {
+                    let v: Vec<String> = p.iter().map(|level| format!("{:.3}", level[c])).collect();
+                    format!("[{}]", v.join(", "))
+                })
+                .collect();
+            println!(
+                "last batch percentiles ({}) per channel: {}",
+                levels.join(", "),
+                per_channel.join(" ")
+            );
+        }
     }
     let digest = digest.map(|h| {
         use sha2::Digest;
@@ -564,7 +579,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 "per_image_wall": per_batch(timings.per_image_wall), "resize": per_batch(timings.resize),
                 "mix_normalize": per_batch(timings.mix_normalize), "stats": per_batch(timings.stats), "total": per_batch(timings.total),
             },
-            "last_batch_stats": last_stats.map(|s| serde_json::json!({"mean": s.mean, "std": s.std, "mad": s.mad, "clipped": s.clipped})),
+            "last_batch_stats": last_stats.map(|s| serde_json::json!({"mean": s.mean, "std": s.std, "mad": s.mad, "clipped": s.clipped,
+                "percentile_levels": PERCENTILES, "percentiles": s.percentiles})),
         });
         std::fs::write(p, serde_json::to_string_pretty(&summary)?)?;
     }

@@ -366,6 +366,9 @@ fn metrics_move_while_a_stream_runs() {
         let per_channel = samples(&last, g);
         assert_eq!(per_channel.len(), 3, "{g}: {per_channel:?}");
     }
+    // Five percentile levels per channel.
+    let percentiles = samples(&last, "augserve_batch_percentile");
+    assert_eq!(percentiles.len(), 15, "{percentiles:?}");
     for name in [
         "augserve_batches_total",
         "augserve_bytes_sent_total",
@@ -417,6 +420,17 @@ fn telemetry_shows_an_all_black_dataset() {
             "channel {c}: MAD {mad}, std {std}"
         );
         assert!(clipped > 0.99, "channel {c}: clipped {clipped}");
+        // Every percentile is black too.
+        for level in ["1", "50", "99"] {
+            let p = sample(
+                &text,
+                &format!("augserve_batch_percentile{{dataset=\"data\",channel=\"{c}\",percentile=\"{level}\"}}"),
+            );
+            assert!(
+                p.is_some_and(|p| (p - w).abs() < 0.01),
+                "channel {c}: p{level} {p:?}, want {w}"
+            );
+        }
     }
     // ... and the periodic log line says the same.
     wait_for("a telemetry log line", Duration::from_secs(10), || {

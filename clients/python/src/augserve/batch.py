@@ -83,12 +83,19 @@ class SampleError(NamedTuple):
 
 
 class BatchStats(NamedTuple):
-    """Per-channel statistics of the output tensor's values."""
+    """Per-channel statistics of the output tensor's values.
+
+    `percentiles[k, c]` is channel c's value at level `percentile_levels[k]` (1, 5, 50, 95,
+    99), estimated by the server from a sample of the output; both are None when the batch
+    stayed in device memory (CUDA IPC).
+    """
 
     mean: np.ndarray
     std: np.ndarray
     mad: np.ndarray
     clipped: np.ndarray
+    percentile_levels: np.ndarray | None = None
+    percentiles: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -208,6 +215,8 @@ class Batch:
                 np.asarray(s.std, np.float32),
                 np.asarray(s.mad, np.float32),
                 np.asarray(s.clipped, np.float32),
+                np.asarray(s.percentile_levels, np.float32) if s.percentile_levels else None,
+                np.asarray(s.percentiles, np.float32).reshape(-1, 3) if s.percentiles else None,
             ),
             timings={f.name: v for f, v in msg.timings.ListFields()},
             device=msg.device,

@@ -1,5 +1,5 @@
 //! Per-channel statistics of an output batch, for telemetry: mean, standard deviation, mean
-//! absolute deviation (robust to outliers) and the fraction of clipped pixels.
+//! absolute deviation (robust to outliers), the fraction of clipped pixels and percentiles.
 
 use crate::ops::mix::ImageSums;
 use crate::spec::{DType, Layout};
@@ -12,6 +12,72 @@ pub struct BatchStats {
     pub mad: [f32; 3],
     /// Fraction of values at the ends of the u8 range (0 or 255 before normalisation).
     pub clipped: [f32; 3],
+    /// Per channel, the output values at the [`PERCENTILES`] levels, estimated from a
+    /// deterministic sample (`output_percentiles`); None when the batch never reached host
+    /// memory (CUDA IPC delivery).
+    pub percentiles: Option<[[f32; 3]; PERCENTILES.len()]>,
+}
+
+/// The percentile levels reported per channel.
+pub const PERCENTILES: [f32; 5] = [1.0, 5.0, 50.0, 95.0, 99.0];
+
+/// At most this many values per channel are sampled for the percentiles: telemetry needs
+/// them to a fraction of a level, not exactly, and sorting the whole batch would cost more
+/// than normalising it.
+pub const PERCENTILE_SAMPLE: usize = 1 << 14;
+
+/// Per-channel percentiles of an output tensor of `n` images of `hw` pixels (`PERCENTILES`,
+/// linearly interpolated between the closest ranks as numpy does), from a sample of at most
+/// [`PERCENTILE_SAMPLE`] values per channel, one from each equal run of (image, pixel)
+/// positions at a fixed pseudo-random offset: the same output always gives the same figures,
+/// whichever device produced it. None for an empty or short tensor.
+pub fn output_percentiles(
+    data: &[u8],
+    n: usize,
+    hw: usize,
+    dtype: DType,
+    layout: Layout,
+) -> Option<[[f32; 3]; PERCENTILES.len()]> {
+    let total = n.checked_mul(hw)?;
+    let size = dtype.size_bytes();
+    if total == 0 || data.len() < total.checked_mul(3 * size)? {
+        return None;
+    }
+    let count = total.min(PERCENTILE_SAMPLE);
+    let stride = total / count;
+    let value = |at: usize| -> f32 {
+        let b = &data[at * size..(at + 1) * size];
+        match dtype {
+            DType::Uint8 => f32::from(b[0]),
+            DType::Float16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            DType::Float32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        }
+    };
+    let mut sample = Vec::with_capacity(count);
+    let per_channel: [[f32; PERCENTILES.len()]; 3] = std::array::from_fn(|c| {
+        sample.clear();
+        sample.extend((0..count).map(|j| {
+            // One value from each run of `stride`, at a hashed offset: a plain stride would
+            // alias with image widths (a stride of 196 over 224-wide rows visits 8 columns).
+            let offset = ((j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % stride;
+            let at = j * stride + offset;
+            let (image, pixel) = (at / hw, at % hw);
+            value(match layout {
+                Layout::Nchw => (image * 3 + c) * hw + pixel,
+                Layout::Nhwc => (image * hw + pixel) * 3 + c,
+            })
+        }));
+        sample.sort_unstable_by(f32::total_cmp);
+        PERCENTILES.map(|q| {
+            let rank = f64::from(q) / 100.0 * (count - 1) as f64;
+            let (lo, frac) = (rank.floor() as usize, rank - rank.floor());
+            let hi = (lo + 1).min(count - 1);
+            let (a, b) = (f64::from(sample[lo]), f64::from(sample[hi]));
+            (a + (b - a) * frac) as f32
+        })
+    });
+    let out = std::array::from_fn(|level| per_channel.map(|p| p[level]));
+    Some(out)
 }
 
 /// Sum of `|x - mean[c]|` per channel over one output image (`data` is that image only).
@@ -165,5 +231,72 @@ mod tests {
         assert_eq!(s.std, [127.5, 5.0, 0.0]);
         assert_eq!(s.mad, [127.5, 5.0, 0.0]);
         assert_eq!(s.clipped, [1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn percentiles_match_numpy_and_do_not_depend_on_layout_or_dtype() {
+        // Two images of 100 pixels; channel c of pixel k of image i holds
+        // (i * 100 + k) * (c + 1): 0..=199 times 1, 2 and 3. numpy.percentile of 0..=199 at
+        // 1, 5, 50, 95, 99 (linear): 1.99, 9.95, 99.5, 189.05, 197.01.
+        let (n, hw) = (2, 100);
+        let value = |i: usize, k: usize, c: usize| ((i * hw + k) * (c + 1)) as f32;
+        let mut nchw = Vec::new();
+        let mut nhwc = vec![0f32; n * hw * 3];
+        for i in 0..n {
+            for c in 0..3 {
+                nchw.extend((0..hw).map(|k| value(i, k, c)));
+            }
+            for k in 0..hw {
+                for c in 0..3 {
+                    nhwc[(i * hw + k) * 3 + c] = value(i, k, c);
+                }
+            }
+        }
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let p = output_percentiles(&bytes(&nchw), n, hw, DType::Float32, Layout::Nchw).unwrap();
+        let expected = [1.99f32, 9.95, 99.5, 189.05, 197.01];
+        for (level, e) in expected.iter().enumerate() {
+            for c in 0..3 {
+                let want = e * (c + 1) as f32;
+                assert!((p[level][c] - want).abs() < 1e-3, "{level} {c}: {p:?}");
+            }
+        }
+        let q = output_percentiles(&bytes(&nhwc), n, hw, DType::Float32, Layout::Nhwc).unwrap();
+        assert_eq!(p, q);
+        let halfs: Vec<u8> = nchw
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        let h = output_percentiles(&halfs, n, hw, DType::Float16, Layout::Nchw).unwrap();
+        for level in 0..5 {
+            for c in 0..3 {
+                assert!((h[level][c] - p[level][c]).abs() < 0.5, "{h:?}");
+            }
+        }
+        // Short or empty tensors give none.
+        assert_eq!(
+            output_percentiles(&bytes(&nchw)[4..], n, hw, DType::Float32, Layout::Nchw),
+            None
+        );
+        assert_eq!(
+            output_percentiles(&[], 0, hw, DType::Uint8, Layout::Nchw),
+            None
+        );
+    }
+
+    #[test]
+    fn percentiles_of_a_large_batch_come_from_a_bounded_sample() {
+        // 64 images of 64x64, u8 NHWC, pixel k holding k % 256 in every channel: each value
+        // equally often, in a pattern whose period divides the sample stride (16), so a plain
+        // strided sample would see only multiples of 16. The 16384 values per channel still
+        // put the median near 127.5, p1 near 2.5 and p99 near 252.5.
+        let (n, hw) = (64, 64 * 64);
+        let data: Vec<u8> = (0..n * hw * 3).map(|i| ((i / 3) % 256) as u8).collect();
+        let p = output_percentiles(&data, n, hw, DType::Uint8, Layout::Nhwc).unwrap();
+        for c in 0..3 {
+            assert!((p[2][c] - 127.5).abs() <= 1.0, "{p:?}");
+            assert!((p[0][c] - 2.5).abs() <= 1.0, "{p:?}");
+            assert!((p[4][c] - 252.5).abs() <= 1.0, "{p:?}");
+        }
     }
 }

@@ -406,16 +406,20 @@ class SampleError(_message.Message):
     def __init__(self, sample_id: _Optional[int] = ..., source: _Optional[str] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class BatchStats(_message.Message):
-    __slots__ = ("mean", "std", "mad", "clipped")
+    __slots__ = ("mean", "std", "mad", "clipped", "percentile_levels", "percentiles")
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     MAD_FIELD_NUMBER: _ClassVar[int]
     CLIPPED_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILES_FIELD_NUMBER: _ClassVar[int]
     mean: _containers.RepeatedScalarFieldContainer[float]
     std: _containers.RepeatedScalarFieldContainer[float]
     mad: _containers.RepeatedScalarFieldContainer[float]
     clipped: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., mad: _Optional[_Iterable[float]] = ..., clipped: _Optional[_Iterable[float]] = ...) -> None: ...
+    percentile_levels: _containers.RepeatedScalarFieldContainer[float]
+    percentiles: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., mad: _Optional[_Iterable[float]] = ..., clipped: _Optional[_Iterable[float]] = ..., percentile_levels: _Optional[_Iterable[float]] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("read_ms", "decode_ms", "color_ms", "per_image_wall_ms", "resize_ms", "mix_normalize_ms", "stats_ms", "total_ms")
