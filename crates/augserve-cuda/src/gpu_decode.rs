@@ -112,6 +112,14 @@ impl DecodeSplit {
         })
     }
 
+    /// The split the settings ask for: none without GPU decoding; a fixed share implies it.
+    pub fn from_settings(gpu_decode: bool, share: Option<f64>) -> Result<Option<Self>, String> {
+        match share {
+            Some(share) => Self::fixed(share).map(Some),
+            None => Ok(gpu_decode.then(Self::default)),
+        }
+    }
+
     /// Whether the share is fixed rather than tuned.
     pub fn is_fixed(&self) -> bool {
         self.fixed.is_some()
@@ -285,6 +293,17 @@ mod tests {
         for bad in [0.0, -0.5, 1.01, f64::NAN] {
             assert!(DecodeSplit::fixed(bad).is_err(), "{bad}");
         }
+        // From the settings: a share implies GPU decoding.
+        assert!(DecodeSplit::from_settings(false, None).unwrap().is_none());
+        assert!(!DecodeSplit::from_settings(true, None)
+            .unwrap()
+            .unwrap()
+            .is_fixed());
+        assert!(DecodeSplit::from_settings(false, Some(0.5))
+            .unwrap()
+            .unwrap()
+            .is_fixed());
+        assert!(DecodeSplit::from_settings(true, Some(2.0)).is_err());
         // The pick: even over ids, nested across shares, the same every time.
         let ids = 0..100_000u64;
         let at = |share: f64| {

@@ -49,14 +49,11 @@ impl AugServeService {
                 .and_then(|d| augserve_cuda::GpuBatchOps::new(d, 2))
             {
                 Ok(mut g) => {
-                    let split = match cfg.gpu_decode_share {
-                        Some(share) => Some(
-                            augserve_cuda::gpu_decode::DecodeSplit::fixed(share).map_err(|e| {
-                                ServerError::Config(format!("gpu_decode_share: {e}"))
-                            })?,
-                        ),
-                        None => cfg.gpu_decode.then(Default::default),
-                    };
+                    let split = augserve_cuda::gpu_decode::DecodeSplit::from_settings(
+                        cfg.gpu_decode,
+                        cfg.gpu_decode_share,
+                    )
+                    .map_err(|e| ServerError::Config(format!("gpu_decode_share: {e}")))?;
                     if let Some(split) = split {
                         match g.enable_gpu_decode(split) {
                             Ok(b) => {

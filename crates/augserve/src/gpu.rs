@@ -1,7 +1,6 @@
 //! `augserve gpu`: whether the GPU path is usable on this machine and what it would use (the
 //! CUDA libraries found and where, the device, nvJPEG's start-up check), or why not.
 
-use augserve_core::BatchOps;
 use augserve_cuda::cuda_libs::{locate_nvrtc, nvrtc_version, CudaLib};
 use augserve_cuda::gpu_decode::DecodeSplit;
 use augserve_cuda::nvjpeg::NvJpeg;
@@ -50,15 +49,7 @@ pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
         Ok(ops) => ops,
         Err(e) => anyhow::bail!("{e}; batch ops and JPEG decoding run on the CPU"),
     };
-    let i = ops.device_info();
-    println!(
-        "GPU:    {} (compute {}.{}, {:.0} GiB); kernels compiled by NVRTC for {}",
-        ops.device(),
-        i.compute_capability.0,
-        i.compute_capability.1,
-        i.total_memory as f64 / (1u64 << 30) as f64,
-        i.arch
-    );
+    println!("GPU:    {}", crate::run::describe_gpu(&ops));
     if nvjpeg.is_ok() {
         match ops.enable_gpu_decode(DecodeSplit::default()) {
             Ok(backend) => println!(

@@ -219,6 +219,19 @@ fn digest_batch(h: &mut sha2::Sha256, b: &augserve_core::Batch) {
     }
 }
 
+/// The device line of `run` and `gpu`: name, compute capability, memory, kernel target.
+pub fn describe_gpu(gpu: &GpuBatchOps) -> String {
+    let i = gpu.device_info();
+    format!(
+        "{} (compute {}.{}, {:.0} GiB, kernels compiled by NVRTC for {})",
+        gpu.device(),
+        i.compute_capability.0,
+        i.compute_capability.1,
+        i.total_memory as f64 / (1u64 << 30) as f64,
+        i.arch
+    )
+}
+
 /// Picks the batch-ops backend: the GPU when asked for or available, else the CPU.
 /// Returns it with a line saying what was chosen and why.
 fn choose_batch_ops(
@@ -238,15 +251,7 @@ fn choose_batch_ops(
     }
     match GpuDevice::open(0).and_then(|d| GpuBatchOps::new(d, 2)) {
         Ok(mut gpu) => {
-            let i = gpu.device_info();
-            let mut line = format!(
-                "{} (compute {}.{}, {:.0} GiB, kernels compiled by NVRTC for {})",
-                gpu.device(),
-                i.compute_capability.0,
-                i.compute_capability.1,
-                i.total_memory as f64 / (1u64 << 30) as f64,
-                i.arch
-            );
+            let mut line = describe_gpu(&gpu);
             if let Some(split) = gpu_decode {
                 match gpu.enable_gpu_decode(split) {
                     Ok(backend) => line += &format!("; JPEG decoding: nvJPEG ({backend:?}) + CPU"),
@@ -315,10 +320,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ResizeArg::Fast => CpuResize::Fast,
         ResizeArg::Reference => CpuResize::Reference,
     };
-    let split = match args.gpu_decode_share {
-        Some(share) => Some(DecodeSplit::fixed(share).map_err(anyhow::Error::msg)?),
-        None => args.gpu_decode.then(DecodeSplit::default),
-    };
+    let split = DecodeSplit::from_settings(args.gpu_decode, args.gpu_decode_share)
+        .map_err(anyhow::Error::msg)?;
     let (ops, ops_line) = choose_batch_ops(args.device, &spec, CpuBatchOps { resize }, split)?;
     let decode_ops = ops.clone();
     let pipeline = Pipeline::new(
@@ -541,13 +544,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let digest = digest.map(|h| {
-        use sha2::Digest;
-        h.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    });
+    let digest = digest.map(|h| crate::net::hex(&sha2::Digest::finalize(h)));
     if let Some(d) = &digest {
         println!("output digest: sha256 {d}");
     }
