@@ -11,15 +11,14 @@ kit=target/gpu-kit
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' || echo unknown)
 res=benches/results/gpu-${card:-unknown}
 mkdir -p "$res"
-# libnvrtc: the CUDA toolkit's, or the one PyTorch's wheels carry; cudarc looks for libnvrtc.so.
-nvrtc=$(ls /usr/local/cuda/lib64/libnvrtc.so* 2>/dev/null | head -1)
-[ -n "$nvrtc" ] || nvrtc=$(find / -name 'libnvrtc.so*' -not -name '*builtins*' 2>/dev/null | head -1)
-mkdir -p /tmp/augserve-libs
-[ -n "$nvrtc" ] && ln -sf "$nvrtc" /tmp/augserve-libs/libnvrtc.so && ln -sf "$(dirname "$nvrtc")"/libnvrtc-builtins.so* /tmp/augserve-libs/ 2>/dev/null
-# libnvjpeg: the toolkit's, else wherever the image has one (augserve dlopens it by soname).
-nvjpeg=$(ls /usr/local/cuda/lib64/libnvjpeg.so.* 2>/dev/null | head -1)
-[ -n "$nvjpeg" ] || nvjpeg=$(find / -name 'libnvjpeg.so.1*' 2>/dev/null | head -1)
-export LD_LIBRARY_PATH=/tmp/augserve-libs:$(dirname "${nvrtc:-/x}"):$(dirname "${nvjpeg:-/x}"):${LD_LIBRARY_PATH:-}
+# augserve finds libnvrtc/libnvjpeg (.so.13 or .so.12, whichever the driver runs) in the CUDA
+# toolkit and Python environments itself (`augserve gpu` says where); folders elsewhere on
+# the image are added to its search.
+nvrtc=$(ls /usr/local/cuda/lib64/libnvrtc.so.1* 2>/dev/null | head -1)
+[ -n "$nvrtc" ] || nvrtc=$(find / -name 'libnvrtc.so.1*' -not -path '/proc/*' 2>/dev/null | head -1)
+nvjpeg=$(ls /usr/local/cuda/lib64/libnvjpeg.so.1* 2>/dev/null | head -1)
+[ -n "$nvjpeg" ] || nvjpeg=$(find / -name 'libnvjpeg.so.1*' -not -path '/proc/*' 2>/dev/null | head -1)
+export AUGSERVE_CUDA_LIB_DIRS=$(dirname "${nvrtc:-/x}"):$(dirname "${nvjpeg:-/x}")
 export AUGSERVE_JPEG_TESTDATA=$PWD/$kit/testdata AUGSERVE_BENCH_CORPUS=$PWD/$kit/corpus
 # The client's gRPC stubs need grpcio/protobuf as new as the kit's wheels.
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/augserve-site "$kit"/wheels/*.whl \

@@ -1,14 +1,15 @@
 //! Finding the CUDA libraries opened at run time (libnvrtc, libnvjpeg) where the dynamic
 //! loader does not look by itself.
 //!
-//! cudarc and [`crate::nvjpeg::NvJpeg::load`] open them by file name, so LD_LIBRARY_PATH and
-//! the loader's cache decide. A GPU host often has them elsewhere: in the CUDA toolkit's
+//! Opened by file name alone, LD_LIBRARY_PATH and the loader's cache would decide. A GPU host often has them elsewhere: in the CUDA toolkit's
 //! folder, or in PyPI's NVIDIA wheels of a Python environment (`site-packages/nvidia/
 //! cuda_nvrtc/lib`, which PyTorch's CUDA 12 builds bring; `nvidia/nvjpeg/lib`, CUDA 13's
 //! `nvidia/cu13/lib`), or where `scripts/run.sh` installed them (`AUGSERVE_CUDA_LIB_DIRS`).
 //! When the loader cannot find a library by name, it is looked for in those folders and
-//! opened once by its full path; glibc answers later opens of the same soname with the
-//! object already loaded, so cudarc's by-name open then succeeds too.
+//! opened by its full path (`open_first`).
+//!
+//! CUDA 13's libraries need a CUDA 13 driver; CUDA 12's run on 12.x and 13.x drivers. Both
+//! are looked for, the newest the installed driver can run first (`driver_cuda_version`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -25,16 +26,16 @@ pub enum CudaLib {
 }
 
 impl CudaLib {
-    /// File names, preferred first. cudarc is built for CUDA 12 (feature `cuda-12060`), so
-    /// it opens libnvrtc by the CUDA 12 soname only.
+    /// File names, newest CUDA first (CUDA 13's and 12's runtimes; the unversioned link of a
+    /// toolkit's development files).
     pub fn file_names(self) -> &'static [&'static str] {
         match self {
-            CudaLib::Nvrtc => &["libnvrtc.so.12"],
+            CudaLib::Nvrtc => &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
             CudaLib::NvJpeg => crate::nvjpeg::LIBRARY_NAMES,
         }
     }
 
-    /// PyPI's wheel that carries it (CUDA 12).
+    /// PyPI's wheel that carries it: CUDA 12's, which runs on CUDA 12 and 13 drivers.
     pub fn pip_package(self) -> &'static str {
         match self {
             CudaLib::Nvrtc => "nvidia-cuda-nvrtc-cu12",
@@ -43,13 +44,142 @@ impl CudaLib {
     }
 
     /// The folders of PyPI's wheels for it under `site-packages/nvidia/`: CUDA 12 wheels have
-    /// one per package, CUDA 13 wheels share `cu13`. libnvrtc.so.13 is not looked for: cudarc,
-    /// built for CUDA 12, opens libnvrtc by the CUDA 12 soname only.
+    /// one per package, CUDA 13 wheels share `cu13`.
     fn wheel_folders(self) -> &'static [&'static str] {
         match self {
-            CudaLib::Nvrtc => &["cuda_nvrtc"],
+            CudaLib::Nvrtc => &["cuda_nvrtc", "cu13"],
             CudaLib::NvJpeg => &["nvjpeg", "cu13"],
         }
+    }
+
+    fn short_name(self) -> &'static str {
+        match self {
+            CudaLib::Nvrtc => "libnvrtc",
+            CudaLib::NvJpeg => "libnvjpeg",
+        }
+    }
+}
+
+/// The CUDA major version a file name says it belongs to ("libnvrtc.so.13": 13); None for
+/// the unversioned link.
+pub fn soname_major(name: &str) -> Option<i32> {
+    let (_, version) = name.rsplit_once(".so.")?;
+    version.split('.').next()?.parse().ok()
+}
+
+/// The CUDA version (major, minor) the installed driver supports, None without libcuda.
+/// Cached: the driver does not change under a running process.
+pub fn driver_cuda_version() -> Option<(i32, i32)> {
+    static VERSION: OnceLock<Option<(i32, i32)>> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        // SAFETY: only tries to dlopen libcuda by its usual names; cudarc panics on a driver
+        // call without it, so this probe comes first.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return None;
+        }
+        let mut v: std::ffi::c_int = 0;
+        // SAFETY: libcuda is present (just checked); cuDriverGetVersion needs no cuInit and
+        // writes one int.
+        let status = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+        (status == cudarc::driver::sys::CUresult::CUDA_SUCCESS && v > 0)
+            .then_some((v / 1000, v % 1000 / 10))
+    })
+}
+
+/// The newest CUDA major version a library may belong to: a CUDA 13 library needs a CUDA
+/// 13 driver, CUDA 12's runs on any 12.x or later one (CUDA's minor version compatibility,
+/// which covers cubins but not PTX: see `nvrtc`); and at most `max_major`.
+pub fn major_limit(driver: Option<(i32, i32)>, max_major: Option<i32>) -> Option<i32> {
+    match (driver.map(|d| d.0), max_major) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Opens the first usable `lib`: by name through the dynamic loader (file names newest
+/// first), else from the searched folders (`search_dirs`), skipping the CUDA versions the
+/// driver cannot run (`major_limit`). `bind` checks the library and takes what it needs;
+/// `major_of` says the CUDA major version of what it bound (for the unversioned link), when
+/// known. Err: why none was usable, with what was tried.
+pub fn open_first<T>(
+    lib: CudaLib,
+    driver: Option<(i32, i32)>,
+    max_major: Option<i32>,
+    bind: &dyn Fn(libloading::Library, Found) -> Result<T, String>,
+    major_of: &dyn Fn(&T) -> Option<i32>,
+) -> Result<T, String> {
+    let limit = major_limit(driver, max_major);
+    let allowed = |name: &str| match (soname_major(name), limit) {
+        (Some(m), Some(l)) => m <= l,
+        _ => true,
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let try_bind = |opened: Result<libloading::Library, libloading::Error>,
+                    found: Found,
+                    problems: &mut Vec<String>| {
+        let bound = opened
+            .map_err(|e| e.to_string())
+            .and_then(|l| bind(l, found.clone()));
+        match bound {
+            Ok(t) => match (major_of(&t), limit) {
+                (Some(m), Some(l)) if m > l => {
+                    problems.push(format!("{found} is CUDA {m}, {}", too_new(driver, l)));
+                    None
+                }
+                _ => Some(t),
+            },
+            Err(e) => {
+                problems.push(format!("{found}: {e}"));
+                None
+            }
+        }
+    };
+    for name in lib.file_names().iter().copied().filter(|n| allowed(n)) {
+        // SAFETY: loading a CUDA library runs its initialisers, which only set up its own
+        // state. A name the loader does not find is simply the next one's turn.
+        if let Ok(opened) = unsafe { libloading::Library::new(name) } {
+            if let Some(t) = try_bind(Ok(opened), Found::ByLoader(name.to_owned()), &mut problems) {
+                return Ok(t);
+            }
+        }
+    }
+    let dirs = search_dirs(lib, &|v| std::env::var_os(v));
+    for path in files_in(lib, &dirs) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !allowed(&name) {
+            let major = soname_major(&name).unwrap_or_default();
+            problems.push(format!(
+                "{} is CUDA {major}, {}",
+                path.display(),
+                too_new(driver, limit.unwrap_or_default())
+            ));
+            continue;
+        }
+        // SAFETY: as above.
+        let opened = unsafe { libloading::Library::new(&path) };
+        if let Some(t) = try_bind(opened, Found::At(path), &mut problems) {
+            return Ok(t);
+        }
+    }
+    let mut reason = not_found_reason(lib, &dirs);
+    if !problems.is_empty() {
+        reason = format!(
+            "no usable {}: {}; {}",
+            lib.short_name(),
+            problems.join("; "),
+            install_hint(lib)
+        );
+    }
+    Err(reason)
+}
+
+/// Why a library of CUDA version `> limit` is skipped.
+fn too_new(driver: Option<(i32, i32)>, limit: i32) -> String {
+    match driver {
+        Some((major, minor)) if major <= limit => {
+            format!("newer than the driver, which runs CUDA {major}.{minor}")
+        }
+        _ => format!("and CUDA {limit} or older is asked for"),
     }
 }
 
@@ -119,29 +249,52 @@ fn site_packages(prefix: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The first file of `lib` in `dirs` (in folder order, then name order).
-pub fn find_in(lib: CudaLib, dirs: &[PathBuf]) -> Option<PathBuf> {
+/// The files of `lib` in `dirs`, in folder order, then name order (newest CUDA first).
+pub fn files_in(lib: CudaLib, dirs: &[PathBuf]) -> Vec<PathBuf> {
     dirs.iter()
         .flat_map(|d| lib.file_names().iter().map(move |n| d.join(n)))
-        .find(|p| p.is_file())
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// The first file of `lib` in `dirs` (in folder order, then name order).
+pub fn find_in(lib: CudaLib, dirs: &[PathBuf]) -> Option<PathBuf> {
+    files_in(lib, dirs).into_iter().next()
 }
 
 /// Where a library came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
-    /// The dynamic loader found it by name (LD_LIBRARY_PATH, its cache, system folders).
-    ByLoader,
+    /// The dynamic loader found it by this name (LD_LIBRARY_PATH, its cache, system folders).
+    ByLoader(String),
     /// Found in a searched folder and opened by its full path.
     At(PathBuf),
+}
+
+impl Found {
+    /// The file name the loader found, or the full path.
+    pub fn file(&self) -> String {
+        match self {
+            Found::ByLoader(name) => name.clone(),
+            Found::At(p) => p.to_string_lossy().into_owned(),
+        }
+    }
 }
 
 impl std::fmt::Display for Found {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Found::ByLoader => f.write_str("found by the dynamic loader"),
+            Found::ByLoader(name) => write!(f, "{name} (found by the dynamic loader)"),
             Found::At(p) => write!(f, "{}", p.display()),
         }
     }
+}
+
+fn install_hint(lib: CudaLib) -> String {
+    format!(
+        "install the CUDA toolkit, or `pip install {}` (scripts/run.sh does)",
+        lib.pip_package()
+    )
 }
 
 /// Why a library was not found (the folders searched besides the loader's path) and how to
@@ -149,57 +302,11 @@ impl std::fmt::Display for Found {
 pub fn not_found_reason(lib: CudaLib, dirs: &[PathBuf]) -> String {
     format!(
         "{} not found by the dynamic loader (LD_LIBRARY_PATH, ld.so.cache) nor in {} other \
-         folders (the CUDA toolkit's, Python environments' NVIDIA wheels, {LIB_DIRS_VAR}); \
-         install the CUDA toolkit, or `pip install {}` (scripts/run.sh does)",
+         folders (the CUDA toolkit's, Python environments' NVIDIA wheels, {LIB_DIRS_VAR}); {}",
         lib.file_names().join(" / "),
         dirs.len(),
-        lib.pip_package()
+        install_hint(lib)
     )
-}
-
-/// The libnvrtc cudarc will use, loading it from a searched folder if the loader alone does
-/// not find it (once per process). Err: why not found.
-pub fn locate_nvrtc() -> Result<Found, String> {
-    // The library opened by path stays loaded for the whole process, so that cudarc's
-    // by-name opens keep finding it.
-    static NVRTC: OnceLock<(Result<Found, String>, Option<libloading::Library>)> = OnceLock::new();
-    let (found, _lib) = NVRTC.get_or_init(|| {
-        if cudarc_finds_nvrtc() {
-            return (Ok(Found::ByLoader), None);
-        }
-        let dirs = search_dirs(CudaLib::Nvrtc, &|v| std::env::var_os(v));
-        let Some(path) = find_in(CudaLib::Nvrtc, &dirs) else {
-            return (Err(not_found_reason(CudaLib::Nvrtc, &dirs)), None);
-        };
-        // SAFETY: loading libnvrtc runs its initialisers, which only set up its own state.
-        match unsafe { libloading::Library::new(&path) } {
-            Ok(lib) if cudarc_finds_nvrtc() => (Ok(Found::At(path)), Some(lib)),
-            Ok(_) => (
-                Err(format!(
-                    "{} loaded, but not under the soname cudarc asks for",
-                    path.display()
-                )),
-                None,
-            ),
-            Err(e) => (Err(format!("{}: {e}", path.display())), None),
-        }
-    });
-    found.clone()
-}
-
-/// The version (major, minor) of the libnvrtc cudarc uses, once it is located.
-pub fn nvrtc_version() -> Option<(i32, i32)> {
-    locate_nvrtc().ok()?;
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: libnvrtc is loadable (just checked), so cudarc's lazy binding succeeds; a
-    // plain query with out-pointers to locals.
-    let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-    (status == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
-}
-
-fn cudarc_finds_nvrtc() -> bool {
-    // SAFETY: only tries to dlopen the library by its usual names; no NVRTC call is made.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
 #[cfg(test)]
@@ -238,24 +345,40 @@ mod tests {
             let packages = base.join("lib").join(py).join(kind);
             packages.join("nvidia").join(folder).join("lib")
         };
-        let nvrtc = |base: &Path, py: &str, kind: &str| wheel(base, py, kind, "cuda_nvrtc");
+        let nvrtc = |base: &Path, py: &str, kind: &str, folder: &str| wheel(base, py, kind, folder);
         assert_eq!(
-            dirs[..10],
+            dirs[..11],
             [
                 r.join("a"),
                 r.join("b"),
                 r.join("cuda/lib64"),
                 r.join("cuda/lib"),
                 PathBuf::from("/usr/local/cuda/lib64"),
-                nvrtc(&venv, "python3.12", "site-packages"),
-                nvrtc(&venv, "python3.12", "dist-packages"),
-                nvrtc(&venv, "python3.9", "site-packages"),
-                nvrtc(&venv, "python3.9", "dist-packages"),
-                nvrtc(&home.join(".local"), "python3.11", "site-packages"),
+                nvrtc(&venv, "python3.12", "site-packages", "cuda_nvrtc"),
+                nvrtc(&venv, "python3.12", "site-packages", "cu13"),
+                nvrtc(&venv, "python3.12", "dist-packages", "cuda_nvrtc"),
+                nvrtc(&venv, "python3.12", "dist-packages", "cu13"),
+                nvrtc(&venv, "python3.9", "site-packages", "cuda_nvrtc"),
+                nvrtc(&venv, "python3.9", "site-packages", "cu13"),
             ]
         );
+        let local = nvrtc(
+            &home.join(".local"),
+            "python3.11",
+            "site-packages",
+            "cuda_nvrtc",
+        );
+        assert_eq!(dirs[13], local);
         assert!(!dirs.iter().any(|d| d.to_string_lossy().contains("python2")));
-        assert!(not_found_reason(CudaLib::Nvrtc, &dirs).contains("libnvrtc.so.12"));
+        let reason = not_found_reason(CudaLib::Nvrtc, &dirs);
+        assert!(
+            reason.contains("libnvrtc.so.13 / libnvrtc.so.12"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("pip install nvidia-cuda-nvrtc-cu12"),
+            "{reason}"
+        );
 
         // libnvjpeg: the CUDA 12 wheel's folder, then the CUDA 13 wheels' shared one. The
         // first folder holding one of the names wins, whatever comes later.
@@ -272,6 +395,32 @@ mod tests {
         assert_eq!(find_in(CudaLib::NvJpeg, &dirs), Some(in_cu13));
         let in_toolkit = r.join("cuda/lib64/libnvjpeg.so.12");
         touch(&in_toolkit);
-        assert_eq!(find_in(CudaLib::NvJpeg, &dirs), Some(in_toolkit));
+        assert_eq!(find_in(CudaLib::NvJpeg, &dirs), Some(in_toolkit.clone()));
+        // Within a folder, the newest CUDA first.
+        let newer_in_toolkit = r.join("cuda/lib64/libnvjpeg.so.13");
+        touch(&newer_in_toolkit);
+        assert_eq!(
+            files_in(CudaLib::NvJpeg, &dirs),
+            [newer_in_toolkit, in_toolkit, cu13.join("libnvjpeg.so.13")]
+        );
+    }
+
+    #[test]
+    fn a_library_runs_on_a_driver_of_its_cuda_major_version_or_later() {
+        assert_eq!(soname_major("libnvrtc.so.13"), Some(13));
+        assert_eq!(soname_major("/x/libnvjpeg.so.12.4.0"), Some(12));
+        assert_eq!(soname_major("libnvrtc.so"), None);
+        assert_eq!(major_limit(Some((12, 4)), None), Some(12));
+        assert_eq!(major_limit(Some((13, 0)), Some(12)), Some(12));
+        assert_eq!(major_limit(None, Some(12)), Some(12));
+        assert_eq!(major_limit(None, None), None);
+        assert_eq!(
+            too_new(Some((12, 4)), 12),
+            "newer than the driver, which runs CUDA 12.4"
+        );
+        assert_eq!(
+            too_new(Some((13, 0)), 12),
+            "and CUDA 12 or older is asked for"
+        );
     }
 }

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction};
 
-use crate::cuda_libs;
-use crate::kernels::{compile_ptx, KERNEL_NAMES};
+use crate::kernels::{compile_for_device, KERNEL_NAMES};
 use crate::GpuError;
 
 /// What `augserve` reports about the device.
@@ -15,7 +14,10 @@ pub struct GpuInfo {
     pub name: String,
     pub compute_capability: (i32, i32),
     pub total_memory: usize,
-    pub arch: String,
+    /// The CUDA version the driver runs (major, minor).
+    pub driver_cuda: (i32, i32),
+    /// How the kernels were compiled ("sm_90 machine code by NVRTC 12.9").
+    pub kernels: String,
 }
 
 /// An opened device with its kernels compiled (once per process per device) and loaded.
@@ -31,11 +33,11 @@ pub struct GpuDevice {
     pub(crate) ycbcr_to_rgb: CudaFunction,
 }
 
-/// Whether libnvrtc can be loaded (enough to compile kernels to PTX, no GPU needed): by the
-/// dynamic loader, or from the CUDA toolkit's folder or a Python environment's NVIDIA
-/// wheels (`cuda_libs`).
+/// Whether a libnvrtc the driver can run (any, without a driver) can be loaded; enough to
+/// compile the kernels, no GPU needed. Found by the dynamic loader, or in the CUDA toolkit's
+/// folder or a Python environment's NVIDIA wheels (`cuda_libs`).
 pub fn nvrtc_available() -> bool {
-    cuda_libs::locate_nvrtc().is_ok()
+    crate::nvrtc::newest().is_ok()
 }
 
 fn driver_available() -> bool {
@@ -50,8 +52,11 @@ impl GpuDevice {
         if !driver_available() {
             return Err(GpuError::NoDriver);
         }
-        let nvrtc = cuda_libs::locate_nvrtc().map_err(GpuError::NoNvrtc)?;
-        tracing::debug!("libnvrtc: {nvrtc}");
+        // Before touching the device: a host without a usable NVRTC says so without creating
+        // a context.
+        let nvrtc = crate::nvrtc::newest().map_err(GpuError::NoNvrtc)?;
+        tracing::debug!("libnvrtc: {}", nvrtc.found);
+        let driver_cuda = crate::cuda_libs::driver_cuda_version().unwrap_or_default();
         let count = CudaContext::device_count().map_err(|e| GpuError::NoDevice(format!("{e}")))?;
         if count <= 0 || ordinal >= count as usize {
             return Err(GpuError::NoDevice(format!(
@@ -60,16 +65,26 @@ impl GpuDevice {
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| GpuError::NoDevice(format!("{e}")))?;
         let (major, minor) = ctx.compute_capability()?;
-        let arch = format!("compute_{major}{minor}");
-        let ptx = compile_ptx(&arch)?;
-        let module = ctx.load_module(ptx)?;
+        let compiled = compile_for_device((major, minor))?;
+        let kernels = compiled.describe();
+        let module = match ctx.load_module(compiled.module) {
+            Ok(m) => m,
+            // Not expected (a cubin for the device's own architecture, from an NVRTC the
+            // driver runs), but the same compilation's PTX may still load: the driver says
+            // which it takes.
+            Err(e) => {
+                tracing::warn!("loading the {kernels} failed ({e}); trying its PTX");
+                ctx.load_module(cudarc::nvrtc::Ptx::from_src(compiled.ptx))?
+            }
+        };
         let f = |name: &str| module.load_function(name);
         let info = GpuInfo {
             ordinal,
             name: ctx.name()?,
             compute_capability: (major, minor),
             total_memory: ctx.total_mem()?,
-            arch,
+            driver_cuda,
+            kernels,
         };
         debug_assert_eq!(KERNEL_NAMES.len(), 7);
         Ok(Arc::new(GpuDevice {

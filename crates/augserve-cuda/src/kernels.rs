@@ -1,8 +1,9 @@
 //! The kernel sources, embedded at build time, and their NVRTC compilation.
 
 use cudarc::driver::DeviceRepr;
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
 
+use crate::nvrtc::Nvrtc;
 use crate::GpuError;
 
 /// `kernels/` files, by the name `#include` uses.
@@ -35,8 +36,82 @@ pub const KERNEL_NAMES: &[&str] = &[
     "ycbcr_to_rgb_u8",
 ];
 
-/// Architecture used when no device tells us its own (CI compiles without a GPU).
-pub const DEFAULT_ARCH: &str = "compute_80";
+/// Architecture used when no device tells us its own (CI compiles without a GPU): 8.0, the
+/// oldest that CUDA 12's and 13's NVRTC both support and the A100's.
+pub const DEFAULT_ARCH: u32 = 80;
+
+/// What the kernels are compiled to for an architecture (`major * 10 + minor`, e.g. 90).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Machine code for `sm_XY`: loads on any driver of the NVRTC's CUDA major version or
+    /// later, and nothing is compiled at load time.
+    Cubin(u32),
+    /// PTX for `compute_XY`, which the driver compiles when loading it; only a driver at
+    /// least as new as the NVRTC accepts it.
+    Ptx(u32),
+}
+
+impl Target {
+    /// The NVRTC `--gpu-architecture` value.
+    pub fn arch_option(self) -> String {
+        match self {
+            Target::Cubin(a) => format!("sm_{a}"),
+            Target::Ptx(a) => format!("compute_{a}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Cubin(a) => write!(f, "sm_{a} machine code"),
+            Target::Ptx(a) => write!(f, "compute_{a} PTX"),
+        }
+    }
+}
+
+/// The target for a device of architecture `arch` given the real architectures an NVRTC
+/// supports: its cubin when listed; a device newer than the NVRTC knows gets PTX for the
+/// newest architecture it does know (the driver, necessarily newer than that NVRTC then,
+/// compiles it); None for a device older than all of them.
+pub fn target_for(arch: u32, supported: &[i32]) -> Option<Target> {
+    if supported.iter().any(|&a| a as u32 == arch) {
+        return Some(Target::Cubin(arch));
+    }
+    supported
+        .iter()
+        .map(|&a| a as u32)
+        .filter(|&a| a < arch)
+        .max()
+        .map(Target::Ptx)
+}
+
+/// The compiled module, ready for `CudaContext::load_module`, and how it was made.
+pub struct CompiledKernels {
+    pub module: Ptx,
+    /// The PTX text, also when `module` holds the cubin (kept for inspection and tests).
+    pub ptx: String,
+    /// The machine code `module` holds, for a cubin target.
+    pub cubin: Option<Vec<u8>>,
+    pub target: Target,
+    /// The NVRTC that compiled it: (major, minor) and where it was found.
+    pub nvrtc_version: (i32, i32),
+    pub nvrtc_found: crate::cuda_libs::Found,
+}
+
+impl CompiledKernels {
+    /// "sm_90 machine code by NVRTC 12.9" style.
+    pub fn describe(&self) -> String {
+        let jit = match self.target {
+            Target::Cubin(_) => "",
+            Target::Ptx(_) => ", which the driver compiles at load",
+        };
+        format!(
+            "{} by NVRTC {}.{}{jit}",
+            self.target, self.nvrtc_version.0, self.nvrtc_version.1
+        )
+    }
+}
 
 fn source(name: &str) -> Option<&'static str> {
     SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
@@ -71,17 +146,60 @@ pub fn program_source() -> String {
     out
 }
 
-/// Compiles the module to PTX for `arch` (e.g. `compute_90`). FMA contraction is off so the
-/// float arithmetic equals the CPU's bit for bit.
-pub fn compile_ptx(arch: &str) -> Result<Ptx, GpuError> {
-    // cudarc panics when it cannot load libnvrtc; this finds it first (or says why not).
-    crate::cuda_libs::locate_nvrtc().map_err(GpuError::NoNvrtc)?;
-    let opts = CompileOptions {
-        fmad: Some(false),
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
-        ..Default::default()
+/// Compiles the module for `target` with `nvrtc`. FMA contraction is off so the float
+/// arithmetic equals the CPU's bit for bit.
+pub fn compile_with(nvrtc: &Nvrtc, target: Target) -> Result<CompiledKernels, GpuError> {
+    let options = [
+        "--fmad=false".to_owned(),
+        format!("--gpu-architecture={}", target.arch_option()),
+        "--std=c++17".to_owned(),
+    ];
+    let out = nvrtc.compile(&program_source(), &options)?;
+    let module = match (target, &out.cubin) {
+        (Target::Cubin(_), Some(cubin)) => Ptx::from_binary(cubin.clone()),
+        (Target::Cubin(a), None) => {
+            return Err(GpuError::Compile(format!("NVRTC gave no cubin for sm_{a}")))
+        }
+        (Target::Ptx(_), _) => Ptx::from_src(out.ptx.clone()),
     };
-    compile_ptx_with_opts(program_source(), opts).map_err(|e| GpuError::Compile(format!("{e:?}")))
+    Ok(CompiledKernels {
+        module,
+        ptx: out.ptx,
+        cubin: out.cubin.filter(|_| matches!(target, Target::Cubin(_))),
+        target,
+        nvrtc_version: nvrtc.version,
+        nvrtc_found: nvrtc.found.clone(),
+    })
+}
+
+/// Compiles the module for a device of compute capability `cc`: with the newest NVRTC the
+/// driver runs, or an older one where the newest no longer supports the device (CUDA 13
+/// dropped architectures before 7.5).
+pub fn compile_for_device(cc: (i32, i32)) -> Result<CompiledKernels, GpuError> {
+    let arch = (cc.0 * 10 + cc.1).max(0) as u32;
+    let newest = crate::nvrtc::newest().map_err(GpuError::NoNvrtc)?;
+    if let Some(target) = target_for(arch, &newest.supported_archs) {
+        return compile_with(newest, target);
+    }
+    let too_old = format!(
+        "compute capability {}.{} is older than NVRTC {}.{} supports ({})",
+        cc.0, cc.1, newest.version.0, newest.version.1, newest.found
+    );
+    let older = crate::nvrtc::older_than(newest.version.0)
+        .map_err(|e| GpuError::NoNvrtc(format!("{too_old}, and no older NVRTC: {e}")))?;
+    let target = target_for(arch, &older.supported_archs).ok_or_else(|| {
+        GpuError::NoNvrtc(format!(
+            "{too_old}, and NVRTC {}.{} does not support it either",
+            older.version.0, older.version.1
+        ))
+    })?;
+    compile_with(older, target)
+}
+
+/// Compiles the module for `target` with the newest NVRTC found (no device involved: CI
+/// and tests).
+pub fn compile(target: Target) -> Result<CompiledKernels, GpuError> {
+    compile_with(crate::nvrtc::newest().map_err(GpuError::NoNvrtc)?, target)
 }
 
 /// Mirrors `ResizeDesc` in kernels/resize.cuh.
@@ -172,5 +290,30 @@ pub fn layout_code(l: augserve_core::spec::Layout) -> i32 {
     match l {
         augserve_core::spec::Layout::Nchw => 0,
         augserve_core::spec::Layout::Nhwc => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_gets_its_machine_code_else_the_newest_ptx_below_it() {
+        // CUDA 12.9's NVRTC and CUDA 13.5's lists, as nvrtcGetSupportedArchs gave them.
+        let cu12 = [
+            50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90, 100, 101, 103, 120, 121,
+        ];
+        let cu13 = [75, 80, 86, 87, 88, 89, 90, 100, 103, 107, 110, 120, 121];
+        assert_eq!(target_for(90, &cu12), Some(Target::Cubin(90)));
+        assert_eq!(target_for(90, &cu13), Some(Target::Cubin(90)));
+        assert_eq!(target_for(70, &cu12), Some(Target::Cubin(70)));
+        // Older than CUDA 13 supports: none (compile_for_device then tries CUDA 12's).
+        assert_eq!(target_for(70, &cu13), None);
+        // Newer than the NVRTC knows (a future GPU): the newest PTX, for the driver to compile.
+        assert_eq!(target_for(130, &cu13), Some(Target::Ptx(121)));
+        // Between listed ones (compute 10.1 is not in CUDA 13's list): the next one down.
+        assert_eq!(target_for(101, &cu13), Some(Target::Ptx(100)));
+        assert_eq!(Target::Cubin(90).arch_option(), "sm_90");
+        assert_eq!(Target::Ptx(121).arch_option(), "compute_121");
     }
 }

@@ -154,30 +154,29 @@ fn check(call: &'static str, s: Status) -> Result<(), GpuError> {
 pub const LIBRARY_NAMES: &[&str] = &["libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so"];
 
 impl NvJpeg {
-    /// Loads nvJPEG, or says why not (never panics without it): by name through the dynamic
-    /// loader, else from the CUDA toolkit's folder or a Python environment's NVIDIA wheels.
+    /// Loads nvJPEG, or says why not (never panics without it): the newest the driver runs,
+    /// by name through the dynamic loader, else from the CUDA toolkit's folder or a Python
+    /// environment's NVIDIA wheels (`cuda_libs::open_first`).
     pub fn load() -> Result<Arc<Self>, GpuError> {
-        let mut tried = Vec::new();
-        for name in LIBRARY_NAMES {
-            // SAFETY: loading nvJPEG runs its initialisers, which only set up its own state.
-            match unsafe { libloading::Library::new(*name) } {
-                Ok(lib) => return Self::bind(lib, name).map(Arc::new),
-                Err(e) => tried.push(format!("{name}: {e}")),
-            }
-        }
-        let dirs = cuda_libs::search_dirs(CudaLib::NvJpeg, &|v| std::env::var_os(v));
-        if let Some(path) = cuda_libs::find_in(CudaLib::NvJpeg, &dirs) {
-            // SAFETY: as above.
-            return match unsafe { libloading::Library::new(&path) } {
-                Ok(lib) => Self::bind(lib, &path.to_string_lossy()).map(Arc::new),
-                Err(e) => Err(GpuError::NoNvJpeg(format!("{}: {e}", path.display()))),
-            };
-        }
-        tracing::debug!("libnvjpeg: {}", tried.join("; "));
-        Err(GpuError::NoNvJpeg(cuda_libs::not_found_reason(
+        Self::load_for(cuda_libs::driver_cuda_version())
+    }
+
+    /// As `load`, for a driver running CUDA `driver` (major, minor); None: any version.
+    pub fn load_for(driver: Option<(i32, i32)>) -> Result<Arc<Self>, GpuError> {
+        cuda_libs::open_first(
             CudaLib::NvJpeg,
-            &dirs,
-        )))
+            driver,
+            None,
+            &|lib, found| {
+                Self::bind(lib, &found.file()).map_err(|e| match e {
+                    GpuError::NoNvJpeg(why) => why,
+                    other => other.to_string(),
+                })
+            },
+            &|nv| nv.version.map(|v| v.0),
+        )
+        .map(Arc::new)
+        .map_err(GpuError::NoNvJpeg)
     }
 
     fn bind(lib: libloading::Library, name: &str) -> Result<Self, GpuError> {

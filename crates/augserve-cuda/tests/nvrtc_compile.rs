@@ -1,20 +1,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
-//! Every kernel compiles with NVRTC through the code path the server uses. Needs libnvrtc
-//! (no GPU): the test script installs PyPI's nvidia-cuda-nvrtc-cu12 and puts it on
-//! LD_LIBRARY_PATH. Without it the test prints `skipped: ...` unless
-//! AUGSERVE_REQUIRE_PEERS=1 (CI), where it fails.
+//! Every kernel compiles with NVRTC through the code path the server uses, to PTX and to
+//! machine code (cubin). Needs libnvrtc (no GPU): the test script installs PyPI's
+//! nvidia-cuda-nvrtc-cu12 and puts it on LD_LIBRARY_PATH. Without it the test prints
+//! `skipped: ...` unless AUGSERVE_REQUIRE_PEERS=1 (CI), where it fails.
+//! `tests/cuda_libs.rs` does the same with CUDA 13's NVRTC and checks which one is chosen.
 
-use augserve_cuda::kernels::{compile_ptx, program_source, DEFAULT_ARCH, KERNEL_NAMES};
+mod common;
+
+use augserve_cuda::kernels::{compile, program_source, Target, DEFAULT_ARCH, KERNEL_NAMES};
 use augserve_cuda::nvrtc_available;
-
-/// Prints a skip notice past the test harness's capture, so it shows in the run's output.
-fn skipped(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {why}");
-}
+use common::{check_compiled, skipped};
 
 #[test]
-fn all_kernels_compile_to_ptx() {
+fn all_kernels_compile_to_ptx_and_machine_code() {
     if !nvrtc_available() {
         if std::env::var("AUGSERVE_REQUIRE_PEERS").as_deref() == Ok("1") {
             panic!(
@@ -27,19 +25,18 @@ fn all_kernels_compile_to_ptx() {
     }
     let src = program_source();
     assert!(!src.contains("#include \""), "our includes are inlined");
-    for arch in [DEFAULT_ARCH, "compute_90"] {
-        let ptx = compile_ptx(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
-        let text = ptx.to_src();
-        for name in KERNEL_NAMES {
-            assert!(
-                text.contains(&format!(".entry {name}(")),
-                "{arch}: kernel {name} missing from PTX"
-            );
-        }
+    for target in [
+        Target::Ptx(DEFAULT_ARCH),
+        Target::Cubin(DEFAULT_ARCH),
+        Target::Cubin(90),
+    ] {
+        let compiled = compile(target).unwrap_or_else(|e| panic!("{target:?}: {e}"));
+        check_compiled(&compiled, target);
         println!(
-            "{arch}: {} kernels, {} bytes of PTX",
+            "{}: {} kernels, {} bytes of PTX",
+            compiled.describe(),
             KERNEL_NAMES.len(),
-            text.len()
+            compiled.ptx.len()
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `augserve gpu`: whether the GPU path is usable on this machine and what it would use (the
 //! CUDA libraries found and where, the device, nvJPEG's start-up check), or why not.
 
-use augserve_cuda::cuda_libs::{locate_nvrtc, nvrtc_version, CudaLib};
+use augserve_cuda::cuda_libs::{driver_cuda_version, CudaLib};
 use augserve_cuda::gpu_decode::DecodeSplit;
 use augserve_cuda::nvjpeg::NvJpeg;
 use augserve_cuda::{GpuBatchOps, GpuDevice};
@@ -16,7 +16,7 @@ pub struct GpuArgs {
 
 /// Prints the report; fails (exit 1) when the GPU batch ops are not usable.
 pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
-    let nvrtc = locate_nvrtc();
+    let nvrtc = augserve_cuda::nvrtc::newest();
     let nvjpeg = NvJpeg::load();
     if args.missing_libs {
         if nvrtc.is_err() {
@@ -27,12 +27,19 @@ pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    match driver_cuda_version() {
+        Some((major, minor)) => println!("Driver: runs CUDA {major}.{minor}"),
+        None => println!("Driver: libcuda not found (no NVIDIA driver)"),
+    }
     match &nvrtc {
-        Ok(found) => {
-            let version =
-                nvrtc_version().map_or("unknown version".into(), |(a, b)| format!("{a}.{b}"));
-            println!("NVRTC:  {version}, {found}")
-        }
+        Ok(n) => println!(
+            "NVRTC:  {}.{}, {} (machine code for sm_{}..sm_{})",
+            n.version.0,
+            n.version.1,
+            n.found,
+            n.supported_archs.iter().min().unwrap_or(&0),
+            n.supported_archs.iter().max().unwrap_or(&0)
+        ),
         Err(e) => println!("NVRTC:  {e}"),
     }
     match &nvjpeg {

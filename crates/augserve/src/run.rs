@@ -223,12 +223,14 @@ fn digest_batch(h: &mut sha2::Sha256, b: &augserve_core::Batch) {
 pub fn describe_gpu(gpu: &GpuBatchOps) -> String {
     let i = gpu.device_info();
     format!(
-        "{} (compute {}.{}, {:.0} GiB, kernels compiled by NVRTC for {})",
+        "{} (compute {}.{}, {:.0} GiB, driver CUDA {}.{}, kernels compiled to {})",
         gpu.device(),
         i.compute_capability.0,
         i.compute_capability.1,
         i.total_memory as f64 / (1u64 << 30) as f64,
-        i.arch
+        i.driver_cuda.0,
+        i.driver_cuda.1,
+        i.kernels
     )
 }
 

@@ -209,7 +209,9 @@ fn gpu_reports_the_cuda_libraries_and_why_the_gpu_is_not_usable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stdout}");
     assert!(
-        stdout.starts_with("NVRTC:  ") && stdout.contains("\nnvJPEG: "),
+        stdout.starts_with("Driver: ")
+            && stdout.contains("\nNVRTC:  ")
+            && stdout.contains("\nnvJPEG: "),
         "{stdout}"
     );
     assert!(
