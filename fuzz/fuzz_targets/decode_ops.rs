@@ -1,4 +1,4 @@
-//! Arbitrary bytes as a JPEG through the whole per-image stage (header check, decode, crop
+//! Arbitrary bytes as a JPEG or PNG through the whole per-image stage (header check, decode, crop
 //! choice, colour jitter) and the CPU batch stage (resize, mixup, normalise, statistics).
 //! Must never panic, hang or allocate past the limits; bad input is a per-image error.
 #![no_main]

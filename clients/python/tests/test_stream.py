@@ -233,7 +233,7 @@ def test_augment_reports_bad_images_per_image(client, server):
     assert b.images.shape == (5, 3, 64, 64)
     assert [int(i) for i in b.sample_ids] == [0, 1, 3, 4, 5]
     assert [int(x) for x in b.labels_a] == [1, 2, 4, 5, 6]
-    assert len(b.errors) == 1 and b.errors[0].sample_id == 2 and b.errors[0].code == "not_jpeg"
+    assert len(b.errors) == 1 and b.errors[0].sample_id == 2 and b.errors[0].code == "unsupported_format"
     # Stateless and seeded: the same request gives the same bytes.
     again = client.augment(images, PipelineSpec.center_crop(64, dtype="uint8"), labels=[1, 2, 3, 4, 5, 6], seed=4)
     np.testing.assert_array_equal(again.images, b.images)

@@ -1,5 +1,7 @@
-//! JPEG decoding with zune-jpeg, to RGB bytes. The header is read first so that oversize
-//! images are refused before any pixel buffer is allocated.
+//! Image decoding to RGB bytes: JPEG with zune-jpeg, PNG with the image crate's decoder (for
+//! datasets that mix in PNGs; ImageNet's training set itself has one PNG under a .JPEG name).
+//! The header is read first so that oversize images are refused before any pixel buffer is
+//! allocated.
 
 use serde::{Deserialize, Serialize};
 use zune_core::bytestream::ZCursor;
@@ -33,6 +35,120 @@ impl Default for DecodeLimits {
 pub fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
     check_signature(bytes)?;
     read_header(bytes).map(|(_, w, h)| (w, h))
+}
+
+/// The encoded formats augserve decodes, told apart by their first bytes (not by file name:
+/// datasets hold PNGs named .jpg and the reverse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// Which format `bytes` hold, or an `UnsupportedFormat` error naming what they look like. A
+/// damaged PNG signature still counts as PNG, so that the error says what is wrong with it.
+pub fn sniff_format(bytes: &[u8]) -> Result<ImageFormat, SampleErrorKind> {
+    if bytes.starts_with(b"\x89PNG") {
+        return Ok(ImageFormat::Png);
+    }
+    check_signature(bytes).map(|()| ImageFormat::Jpeg)
+}
+
+/// Width and height from a JPEG's or PNG's header, without decoding pixels.
+pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
+    match sniff_format(bytes)? {
+        ImageFormat::Jpeg => jpeg_dimensions(bytes),
+        ImageFormat::Png => png_dimensions(bytes),
+    }
+}
+
+/// Decodes a JPEG or a PNG to RGB (`decode_jpeg`, `decode_png`).
+pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
+    check_file_size(bytes, limits)?;
+    match sniff_format(bytes)? {
+        ImageFormat::Jpeg => decode_jpeg(bytes, limits),
+        ImageFormat::Png => decode_png(bytes, limits),
+    }
+}
+
+/// Width and height from a PNG's IHDR chunk, which must come first.
+pub fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
+    let bad = |m: &str| SampleErrorKind::Decode(format!("PNG: {m}"));
+    if !bytes.starts_with(PNG_SIGNATURE) {
+        return Err(bad("damaged or truncated signature"));
+    }
+    // Signature (8), chunk length (4), "IHDR" (4), width (4), height (4).
+    let ihdr = bytes.get(8..24).ok_or_else(|| bad("truncated header"))?;
+    if &ihdr[4..8] != b"IHDR" {
+        return Err(bad("the first chunk is not IHDR"));
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Ok((be(&ihdr[8..12]), be(&ihdr[12..16])))
+}
+
+/// Decodes a PNG (any bit depth and colour type, palette and transparency expanded, 16-bit
+/// samples rounded to 8) to RGB. Alpha is dropped, as PIL's `convert("RGB")` does, which
+/// is what torchvision's ImageFolder gives trainers; so is any gamma or colour profile.
+pub fn decode_png(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
+    check_file_size(bytes, limits)?;
+    let (w, h) = png_dimensions(bytes)?;
+    check_pixels(w, h, limits)?;
+    // A decoder bug on hostile input must fail this image, not the worker thread.
+    std::panic::catch_unwind(|| {
+        use image::ImageDecoder;
+        let png_error = |e: image::ImageError| SampleErrorKind::Decode(format!("PNG: {e}"));
+        let mut image_limits = image::Limits::default();
+        image_limits.max_image_width = Some(w);
+        image_limits.max_image_height = Some(h);
+        // The largest buffer a w x h image needs: 16-bit RGBA, plus the RGB copy.
+        image_limits.max_alloc = Some(u64::from(w) * u64::from(h) * 11 + (1 << 20));
+        let decoder =
+            image::codecs::png::PngDecoder::with_limits(std::io::Cursor::new(bytes), image_limits)
+                .map_err(png_error)?;
+        if decoder.dimensions() != (w, h) {
+            return Err(SampleErrorKind::Decode(
+                "PNG: size differs from IHDR".into(),
+            ));
+        }
+        let rgb = image::DynamicImage::from_decoder(decoder)
+            .map_err(png_error)?
+            .into_rgb8();
+        RgbImage::from_vec(w, h, rgb.into_raw())
+            .ok_or_else(|| SampleErrorKind::Decode("PNG: decoded size does not match".into()))
+    })
+    .unwrap_or_else(|_| {
+        Err(SampleErrorKind::Decode(
+            "PNG decoder panicked on this input".into(),
+        ))
+    })
+}
+
+fn check_file_size(bytes: &[u8], limits: &DecodeLimits) -> Result<(), SampleErrorKind> {
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(SampleErrorKind::FileTooLarge {
+            size: bytes.len() as u64,
+            limit: limits.max_file_bytes,
+        });
+    }
+    Ok(())
+}
+
+fn check_pixels(w: u32, h: u32, limits: &DecodeLimits) -> Result<(), SampleErrorKind> {
+    let pixels = u64::from(w) * u64::from(h);
+    if w == 0 || h == 0 {
+        return Err(SampleErrorKind::Decode(format!("zero dimension {w}x{h}")));
+    }
+    if pixels > limits.max_pixels {
+        return Err(SampleErrorKind::TooManyPixels {
+            width: w,
+            height: h,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(())
 }
 
 /// A zune-jpeg decoder over an in-memory file.
@@ -69,7 +185,7 @@ fn decoder_options() -> DecoderOptions {
 
 fn check_signature(bytes: &[u8]) -> Result<(), SampleErrorKind> {
     if bytes.is_empty() {
-        return Err(SampleErrorKind::NotJpeg("empty file".into()));
+        return Err(SampleErrorKind::UnsupportedFormat("empty file".into()));
     }
     if bytes.starts_with(&[0xFF, 0xD8]) {
         return Ok(());
@@ -85,17 +201,12 @@ fn check_signature(bytes: &[u8]) -> Result<(), SampleErrorKind> {
     } else {
         "no JPEG start-of-image marker"
     };
-    Err(SampleErrorKind::NotJpeg(what.into()))
+    Err(SampleErrorKind::UnsupportedFormat(what.into()))
 }
 
 /// Decodes a JPEG (baseline or progressive; YCbCr, grayscale, CMYK or YCCK) to RGB.
 pub fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
-    if bytes.len() as u64 > limits.max_file_bytes {
-        return Err(SampleErrorKind::FileTooLarge {
-            size: bytes.len() as u64,
-            limit: limits.max_file_bytes,
-        });
-    }
+    check_file_size(bytes, limits)?;
     check_signature(bytes)?;
     // A decoder bug on hostile input must fail this image, not the worker thread.
     std::panic::catch_unwind(|| decode_checked(bytes, limits)).unwrap_or_else(|_| {
@@ -107,18 +218,7 @@ pub fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Samp
 
 fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
     let (mut dec, w, h) = read_header(bytes)?;
-    let pixels = u64::from(w) * u64::from(h);
-    if w == 0 || h == 0 {
-        return Err(SampleErrorKind::Decode(format!("zero dimension {w}x{h}")));
-    }
-    if pixels > limits.max_pixels {
-        return Err(SampleErrorKind::TooManyPixels {
-            width: w,
-            height: h,
-            pixels,
-            limit: limits.max_pixels,
-        });
-    }
+    check_pixels(w, h, limits)?;
     let out_cs = dec
         .output_colorspace()
         .ok_or_else(|| SampleErrorKind::Decode("unknown output colour space".into()))?;
@@ -146,19 +246,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn non_jpeg_inputs_are_named() {
+    fn unsupported_inputs_are_named() {
         let l = DecodeLimits::default();
-        assert!(
-            matches!(decode_jpeg(b"", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("empty"))
-        );
-        assert!(
-            matches!(decode_jpeg(b"\x89PNG\r\n", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("PNG"))
-        );
-        assert!(
-            matches!(decode_jpeg(b"GIF89a", &l), Err(SampleErrorKind::NotJpeg(m)) if m.contains("GIF"))
-        );
+        let unsupported = |r: Result<RgbImage, SampleErrorKind>, what: &str| matches!(r, Err(SampleErrorKind::UnsupportedFormat(m)) if m.contains(what));
+        assert!(unsupported(decode_image(b"", &l), "empty"));
+        assert!(unsupported(decode_image(b"GIF89a", &l), "GIF"));
+        assert!(unsupported(decode_image(b"RIFF....WEBP", &l), "WebP"));
+        // Where only a JPEG will do (the GPU decoder's CPU fallback), a PNG is refused.
+        assert!(unsupported(decode_jpeg(b"\x89PNG\r\n\x1a\n", &l), "PNG"));
         assert!(matches!(
-            decode_jpeg(
+            decode_image(
                 &[0xFF, 0xD8, 0xFF],
                 &DecodeLimits {
                     max_file_bytes: 2,
@@ -167,6 +264,61 @@ mod tests {
             ),
             Err(SampleErrorKind::FileTooLarge { size: 3, limit: 2 })
         ));
+    }
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        use image::ImageEncoder;
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(
+                &vec![90u8; (w * h * 3) as usize],
+                w,
+                h,
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn png_header_is_checked_before_decoding() {
+        let l = DecodeLimits::default();
+        let ok = png(7, 5);
+        assert_eq!(sniff_format(&ok).unwrap(), ImageFormat::Png);
+        assert_eq!(image_dimensions(&ok).unwrap(), (7, 5));
+        let img = decode_image(&ok, &l).unwrap();
+        assert_eq!((img.width, img.height), (7, 5));
+        assert!(img.data.iter().all(|&v| v == 90));
+
+        // A header claiming 65535 x 65535 is refused from the header: no pixel buffer.
+        let mut huge = ok.clone();
+        huge[16..20].copy_from_slice(&65535u32.to_be_bytes());
+        huge[20..24].copy_from_slice(&65535u32.to_be_bytes());
+        assert!(matches!(
+            decode_image(&huge, &l),
+            Err(SampleErrorKind::TooManyPixels {
+                width: 65535,
+                height: 65535,
+                ..
+            })
+        ));
+        // Within the limit but not matching the data: a decode error (bad CRC), no panic.
+        let mut lying = ok.clone();
+        lying[19] = 9;
+        assert!(
+            matches!(decode_image(&lying, &l), Err(SampleErrorKind::Decode(m)) if m.starts_with("PNG: "))
+        );
+        for cut in [4, 8, 20, 40, ok.len() - 13] {
+            match decode_image(&ok[..cut], &l) {
+                Err(SampleErrorKind::Decode(m)) => assert!(m.starts_with("PNG"), "{cut}: {m}"),
+                other => panic!("{cut} bytes: {other:?}"),
+            }
+        }
+        let mut zero = ok.clone();
+        zero[16..20].copy_from_slice(&0u32.to_be_bytes());
+        assert!(
+            matches!(decode_image(&zero, &l), Err(SampleErrorKind::Decode(m)) if m.contains("zero"))
+        );
     }
 }
 
@@ -449,7 +601,7 @@ mod info_tests {
         assert_eq!(info.subsampling(), Some("4:4:4")); // what the image crate's encoder writes
         assert!(matches!(
             jpeg_info(b"\x89PNG"),
-            Err(SampleErrorKind::NotJpeg(_))
+            Err(SampleErrorKind::UnsupportedFormat(_))
         ));
         assert!(matches!(
             jpeg_info(&img[..20]),

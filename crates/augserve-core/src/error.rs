@@ -83,9 +83,10 @@ pub enum SampleErrorKind {
         pixels: u64,
         limit: u64,
     },
-    #[error("not a JPEG: {0}")]
-    NotJpeg(String),
-    #[error("corrupt JPEG: {0}")]
+    /// Neither JPEG nor PNG (or, where only a JPEG will do, not a JPEG).
+    #[error("unsupported image format: {0} (augserve decodes JPEG and PNG)")]
+    UnsupportedFormat(String),
+    #[error("corrupt image: {0}")]
     Decode(String),
 }
 
@@ -96,7 +97,7 @@ impl SampleErrorKind {
             SampleErrorKind::Read(_) => "read",
             SampleErrorKind::FileTooLarge { .. } => "file_too_large",
             SampleErrorKind::TooManyPixels { .. } => "too_many_pixels",
-            SampleErrorKind::NotJpeg(_) => "not_jpeg",
+            SampleErrorKind::UnsupportedFormat(_) => "unsupported_format",
             SampleErrorKind::Decode(_) => "decode",
         }
     }

@@ -10,7 +10,7 @@ use rayon::ThreadPool;
 
 use crate::batch::{Batch, StageTimings, Tensor};
 use crate::dataset::Dataset;
-use crate::decode::{decode_jpeg, DecodeLimits};
+use crate::decode::{decode_image, decode_jpeg, DecodeLimits};
 use crate::error::{Error, Result, SampleError, SampleErrorKind};
 use crate::image::RgbImage;
 use crate::ops::color::{apply_color_jitter, ColorFactors};
@@ -155,7 +155,7 @@ pub fn prepare_image(
     timings: &mut (Duration, Duration),
 ) -> Result<(RgbImage, CropBox, bool), SampleErrorKind> {
     let t0 = Instant::now();
-    let img = decode_jpeg(bytes, limits)?;
+    let img = decode_image(bytes, limits)?;
     let t1 = Instant::now();
     let plan = plan_for(img.width, img.height);
     let region_box = read_region(

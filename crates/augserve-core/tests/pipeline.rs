@@ -325,3 +325,76 @@ fn deferred_decoding_gives_the_same_batches_and_per_image_errors() {
         ]
     );
 }
+
+/// PNGs in a dataset (ImageNet's training set has one under a .JPEG name; other datasets
+/// are all PNG) go through the same stages: a lossless PNG of a JPEG's decoded pixels gives
+/// the same output image as the JPEG, whatever its file name says.
+#[test]
+fn png_images_give_the_output_of_their_pixels() {
+    use image::ImageEncoder;
+    let d = tempfile::tempdir().unwrap();
+    demo::write_demo_dataset(d.path(), 2).unwrap();
+    let mut classes: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    classes.sort();
+    let jpegs = common::files_with_ext(&classes[0], "jpg");
+    assert_eq!(jpegs.len(), 2);
+    let png_dir = d.path().join("zz_png");
+    std::fs::create_dir(&png_dir).unwrap();
+    for (i, jpg) in jpegs.iter().enumerate() {
+        let img = augserve_core::decode::decode_jpeg(
+            &std::fs::read(jpg).unwrap(),
+            &augserve_core::DecodeLimits::default(),
+        )
+        .unwrap();
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(
+                &img.data,
+                img.width,
+                img.height,
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        // One named .png, one under a .jpg name.
+        let name = if i == 0 { "a.png" } else { "b_really_png.jpg" };
+        std::fs::write(png_dir.join(name), png).unwrap();
+    }
+    let ds = Arc::new(Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 24).unwrap());
+    let spec = PipelineSpec {
+        crop: augserve_core::spec::CropSpec::Center { crop_pct: 0.875 },
+        flip_prob: 0.0,
+        output: augserve_core::spec::OutputSpec {
+            dtype: DType::Uint8,
+            ..augserve_core::spec::OutputSpec::default()
+        },
+        ..PipelineSpec::default()
+    };
+    let p = Pipeline::new(ds.clone(), spec, PipelineOptions::default()).unwrap();
+    let all: Vec<u64> = (0..ds.len() as u64).collect();
+    let b = p.batch(0, 0, 0, 0, &all).unwrap();
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    let per_image = b.tensor.data.len() / b.len();
+    let image_of = |name: &str| {
+        let id = (0..ds.len() as u64)
+            .find(|&i| ds.entry(i).unwrap().name.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} indexed"));
+        let at = b.sample_ids.iter().position(|&s| s == id).unwrap();
+        &b.tensor.data[at * per_image..(at + 1) * per_image]
+    };
+    let twin = |jpg: &Path| {
+        let rel = jpg
+            .strip_prefix(d.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        image_of(&rel).to_vec()
+    };
+    assert_eq!(image_of("zz_png/a.png"), twin(&jpegs[0]).as_slice());
+    assert_eq!(
+        image_of("zz_png/b_really_png.jpg"),
+        twin(&jpegs[1]).as_slice()
+    );
+}

@@ -15,8 +15,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result, SampleErrorKind};
 
-/// Image file extensions indexed by the folder and list formats.
-pub(crate) const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif"];
+/// Image file extensions indexed by the folder and WebDataset formats (JPEG and PNG; the
+/// decoder goes by the bytes, not the name).
+pub(crate) const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,13 +12,14 @@ fn image_folder_sorts_classes_and_finds_nested_images() {
     write(&d.path().join("zebra/a.jpg"), b"z");
     write(&d.path().join("ant/x/b.JPEG"), b"a");
     write(&d.path().join("ant/c.jpg"), b"a2");
+    write(&d.path().join("ant/d.png"), b"a3");
     write(&d.path().join("ant/notes.txt"), b"-");
     let ds = Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 20).unwrap();
     assert_eq!(ds.classes(), ["ant", "zebra"]);
-    assert_eq!(ds.len(), 3);
-    let labels: Vec<i64> = (0..3).map(|i| ds.entry(i).unwrap().label).collect();
-    assert_eq!(labels, vec![0, 0, 1]);
-    assert_eq!(ds.read(2).unwrap(), b"z");
+    assert_eq!(ds.len(), 4);
+    let labels: Vec<i64> = (0..4).map(|i| ds.entry(i).unwrap().label).collect();
+    assert_eq!(labels, vec![0, 0, 0, 1]);
+    assert_eq!(ds.read(3).unwrap(), b"z");
     assert_eq!(
         DatasetFormat::detect(d.path()).unwrap(),
         DatasetFormat::ImageFolder
@@ -89,6 +90,8 @@ fn webdataset_shards_pair_images_and_labels() {
         ("dir/s2.JPG", b"img22"),
         ("dir/s2.cls", b"2"),
         ("s3.cls", b"1"),
+        ("s4.png", b"png4"),
+        ("s4.cls", b"4"),
         ("../evil.jpg", b"evil"),
     ] {
         let mut h = tar::Header::new_old();
@@ -116,9 +119,11 @@ fn webdataset_shards_pair_images_and_labels() {
         vec![
             "shard-000.tar:../evil.jpg",
             "shard-000.tar:dir/s2.JPG",
-            "shard-000.tar:s1.jpg"
+            "shard-000.tar:s1.jpg",
+            "shard-000.tar:s4.png"
         ]
     );
+    assert_eq!(ds.entry(3).unwrap().label, 4);
     assert_eq!(ds.entry(1).unwrap().label, 2);
     assert_eq!(ds.entry(2).unwrap().label, 7);
     assert_eq!(ds.entry(0).unwrap().label, -1);

@@ -1,6 +1,6 @@
 //! WebDataset tar shards. Members sharing a key (the member path up to the first dot of its
-//! file name) form one sample: `.jpg`/`.jpeg` holds the image, `.cls` the label as decimal
-//! text. The index stores each image's byte range, so reads are a single `pread`; tar member
+//! file name) form one sample: `.jpg`/`.jpeg`/`.png` holds the image, `.cls` the label as
+//! decimal text. The index stores each image's byte range, so reads are a single `pread`; tar member
 //! names are never used as filesystem paths.
 
 use std::collections::BTreeMap;
@@ -72,7 +72,7 @@ pub(crate) fn index(path: &Path) -> Result<Index> {
             };
             let ext = ext.to_ascii_lowercase();
             let size = member.size();
-            if ext == "jpg" || ext == "jpeg" {
+            if super::IMAGE_EXTENSIONS.contains(&ext.as_str()) {
                 let offset = member.raw_file_position();
                 samples.entry(key.to_owned()).or_default().image =
                     Some((offset, size, name.clone()));
