@@ -28,3 +28,30 @@ pub fn files_with_ext(dir: &std::path::Path, ext: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Prints a skip notice past the test harness's capture, so it shows in the run's output;
+/// fails instead when `AUGSERVE_REQUIRE_PEERS=1` (CI), where every reference must be there.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("AUGSERVE_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("required for this run: {why}");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
+/// The Python with Pillow the reference scripts run under (`AUGSERVE_PYTHON`, else
+/// python3), or None after `skip_or_fail` said why not.
+pub fn python_with_pillow() -> Option<String> {
+    let python = std::env::var("AUGSERVE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_pillow = std::process::Command::new(&python)
+        .args(["-c", "import PIL"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_pillow {
+        skip_or_fail(&format!(
+            "{python} with Pillow not found (run ./scripts/test.sh)"
+        ));
+        return None;
+    }
+    Some(python)
+}

@@ -17,14 +17,6 @@ use std::process::Command;
 use augserve_core::decode::{decode_image, image_dimensions, DecodeLimits};
 use image::{ExtendedColorType, ImageEncoder};
 
-fn skip_or_fail(why: &str) {
-    if std::env::var("AUGSERVE_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("required for this run: {why}");
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {why}");
-}
-
 fn write_png(path: &Path, data: &[u8], w: u32, h: u32, color: ExtendedColorType) {
     let file = std::fs::File::create(path).unwrap();
     image::codecs::png::PngEncoder::new(file)
@@ -46,16 +38,9 @@ fn pattern(n: usize, seed: u32) -> Vec<u8> {
 
 #[test]
 fn png_decodes_match_pillow() {
-    let python = std::env::var("AUGSERVE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_pillow = Command::new(&python)
-        .args(["-c", "import PIL"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_pillow {
-        return skip_or_fail(&format!(
-            "{python} with Pillow not found (run ./scripts/test.sh)"
-        ));
-    }
+    let Some(python) = common::python_with_pillow() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let (w, h) = (41u32, 29u32);
     let px = (w * h) as usize;

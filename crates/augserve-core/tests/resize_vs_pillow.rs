@@ -18,19 +18,6 @@ use augserve_core::ops::resize::{resize_u8_reference, FastResizer};
 use augserve_core::rng::{keyed_rng, Purpose};
 use rand::Rng;
 
-/// Prints a skip notice past the test harness's capture, so it shows in the run's output.
-fn skipped(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {why}");
-}
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("AUGSERVE_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("required for this run: {why}");
-    }
-    skipped(why);
-}
-
 fn photos_dir() -> PathBuf {
     std::env::var("AUGSERVE_TEST_PHOTOS")
         .map(PathBuf::from)
@@ -47,16 +34,9 @@ struct Case {
 
 #[test]
 fn resize_matches_pillow_on_real_photos() {
-    let python = std::env::var("AUGSERVE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_pillow = Command::new(&python)
-        .args(["-c", "import PIL"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_pillow {
-        return skip_or_fail(&format!(
-            "{python} with Pillow not found (run ./scripts/test.sh)"
-        ));
-    }
+    let Some(python) = common::python_with_pillow() else {
+        return;
+    };
     let dir = photos_dir();
     let mut photos = if dir.is_dir() {
         common::files_with_ext(&dir, "jpg")
@@ -64,7 +44,7 @@ fn resize_matches_pillow_on_real_photos() {
         Vec::new()
     };
     if photos.is_empty() {
-        return skip_or_fail(&format!(
+        return common::skip_or_fail(&format!(
             "no photos in {} (run ./scripts/fetch-photos.sh)",
             dir.display()
         ));
