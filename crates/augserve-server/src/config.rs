@@ -19,6 +19,9 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// "auto", "cpu" or "gpu" for the batch ops (env AUGSERVE_DEVICE).
     pub device: String,
+    /// Which GPU: its CUDA device ordinal, as CUDA_VISIBLE_DEVICES numbers them (env
+    /// AUGSERVE_CUDA_DEVICE). One server per GPU on a multi-GPU host.
+    pub cuda_device: usize,
     /// Worker threads shared by all streams; 0 = one per core (env AUGSERVE_THREADS).
     pub threads: usize,
     /// Seconds streams get to finish after SIGTERM (env AUGSERVE_GRACE_PERIOD_S).
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             datasets: Vec::new(),
             limits: LimitsConfig::default(),
             device: "auto".into(),
+            cuda_device: 0,
             threads: 0,
             grace_period_s: 10.0,
             metrics_listen: None,
@@ -149,6 +153,7 @@ impl ServerConfig {
                 "LISTEN_TCP" => self.listen_tcp = (!v.is_empty()).then(|| v.clone()),
                 "LISTEN_UDS" => self.listen_uds = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "DEVICE" => self.device = v.clone(),
+                "CUDA_DEVICE" => self.cuda_device = parse(&k, &v)?,
                 "THREADS" => self.threads = parse(&k, &v)?,
                 "GRACE_PERIOD_S" => self.grace_period_s = parse(&k, &v)?,
                 "METRICS_LISTEN" => self.metrics_listen = (!v.is_empty()).then(|| v.clone()),
@@ -234,6 +239,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("AUGSERVE_THREADS"));
+    }
+
+    #[test]
+    fn cuda_device_from_the_file_or_env() {
+        let mut cfg: ServerConfig = toml::from_str("cuda_device = 3\n").unwrap();
+        assert_eq!(cfg.cuda_device, 3);
+        cfg.apply_env([("AUGSERVE_CUDA_DEVICE".to_string(), "5".to_string())])
+            .unwrap();
+        assert_eq!(cfg.cuda_device, 5);
+        let e = cfg
+            .apply_env([("AUGSERVE_CUDA_DEVICE".to_string(), "-1".to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AUGSERVE_CUDA_DEVICE"), "{e}");
+        assert_eq!(ServerConfig::default().cuda_device, 0);
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl AugServeService {
         let cpu: Arc<dyn BatchOps> = Arc::new(augserve_core::CpuBatchOps::default());
         let (ops, gpu_unavailable): (Arc<dyn BatchOps>, _) = match cfg.device.as_str() {
             "cpu" => (cpu, Some("device = cpu in the configuration".to_string())),
-            "auto" | "gpu" => match augserve_cuda::GpuDevice::open(0)
+            "auto" | "gpu" => match augserve_cuda::GpuDevice::open(cfg.cuda_device)
                 .and_then(|d| augserve_cuda::GpuBatchOps::new(d, 2))
             {
                 Ok(mut g) => {

@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Batch-ops devices: auto (CPU, and the GPU when usable), cpu, or gpu (fail without one).
     #[arg(long, value_enum, default_value = "auto")]
     devices: DevicesArg,
+    /// Which GPU: its CUDA device ordinal.
+    #[arg(long, default_value_t = 0, env = "AUGSERVE_CUDA_DEVICE")]
+    cuda_device: usize,
     /// Write bench.json and bench.csv here.
     #[arg(long)]
     out_dir: Option<PathBuf>,
@@ -124,7 +127,7 @@ fn gpu_decode_rows(
     use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
     use augserve_cuda::jpeg_planes::{roi_for_header, Roi};
     use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
-    let dev = GpuDevice::open(0)?;
+    let dev = GpuDevice::open(args.cuda_device)?;
     let nv = NvJpeg::load()?;
     let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware)?;
     let check = dec.check_against_cpu();
@@ -249,7 +252,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut gpu_line = "none".to_string();
     if args.devices != DevicesArg::Cpu {
-        match GpuDevice::open(0).and_then(|d| Ok((GpuBatchOps::new(d.clone(), 2)?, d))) {
+        match GpuDevice::open(args.cuda_device)
+            .and_then(|d| Ok((GpuBatchOps::new(d.clone(), 2)?, d)))
+        {
             Ok((g, dev)) => {
                 gpu_line = g.device();
                 devices.push((g.device(), Arc::new(g)));

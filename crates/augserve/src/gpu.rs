@@ -12,6 +12,9 @@ pub struct GpuArgs {
     /// nothing printed); what scripts/run.sh installs. Opens no device.
     #[arg(long)]
     pub missing_libs: bool,
+    /// Which GPU to report on: its CUDA device ordinal.
+    #[arg(long, default_value_t = 0, env = "AUGSERVE_CUDA_DEVICE")]
+    pub cuda_device: usize,
 }
 
 /// Prints the report; fails (exit 1) when the GPU batch ops are not usable.
@@ -51,7 +54,7 @@ pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
         ),
         Err(e) => println!("nvJPEG: {e}"),
     }
-    let device = GpuDevice::open(0).and_then(|d| GpuBatchOps::new(d, 2));
+    let device = GpuDevice::open(args.cuda_device).and_then(|d| GpuBatchOps::new(d, 2));
     let mut ops = match device {
         Ok(ops) => ops,
         Err(e) => anyhow::bail!("{e}; batch ops and JPEG decoding run on the CPU"),

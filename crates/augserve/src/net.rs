@@ -22,6 +22,7 @@ variables, then flags. Keys (TOML / environment variable):
                                               format: image_folder | file_list | webdataset
                                               (guessed when absent)
   device / AUGSERVE_DEVICE                    auto | cpu | gpu (default auto)
+  cuda_device / AUGSERVE_CUDA_DEVICE          which GPU: CUDA device ordinal (default 0)
   threads / AUGSERVE_THREADS                  worker threads, 0 = one per core
   grace_period_s / AUGSERVE_GRACE_PERIOD_S    seconds streams get after SIGTERM (default 10)
   metrics_listen / AUGSERVE_METRICS_LISTEN    Prometheus /metrics address, e.g. 0.0.0.0:9090

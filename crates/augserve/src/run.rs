@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// usable (driver, device, NVRTC) and the spec's placement allows, else the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "AUGSERVE_DEVICE")]
     device: DeviceArg,
+    /// Which GPU: its CUDA device ordinal, as CUDA_VISIBLE_DEVICES numbers them (e.g. the
+    /// local rank when several runs share a multi-GPU host).
+    #[arg(long, default_value_t = 0, env = "AUGSERVE_CUDA_DEVICE")]
+    cuda_device: usize,
     /// Decode JPEGs on the GPU too (nvJPEG; the hardware engine on A100/H100/H200), split
     /// with the CPU workers by their measured rates. Needs `--device gpu` or `auto` with a
     /// usable GPU; without nvJPEG, decoding stays on the CPU and the run says why.
@@ -238,6 +242,7 @@ pub fn describe_gpu(gpu: &GpuBatchOps) -> String {
 /// Returns it with a line saying what was chosen and why.
 fn choose_batch_ops(
     device: DeviceArg,
+    cuda_device: usize,
     spec: &PipelineSpec,
     cpu: CpuBatchOps,
     gpu_decode: Option<DecodeSplit>,
@@ -251,7 +256,7 @@ fn choose_batch_ops(
     if !allowed {
         return Ok((Arc::new(cpu), "cpu (as asked)".into()));
     }
-    match GpuDevice::open(0).and_then(|d| GpuBatchOps::new(d, 2)) {
+    match GpuDevice::open(cuda_device).and_then(|d| GpuBatchOps::new(d, 2)) {
         Ok(mut gpu) => {
             let mut line = describe_gpu(&gpu);
             if let Some(split) = gpu_decode {
@@ -324,7 +329,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let split = DecodeSplit::from_settings(args.gpu_decode, args.gpu_decode_share)
         .map_err(anyhow::Error::msg)?;
-    let (ops, ops_line) = choose_batch_ops(args.device, &spec, CpuBatchOps { resize }, split)?;
+    let (ops, ops_line) = choose_batch_ops(
+        args.device,
+        args.cuda_device,
+        &spec,
+        CpuBatchOps { resize },
+        split,
+    )?;
     let decode_ops = ops.clone();
     let pipeline = Pipeline::new(
         dataset.clone(),
