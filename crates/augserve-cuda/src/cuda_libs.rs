@@ -1,10 +1,11 @@
 //! Finding the CUDA libraries opened at run time (libnvrtc, libnvjpeg) where the dynamic
 //! loader does not look by itself.
 //!
-//! Opened by file name alone, LD_LIBRARY_PATH and the loader's cache would decide. A GPU host often has them elsewhere: in the CUDA toolkit's
-//! folder, or in PyPI's NVIDIA wheels of a Python environment (`site-packages/nvidia/
-//! cuda_nvrtc/lib`, which PyTorch's CUDA 12 builds bring; `nvidia/nvjpeg/lib`, CUDA 13's
-//! `nvidia/cu13/lib`), or where `scripts/run.sh` installed them (`AUGSERVE_CUDA_LIB_DIRS`).
+//! Opened by file name alone, LD_LIBRARY_PATH and the loader's cache would decide. A GPU
+//! host often has them elsewhere: in the CUDA toolkit's folder, or in PyPI's NVIDIA wheels
+//! of a Python environment (`site-packages/nvidia/cuda_nvrtc/lib`, which PyTorch's CUDA 12
+//! builds bring; `nvidia/nvjpeg/lib`; CUDA 13's wheels share `nvidia/cu13/lib`), or where
+//! `scripts/run.sh` installed them (`AUGSERVE_CUDA_LIB_DIRS`).
 //! When the loader cannot find a library by name, it is looked for in those folders and
 //! opened by its full path (`open_first`).
 //!

@@ -1,7 +1,8 @@
 //! augserve-cuda: the GPU batch ops. Our CUDA kernels (`kernels/*.cu`) are compiled once per
 //! process by NVRTC (`nvrtc`, loaded at run time) to machine code for the device's own
 //! architecture and launched through cudarc, which loads libcuda at run time: the crate
-//! builds without a CUDA toolkit and runs without a GPU, where [`GpuDevice::open`] returns a [`GpuError`] and callers use the CPU.
+//! builds without a CUDA toolkit and runs without a GPU, where [`GpuDevice::open`] returns
+//! a [`GpuError`] and callers use the CPU.
 
 pub mod cuda_libs;
 pub mod decode_check;

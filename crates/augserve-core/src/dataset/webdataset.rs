@@ -1,7 +1,7 @@
 //! WebDataset tar shards. Members sharing a key (the member path up to the first dot of its
 //! file name) form one sample: `.jpg`/`.jpeg`/`.png` holds the image, `.cls` the label as
-//! decimal text. The index stores each image's byte range, so reads are a single `pread`; tar member
-//! names are never used as filesystem paths.
+//! decimal text. The index stores each image's byte range, so reads are a single `pread`;
+//! tar member names are never used as filesystem paths.
 
 use std::collections::BTreeMap;
 use std::fs::File;
