@@ -37,7 +37,7 @@ pub struct GpuDevice {
 /// compile the kernels, no GPU needed. Found by the dynamic loader, or in the CUDA toolkit's
 /// folder or a Python environment's NVIDIA wheels (`cuda_libs`).
 pub fn nvrtc_available() -> bool {
-    crate::nvrtc::newest().is_ok()
+    crate::nvrtc::preferred().is_ok()
 }
 
 fn driver_available() -> bool {
@@ -54,7 +54,7 @@ impl GpuDevice {
         }
         // Before touching the device: a host without a usable NVRTC says so without creating
         // a context.
-        let nvrtc = crate::nvrtc::newest().map_err(GpuError::NoNvrtc)?;
+        let nvrtc = crate::nvrtc::preferred().map_err(GpuError::NoNvrtc)?;
         tracing::debug!("libnvrtc: {}", nvrtc.found);
         let driver_cuda = crate::cuda_libs::driver_cuda_version().unwrap_or_default();
         let count = CudaContext::device_count().map_err(|e| GpuError::NoDevice(format!("{e}")))?;

@@ -172,20 +172,20 @@ pub fn compile_with(nvrtc: &Nvrtc, target: Target) -> Result<CompiledKernels, Gp
     })
 }
 
-/// Compiles the module for a device of compute capability `cc`: with the newest NVRTC the
-/// driver runs, or an older one where the newest no longer supports the device (CUDA 13
+/// Compiles the module for a device of compute capability `cc`: with the preferred NVRTC
+/// (`nvrtc::preferred`), or an older one where it no longer supports the device (CUDA 13
 /// dropped architectures before 7.5).
 pub fn compile_for_device(cc: (i32, i32)) -> Result<CompiledKernels, GpuError> {
     let arch = (cc.0 * 10 + cc.1).max(0) as u32;
-    let newest = crate::nvrtc::newest().map_err(GpuError::NoNvrtc)?;
-    if let Some(target) = target_for(arch, &newest.supported_archs) {
-        return compile_with(newest, target);
+    let preferred = crate::nvrtc::preferred().map_err(GpuError::NoNvrtc)?;
+    if let Some(target) = target_for(arch, &preferred.supported_archs) {
+        return compile_with(preferred, target);
     }
     let too_old = format!(
         "compute capability {}.{} is older than NVRTC {}.{} supports ({})",
-        cc.0, cc.1, newest.version.0, newest.version.1, newest.found
+        cc.0, cc.1, preferred.version.0, preferred.version.1, preferred.found
     );
-    let older = crate::nvrtc::older_than(newest.version.0)
+    let older = crate::nvrtc::older_than(preferred.version.0)
         .map_err(|e| GpuError::NoNvrtc(format!("{too_old}, and no older NVRTC: {e}")))?;
     let target = target_for(arch, &older.supported_archs).ok_or_else(|| {
         GpuError::NoNvrtc(format!(
@@ -196,10 +196,13 @@ pub fn compile_for_device(cc: (i32, i32)) -> Result<CompiledKernels, GpuError> {
     compile_with(older, target)
 }
 
-/// Compiles the module for `target` with the newest NVRTC found (no device involved: CI
+/// Compiles the module for `target` with the preferred NVRTC (no device involved: CI
 /// and tests).
 pub fn compile(target: Target) -> Result<CompiledKernels, GpuError> {
-    compile_with(crate::nvrtc::newest().map_err(GpuError::NoNvrtc)?, target)
+    compile_with(
+        crate::nvrtc::preferred().map_err(GpuError::NoNvrtc)?,
+        target,
+    )
 }
 
 /// Mirrors `ResizeDesc` in kernels/resize.cuh.

@@ -63,17 +63,19 @@ pub struct Nvrtc {
     _lib: libloading::Library,
 }
 
-/// The newest NVRTC the installed driver runs (any, without a driver), loaded once per
-/// process. Err: why none is usable.
-pub fn newest() -> Result<&'static Nvrtc, String> {
-    static NEWEST: OnceLock<Result<Nvrtc, String>> = OnceLock::new();
-    NEWEST
+/// The NVRTC to compile with, loaded once per process: the first the search finds that the
+/// installed driver runs (any, without a driver), the dynamic loader's before the searched
+/// folders' and the newest CUDA first in each (`cuda_libs::open_first`). Err: why none is
+/// usable.
+pub fn preferred() -> Result<&'static Nvrtc, String> {
+    static PREFERRED: OnceLock<Result<Nvrtc, String>> = OnceLock::new();
+    PREFERRED
         .get_or_init(|| Nvrtc::load(cuda_libs::driver_cuda_version(), None))
         .as_ref()
         .map_err(Clone::clone)
 }
 
-/// The newest NVRTC of a CUDA major version before `major`, for devices `newest()` no
+/// The newest NVRTC of a CUDA major version before `major`, for devices `preferred()` no
 /// longer supports; loaded once per process.
 pub fn older_than(major: i32) -> Result<&'static Nvrtc, String> {
     static OLDER: OnceLock<Result<Nvrtc, String>> = OnceLock::new();
@@ -104,9 +106,9 @@ impl Drop for ProgramGuard<'_> {
 }
 
 impl Nvrtc {
-    /// The library to compile with: the newest the driver can run (`driver`, e.g. (12, 4);
-    /// None without a driver, when only compiling), with its major version at most
-    /// `max_major`. Err: why none was found or usable.
+    /// Loads the first libnvrtc the search finds that a driver running CUDA `driver` (e.g.
+    /// (12, 4); None without a driver, when only compiling) can use, of CUDA `max_major` or
+    /// older. Err: why none was found or usable.
     pub fn load(driver: Option<(i32, i32)>, max_major: Option<i32>) -> Result<Self, String> {
         cuda_libs::open_first(
             CudaLib::Nvrtc,

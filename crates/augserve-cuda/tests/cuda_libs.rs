@@ -98,25 +98,25 @@ fn child(root: &Path, setup: impl FnOnce(&mut Command) -> &mut Command) {
 fn in_child(root: &Path, case: &str) {
     let cu13 = case == "cu13";
     let major = if cu13 { 13 } else { 12 };
-    // The newest NVRTC found comes from `root`: the loader alone cannot see it here.
-    let newest = nvrtc::newest().expect("libnvrtc");
-    let Found::At(path) = &newest.found else {
+    // The preferred NVRTC comes from `root`: the loader alone cannot see it here.
+    let preferred = nvrtc::preferred().expect("libnvrtc");
+    let Found::At(path) = &preferred.found else {
         panic!(
             "libnvrtc {}: the loader found it without LD_LIBRARY_PATH; nothing to test",
-            newest.found
+            preferred.found
         )
     };
     assert!(path.starts_with(root), "{}", path.display());
-    assert_eq!(newest.version.0, major, "{}", path.display());
+    assert_eq!(preferred.version.0, major, "{}", path.display());
     for target in [Target::Ptx(DEFAULT_ARCH), Target::Cubin(90)] {
-        let compiled = compile_with(newest, target).expect("kernels compile");
+        let compiled = compile_with(preferred, target).expect("kernels compile");
         check_compiled(&compiled, target);
     }
     println!(
         "found libnvrtc {}.{} at {} and compiled {} kernels with it, to PTX and to sm_90 \
          machine code",
-        newest.version.0,
-        newest.version.1,
+        preferred.version.0,
+        preferred.version.1,
         path.display(),
         KERNEL_NAMES.len()
     );
@@ -142,7 +142,7 @@ fn in_child(root: &Path, case: &str) {
     };
     assert_eq!(for_device((9, 0)), (Target::Cubin(90), 13));
     assert_eq!(for_device((7, 0)), (Target::Cubin(70), 12));
-    let newest_arch = *newest.supported_archs.iter().max().expect("archs") as u32;
+    let newest_arch = *preferred.supported_archs.iter().max().expect("archs") as u32;
     assert_eq!(for_device((99, 0)), (Target::Ptx(newest_arch), 13));
     let too_old = compile_for_device((3, 0))
         .err()

@@ -19,7 +19,7 @@ pub struct GpuArgs {
 
 /// Prints the report; fails (exit 1) when the GPU batch ops are not usable.
 pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
-    let nvrtc = augserve_cuda::nvrtc::newest();
+    let nvrtc = augserve_cuda::nvrtc::preferred();
     let nvjpeg = NvJpeg::load();
     if args.missing_libs {
         if nvrtc.is_err() {
