@@ -162,16 +162,23 @@ pub fn open_first<T>(
             return Ok(t);
         }
     }
-    let mut reason = not_found_reason(lib, &dirs);
-    if !problems.is_empty() {
-        reason = format!(
-            "no usable {}: {}; {}",
-            lib.short_name(),
-            problems.join("; "),
-            install_hint(lib)
-        );
+    if problems.is_empty() {
+        return Err(not_found_reason(lib, &dirs));
     }
-    Err(reason)
+    let hint = match driver {
+        // CUDA 12's libraries are the oldest augserve binds (cubins need NVRTC 11.2+, the
+        // kernels CUDA 12).
+        Some((major, minor)) if major < 12 => format!(
+            "the driver runs CUDA {major}.{minor}; augserve's GPU path needs a driver for CUDA \
+             12 or later"
+        ),
+        _ => install_hint(lib),
+    };
+    Err(format!(
+        "no usable {}: {}; {hint}",
+        lib.short_name(),
+        problems.join("; ")
+    ))
 }
 
 /// Why a library of CUDA version `> limit` is skipped.

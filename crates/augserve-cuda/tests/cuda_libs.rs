@@ -162,7 +162,8 @@ fn in_child(root: &Path, case: &str) {
         panic!("a CUDA 11.8 driver cannot run CUDA 12's or 13's NVRTC")
     };
     assert!(
-        why.contains("libnvrtc.so.13 is CUDA 13, newer than the driver, which runs CUDA 11.8"),
+        why.contains("libnvrtc.so.13 is CUDA 13, newer than the driver, which runs CUDA 11.8")
+            && why.ends_with("needs a driver for CUDA 12 or later"),
         "{why}"
     );
     println!(
