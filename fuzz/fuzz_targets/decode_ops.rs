@@ -1,5 +1,6 @@
-//! Arbitrary bytes as a JPEG or PNG through the whole per-image stage (header check, decode, crop
-//! choice, colour jitter) and the CPU batch stage (resize, mixup, normalise, statistics).
+//! Arbitrary bytes as a JPEG, PNG or WebP through the whole per-image stage (header check,
+//! decode, crop choice, colour jitter) and the CPU batch stage (resize, mixup, normalise,
+//! statistics).
 //! Must never panic, hang or allocate past the limits; bad input is a per-image error.
 #![no_main]
 

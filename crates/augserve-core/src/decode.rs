@@ -1,5 +1,6 @@
-//! Image decoding to RGB bytes: JPEG with zune-jpeg, PNG with the image crate's decoder (for
-//! datasets that mix in PNGs; ImageNet's training set itself has one PNG under a .JPEG name).
+//! Image decoding to RGB bytes: JPEG with zune-jpeg; PNG and WebP with the image crate's
+//! decoders, for datasets that mix them in (ImageNet's training set itself has one PNG under
+//! a .JPEG name; web-scraped sets carry WebP).
 //! The header is read first so that oversize images are refused before any pixel buffer is
 //! allocated.
 
@@ -43,6 +44,7 @@ pub fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
 pub enum ImageFormat {
     Jpeg,
     Png,
+    WebP,
 }
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -53,24 +55,69 @@ pub fn sniff_format(bytes: &[u8]) -> Result<ImageFormat, SampleErrorKind> {
     if bytes.starts_with(b"\x89PNG") {
         return Ok(ImageFormat::Png);
     }
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        return Ok(ImageFormat::WebP);
+    }
     check_signature(bytes).map(|()| ImageFormat::Jpeg)
 }
 
-/// Width and height from a JPEG's or PNG's header, without decoding pixels.
+/// Width and height from a JPEG's, PNG's or WebP's header, without decoding pixels.
 pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
     match sniff_format(bytes)? {
         ImageFormat::Jpeg => jpeg_dimensions(bytes),
         ImageFormat::Png => png_dimensions(bytes),
+        ImageFormat::WebP => webp_decoder(bytes).map(|d| image::ImageDecoder::dimensions(&d)),
     }
 }
 
-/// Decodes a JPEG or a PNG to RGB (`decode_jpeg`, `decode_png`).
+/// Decodes a JPEG, PNG or WebP to RGB (`decode_jpeg`, `decode_png`, `decode_webp`).
 pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
     check_file_size(bytes, limits)?;
     match sniff_format(bytes)? {
         ImageFormat::Jpeg => decode_jpeg(bytes, limits),
         ImageFormat::Png => decode_png(bytes, limits),
+        ImageFormat::WebP => decode_webp(bytes, limits),
     }
+}
+
+/// A WebP decoder with the file's chunk headers read (no pixels decoded or allocated).
+fn webp_decoder(
+    bytes: &[u8],
+) -> Result<image::codecs::webp::WebPDecoder<std::io::Cursor<&[u8]>>, SampleErrorKind> {
+    image::codecs::webp::WebPDecoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| SampleErrorKind::Decode(format!("WebP: {e}")))
+}
+
+/// Decodes a WebP (lossy or lossless; an animation's first frame) to RGB, alpha dropped as
+/// for PNG. Equal byte for byte to libwebp's output (through Pillow) in CI.
+pub fn decode_webp(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
+    check_file_size(bytes, limits)?;
+    // A decoder bug on hostile input must fail this image, not the worker thread.
+    std::panic::catch_unwind(|| {
+        let decoder = webp_decoder(bytes)?;
+        let (w, h) = image::ImageDecoder::dimensions(&decoder);
+        check_pixels(w, h, limits)?;
+        to_rgb(decoder, w, h, "WebP")
+    })
+    .unwrap_or_else(|_| {
+        Err(SampleErrorKind::Decode(
+            "WebP decoder panicked on this input".into(),
+        ))
+    })
+}
+
+/// Decodes with one of the image crate's decoders (headers read, size checked) to RGB.
+fn to_rgb(
+    decoder: impl image::ImageDecoder,
+    w: u32,
+    h: u32,
+    format: &str,
+) -> Result<RgbImage, SampleErrorKind> {
+    let rgb = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| SampleErrorKind::Decode(format!("{format}: {e}")))?
+        .into_rgb8();
+    RgbImage::from_vec(w, h, rgb.into_raw())
+        .ok_or_else(|| SampleErrorKind::Decode(format!("{format}: decoded size does not match")))
 }
 
 /// Width and height from a PNG's IHDR chunk, which must come first.
@@ -112,11 +159,7 @@ pub fn decode_png(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Sampl
                 "PNG: size differs from IHDR".into(),
             ));
         }
-        let rgb = image::DynamicImage::from_decoder(decoder)
-            .map_err(png_error)?
-            .into_rgb8();
-        RgbImage::from_vec(w, h, rgb.into_raw())
-            .ok_or_else(|| SampleErrorKind::Decode("PNG: decoded size does not match".into()))
+        to_rgb(decoder, w, h, "PNG")
     })
     .unwrap_or_else(|_| {
         Err(SampleErrorKind::Decode(
@@ -195,11 +238,11 @@ fn check_signature(bytes: &[u8]) -> Result<(), SampleErrorKind> {
     } else if bytes.starts_with(b"GIF8") {
         "GIF data"
     } else if bytes.starts_with(b"RIFF") {
-        "RIFF/WebP data"
+        "RIFF data that is not WebP"
     } else if bytes.starts_with(b"BM") {
         "BMP data"
     } else {
-        "no JPEG start-of-image marker"
+        "neither a JPEG start-of-image marker nor a PNG signature"
     };
     Err(SampleErrorKind::UnsupportedFormat(what.into()))
 }
@@ -251,7 +294,10 @@ mod tests {
         let unsupported = |r: Result<RgbImage, SampleErrorKind>, what: &str| matches!(r, Err(SampleErrorKind::UnsupportedFormat(m)) if m.contains(what));
         assert!(unsupported(decode_image(b"", &l), "empty"));
         assert!(unsupported(decode_image(b"GIF89a", &l), "GIF"));
-        assert!(unsupported(decode_image(b"RIFF....WEBP", &l), "WebP"));
+        assert!(unsupported(
+            decode_image(b"RIFF\x04\0\0\0WAVE", &l),
+            "not WebP"
+        ));
         // Where only a JPEG will do (the GPU decoder's CPU fallback), a PNG is refused.
         assert!(unsupported(decode_jpeg(b"\x89PNG\r\n\x1a\n", &l), "PNG"));
         assert!(matches!(
@@ -278,6 +324,46 @@ mod tests {
             )
             .unwrap();
         out
+    }
+
+    #[test]
+    fn webp_header_is_checked_before_decoding() {
+        use image::ImageEncoder;
+        let l = DecodeLimits::default();
+        let mut ok = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut ok)
+            .write_image(&[200u8; 9 * 4 * 3], 9, 4, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        assert_eq!(sniff_format(&ok).unwrap(), ImageFormat::WebP);
+        assert_eq!(image_dimensions(&ok).unwrap(), (9, 4));
+        let img = decode_image(&ok, &l).unwrap();
+        assert_eq!((img.width, img.height), (9, 4));
+        assert!(img.data.iter().all(|&v| v == 200));
+        // A lossless header (VP8L: signature byte 0x2f, then 14-bit width-1 and height-1)
+        // claiming 16383 x 16383: refused from the header, no pixel buffer.
+        assert_eq!(&ok[12..16], b"VP8L");
+        let mut huge = ok.clone();
+        let packed: u32 = 16382 | (16382 << 14);
+        huge[21..25].copy_from_slice(&packed.to_le_bytes());
+        assert!(matches!(
+            decode_image(&huge, &l),
+            Err(SampleErrorKind::TooManyPixels {
+                width: 16383,
+                height: 16383,
+                ..
+            })
+        ));
+        // image-webp 0.2.4 reads the largest size, 16384, as 0 (it masks after adding one):
+        // such a file fails as a zero-size image rather than decoding.
+        huge[21..25].copy_from_slice(&(16383u32 | (16383 << 14)).to_le_bytes());
+        let e = decode_image(&huge, &l);
+        assert!(matches!(e, Err(SampleErrorKind::Decode(m)) if m.contains("zero dimension")));
+        for cut in [12, 16, 22, ok.len() - 3] {
+            match decode_image(&ok[..cut], &l) {
+                Err(SampleErrorKind::Decode(m)) => assert!(m.starts_with("WebP"), "{cut}: {m}"),
+                other => panic!("{cut} bytes: {other:?}"),
+            }
+        }
     }
 
     #[test]

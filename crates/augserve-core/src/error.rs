@@ -83,8 +83,8 @@ pub enum SampleErrorKind {
         pixels: u64,
         limit: u64,
     },
-    /// Neither JPEG nor PNG (or, where only a JPEG will do, not a JPEG).
-    #[error("unsupported image format: {0} (augserve decodes JPEG and PNG)")]
+    /// Not JPEG, PNG or WebP (or, where only a JPEG will do, not a JPEG).
+    #[error("unsupported image format: {0} (augserve decodes JPEG, PNG and WebP)")]
     UnsupportedFormat(String),
     #[error("corrupt image: {0}")]
     Decode(String),

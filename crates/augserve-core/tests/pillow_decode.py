@@ -1,8 +1,9 @@
-"""Reference PNG decodes with Pillow for tests/png_vs_pillow.rs.
+"""Reference PNG and WebP decodes with Pillow for tests/decode_vs_pillow.rs.
 
 argv[1]: a scratch folder; argv[2]: a JSON list of PNG paths. First writes, into the
 folder, PNGs of kinds the Rust side cannot write (palette, palette with a transparent
-colour, 1-bit). Then decodes each listed file and each of those with
+colour, 1-bit) and WebPs (libwebp's lossy, lossless, and lossy with alpha) of the listed
+RGB PNGs of at least 64x64. Then decodes each listed file and each of those with
 Image.open(path).convert("RGB"), as torchvision's ImageFolder loader does, writes the raw
 RGB bytes to <folder>/<index>.rgb and prints one JSON list describing them.
 """
@@ -25,6 +26,19 @@ for name, extra in [("pillow_palette.png", {}), ("pillow_palette_trns.png", {"tr
 checker = bytes(((x ^ y) & 1) * 255 for y in range(h) for x in range(w))
 Image.frombytes("L", (w, h), checker).convert("1").save(os.path.join(out_dir, "pillow_1bit.png"))
 paths.append(os.path.join(out_dir, "pillow_1bit.png"))
+
+for src in list(paths):
+    img = Image.open(src)
+    if img.mode != "RGB" or min(img.size) < 64:
+        continue
+    base = os.path.join(out_dir, os.path.basename(src)[:-4])
+    for name, image, options in [
+        ("lossy", img, {"quality": 80}),
+        ("lossless", img, {"lossless": True}),
+        ("alpha", img.convert("RGBA"), {"quality": 80}),
+    ]:
+        image.save(f"{base}_{name}.webp", **options)
+        paths.append(f"{base}_{name}.webp")
 
 results = []
 for i, path in enumerate(paths):

@@ -326,11 +326,11 @@ fn deferred_decoding_gives_the_same_batches_and_per_image_errors() {
     );
 }
 
-/// PNGs in a dataset (ImageNet's training set has one under a .JPEG name; other datasets
-/// are all PNG) go through the same stages: a lossless PNG of a JPEG's decoded pixels gives
-/// the same output image as the JPEG, whatever its file name says.
+/// PNGs and WebPs in a dataset (ImageNet's training set has one PNG under a .JPEG name; other
+/// datasets are all PNG or WebP) go through the same stages: a lossless PNG or WebP of a
+/// JPEG's decoded pixels gives the same output image as the JPEG, whatever its name says.
 #[test]
-fn png_images_give_the_output_of_their_pixels() {
+fn png_and_webp_images_give_the_output_of_their_pixels() {
     use image::ImageEncoder;
     let d = tempfile::tempdir().unwrap();
     demo::write_demo_dataset(d.path(), 2).unwrap();
@@ -361,6 +361,18 @@ fn png_images_give_the_output_of_their_pixels() {
         // One named .png, one under a .jpg name.
         let name = if i == 0 { "a.png" } else { "b_really_png.jpg" };
         std::fs::write(png_dir.join(name), png).unwrap();
+        if i == 0 {
+            let mut webp = Vec::new();
+            image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
+                .write_image(
+                    &img.data,
+                    img.width,
+                    img.height,
+                    image::ExtendedColorType::Rgb8,
+                )
+                .unwrap();
+            std::fs::write(png_dir.join("c.webp"), webp).unwrap();
+        }
     }
     let ds = Arc::new(Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 24).unwrap());
     let spec = PipelineSpec {
@@ -393,6 +405,7 @@ fn png_images_give_the_output_of_their_pixels() {
         image_of(&rel).to_vec()
     };
     assert_eq!(image_of("zz_png/a.png"), twin(&jpegs[0]).as_slice());
+    assert_eq!(image_of("zz_png/c.webp"), twin(&jpegs[0]).as_slice());
     assert_eq!(
         image_of("zz_png/b_really_png.jpg"),
         twin(&jpegs[1]).as_slice()

@@ -185,7 +185,7 @@ class Client:
         seed: int = 0,
         epoch: int = 0,
     ) -> Batch:
-        """Augments encoded JPEGs or PNGs into one batch (stateless). Bad images become `batch.errors`
+        """Augments encoded JPEGs (PNGs, WebPs) into one batch (stateless). Bad images become `batch.errors`
         (or raise FailedPreconditionError with on_error="fail")."""
         req = pb.AugmentImagesRequest(
             images=list(images),

@@ -15,9 +15,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result, SampleErrorKind};
 
-/// Image file extensions indexed by the folder and WebDataset formats (JPEG and PNG; the
+/// Image file extensions indexed by the folder and WebDataset formats (JPEG, PNG, WebP; the
 /// decoder goes by the bytes, not the name).
-pub(crate) const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png"];
+pub(crate) const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jpe", "jfif", "png", "webp"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

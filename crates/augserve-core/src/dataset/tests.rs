@@ -13,13 +13,14 @@ fn image_folder_sorts_classes_and_finds_nested_images() {
     write(&d.path().join("ant/x/b.JPEG"), b"a");
     write(&d.path().join("ant/c.jpg"), b"a2");
     write(&d.path().join("ant/d.png"), b"a3");
+    write(&d.path().join("ant/e.webp"), b"a4");
     write(&d.path().join("ant/notes.txt"), b"-");
     let ds = Dataset::open(d.path(), DatasetFormat::ImageFolder, 1 << 20).unwrap();
     assert_eq!(ds.classes(), ["ant", "zebra"]);
-    assert_eq!(ds.len(), 4);
-    let labels: Vec<i64> = (0..4).map(|i| ds.entry(i).unwrap().label).collect();
-    assert_eq!(labels, vec![0, 0, 0, 1]);
-    assert_eq!(ds.read(3).unwrap(), b"z");
+    assert_eq!(ds.len(), 5);
+    let labels: Vec<i64> = (0..5).map(|i| ds.entry(i).unwrap().label).collect();
+    assert_eq!(labels, vec![0, 0, 0, 0, 1]);
+    assert_eq!(ds.read(4).unwrap(), b"z");
     assert_eq!(
         DatasetFormat::detect(d.path()).unwrap(),
         DatasetFormat::ImageFolder

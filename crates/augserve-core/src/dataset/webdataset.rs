@@ -1,5 +1,5 @@
 //! WebDataset tar shards. Members sharing a key (the member path up to the first dot of its
-//! file name) form one sample: `.jpg`/`.jpeg`/`.png` holds the image, `.cls` the label as
+//! file name) form one sample: `.jpg`/`.jpeg`/`.png`/`.webp` holds the image, `.cls` the label as
 //! decimal text. The index stores each image's byte range, so reads are a single `pread`;
 //! tar member names are never used as filesystem paths.
 

@@ -77,7 +77,7 @@ class AugServeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AugmentImages(self, request, context):
-        """Augments the encoded JPEGs (or PNGs) in the request into one batch (stateless). Bad images become
+        """Augments the encoded JPEGs (or PNGs, WebPs) in the request into one batch (stateless). Bad images become
         per-image errors in the batch (or FAILED_PRECONDITION with on_error FAIL). A request over
         the server's max_request_bytes is refused by the transport with OUT_OF_RANGE; more images
         than max_images_per_request gives RESOURCE_EXHAUSTED.

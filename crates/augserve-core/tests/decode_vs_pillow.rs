@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
-//! PNG decoding against Pillow's `Image.open(path).convert("RGB")` (what torchvision's
-//! ImageFolder loader gives a trainer): the reference suite's PNGs (real files of several
-//! kinds) and generated ones of every colour type and bit depth, palette and transparency
-//! included. 8-bit images must match byte for byte. 16-bit ones are checked against the
+//! PNG and WebP decoding against Pillow's `Image.open(path).convert("RGB")` (what
+//! torchvision's ImageFolder loader gives a trainer): the reference suite's PNGs (real files
+//! of several kinds), generated ones of every colour type and bit depth, palette and
+//! transparency included, and libwebp's lossy, lossless and alpha WebPs of the real RGB ones.
+//! 8-bit PNGs and every WebP must match byte for byte. 16-bit ones are checked against the
 //! exact rounding v/257 instead: Pillow keeps only the high byte of 16-bit RGB and clips
 //! 16-bit grayscale at 255, which is Pillow's behaviour, not the image's.
 //!
@@ -14,7 +15,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use augserve_core::decode::{decode_image, image_dimensions, DecodeLimits};
+use augserve_core::decode::{
+    decode_image, image_dimensions, sniff_format, DecodeLimits, ImageFormat,
+};
 use image::{ExtendedColorType, ImageEncoder};
 
 fn write_png(path: &Path, data: &[u8], w: u32, h: u32, color: ExtendedColorType) {
@@ -37,7 +40,7 @@ fn pattern(n: usize, seed: u32) -> Vec<u8> {
 }
 
 #[test]
-fn png_decodes_match_pillow() {
+fn png_and_webp_decodes_match_pillow() {
     let Some(python) = common::python_with_pillow() else {
         return;
     };
@@ -84,8 +87,8 @@ fn png_decodes_match_pillow() {
         String::from_utf8_lossy(&out.stderr)
     );
     let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(results.len(), paths.len() + 3, "Pillow's three of its own");
     let mut kinds = Vec::new();
+    let mut webps = 0;
     for r in &results {
         let path = r["path"].as_str().unwrap();
         let bytes = std::fs::read(path).unwrap();
@@ -98,6 +101,14 @@ fn png_decodes_match_pillow() {
         let ours = decode_image(&bytes, &DecodeLimits::default())
             .unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!((ours.width, ours.height), size, "{path}");
+        if sniff_format(&bytes).unwrap() == ImageFormat::WebP {
+            assert!(
+                ours.data == expected,
+                "{path}: differs from Pillow (libwebp)"
+            );
+            webps += 1;
+            continue;
+        }
         if bytes[24] == 16 {
             // A real 16-bit file: the exact rounding of its samples (see the top).
             let wide = image::load_from_memory(&bytes).unwrap().into_rgb16();
@@ -113,9 +124,16 @@ fn png_decodes_match_pillow() {
     kinds.dedup();
     println!(
         "{} PNGs equal to Pillow's (8-bit) or to v/257 (16-bit), byte for byte; (colour type, \
-         bit depth) covered: {kinds:?}",
-        results.len()
+         bit depth) covered: {kinds:?}; {webps} WebPs (lossy, lossless, alpha) equal to \
+         libwebp's",
+        results.len() - webps
     );
+    assert_eq!(
+        results.len() - webps,
+        paths.len() + 3,
+        "Pillow's three PNGs of its own"
+    );
+    assert!(webps >= 6, "WebPs of at least two real images");
     for needed in [(0, 1), (0, 8), (2, 8), (3, 8), (4, 8), (6, 8)] {
         assert!(kinds.contains(&needed), "no PNG of kind {needed:?}");
     }
