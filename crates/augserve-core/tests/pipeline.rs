@@ -349,28 +349,27 @@ fn png_and_webp_images_give_the_output_of_their_pixels() {
             &augserve_core::DecodeLimits::default(),
         )
         .unwrap();
-        let mut png = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut png)
-            .write_image(
-                &img.data,
-                img.width,
-                img.height,
-                image::ExtendedColorType::Rgb8,
-            )
-            .unwrap();
-        // One named .png, one under a .jpg name.
+        // Lossless encodings of the same pixels.
+        let encode = |encoder: &dyn Fn(&mut Vec<u8>) -> image::ImageResult<()>| {
+            let mut out = Vec::new();
+            encoder(&mut out).unwrap();
+            out
+        };
+        let (data, w, h, rgb) = (
+            &img.data,
+            img.width,
+            img.height,
+            image::ExtendedColorType::Rgb8,
+        );
+        let png =
+            encode(&|out| image::codecs::png::PngEncoder::new(out).write_image(data, w, h, rgb));
+        // One named .png, one under a .jpg name; a WebP of the first.
         let name = if i == 0 { "a.png" } else { "b_really_png.jpg" };
         std::fs::write(png_dir.join(name), png).unwrap();
         if i == 0 {
-            let mut webp = Vec::new();
-            image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
-                .write_image(
-                    &img.data,
-                    img.width,
-                    img.height,
-                    image::ExtendedColorType::Rgb8,
-                )
-                .unwrap();
+            let webp = encode(&|out| {
+                image::codecs::webp::WebPEncoder::new_lossless(out).write_image(data, w, h, rgb)
+            });
             std::fs::write(png_dir.join("c.webp"), webp).unwrap();
         }
     }
