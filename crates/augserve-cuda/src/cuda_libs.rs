@@ -265,11 +265,6 @@ pub fn files_in(lib: CudaLib, dirs: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The first file of `lib` in `dirs` (in folder order, then name order).
-pub fn find_in(lib: CudaLib, dirs: &[PathBuf]) -> Option<PathBuf> {
-    files_in(lib, dirs).into_iter().next()
-}
-
 /// Where a library came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
@@ -320,6 +315,11 @@ pub fn not_found_reason(lib: CudaLib, dirs: &[PathBuf]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file `open_first` tries first among the folders.
+    fn find_in(lib: CudaLib, dirs: &[PathBuf]) -> Option<PathBuf> {
+        files_in(lib, dirs).into_iter().next()
+    }
 
     fn touch(p: &Path) {
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
