@@ -132,7 +132,7 @@ fn batch_assembly(c: &mut Criterion) {
         ("reference_resize", CpuResize::Reference),
         ("fast_resize", CpuResize::Fast),
     ] {
-        let ops = CpuBatchOps { resize };
+        let ops = CpuBatchOps::new(resize);
         g.bench_function(name, |b| {
             b.iter(|| ops.run(black_box(&images), &plan, &spec, &pool))
         });

@@ -8,6 +8,7 @@
 //! results never depend on threading.
 
 pub mod batch;
+pub mod buffers;
 pub mod dataset;
 pub mod decode;
 pub mod demo;

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use rayon::ThreadPool;
 
 use crate::batch::{Batch, StageTimings, Tensor};
+use crate::buffers::BufferPool;
 use crate::dataset::Dataset;
 use crate::decode::{decode_image, decode_jpeg, DecodeLimits};
 use crate::error::{Error, Result, SampleError, SampleErrorKind};
@@ -16,7 +17,7 @@ use crate::image::RgbImage;
 use crate::ops::color::{apply_color_jitter, ColorFactors};
 use crate::ops::crop::{choose_crop, CropBox};
 use crate::ops::mix::{mix_normalize_image, plan_mix, soft_targets, MixPlan, NormalizeCoeffs};
-use crate::ops::resize::{read_region, resize_u8_reference, FastResizer};
+use crate::ops::resize::{read_region, resize_u8_reference_into, FastResizer};
 use crate::ops::stats::{abs_dev_sums, combine_stats, output_percentiles, BatchStats};
 use crate::rng::{keyed_rng, Purpose};
 use crate::spec::{ErrorPolicy, Layout, PipelineSpec};
@@ -199,6 +200,9 @@ pub trait BatchOps: Send + Sync {
         None
     }
 
+    /// Takes back a finished batch's tensor buffer (`Pipeline::recycle`) for a later batch.
+    fn recycle(&self, _buf: Vec<u8>) {}
+
     fn run(
         &self,
         images: &[PreparedImage],
@@ -268,6 +272,13 @@ pub enum CpuResize {
 #[derive(Debug, Default, Clone)]
 pub struct CpuBatchOps {
     pub resize: CpuResize,
+    /// The resized images' buffer and output tensors given back (`BatchOps::recycle`).
+    pub buffers: Arc<BufferPool>,
+}
+
+/// Output tensor size in bytes for `n` images.
+pub fn tensor_bytes(spec: &PipelineSpec, n: usize) -> usize {
+    tensor_shape(spec, n).iter().product::<usize>() * spec.output.dtype.size_bytes()
 }
 
 /// Output tensor shape for `n` images.
@@ -280,6 +291,14 @@ pub fn tensor_shape(spec: &PipelineSpec, n: usize) -> [usize; 4] {
 }
 
 impl CpuBatchOps {
+    /// CPU batch ops with the given resize implementation.
+    pub fn new(resize: CpuResize) -> Self {
+        CpuBatchOps {
+            resize,
+            ..Default::default()
+        }
+    }
+
     /// Resizes every prepared image into one contiguous HWC u8 batch.
     pub fn resize_batch(
         &self,
@@ -289,15 +308,18 @@ impl CpuBatchOps {
     ) -> Vec<u8> {
         let (w, h) = (spec.size.width, spec.size.height);
         let img_len = w as usize * h as usize * 3;
-        let mut out = vec![0u8; images.len() * img_len];
+        // Every byte is written below (one whole image per chunk), so a reused buffer's old
+        // contents never show.
+        let mut out = self.buffers.take(images.len() * img_len);
         pool.install(|| {
             out.par_chunks_mut(img_len.max(1))
                 .zip(images.par_iter())
                 .for_each_init(FastResizer::default, |fast, (dst, im)| {
                     match self.resize {
                         CpuResize::Fast => fast.resize_into(&im.region, im.crop, w, h, dst),
-                        CpuResize::Reference => dst
-                            .copy_from_slice(&resize_u8_reference(&im.region, im.crop, w, h).data),
+                        CpuResize::Reference => {
+                            resize_u8_reference_into(&im.region, im.crop, w, h, dst)
+                        }
                     }
                     if im.flip {
                         flip_rows(dst, w as usize);
@@ -327,12 +349,24 @@ pub fn mix_normalize_batch(
     spec: &PipelineSpec,
     pool: &ThreadPool,
 ) -> (Tensor, BatchStats) {
+    mix_normalize_batch_into(resized, plan, spec, pool, Vec::new())
+}
+
+/// [`mix_normalize_batch`] into `data`, a buffer of any length and contents (resized to
+/// the tensor's length; every byte is then written).
+pub fn mix_normalize_batch_into(
+    resized: &[u8],
+    plan: &MixPlan,
+    spec: &PipelineSpec,
+    pool: &ThreadPool,
+    mut data: Vec<u8>,
+) -> (Tensor, BatchStats) {
     let n = plan.len();
     let (w, h) = (spec.size.width, spec.size.height);
     let hw = w as usize * h as usize;
     let (dtype, layout) = (spec.output.dtype, spec.output.layout);
     let out_img = hw * 3 * dtype.size_bytes();
-    let mut data = vec![0u8; n * out_img];
+    data.resize(n * out_img, 0);
     let norm = NormalizeCoeffs::new(&spec.normalize);
     let (sums, stats) = pool.install(|| {
         let sums: Vec<_> = data
@@ -362,6 +396,10 @@ impl BatchOps for CpuBatchOps {
         "cpu".into()
     }
 
+    fn recycle(&self, buf: Vec<u8>) {
+        self.buffers.give(buf);
+    }
+
     fn run(
         &self,
         images: &[PreparedImage],
@@ -386,7 +424,9 @@ impl BatchOps for CpuBatchOps {
         let t0 = Instant::now();
         let resized = self.resize_batch(images, spec, pool);
         let t1 = Instant::now();
-        let (tensor, stats) = mix_normalize_batch(&resized, plan, spec, pool);
+        let out = self.buffers.take(tensor_bytes(spec, plan.len()));
+        let (tensor, stats) = mix_normalize_batch_into(&resized, plan, spec, pool, out);
+        self.buffers.give(resized);
         let t2 = Instant::now();
         Ok(BatchOutput {
             tensor,
@@ -737,6 +777,17 @@ impl Pipeline {
         let mut batch = PreparedBatch::collect(&self.spec, prepared, timings, started)?;
         (batch.seed, batch.epoch, batch.index, batch.mix_key) = (seed, epoch, index, mix_key);
         Ok(batch)
+    }
+
+    /// Gives a delivered batch's tensor bytes (`Batch::tensor.data`) back, for a later batch
+    /// to reuse: cheaper than a fresh allocation of that size (see `buffers`). Optional.
+    pub fn recycle(&self, tensor_data: Vec<u8>) {
+        self.ops.recycle(tensor_data);
+    }
+
+    /// The batch-ops backend (to recycle buffers after the pipeline is gone, say).
+    pub fn batch_ops(&self) -> Arc<dyn BatchOps> {
+        self.ops.clone()
     }
 
     /// The batch stage: mixing plan, batch ops, labels and targets.

@@ -213,12 +213,12 @@ fn reference_and_fast_cpu_resize_agree_through_the_pipeline() {
         },
         ..busy_spec()
     };
-    let fast = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default()).unwrap();
+    let fast = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default())
+        .unwrap()
+        .with_batch_ops(Arc::new(CpuBatchOps::new(CpuResize::Fast)));
     let reference = Pipeline::new(ds, spec, PipelineOptions::default())
         .unwrap()
-        .with_batch_ops(Arc::new(CpuBatchOps {
-            resize: CpuResize::Reference,
-        }));
+        .with_batch_ops(Arc::new(CpuBatchOps::new(CpuResize::Reference)));
     let ids: Vec<u64> = (0..16).collect();
     let a = fast.batch(1, 0, 0, 0, &ids).unwrap();
     let b = reference.batch(1, 0, 0, 0, &ids).unwrap();
@@ -231,6 +231,44 @@ fn reference_and_fast_cpu_resize_agree_through_the_pipeline() {
         .max()
         .unwrap();
     assert!(max <= 1, "max diff {max}");
+}
+
+#[test]
+fn recycled_buffers_never_show_through() {
+    // Buffers handed back keep their old bytes; every output byte must still be written.
+    // Poison the pool with buffers of every size a batch asks for, then compare batches of
+    // every dtype and layout with those of a pipeline that allocates afresh.
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let ids: Vec<u64> = (0..16).collect();
+    let ops = Arc::new(CpuBatchOps::default());
+    for (dtype, layout) in [
+        (DType::Uint8, Layout::Nhwc),
+        (DType::Float16, Layout::Nchw),
+        (DType::Float32, Layout::Nhwc),
+        (DType::Uint8, Layout::Nchw),
+    ] {
+        let spec = PipelineSpec {
+            output: augserve_core::spec::OutputSpec { dtype, layout },
+            ..busy_spec()
+        };
+        let fresh = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default())
+            .unwrap()
+            .batch(3, 1, 0, 0, &ids)
+            .unwrap();
+        let pooled = Pipeline::new(ds.clone(), spec, PipelineOptions::default())
+            .unwrap()
+            .with_batch_ops(ops.clone());
+        for _ in 0..2 {
+            let image_bytes = 224 * 224 * 3;
+            ops.buffers.give(vec![0xA5; image_bytes * ids.len()]);
+            ops.buffers.give(vec![0x5A; fresh.tensor.data.len()]);
+            let b = pooled.batch(3, 1, 0, 0, &ids).unwrap();
+            assert_eq!(b.tensor, fresh.tensor, "{dtype:?} {layout:?}");
+            assert_eq!(b.stats, fresh.stats);
+            pooled.recycle(b.tensor.data);
+        }
+    }
 }
 
 #[test]

@@ -116,12 +116,8 @@ fn mix_plan(n: usize, key: u64) -> MixPlan {
 fn gpu_equals_cpu_reference_on_random_inputs() {
     let Some(dev) = device() else { return };
     let gpu = GpuBatchOps::new(dev, 2).unwrap();
-    let reference = CpuBatchOps {
-        resize: CpuResize::Reference,
-    };
-    let fast = CpuBatchOps {
-        resize: CpuResize::Fast,
-    };
+    let reference = CpuBatchOps::new(CpuResize::Reference);
+    let fast = CpuBatchOps::new(CpuResize::Fast);
     let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
     for (k, (dtype, layout)) in [
         (DType::Uint8, Layout::Nhwc),

@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use augserve_core::pipeline::{finish_batch, prepare_images, worker_pool, PreparedBatch};
 use augserve_core::sampler::batches;
-use augserve_core::{BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, ShardSpec};
-use augserve_proto::convert::{batch_to_proto, spec_from_proto, tail_from_proto};
+use augserve_core::{Batch, BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, ShardSpec};
+use augserve_proto::convert::{
+    align_tensor_data, batch_to_proto, spec_from_proto, tail_from_proto,
+};
 use augserve_proto::v1;
 use augserve_proto::v1::aug_serve_server::AugServe;
 use rayon::ThreadPool;
@@ -355,6 +357,7 @@ impl AugServe for AugServeService {
         let pipeline = Pipeline::with_pool(ds, spec.clone(), self.decode_limits(), st.pool.clone())
             .map_err(ServerError::from)?
             .with_batch_ops(st.ops.clone());
+        let ops = pipeline.batch_ops();
         let (delivery, fallback_reason) = self.choose_transport(wanted, local, slots, slot_bytes);
         if !fallback_reason.is_empty() {
             tracing::info!(asked = wanted.as_str_name(), chosen = delivery.transport().as_str_name(), reason = %fallback_reason, "transport fallback");
@@ -455,7 +458,7 @@ impl AugServe for AugServeService {
                                         let Some(w) = w else {
                                             return Err(Status::cancelled("client left"));
                                         };
-                                        b.tensor.data = Vec::new();
+                                        ops.recycle(std::mem::take(&mut b.tensor.data));
                                         Some(v1::SlotRef {
                                             slot: w.slot,
                                             generation: w.generation,
@@ -465,7 +468,7 @@ impl AugServe for AugServeService {
                                     }
                                     Delivery::Inline => None,
                                 };
-                                let mut m = batch_to_proto(b, num_classes);
+                                let mut m = batch_to_proto_recycled(b, num_classes, &ops);
                                 m.slot = slot;
                                 Ok(m)
                             });
@@ -561,7 +564,7 @@ impl AugServe for AugServeService {
             p.seed = r.seed;
             let b = finish_batch(&spec, st.ops.as_ref(), &st.pool, p)?;
             st.telemetry.record_batch("request", &b);
-            Ok(batch_to_proto(b, num_classes))
+            Ok(batch_to_proto_recycled(b, num_classes, &st.ops))
         })
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
@@ -651,4 +654,38 @@ impl AugServe for AugServeService {
         }
         Ok(Response::new(v1::ReleaseSlotsResponse { released }))
     }
+}
+
+/// A batch's tensor bytes inside a wire message: handed back to the batch ops for reuse
+/// when the message is dropped, which tonic does once it has encoded (copied) it.
+struct RecycledTensor {
+    buf: Vec<u8>,
+    ops: Arc<dyn BatchOps>,
+}
+
+impl AsRef<[u8]> for RecycledTensor {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for RecycledTensor {
+    fn drop(&mut self) {
+        self.ops.recycle(std::mem::take(&mut self.buf));
+    }
+}
+
+/// `batch_to_proto`, with the tensor buffer going back to `ops` after the send.
+fn batch_to_proto_recycled(mut b: Batch, num_classes: u32, ops: &Arc<dyn BatchOps>) -> v1::Batch {
+    let buf = std::mem::take(&mut b.tensor.data);
+    let mut m = batch_to_proto(b, num_classes);
+    if let Some(t) = m.images.as_mut() {
+        t.data = bytes::Bytes::from_owner(RecycledTensor {
+            buf,
+            ops: ops.clone(),
+        });
+    }
+    // The data field was empty above, so the alignment is worked out only now.
+    align_tensor_data(&mut m);
+    m
 }

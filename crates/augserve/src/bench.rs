@@ -328,7 +328,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         // starts at half and then follows the measured rates.
         let warmups = if ops.device_decoder().is_some() { 6 } else { 1 };
         for k in 0..warmups {
-            pipeline.batch(0, 0, 1000 + k, 1000 + k, &ids(k as usize))?;
+            let b = pipeline.batch(0, 0, 1000 + k, 1000 + k, &ids(k as usize))?;
+            pipeline.recycle(b.tensor.data);
         }
         bar.inc(1);
         let mut acc = StageTimings::default();
@@ -339,6 +340,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             images += b.len();
             bytes += b.tensor.data.len();
             crate::run::add_timings(&mut acc, &b.timings);
+            // As a trainer's loop would (the server does it once a batch is sent).
+            pipeline.recycle(b.tensor.data);
             bar.inc(1);
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);

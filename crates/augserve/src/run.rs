@@ -333,7 +333,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         args.device,
         args.cuda_device,
         &spec,
-        CpuBatchOps { resize },
+        CpuBatchOps::new(resize),
         split,
     )?;
     let decode_ops = ops.clone();
@@ -496,6 +496,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             add_timings(&mut timings, &batch.timings);
             last_stats = Some(batch.stats);
             device = batch.device;
+            pipeline.recycle(batch.tensor.data);
             done += 1;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{:.0} img/s", images as f64 / secs));

@@ -18,6 +18,7 @@ struct Server {
     child: Child,
     tcp: String,
     uds: PathBuf,
+    data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -49,6 +50,7 @@ impl Server {
             child,
             tcp,
             uds,
+            data,
             _dir: dir,
         };
         let t = Instant::now();
@@ -129,6 +131,35 @@ fn epochs_shards_and_reproducibility_over_tcp_and_uds() {
         assert_eq!(t.data.len(), 8 * 3 * 64 * 64 * 4);
         assert_eq!(b.soft_targets.len(), 8 * 10);
         assert_eq!(b.stats.as_ref().unwrap().mean.len(), 3);
+        // The server's tensors are the in-process pipeline's, byte for byte (its buffers
+        // are recycled from batch to batch; none of their old bytes may show).
+        let spec =
+            augserve_proto::convert::spec_from_proto(request(8, 2, 0, 1).spec.as_ref()).unwrap();
+        let ds = augserve_core::Dataset::open(
+            &server.data,
+            augserve_core::DatasetFormat::ImageFolder,
+            1 << 24,
+        )
+        .unwrap();
+        let local = augserve_core::Pipeline::new(
+            std::sync::Arc::new(ds),
+            spec,
+            augserve_core::PipelineOptions::default(),
+        )
+        .unwrap();
+        for b in &batches {
+            // One rank: the mixing key is the batch index.
+            let want = local
+                .batch(7, b.epoch, b.index, b.index, &b.sample_ids)
+                .unwrap();
+            let got = &b.images.as_ref().unwrap().data;
+            assert!(
+                got[..] == want.tensor.data[..],
+                "batch {} of epoch {}",
+                b.index,
+                b.epoch
+            );
+        }
         // The same request again, over the Unix socket: byte-identical batches.
         let again = pull_all(&server.uds_addr(), request(8, 2, 0, 1)).await;
         assert_eq!(batches.len(), again.len());

@@ -1,6 +1,8 @@
 //! Per-channel statistics of an output batch, for telemetry: mean, standard deviation, mean
 //! absolute deviation (robust to outliers), the fraction of clipped pixels and percentiles.
 
+use multiversion::multiversion;
+
 use crate::ops::mix::ImageSums;
 use crate::spec::{DType, Layout};
 
@@ -83,6 +85,7 @@ pub fn output_percentiles(
 /// Sum of `|x - mean[c]|` per channel over one output image (`data` is that image only).
 /// Values are widened to f32 a block at a time (half via F16C where present) and summed in
 /// eight f32 lanes per block, then in f64 across blocks.
+#[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 pub fn abs_dev_sums(
     data: &[u8],
     hw: usize,
@@ -107,54 +110,81 @@ pub fn abs_dev_sums(
                 .iter_mut()
                 .zip(bytes)
                 .for_each(|(o, &b)| *o = f32::from(b)),
-            DType::Float16 => {
-                let h = &mut halfs[..n];
-                h.iter_mut()
-                    .zip(bytes.chunks_exact(2))
-                    .for_each(|(o, b)| *o = half::f16::from_le_bytes([b[0], b[1]]));
-                h.convert_to_f32_slice(v);
-            }
+            DType::Float16 => match halfs_in_place(bytes) {
+                Some(h) => h.convert_to_f32_slice(v),
+                None => {
+                    let h = &mut halfs[..n];
+                    h.iter_mut()
+                        .zip(bytes.chunks_exact(2))
+                        .for_each(|(o, b)| *o = half::f16::from_le_bytes([b[0], b[1]]));
+                    h.convert_to_f32_slice(v);
+                }
+            },
             DType::Float32 => v
                 .iter_mut()
                 .zip(bytes.chunks_exact(4))
                 .for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         }
-        match layout {
-            Layout::Nchw => {
-                // A block may straddle two planes: split it at the plane boundary.
-                let mut k = 0;
-                while k < n {
-                    let c = (start + k) / hw.max(1);
-                    let end = n.min((c + 1) * hw - start);
-                    out[c.min(2)] += abs_dev_lanes(&v[k..end], mean[c.min(2)] as f32);
-                    k = end;
-                }
-            }
-            Layout::Nhwc => {
-                let mut lanes = [[0f32; 3]; 8];
-                let mut px = v.chunks_exact(24);
-                for ch in &mut px {
-                    for (k, lane) in lanes.iter_mut().enumerate() {
-                        for c in 0..3 {
-                            lane[c] += (ch[k * 3 + c] - mean[c] as f32).abs();
-                        }
-                    }
-                }
-                for lane in &lanes {
-                    for c in 0..3 {
-                        out[c] += f64::from(lane[c]);
-                    }
-                }
-                for p in px.remainder().chunks_exact(3) {
-                    for c in 0..3 {
-                        out[c] += f64::from((p[c] - mean[c] as f32).abs());
-                    }
-                }
-            }
-        }
+        continue_block(&mut out, v, start, hw, layout, mean);
         start += n;
     }
     out
+}
+
+/// `bytes` as half floats without a copy, where they already are in memory: on a
+/// little-endian host, when 2-aligned (as output buffers are).
+fn halfs_in_place(bytes: &[u8]) -> Option<&[half::f16]> {
+    if cfg!(target_endian = "little") {
+        bytemuck::try_cast_slice(bytes).ok()
+    } else {
+        None
+    }
+}
+
+/// Adds the absolute deviations of one block `v` (elements `start..` of the image) to `out`.
+#[inline]
+fn continue_block(
+    out: &mut [f64; 3],
+    v: &[f32],
+    start: usize,
+    hw: usize,
+    layout: Layout,
+    mean: [f64; 3],
+) {
+    let n = v.len();
+    match layout {
+        Layout::Nchw => {
+            // A block may straddle two planes: split it at the plane boundary.
+            let mut k = 0;
+            while k < n {
+                let c = (start + k) / hw.max(1);
+                let end = n.min((c + 1) * hw - start);
+                out[c.min(2)] += abs_dev_lanes(&v[k..end], mean[c.min(2)] as f32);
+                k = end;
+            }
+        }
+        Layout::Nhwc => {
+            let mut lanes = [[0f32; 3]; 8];
+            let mut px = v.chunks_exact(24);
+            for ch in &mut px {
+                for (k, lane) in lanes.iter_mut().enumerate() {
+                    for c in 0..3 {
+                        lane[c] += (ch[k * 3 + c] - mean[c] as f32).abs();
+                    }
+                }
+            }
+            for lane in &lanes {
+                for c in 0..3 {
+                    out[c] += f64::from(lane[c]);
+                }
+            }
+            for p in px.remainder().chunks_exact(3) {
+                for c in 0..3 {
+                    out[c] += f64::from((p[c] - mean[c] as f32).abs());
+                }
+            }
+        }
+    }
 }
 
 /// `sum |x - m|` over `v` in eight f32 lanes, returned in f64.
