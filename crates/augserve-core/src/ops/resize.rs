@@ -164,8 +164,8 @@ pub fn resize_u8_reference_into(
 }
 
 /// Resamples rows `row_lo..` of `src` (rows of `in_stride` bytes) along x into `out` (rows
-/// of `out_stride` bytes), one output row per row of `out`. SSE4.1 where the CPU has it
-/// (every x86-64 CPU since 2008), else scalar; both give the same bytes.
+/// of `out_stride` bytes), one output row per row of `out`. AVX2 or SSE4.1 where the CPU
+/// has them, else scalar; all give the same bytes.
 fn horizontal_pass(
     src: &[u8],
     in_stride: usize,
@@ -175,10 +175,17 @@ fn horizontal_pass(
     out_stride: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("sse4.1") {
-        // SAFETY: the CPU has SSE4.1, checked just above.
-        unsafe { x86::horizontal_pass_sse41(src, in_stride, row_lo, coeffs, out, out_stride) };
-        return;
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { x86::horizontal_pass_avx2(src, in_stride, row_lo, coeffs, out, out_stride) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("sse4.1") {
+            // SAFETY: the CPU has SSE4.1, checked just above.
+            unsafe { x86::horizontal_pass_sse41(src, in_stride, row_lo, coeffs, out, out_stride) };
+            return;
+        }
     }
     horizontal_pass_scalar(src, in_stride, row_lo, coeffs, out, out_stride);
 }
@@ -192,24 +199,28 @@ fn horizontal_pass_scalar(
     out: &mut [u8],
     out_stride: usize,
 ) {
-    let half = 1i32 << (PRECISION_BITS - 1);
     for (r, out_row) in out.chunks_exact_mut(out_stride).enumerate() {
         let row = &src[(row_lo + r) * in_stride..][..in_stride];
         for (xx, px) in out_row.chunks_exact_mut(3).enumerate() {
-            let n = coeffs.count[xx] as usize;
-            let weights = &coeffs.weights[xx * coeffs.ksize..][..n];
-            let first = coeffs.first[xx] as usize * 3;
-            let (mut a0, mut a1, mut a2) = (half, half, half);
-            for (t, &w) in row[first..first + n * 3].chunks_exact(3).zip(weights) {
-                a0 += i32::from(t[0]) * w;
-                a1 += i32::from(t[1]) * w;
-                a2 += i32::from(t[2]) * w;
-            }
-            px[0] = clip8(a0);
-            px[1] = clip8(a1);
-            px[2] = clip8(a2);
+            px.copy_from_slice(&resample_pixel(row, coeffs, xx));
         }
     }
+}
+
+/// Output pixel `xx` of a horizontal pass over `row`.
+#[inline]
+fn resample_pixel(row: &[u8], coeffs: &Coeffs, xx: usize) -> [u8; 3] {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let n = coeffs.count[xx] as usize;
+    let weights = &coeffs.weights[xx * coeffs.ksize..][..n];
+    let first = coeffs.first[xx] as usize * 3;
+    let (mut a0, mut a1, mut a2) = (half, half, half);
+    for (t, &w) in row[first..first + n * 3].chunks_exact(3).zip(weights) {
+        a0 += i32::from(t[0]) * w;
+        a1 += i32::from(t[1]) * w;
+        a2 += i32::from(t[2]) * w;
+    }
+    [clip8(a0), clip8(a1), clip8(a2)]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -271,6 +282,69 @@ mod x86 {
                     px[1] = p1;
                     px[2] = p2;
                 }
+            }
+        }
+    }
+
+    /// [`horizontal_pass_sse41`] two output pixels at a time, one in each half of an AVX2
+    /// register. Both run to the longer of their two tap counts: the shorter one's extra
+    /// taps have weight 0 (`Coeffs` pads every pixel's weights with zeros to `ksize`), which
+    /// adds nothing, so the sums are the scalar loop's. Rows are read from a copy padded
+    /// with `ksize * 3 + 4` zero bytes, so those extra taps stay inside it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
+    pub(super) unsafe fn horizontal_pass_avx2(
+        src: &[u8],
+        in_stride: usize,
+        row_lo: usize,
+        coeffs: &Coeffs,
+        out: &mut [u8],
+        out_stride: usize,
+    ) {
+        let ksize = coeffs.ksize;
+        let mut row = vec![0u8; in_stride + ksize * 3 + 4];
+        for (r, out_row) in out.chunks_exact_mut(out_stride).enumerate() {
+            let start = (row_lo + r) * in_stride;
+            row[..in_stride].copy_from_slice(&src[start..start + in_stride]);
+            let mut pairs = out_row.chunks_exact_mut(6);
+            for (pair, px) in (&mut pairs).enumerate() {
+                let (a, b) = (2 * pair, 2 * pair + 1);
+                let n = coeffs.count[a].max(coeffs.count[b]) as usize;
+                let (fa, fb) = (coeffs.first[a] as usize * 3, coeffs.first[b] as usize * 3);
+                let wa = &coeffs.weights[a * ksize..][..n];
+                let wb = &coeffs.weights[b * ksize..][..n];
+                let ta = &row[fa..fa + n * 3 + 1];
+                let tb = &row[fb..fb + n * 3 + 1];
+                // SAFETY: AVX2 is enabled on this function; every load reads a 4-byte window
+                // of `ta` or `tb` (`windows(4)`), by value.
+                unsafe {
+                    let mut acc = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+                    let taps = ta.windows(4).step_by(3).zip(tb.windows(4).step_by(3));
+                    for ((pa, pb), (&xa, &xb)) in taps.zip(wa.iter().zip(wb)) {
+                        let ba = i32::from_le_bytes([pa[0], pa[1], pa[2], pa[3]]);
+                        let bb = i32::from_le_bytes([pb[0], pb[1], pb[2], pb[3]]);
+                        let v = _mm256_cvtepu8_epi32(_mm_setr_epi32(ba, bb, 0, 0));
+                        let w = _mm256_setr_epi32(xa, xa, xa, xa, xb, xb, xb, xb);
+                        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(v, w));
+                    }
+                    let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
+                    // Lanes 0-3 (pixel a) and 4-7 (pixel b) to bytes, saturating: clip8.
+                    let words = _mm_packus_epi32(
+                        _mm256_castsi256_si128(v),
+                        _mm256_extracti128_si256::<1>(v),
+                    );
+                    let bytes = _mm_packus_epi16(words, _mm_setzero_si128());
+                    let [a0, a1, a2, _, b0, b1, b2, _] = _mm_cvtsi128_si64(bytes).to_le_bytes();
+                    px.copy_from_slice(&[a0, a1, a2, b0, b1, b2]);
+                }
+            }
+            // An odd last pixel: on its own.
+            let rest = pairs.into_remainder();
+            if !rest.is_empty() {
+                rest.copy_from_slice(&super::resample_pixel(&row, coeffs, out_stride / 3 - 1));
             }
         }
     }
@@ -472,10 +546,42 @@ mod tests {
             let stride = out_w as usize * 3;
             let row_lo = rng.random_range(0..h) as usize;
             let rows = h as usize - row_lo;
-            let (mut a, mut b) = (vec![0u8; rows * stride], vec![1u8; rows * stride]);
-            horizontal_pass(&img.data, w as usize * 3, row_lo, &coeffs, &mut a, stride);
-            horizontal_pass_scalar(&img.data, w as usize * 3, row_lo, &coeffs, &mut b, stride);
-            assert_eq!(a, b, "case {case}: {w}x{h}, x {x0}..{x1} -> {out_w}");
+            let in_stride = w as usize * 3;
+            let mut want = vec![0u8; rows * stride];
+            horizontal_pass_scalar(&img.data, in_stride, row_lo, &coeffs, &mut want, stride);
+            let mut paths: Vec<(&str, Vec<u8>)> = Vec::new();
+            let mut got = vec![1u8; rows * stride];
+            horizontal_pass(&img.data, in_stride, row_lo, &coeffs, &mut got, stride);
+            paths.push(("dispatched", got));
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("sse4.1") {
+                    let mut got = vec![2u8; rows * stride];
+                    // SAFETY: SSE4.1 is present (checked).
+                    unsafe {
+                        x86::horizontal_pass_sse41(
+                            &img.data, in_stride, row_lo, &coeffs, &mut got, stride,
+                        )
+                    };
+                    paths.push(("sse4.1", got));
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let mut got = vec![3u8; rows * stride];
+                    // SAFETY: AVX2 is present (checked).
+                    unsafe {
+                        x86::horizontal_pass_avx2(
+                            &img.data, in_stride, row_lo, &coeffs, &mut got, stride,
+                        )
+                    };
+                    paths.push(("avx2", got));
+                }
+            }
+            for (path, got) in paths {
+                assert_eq!(
+                    got, want,
+                    "{path}, case {case}: {w}x{h}, x {x0}..{x1} -> {out_w}"
+                );
+            }
         }
     }
 
