@@ -264,7 +264,8 @@ pub enum CpuResize {
     /// are then identical byte for byte.
     #[default]
     Reference,
-    /// fast_image_resize (SIMD); within one level of the reference, about 1.5x faster.
+    /// fast_image_resize (SIMD); within one level of the reference; about 2x faster per image
+    /// (0.15 vs 0.31 ms), under 10 % faster over the whole CPU batch stage.
     Fast,
 }
 
