@@ -203,6 +203,29 @@ pub trait BatchOps: Send + Sync {
     /// Takes back a finished batch's tensor buffer (`Pipeline::recycle`) for a later batch.
     fn recycle(&self, _buf: Vec<u8>) {}
 
+    /// Like `run`, but the output tensor is written to `out` (exactly its length, host
+    /// memory) and the returned tensor has no data. The default runs `run` and copies.
+    fn run_into_host(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        out: &mut [u8],
+    ) -> Result<BatchOutput> {
+        let mut done = self.run(images, plan, spec, pool)?;
+        if done.tensor.data.len() != out.len() {
+            return Err(Error::Backend(format!(
+                "the batch ops made {} bytes for a {}-byte output",
+                done.tensor.data.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(&done.tensor.data);
+        self.recycle(std::mem::take(&mut done.tensor.data));
+        Ok(done)
+    }
+
     fn run(
         &self,
         images: &[PreparedImage],
@@ -362,34 +385,51 @@ pub fn mix_normalize_batch_into(
     pool: &ThreadPool,
     mut data: Vec<u8>,
 ) -> (Tensor, BatchStats) {
+    data.resize(tensor_bytes(spec, plan.len()), 0);
+    let stats = mix_normalize_batch_to(resized, plan, spec, pool, &mut data);
+    let tensor = Tensor {
+        data,
+        shape: tensor_shape(spec, plan.len()),
+        dtype: spec.output.dtype,
+        layout: spec.output.layout,
+    };
+    (tensor, stats)
+}
+
+/// [`mix_normalize_batch`] into `out`, exactly the tensor's length (`tensor_bytes`); every
+/// byte is written, whatever it held.
+///
+/// # Panics
+/// If `out` has another length (a caller's bug).
+pub fn mix_normalize_batch_to(
+    resized: &[u8],
+    plan: &MixPlan,
+    spec: &PipelineSpec,
+    pool: &ThreadPool,
+    out: &mut [u8],
+) -> BatchStats {
     let n = plan.len();
     let (w, h) = (spec.size.width, spec.size.height);
     let hw = w as usize * h as usize;
     let (dtype, layout) = (spec.output.dtype, spec.output.layout);
     let out_img = hw * 3 * dtype.size_bytes();
-    data.resize(n * out_img, 0);
+    assert_eq!(out.len(), n * out_img, "output buffer size");
     let norm = NormalizeCoeffs::new(&spec.normalize);
     let (sums, stats) = pool.install(|| {
-        let sums: Vec<_> = data
+        let sums: Vec<_> = out
             .par_chunks_mut(out_img.max(1))
             .enumerate()
-            .map(|(i, out)| mix_normalize_image(resized, h, w, plan, i, &norm, dtype, layout, out))
+            .map(|(i, img)| mix_normalize_image(resized, h, w, plan, i, &norm, dtype, layout, img))
             .collect();
         let stats = combine_stats(&sums, hw, |mean| {
-            data.par_chunks(out_img.max(1))
+            out.par_chunks(out_img.max(1))
                 .map(|img| abs_dev_sums(img, hw, dtype, layout, mean))
                 .collect()
         });
         (sums, stats)
     });
     debug_assert_eq!(sums.len(), n);
-    let tensor = Tensor {
-        data,
-        shape: tensor_shape(spec, n),
-        dtype,
-        layout,
-    };
-    (tensor, stats)
+    stats
 }
 
 impl BatchOps for CpuBatchOps {
@@ -408,6 +448,34 @@ impl BatchOps for CpuBatchOps {
         spec: &PipelineSpec,
         pool: &ThreadPool,
     ) -> Result<BatchOutput> {
+        let mut data = self.buffers.take(tensor_bytes(spec, plan.len()));
+        let mut done = self.run_cpu(images, plan, spec, pool, &mut data)?;
+        done.tensor.data = data;
+        Ok(done)
+    }
+
+    fn run_into_host(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        out: &mut [u8],
+    ) -> Result<BatchOutput> {
+        self.run_cpu(images, plan, spec, pool, out)
+    }
+}
+
+impl CpuBatchOps {
+    /// The CPU batch ops into `out` (the tensor's length); the returned tensor has no data.
+    fn run_cpu(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        out: &mut [u8],
+    ) -> Result<BatchOutput> {
         if images.iter().any(|im| im.deferred.is_some()) {
             // Left for a device decoder that is not here (or gave up): decode them now.
             let mut owned = images.to_vec();
@@ -420,17 +488,21 @@ impl BatchOps for CpuBatchOps {
             if !failed.is_empty() {
                 return Err(Error::DeferredImagesFailed(failed));
             }
-            return self.run(&owned, plan, spec, pool);
+            return self.run_cpu(&owned, plan, spec, pool, out);
         }
         let t0 = Instant::now();
         let resized = self.resize_batch(images, spec, pool);
         let t1 = Instant::now();
-        let out = self.buffers.take(tensor_bytes(spec, plan.len()));
-        let (tensor, stats) = mix_normalize_batch_into(&resized, plan, spec, pool, out);
+        let stats = mix_normalize_batch_to(&resized, plan, spec, pool, out);
         self.buffers.give(resized);
         let t2 = Instant::now();
         Ok(BatchOutput {
-            tensor,
+            tensor: Tensor {
+                data: Vec::new(),
+                shape: tensor_shape(spec, plan.len()),
+                dtype: spec.output.dtype,
+                layout: spec.output.layout,
+            },
             stats,
             resize: t1 - t0,
             mix_normalize: t2 - t1,
@@ -814,9 +886,41 @@ impl Pipeline {
             self.ops.as_ref(),
             &self.pool,
             prepared,
-            Some((ring, slot)),
+            OutputTo::DeviceRing(ring, slot),
         )
     }
+
+    /// `batch`, with the output tensor written to the front of `out` (a shared-memory slot,
+    /// say) instead of a new buffer: the batch's tensor has the shape and dtype, and no data.
+    /// Fails when the tensor does not fit.
+    pub fn batch_into_host(
+        &self,
+        seed: u64,
+        epoch: u64,
+        index: u64,
+        mix_key: u64,
+        ids: &[u64],
+        out: &mut [u8],
+    ) -> Result<Batch> {
+        let prepared = self.prepare_batch(seed, epoch, index, mix_key, ids)?;
+        finish_batch_to(
+            &self.spec,
+            self.ops.as_ref(),
+            &self.pool,
+            prepared,
+            OutputTo::Host(out),
+        )
+    }
+}
+
+/// Where a batch's output tensor goes.
+pub enum OutputTo<'a> {
+    /// A new `Vec` in `Batch::tensor.data`.
+    Vec,
+    /// Slot `u32` of a device ring (CUDA IPC); the batch's tensor has no data.
+    DeviceRing(&'a dyn DeviceRing, u32),
+    /// The front of this host buffer (a shared-memory slot); the batch's tensor has no data.
+    Host(&'a mut [u8]),
 }
 
 /// The batch stage of a prepared batch under `spec`, with `ops` on `pool`.
@@ -826,16 +930,16 @@ pub fn finish_batch(
     pool: &ThreadPool,
     prepared: PreparedBatch,
 ) -> Result<Batch> {
-    finish_batch_to(spec, ops, pool, prepared, None)
+    finish_batch_to(spec, ops, pool, prepared, OutputTo::Vec)
 }
 
-/// `finish_batch`, with the tensor written to a device ring slot instead when `ring` is set.
+/// `finish_batch`, with the tensor written to `to`.
 pub fn finish_batch_to(
     spec: &PipelineSpec,
     ops: &dyn BatchOps,
     pool: &ThreadPool,
     prepared: PreparedBatch,
-    ring: Option<(&dyn DeviceRing, u32)>,
+    mut to: OutputTo<'_>,
 ) -> Result<Batch> {
     let PreparedBatch {
         seed,
@@ -852,7 +956,7 @@ pub fn finish_batch_to(
     let mut attempts = 0;
     let (plan, out) = loop {
         attempts += 1;
-        match run_batch_ops(spec, ops, pool, seed, epoch, mix_key, &images, ring) {
+        match run_batch_ops(spec, ops, pool, seed, epoch, mix_key, &images, &mut to) {
             Err(Error::DeferredImagesFailed(failed)) if attempts < 3 => {
                 if spec.on_error == ErrorPolicy::Fail {
                     if let Some(e) = failed.first() {
@@ -882,8 +986,12 @@ pub fn finish_batch_to(
     // every backend reports the same figures for the same bytes.
     let t_percentiles = Instant::now();
     let mut stats = out.stats;
+    let written: &[u8] = match &to {
+        OutputTo::Host(buf) => &buf[..tensor_bytes(spec, images.len())],
+        _ => &out.tensor.data,
+    };
     stats.percentiles = output_percentiles(
-        &out.tensor.data,
+        written,
         images.len(),
         spec.size.height as usize * spec.size.width as usize,
         out.tensor.dtype,
@@ -917,7 +1025,7 @@ fn run_batch_ops(
     epoch: u64,
     mix_key: u64,
     images: &[PreparedImage],
-    ring: Option<(&dyn DeviceRing, u32)>,
+    to: &mut OutputTo<'_>,
 ) -> Result<(MixPlan, BatchOutput)> {
     let n = images.len();
     let plan = match spec.mix.at_epoch(epoch) {
@@ -943,10 +1051,23 @@ fn run_batch_ops(
             mix_normalize: Duration::ZERO,
             stats_time: Duration::ZERO,
         }
-    } else if let Some((ring, slot)) = ring {
-        ops.run_into_ring(images, &plan, spec, ring, slot)?
     } else {
-        ops.run(images, &plan, spec, pool)?
+        match to {
+            OutputTo::Vec => ops.run(images, &plan, spec, pool)?,
+            OutputTo::DeviceRing(ring, slot) => {
+                ops.run_into_ring(images, &plan, spec, *ring, *slot)?
+            }
+            OutputTo::Host(buf) => {
+                let len = tensor_bytes(spec, n);
+                let Some(out) = buf.get_mut(..len) else {
+                    return Err(Error::Backend(format!(
+                        "a {len}-byte batch does not fit the {}-byte output buffer",
+                        buf.len()
+                    )));
+                };
+                ops.run_into_host(images, &plan, spec, pool, out)?
+            }
+        }
     };
     Ok((plan, out))
 }

@@ -272,6 +272,27 @@ fn recycled_buffers_never_show_through() {
 }
 
 #[test]
+fn a_batch_written_into_a_host_buffer_equals_the_usual_one() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let p = Pipeline::new(ds, busy_spec(), PipelineOptions::default()).unwrap();
+    let ids: Vec<u64> = (0..12).collect();
+    let want = p.batch(5, 2, 1, 1, &ids).unwrap();
+    // A slot larger than the batch, holding old bytes: the front gets the tensor.
+    let mut slot = vec![0xC3u8; want.tensor.data.len() + 100];
+    let got = p.batch_into_host(5, 2, 1, 1, &ids, &mut slot).unwrap();
+    assert!(got.tensor.data.is_empty());
+    assert_eq!(got.tensor.shape, want.tensor.shape);
+    assert!(slot[..want.tensor.data.len()] == want.tensor.data[..]);
+    assert!(slot[want.tensor.data.len()..].iter().all(|&b| b == 0xC3));
+    assert_eq!(got.stats, want.stats, "statistics, percentiles included");
+    assert_eq!((got.labels_a, got.lam), (want.labels_a, want.lam));
+    // Too small: an error, not a panic.
+    let mut small = vec![0u8; 10];
+    assert!(p.batch_into_host(5, 2, 1, 1, &ids, &mut small).is_err());
+}
+
+#[test]
 fn invalid_specs_and_shards_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let ds = demo_dataset(d.path());

@@ -419,7 +419,29 @@ impl AugServe for AugServeService {
                             },
                             _ => None,
                         };
+                        let mut shm_write = None;
                         let made = match (&delivery, device_slot) {
+                            // SHM: the batch ops write straight into a free slot (waiting
+                            // for the client's releases); the message carries where it is.
+                            (Delivery::Shm(ring), _) => {
+                                let filled = ring.fill(give_up, |buf| {
+                                    pipeline
+                                        .batch_into_host(
+                                            shard.seed, epoch, i as u64, mix_key, chunk, buf,
+                                        )
+                                        .map(|b| {
+                                            let written = image_bytes * b.len();
+                                            (b, written)
+                                        })
+                                });
+                                match filled {
+                                    Some(r) => r.map(|(b, w)| {
+                                        shm_write = Some(w);
+                                        b
+                                    }),
+                                    None => break 'epochs,
+                                }
+                            }
                             (Delivery::Device { ring, .. }, Some((slot, _))) => pipeline
                                 .batch_into_ring(
                                     shard.seed,
@@ -434,7 +456,7 @@ impl AugServe for AugServeService {
                         };
                         let mut msg = made
                             .map_err(|e| Status::from(ServerError::from(e)))
-                            .and_then(|mut b| {
+                            .and_then(|b| {
                                 images += b.len() as u64;
                                 errors += b.errors.len() as u64;
                                 telemetry.record_batch(&dataset_name, &b);
@@ -451,14 +473,10 @@ impl AugServe for AugServeService {
                                             length: len as u64,
                                         })
                                     }
-                                    // Into a free slot (waiting for the client's releases);
-                                    // the message then carries only where it is.
-                                    Delivery::Shm(ring) => {
-                                        let w = ring.write(&b.tensor.data, give_up);
-                                        let Some(w) = w else {
-                                            return Err(Status::cancelled("client left"));
-                                        };
-                                        ops.recycle(std::mem::take(&mut b.tensor.data));
+                                    Delivery::Shm(_) => {
+                                        let w = shm_write
+                                            .ok_or_else(|| Status::internal("no shm slot"))?;
+                                        len = w.length as usize;
                                         Some(v1::SlotRef {
                                             slot: w.slot,
                                             generation: w.generation,

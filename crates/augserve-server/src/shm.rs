@@ -216,6 +216,44 @@ impl ShmRing {
     }
 }
 
+impl ShmRing {
+    /// Waits for a free slot and lets `fill` write the batch straight into it (no copy):
+    /// `fill` gets the whole slot and returns its result and the bytes it wrote. On success
+    /// the slot is out with a new generation, as after `write`; when `fill` fails it is free
+    /// again. `None` when `give_up()` says so while waiting.
+    pub fn fill<T, E>(
+        &self,
+        give_up: impl Fn() -> bool,
+        fill: impl FnOnce(&mut [u8]) -> Result<(T, usize), E>,
+    ) -> Option<Result<(T, SlotWrite), E>> {
+        let (slot, generation) = self.book.acquire(give_up)?;
+        let offset = slot as usize * self.slot_bytes;
+        // SAFETY: the slot lies inside the mapping (`slot < slots`, `slots * slot_bytes` is
+        // its length), and this is the only reference to it in this process: the book handed
+        // the free slot to this call alone, and it is not announced (so not released, not
+        // acquired again) before `fill` returns. A misbehaving client may read its own mapping
+        // meanwhile; that is its contract violation, not memory unsafety here (see `write`).
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset), self.slot_bytes)
+        };
+        Some(match fill(buf) {
+            Ok((value, length)) => Ok((
+                value,
+                SlotWrite {
+                    slot,
+                    generation,
+                    offset: offset as u64,
+                    length: length.min(self.slot_bytes) as u64,
+                },
+            )),
+            Err(e) => {
+                self.book.release(slot, generation);
+                Err(e)
+            }
+        })
+    }
+}
+
 impl Drop for ShmRing {
     fn drop(&mut self) {
         // The client's mapping (if any) stays valid until it unmaps; the name goes now.
@@ -370,6 +408,36 @@ mod tests {
         assert!(!path.exists());
         assert!(reg.get(&id).is_none());
         assert_eq!(reg.live(), 0);
+    }
+
+    #[test]
+    fn fill_writes_in_place_and_frees_the_slot_when_it_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let reg = ShmRegistry::new(Some(d.path().to_path_buf()));
+        let ring = reg.create(2, 8).unwrap();
+        // A failing fill leaves no slot out.
+        let failed = ring.fill(|| false, |_| Err::<((), usize), &str>("batch failed"));
+        assert_eq!(failed.map(|r| r.err()), Some(Some("batch failed")));
+        assert_eq!(ring.outstanding(), 0);
+        let (value, w) = ring
+            .fill(
+                || false,
+                |buf| {
+                    assert_eq!(buf.len(), 8, "the whole slot");
+                    buf[..5].copy_from_slice(b"hello");
+                    Ok::<_, ()>(("made", 5))
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!((value, w.length), ("made", 5));
+        assert_eq!(ring.outstanding(), 1);
+        let file = std::fs::read(ring.path()).unwrap();
+        assert_eq!(&file[w.offset as usize..][..5], b"hello");
+        // The other slot, then full: a third fill waits until give_up.
+        assert!(ring.fill(|| false, |_| Ok::<_, ()>(((), 0))).is_some());
+        assert!(ring.fill(|| true, |_| Ok::<_, ()>(((), 0))).is_none());
+        assert!(ring.release(w.slot, w.generation));
     }
 
     #[test]
