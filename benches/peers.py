@@ -141,6 +141,19 @@ def measure(lib: str, files: list[str], procs: int, batch_size: int) -> float:
     return sum(n for n, _ in results) / wall
 
 
+def peer_versions() -> dict[str, str]:
+    """The installed versions of the peers' packages: their rates change between releases."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for dist in ("Pillow", "opencv-python-headless", "simplejpeg", "numpy"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = "not installed"
+    return found
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True, type=pathlib.Path)
@@ -157,7 +170,8 @@ def main() -> int:
             results[f"{lib}/{procs}"] = ips
             print(f"{lib:10s} {procs} process(es): {ips:7.1f} images/s", flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"images": len(files), "images_per_s": results}, indent=2) + "\n")
+        out = {"images": len(files), "images_per_s": results, "versions": peer_versions()}
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

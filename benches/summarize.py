@@ -44,7 +44,9 @@ def main() -> int:
     a = p.parse_args()
     cores = os.cpu_count() or 1
     m = json.loads((a.corpus / "manifest.json").read_text())
-    peers = json.loads((a.work / "peers.json").read_text())["images_per_s"]
+    peers_json = json.loads((a.work / "peers.json").read_text())
+    peers = peers_json["images_per_s"]
+    versions = peers_json.get("versions", {})
     aug = {t: json.loads((a.work / f"augserve-{t}.json").read_text())["images_per_s"] for t in (1, cores)}
     bench = json.loads((a.work / "bench" / "bench.json").read_text())
     service = json.loads((a.work / "service.json").read_text())["median"]
@@ -107,6 +109,7 @@ def main() -> int:
         "| --- | ---: | ---: |",
         *[f"| {lib} | {peers[f'{lib}/1']:.0f} | {peers[f'{lib}/{cores}']:.0f} |" for lib in ("opencv", "pillow", "simplejpeg")],
         "",
+        *([f"Peer packages: {', '.join(f'{k} {v}' for k, v in versions.items())}.", ""] if versions else []),
         f"C. `augserve bench --data <corpus> --batches 4 --out-dir bench` (ms per batch per stage; read/decode/colour summed over "
         f"threads; 'decode alone' = batch size / decode ms of the 1-thread row):",
         "",
