@@ -373,19 +373,7 @@ pub fn mix_normalize_batch(
     spec: &PipelineSpec,
     pool: &ThreadPool,
 ) -> (Tensor, BatchStats) {
-    mix_normalize_batch_into(resized, plan, spec, pool, Vec::new())
-}
-
-/// [`mix_normalize_batch`] into `data`, a buffer of any length and contents (resized to
-/// the tensor's length; every byte is then written).
-pub fn mix_normalize_batch_into(
-    resized: &[u8],
-    plan: &MixPlan,
-    spec: &PipelineSpec,
-    pool: &ThreadPool,
-    mut data: Vec<u8>,
-) -> (Tensor, BatchStats) {
-    data.resize(tensor_bytes(spec, plan.len()), 0);
+    let mut data = vec![0u8; tensor_bytes(spec, plan.len())];
     let stats = mix_normalize_batch_to(resized, plan, spec, pool, &mut data);
     let tensor = Tensor {
         data,

@@ -55,3 +55,22 @@ pub fn python_with_pillow() -> Option<String> {
     }
     Some(python)
 }
+
+/// Runs `tests/<script>` under `python` with `args` and returns its standard output;
+/// panics with the script's standard error when it fails.
+pub fn run_script(python: &str, script: &str, args: &[&std::path::Path]) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = std::process::Command::new(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use augserve_core::decode::{
     decode_image, image_dimensions, sniff_format, DecodeLimits, ImageFormat,
@@ -74,19 +73,8 @@ fn png_and_webp_decodes_match_pillow() {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     std::fs::write(&list, serde_json::to_string(&names).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pillow_decode.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(tmp.path())
-        .arg(&list)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = common::run_script(&python, "pillow_decode.py", &[tmp.path(), &list]);
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
     let mut kinds = Vec::new();
     let mut webps = 0;
     for r in &results {

@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use augserve_core::decode::{decode_jpeg, DecodeLimits};
 use augserve_core::ops::crop::{random_resized_crop_params, CropBox};
@@ -122,17 +121,7 @@ fn resize_matches_pillow_on_real_photos() {
         .collect();
     let jobs_path = tmp.path().join("jobs.json");
     std::fs::write(&jobs_path, serde_json::to_string(&jobs).unwrap()).unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pillow_resize.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&jobs_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pillow failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_script(&python, "pillow_resize.py", &[&jobs_path]);
 
     let mut fast = FastResizer::default();
     let (mut total, mut ref_exact, mut ref_within1, mut fast_within1, mut ref_max, mut fast_max) =

@@ -188,35 +188,19 @@ impl ShmRing {
     }
 
     /// Waits for a free slot, copies `data` into it and marks it out with a new generation.
-    /// Returns `None` when `give_up()` says so while waiting (the client left, shutdown).
+    /// Returns `None` when `data` is larger than a slot, or when `give_up()` says so while
+    /// waiting (the client left, shutdown).
     pub fn write(&self, data: &[u8], give_up: impl Fn() -> bool) -> Option<SlotWrite> {
         if data.len() > self.slot_bytes {
             return None;
         }
-        let (slot, generation) = self.book.acquire(give_up)?;
-        let offset = slot as usize * self.slot_bytes;
-        // SAFETY: `offset + data.len() <= slots * slot_bytes`, the mapping's length; the slot
-        // was free, so no other writer has it (the lock handed it to this call alone) and the
-        // client has released it, so it is not being read through this process. The client's
-        // read-only mapping of a released slot may still be read by a misbehaving client; it
-        // sees the new bytes, which is its own contract violation, not memory unsafety here.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.map.as_mut_ptr().add(offset),
-                data.len(),
-            );
-        }
-        Some(SlotWrite {
-            slot,
-            generation,
-            offset: offset as u64,
-            length: data.len() as u64,
-        })
+        let filled = self.fill(give_up, |buf| {
+            buf[..data.len()].copy_from_slice(data);
+            Ok::<_, std::convert::Infallible>(((), data.len()))
+        })?;
+        filled.ok().map(|((), w)| w)
     }
-}
 
-impl ShmRing {
     /// Waits for a free slot and lets `fill` write the batch straight into it (no copy):
     /// `fill` gets the whole slot and returns its result and the bytes it wrote. On success
     /// the slot is out with a new generation, as after `write`; when `fill` fails it is free
@@ -231,8 +215,10 @@ impl ShmRing {
         // SAFETY: the slot lies inside the mapping (`slot < slots`, `slots * slot_bytes` is
         // its length), and this is the only reference to it in this process: the book handed
         // the free slot to this call alone, and it is not announced (so not released, not
-        // acquired again) before `fill` returns. A misbehaving client may read its own mapping
-        // meanwhile; that is its contract violation, not memory unsafety here (see `write`).
+        // acquired again) before `fill` returns. The client has released the slot, so it is
+        // not read through this process either. A misbehaving client may still read its own
+        // read-only mapping meanwhile and see the new bytes: its contract violation, not
+        // memory unsafety here.
         let buf = unsafe {
             std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset), self.slot_bytes)
         };
