@@ -67,6 +67,50 @@ pub fn plane_layout(p: &PlaneInfo, at: usize) -> Option<(YccDesc, usize)> {
     Some((d, luma + 2 * chroma))
 }
 
+/// An image's chroma layout as nvJPEG reads it: what `decode_into` groups a batch by (one
+/// nvJPEG call and decoding state per layout and output format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChromaLayout {
+    Gray,
+    /// Chroma subsampled by 2 horizontally (`h`) and/or vertically (`v`); neither: 4:4:4.
+    Color {
+        h: bool,
+        v: bool,
+    },
+    /// Anything else (the conversion kernel refuses it; `batch_planes` says why).
+    Other,
+}
+
+/// The chroma layout of an image from nvJPEG's plane sizes.
+pub fn chroma_layout(p: &PlaneInfo) -> ChromaLayout {
+    match p.components {
+        1 => ChromaLayout::Gray,
+        3 => {
+            let halved = |full: i32, part: i32| {
+                if part == full {
+                    Some(false)
+                } else if part == (full + 1) / 2 {
+                    Some(true)
+                } else {
+                    None
+                }
+            };
+            match (
+                halved(p.widths[0], p.widths[1]),
+                halved(p.heights[0], p.heights[1]),
+            ) {
+                (Some(h), Some(v))
+                    if (p.widths[1], p.heights[1]) == (p.widths[2], p.heights[2]) =>
+                {
+                    ChromaLayout::Color { h, v }
+                }
+                _ => ChromaLayout::Other,
+            }
+        }
+        _ => ChromaLayout::Other,
+    }
+}
+
 /// A rectangle of an image in luma pixels: the part nvJPEG decodes (ROI decode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roi {
@@ -321,6 +365,23 @@ mod tests {
             p.heights[c] = h;
         }
         p
+    }
+
+    #[test]
+    fn chroma_layouts_from_plane_sizes() {
+        let full = (75, 53);
+        let color = |h, v| ChromaLayout::Color { h, v };
+        for (sizes, layout) in [
+            (vec![full, (38, 27), (38, 27)], color(true, true)),
+            (vec![full, (38, 53), (38, 53)], color(true, false)),
+            (vec![full, (75, 27), (75, 27)], color(false, true)),
+            (vec![full, full, full], color(false, false)),
+            (vec![full, (19, 53), (19, 53)], ChromaLayout::Other), // 4:1:1
+            (vec![full, (38, 27), (38, 53)], ChromaLayout::Other), // Cb and Cr apart
+        ] {
+            assert_eq!(chroma_layout(&planes(3, &sizes)), layout, "{sizes:?}");
+        }
+        assert_eq!(chroma_layout(&planes(1, &[full])), ChromaLayout::Gray);
     }
 
     #[test]

@@ -32,3 +32,21 @@ pub fn launch<'a>(
     unsafe { args.launch(cfg) }?;
     Ok(())
 }
+
+/// An event recorded now on `stream`, with timing on: cudarc's default events have
+/// CU_EVENT_DISABLE_TIMING, and cuEventElapsedTime on such events fails with INVALID_HANDLE.
+pub fn timing_event(stream: &CudaStream) -> Result<cudarc::driver::CudaEvent, GpuError> {
+    let e = stream
+        .context()
+        .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+    e.record(stream)?;
+    Ok(e)
+}
+
+/// Milliseconds between two recorded events (both complete: after a synchronize).
+pub fn elapsed_ms(
+    from: &cudarc::driver::CudaEvent,
+    to: &cudarc::driver::CudaEvent,
+) -> Result<f64, GpuError> {
+    Ok(f64::from(from.elapsed_ms(to)?))
+}

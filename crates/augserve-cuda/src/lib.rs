@@ -22,5 +22,5 @@ pub use error::GpuError;
 pub use ipc::IpcRing;
 pub use ops::{
     mix_descs, packed_sources, plan_resize, plan_resize_sources, GpuBatchOps, GpuTimings,
-    ResizePlan, ResizeSource,
+    OutputSink, ResizePlan, ResizeSource,
 };

@@ -18,6 +18,7 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::Arc;
+use std::time::Instant;
 
 use cudarc::driver::sys::CUstream;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PushKernelArg};
@@ -28,9 +29,10 @@ use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport};
 use crate::device::GpuDevice;
 use crate::gpu_decode::NvJpegBackend;
 use crate::jpeg_planes::{
-    batch_planes, plane_destinations, roi_for_header, PlaneInfo, Roi, RoiSupport, MAX_COMPONENTS,
+    batch_planes, chroma_layout, plane_destinations, roi_for_header, ChromaLayout, PlaneInfo, Roi,
+    RoiSupport, MAX_COMPONENTS,
 };
-use crate::launch::{grid, launch, BLOCK};
+use crate::launch::{elapsed_ms, grid, launch, timing_event, BLOCK};
 use crate::GpuError;
 
 type Status = c_int;
@@ -40,6 +42,11 @@ type State = *mut c_void;
 const NVJPEG_BACKEND_DEFAULT: c_int = 0;
 const NVJPEG_BACKEND_HARDWARE: c_int = 3;
 const NVJPEG_OUTPUT_YUV: c_int = 1;
+const NVJPEG_OUTPUT_Y: c_int = 2;
+const NVJPEG_OUTPUT_RGBI: c_int = 5;
+const NVJPEG_OUTPUT_NV12: c_int = 8;
+/// nvjpegChromaSubsampling_t NVJPEG_CSS_420.
+const NVJPEG_CSS_420: c_int = 2;
 
 /// nvjpegImage_t: one destination image (interleaved RGB uses channel 0 only).
 #[repr(C)]
@@ -92,6 +99,12 @@ type DecodeBatchedEx = unsafe extern "C" fn(
     CUstream,
 ) -> Status;
 
+/// nvjpegDecodeBatchedPreAllocate(handle, state, batch_size, width, height, chroma
+/// subsampling, output format).
+type PreAllocate = unsafe extern "C" fn(Handle, State, c_int, c_int, c_int, c_int, c_int) -> Status;
+/// nvjpegGetHardwareDecoderInfo(handle, num_engines, num_cores_per_engine).
+type GetHardwareDecoderInfo = unsafe extern "C" fn(Handle, *mut c_uint, *mut c_uint) -> Status;
+
 /// The region-of-interest entry points (nvJPEG 11.6+; batched ROI decode on the hardware
 /// engine, as nvImageCodec and DALI use it). Optional: without them every image is decoded
 /// whole.
@@ -114,6 +127,9 @@ pub struct NvJpeg {
     decode_batched: DecodeBatched,
     get_image_info: GetImageInfo,
     roi: Option<RoiApi>,
+    /// Optional (nvJPEG 11.9+): internal buffers allocated up front, engine count.
+    pre_allocate: Option<PreAllocate>,
+    hardware_decoder_info: Option<GetHardwareDecoderInfo>,
     /// Which file was loaded.
     pub library: String,
     /// Its version (major, minor, patch), where it says.
@@ -204,6 +220,8 @@ impl NvJpeg {
                     decode_batched_ex: get(&lib, "nvjpegDecodeBatchedEx").ok()?,
                 })
             })(),
+            pre_allocate: get(&lib, "nvjpegDecodeBatchedPreAllocate").ok(),
+            hardware_decoder_info: get(&lib, "nvjpegGetHardwareDecoderInfo").ok(),
             library: name.to_string(),
             version: get::<GetProperty>(&lib, "nvjpegGetProperty")
                 .ok()
@@ -243,10 +261,15 @@ pub struct GpuJpegDecoder {
     nv: Arc<NvJpeg>,
     device: Arc<GpuDevice>,
     handle: Handle,
-    state: State,
+    /// One decoding state per output format and chroma layout in use: one state switched
+    /// between formats every batch ran 2x slower on an H200 (set up anew each time).
+    states: Vec<FormatState>,
     backend: NvJpegBackend,
     stream: Arc<CudaStream>,
-    initialized_for: usize,
+    /// Where the time of the last `decode_into` went.
+    last_times: DecodeTimes,
+    /// Scratch output of `time_nvjpeg_output` (measurements only).
+    raw_scratch: Option<CudaSlice<u8>>,
     /// nvJPEG's planar output, reused across batches (grown, never shrunk).
     planes: Option<CudaSlice<u8>>,
     /// One nvJPEG decode-params object per batch position (ROI decode), created on demand.
@@ -310,10 +333,18 @@ impl GpuJpegDecoder {
             nv,
             device: device.clone(),
             handle,
-            state,
+            states: vec![FormatState {
+                key: StateKey {
+                    format: NVJPEG_OUTPUT_YUV,
+                    layout: Some(ChromaLayout::Color { h: true, v: true }),
+                },
+                state,
+                batch: None,
+            }],
             backend,
             stream,
-            initialized_for: 0,
+            last_times: DecodeTimes::default(),
+            raw_scratch: None,
             planes: None,
             params: Vec::new(),
         })
@@ -389,7 +420,8 @@ impl GpuJpegDecoder {
     /// Decodes part `rois[k]` of image k of `jpegs` into `dst` as interleaved RGB (pitch
     /// roi width * 3) at byte `offsets[k]`, and waits for it. `dims` are the headers' full
     /// sizes (nvJPEG's reading must agree); every part must fit. nvJPEG writes planar YCbCr
-    /// into a scratch buffer; `ycbcr_to_rgb_u8` converts.
+    /// into a scratch buffer; `ycbcr_to_rgb_u8` converts with zune-jpeg's arithmetic
+    /// (nvJPEG's own RGB output replicates chroma: up to 2.8 levels off).
     pub fn decode_into(
         &mut self,
         jpegs: &[&[u8]],
@@ -416,16 +448,55 @@ impl GpuJpegDecoder {
                 return Err(bad(format!("a {r:?} part at {off} overruns the buffer")));
             }
         }
+        let started = Instant::now();
         // Plane layouts from nvJPEG's own reading of each header, checked against ours.
         let infos = jpegs
             .iter()
             .map(|j| self.plane_info(j))
             .collect::<Result<Vec<_>, _>>()?;
-        let (descs, plane_bytes) = batch_planes(&infos, dims, rois, offsets).map_err(bad)?;
-        let partial = rois
-            .iter()
-            .zip(dims)
-            .any(|(r, &(w, h))| *r != Roi::full(w, h));
+        let mut times = DecodeTimes {
+            images: n,
+            headers_ms: started.elapsed().as_secs_f64() * 1e3,
+            ..DecodeTimes::default()
+        };
+        // One nvJPEG call and decoding state per chroma layout: the hardware engine took
+        // 30 ms for 256 corpus images of two layouts in one call, 10 ms for the two apart
+        // (H200, benches/results/gpu-NVIDIA-H200/profile.txt).
+        let mut groups: std::collections::BTreeMap<ChromaLayout, Vec<usize>> = Default::default();
+        for (k, p) in infos.iter().enumerate() {
+            groups.entry(chroma_layout(p)).or_default().push(k);
+        }
+        for (layout, ks) in groups {
+            let g = Group {
+                layout,
+                jpegs: ks.iter().map(|&k| jpegs[k]).collect(),
+                dims: ks.iter().map(|&k| dims[k]).collect(),
+                rois: ks.iter().map(|&k| rois[k]).collect(),
+                offsets: ks.iter().map(|&k| offsets[k]).collect(),
+                infos: ks.iter().map(|&k| infos[k]).collect(),
+            };
+            self.decode_ycc_into(&g, dst, &mut times)?;
+        }
+        self.stream.synchronize()?;
+        times.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.last_times = times;
+        Ok(())
+    }
+
+    /// Planar YCbCr of `g`'s images into the scratch buffer, then our conversion into `dst`.
+    fn decode_ycc_into(
+        &mut self,
+        g: &Group<'_>,
+        dst: &mut CudaSlice<u8>,
+        times: &mut DecodeTimes,
+    ) -> Result<(), GpuError> {
+        let (descs, plane_bytes) =
+            batch_planes(&g.infos, &g.dims, &g.rois, &g.offsets).map_err(|status| {
+                GpuError::NvJpeg {
+                    call: "decode_into",
+                    status,
+                }
+            })?;
         let stream = self.stream.clone();
         if self.planes.as_ref().is_none_or(|p| p.len() < plane_bytes) {
             self.planes = None; // free the old one first
@@ -434,33 +505,11 @@ impl GpuJpegDecoder {
             self.planes =
                 Some(unsafe { stream.alloc::<u8>(len) }.map_err(|e| GpuError::alloc(e, len))?);
         }
-        // Decode params with each image's ROI, when any image is decoded in part.
-        let params = if partial {
-            Some(self.roi_params(rois, dims)?)
-        } else {
-            None
-        };
-        let planes = self
+        let mut planes = self
             .planes
-            .as_mut()
-            .ok_or_else(|| bad("no plane buffer".into()))?;
-        // The batch size is fixed at initialisation, so a new count re-initialises (most
-        // batches, as the split moves); NVIDIA's nvImageCodec initialises before every
-        // batched hardware decode, so this is the intended use, not a slow path.
-        if self.initialized_for != n {
-            // SAFETY: live handle and state; batch size n, no CPU threads of nvJPEG's own.
-            check("nvjpegDecodeBatchedInitialize", unsafe {
-                (self.nv.batched_initialize)(
-                    self.handle,
-                    self.state,
-                    n as c_int,
-                    1,
-                    NVJPEG_OUTPUT_YUV,
-                )
-            })?;
-            self.initialized_for = n;
-        }
-        {
+            .take()
+            .ok_or_else(|| GpuError::NoDevice("no plane buffer".into()))?;
+        let submitted = {
             let (base, _sync) = planes.device_ptr_mut(&stream);
             let at = |off: u64| (base + off) as *mut u8;
             let mut dest: Vec<NvJpegImage> = descs
@@ -473,22 +522,83 @@ impl GpuJpegDecoder {
                     }
                 })
                 .collect();
-            let data: Vec<*const u8> = jpegs.iter().map(|j| j.as_ptr()).collect();
-            let lengths: Vec<usize> = jpegs.iter().map(|j| j.len()).collect();
-            // SAFETY (both calls): `data`/`lengths` describe `n` live host buffers; each
-            // image's planes point into `planes` at the sizes nvJPEG itself reported for that
-            // image (`batch_planes`, buffer grown to their sum above); the stream belongs to
-            // this device's context. nvJPEG copies what it needs from the host buffers before
-            // returning.
-            let status = if let Some(params) = &params {
-                let api = self.nv.roi.ok_or_else(|| bad("no ROI decode".into()))?;
-                // SAFETY: as for nvjpegDecodeBatched, plus `params`: n live decode-params
-                // objects of this handle, each with its image's ROI set (the planes above are
-                // sized for that ROI).
-                unsafe {
+            // SAFETY: each image's planes point into `planes` at the sizes nvJPEG itself
+            // reported for that image and part (`batch_planes`; the buffer was grown to
+            // their sum above).
+            unsafe { self.submit(g, &mut dest, times) }
+        };
+        let converted = submitted.and_then(|()| {
+            let before = timing_event(&stream)?;
+            let descs_dev = stream.clone_htod(&descs)?;
+            let most = descs
+                .iter()
+                .map(|d| (d.width as u32).saturating_mul(d.height as u32))
+                .max()
+                .unwrap_or(1);
+            // Grid stride over each image's pixels: up to 128 blocks per image.
+            let cfg = grid(most.min(128 * BLOCK), 1, descs.len() as u32);
+            launch(&stream, &self.device.ycbcr_to_rgb, cfg, |a| {
+                a.arg(&planes).arg(&mut *dst).arg(&descs_dev);
+            })?;
+            let after = timing_event(&stream)?;
+            // Also what lets the next layout group of the batch reuse the planes.
+            after.synchronize()?;
+            times.convert_ms += elapsed_ms(&before, &after)?;
+            Ok(())
+        });
+        self.planes = Some(planes);
+        converted
+    }
+
+    /// One batched nvJPEG call for `g` into `dest`, planar YCbCr (decode params with each
+    /// image's ROI when any image is decoded in part). After a failed call the state is
+    /// made anew: a batch nvJPEG refuses can leave it unusable for the next ones.
+    ///
+    /// # Safety
+    /// `dest[k]` must point at device memory that holds the planes of image k of `g` (its
+    /// ROI part) at the given pitches.
+    unsafe fn submit(
+        &mut self,
+        g: &Group<'_>,
+        dest: &mut [NvJpegImage],
+        times: &mut DecodeTimes,
+    ) -> Result<(), GpuError> {
+        let n = g.jpegs.len();
+        let partial = g
+            .rois
+            .iter()
+            .zip(&g.dims)
+            .any(|(r, &(w, h))| *r != Roi::full(w, h));
+        let params = if partial {
+            Some(self.roi_params(&g.rois, &g.dims)?)
+        } else {
+            None
+        };
+        let key = StateKey {
+            format: NVJPEG_OUTPUT_YUV,
+            layout: Some(g.layout),
+        };
+        let state = self.initialize(n, key)?;
+        let stream = self.stream.clone();
+        let data: Vec<*const u8> = g.jpegs.iter().map(|j| j.as_ptr()).collect();
+        let lengths: Vec<usize> = g.jpegs.iter().map(|j| j.len()).collect();
+        let before = timing_event(&stream)?;
+        let submitted = Instant::now();
+        // SAFETY: `data`/`lengths` describe `n` live host buffers; `dest` as the caller
+        // guarantees; `params` (ROI decode) holds n live decode-params objects of this
+        // handle, each with its image's ROI and this output set; the stream belongs to this
+        // device's context. nvJPEG copies what it needs from the host buffers and params
+        // before returning.
+        let status = unsafe {
+            match &params {
+                Some(params) => {
+                    let api = self.nv.roi.ok_or_else(|| GpuError::NvJpeg {
+                        call: "decode_into",
+                        status: "no ROI decode".into(),
+                    })?;
                     (api.decode_batched_ex)(
                         self.handle,
-                        self.state,
+                        state,
                         data.as_ptr(),
                         lengths.as_ptr(),
                         dest.as_mut_ptr(),
@@ -496,43 +606,335 @@ impl GpuJpegDecoder {
                         stream.cu_stream(),
                     )
                 }
-            } else {
-                // SAFETY: see above.
-                unsafe {
-                    (self.nv.decode_batched)(
-                        self.handle,
-                        self.state,
-                        data.as_ptr(),
-                        lengths.as_ptr(),
-                        dest.as_mut_ptr(),
-                        stream.cu_stream(),
-                    )
-                }
-            };
-            if status != 0 {
-                // A failed batch can leave the batched state half set up: initialise again.
-                self.initialized_for = 0;
+                None => (self.nv.decode_batched)(
+                    self.handle,
+                    state,
+                    data.as_ptr(),
+                    lengths.as_ptr(),
+                    dest.as_mut_ptr(),
+                    stream.cu_stream(),
+                ),
             }
-            let call = if params.is_some() {
-                "nvjpegDecodeBatchedEx"
-            } else {
-                "nvjpegDecodeBatched"
-            };
-            check(call, status)?;
+        };
+        times.submit_ms += submitted.elapsed().as_secs_f64() * 1e3;
+        let call = if params.is_some() {
+            "nvjpegDecodeBatchedEx"
+        } else {
+            "nvjpegDecodeBatched"
+        };
+        if status != 0 {
+            self.renew_state(key);
+            return check(call, status);
         }
-        let descs_dev = stream.clone_htod(&descs)?;
-        let most = descs
-            .iter()
-            .map(|d| (d.width as u32).saturating_mul(d.height as u32))
-            .max()
-            .unwrap_or(1);
-        // Grid stride over each image's pixels: up to 128 blocks per image.
-        let cfg = grid(most.min(128 * BLOCK), 1, n as u32);
-        launch(&stream, &self.device.ycbcr_to_rgb, cfg, |a| {
-            a.arg(&*planes).arg(&mut *dst).arg(&descs_dev);
-        })?;
-        stream.synchronize()?;
+        let after = timing_event(&stream)?;
+        after.synchronize()?;
+        times.nvjpeg_ms += elapsed_ms(&before, &after)?;
         Ok(())
+    }
+
+    /// A fresh decoding state for `key` in place of one a failed batch may have left
+    /// unusable (after the stream's work on it ended). Keeps the old one if nvJPEG cannot
+    /// make another.
+    fn renew_state(&mut self, key: StateKey) {
+        let _ = self.stream.synchronize();
+        let Some(fs) = self.states.iter_mut().find(|f| f.key == key) else {
+            return;
+        };
+        fs.batch = None;
+        let mut state: State = std::ptr::null_mut();
+        // SAFETY: live handle; out-pointer to a local.
+        if unsafe { (self.nv.state_create)(self.handle, &mut state) } == 0 {
+            // SAFETY: the old state is not in use (stream synchronised) and destroyed once.
+            unsafe { (self.nv.state_destroy)(fs.state) };
+            fs.state = state;
+        }
+    }
+
+    /// Where the time of the last successful `decode_into` went.
+    pub fn last_times(&self) -> DecodeTimes {
+        self.last_times
+    }
+
+    /// The decoding state for `key`, initialised for batches of `n` (made on first use;
+    /// initialised again when the count changes). The batch size is fixed at
+    /// initialisation, so a new count re-initialises (most batches, as the split moves);
+    /// NVIDIA's nvImageCodec initialises before every batched hardware decode, so this is the
+    /// intended use, not a slow path (measured: no cost on an H200).
+    fn initialize(&mut self, n: usize, key: StateKey) -> Result<State, GpuError> {
+        let k = match self.states.iter().position(|f| f.key == key) {
+            Some(k) => k,
+            None => {
+                let mut state: State = std::ptr::null_mut();
+                // SAFETY: live handle; out-pointer to a local (destroyed in Drop).
+                check("nvjpegJpegStateCreate", unsafe {
+                    (self.nv.state_create)(self.handle, &mut state)
+                })?;
+                self.states.push(FormatState {
+                    key,
+                    state,
+                    batch: None,
+                });
+                self.states.len() - 1
+            }
+        };
+        let fs = &mut self.states[k];
+        if fs.batch != Some(n) {
+            fs.batch = None;
+            // SAFETY: live handle and state; batch size n, no CPU threads of nvJPEG's own.
+            check("nvjpegDecodeBatchedInitialize", unsafe {
+                (self.nv.batched_initialize)(self.handle, fs.state, n as c_int, 1, key.format)
+            })?;
+            fs.batch = Some(n);
+        }
+        Ok(fs.state)
+    }
+
+    /// The hardware decoder's engines and cores per engine, where nvJPEG says (hardware
+    /// backend, nvJPEG 11.9+).
+    pub fn hardware_engines(&self) -> Option<(u32, u32)> {
+        let f = self.nv.hardware_decoder_info?;
+        if self.backend != NvJpegBackend::Hardware {
+            return None;
+        }
+        let (mut engines, mut cores): (c_uint, c_uint) = (0, 0);
+        // SAFETY: live handle; out-pointers to locals.
+        (unsafe { f(self.handle, &mut engines, &mut cores) } == 0).then_some((engines, cores))
+    }
+
+    /// Allocates nvJPEG's internal buffers for batches of `batch` images up to `width` x
+    /// `height` (4:2:0, planar YCbCr out) now rather than during the first batches, as
+    /// NVIDIA's nvImageCodec does for the hardware decoder. False where this nvJPEG lacks it.
+    pub fn preallocate(&mut self, batch: usize, width: u32, height: u32) -> Result<bool, GpuError> {
+        let Some(f) = self.nv.pre_allocate else {
+            return Ok(false);
+        };
+        let state = self.initialize(
+            batch,
+            StateKey {
+                format: NVJPEG_OUTPUT_YUV,
+                layout: Some(ChromaLayout::Color { h: true, v: true }),
+            },
+        )?;
+        // SAFETY: live handle and state; plain sizes and enum values from nvjpeg.h.
+        check("nvjpegDecodeBatchedPreAllocate", unsafe {
+            f(
+                self.handle,
+                state,
+                batch as c_int,
+                width as c_int,
+                height as c_int,
+                NVJPEG_CSS_420,
+                NVJPEG_OUTPUT_YUV,
+            )
+        })?;
+        for fs in &mut self.states {
+            fs.batch = None;
+        }
+        Ok(true)
+    }
+
+    /// Times nvJPEG alone decoding `jpegs` whole in `output` into a scratch buffer (no
+    /// conversion kernel; the pixels are not used): what each output format costs on this
+    /// GPU's engines. Measurements only; the pipeline decodes through `decode_into`.
+    pub fn time_nvjpeg_output(
+        &mut self,
+        jpegs: &[&[u8]],
+        output: NvJpegOutput,
+    ) -> Result<DecodeTimes, GpuError> {
+        let n = jpegs.len();
+        let started = Instant::now();
+        let infos = jpegs
+            .iter()
+            .map(|j| self.plane_info(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        let headers_ms = started.elapsed().as_secs_f64() * 1e3;
+        // Per image, per channel: byte offset in the scratch buffer and pitch.
+        let mut layout: Vec<[(usize, usize); MAX_COMPONENTS]> = Vec::with_capacity(n);
+        let mut total = 0usize;
+        for p in &infos {
+            let (w, h) = (p.widths[0].max(0) as usize, p.heights[0].max(0) as usize);
+            let mut channels = [(0usize, 0usize); MAX_COMPONENTS];
+            let mut plane = |k: usize, pitch: usize, rows: usize| {
+                channels[k] = (total, pitch);
+                total += pitch * rows;
+            };
+            match output {
+                NvJpegOutput::Rgbi => plane(0, w * 3, h),
+                NvJpegOutput::Y => plane(0, w, h),
+                NvJpegOutput::Nv12 => {
+                    plane(0, w, h);
+                    plane(1, w.div_ceil(2) * 2, h.div_ceil(2));
+                }
+                // Full-size chroma destinations for grayscale, as `plane_layout` gives them.
+                NvJpegOutput::Yuv if p.components == 1 => (0..3).for_each(|k| plane(k, w, h)),
+                NvJpegOutput::Yuv => {
+                    for k in 0..3 {
+                        plane(k, p.widths[k].max(0) as usize, p.heights[k].max(0) as usize);
+                    }
+                }
+            }
+            layout.push(channels);
+        }
+        let stream = self.stream.clone();
+        if self.raw_scratch.as_ref().is_none_or(|b| b.len() < total) {
+            self.raw_scratch = None;
+            // SAFETY: scratch output, never read.
+            self.raw_scratch = Some(
+                unsafe { stream.alloc::<u8>(total.max(1)) }
+                    .map_err(|e| GpuError::alloc(e, total))?,
+            );
+        }
+        // One state for whatever layouts the measurement mixes.
+        let key = StateKey {
+            format: output.code(),
+            layout: None,
+        };
+        let state = self.initialize(n, key)?;
+        let mut scratch = self
+            .raw_scratch
+            .take()
+            .ok_or_else(|| GpuError::NoDevice("scratch".into()))?;
+        let result =
+            self.time_into_scratch(jpegs, &layout, &mut scratch, state, headers_ms, started);
+        if result.is_err() {
+            self.renew_state(key);
+        }
+        self.raw_scratch = Some(scratch);
+        result
+    }
+
+    fn time_into_scratch(
+        &mut self,
+        jpegs: &[&[u8]],
+        layout: &[[(usize, usize); MAX_COMPONENTS]],
+        scratch: &mut CudaSlice<u8>,
+        state: State,
+        headers_ms: f64,
+        started: Instant,
+    ) -> Result<DecodeTimes, GpuError> {
+        let n = jpegs.len();
+        let stream = self.stream.clone();
+        let (base, _sync) = scratch.device_ptr_mut(&stream);
+        let mut dest: Vec<NvJpegImage> = layout
+            .iter()
+            .map(|c| {
+                let mut img = NvJpegImage {
+                    channel: [std::ptr::null_mut(); MAX_COMPONENTS],
+                    pitch: [0; MAX_COMPONENTS],
+                };
+                for (k, &(off, pitch)) in c.iter().enumerate() {
+                    if pitch > 0 {
+                        img.channel[k] = (base + off as u64) as *mut u8;
+                        img.pitch[k] = pitch;
+                    }
+                }
+                img
+            })
+            .collect();
+        let data: Vec<*const u8> = jpegs.iter().map(|j| j.as_ptr()).collect();
+        let lengths: Vec<usize> = jpegs.iter().map(|j| j.len()).collect();
+        let before = timing_event(&stream)?;
+        let submitted = Instant::now();
+        // SAFETY: as in decode_into: n live host buffers; every destination channel points
+        // into `scratch` at the size nvJPEG reported for that image and format.
+        let status = unsafe {
+            (self.nv.decode_batched)(
+                self.handle,
+                state,
+                data.as_ptr(),
+                lengths.as_ptr(),
+                dest.as_mut_ptr(),
+                stream.cu_stream(),
+            )
+        };
+        let submit_ms = submitted.elapsed().as_secs_f64() * 1e3;
+        check("nvjpegDecodeBatched", status)?;
+        let after = timing_event(&stream)?;
+        stream.synchronize()?;
+        Ok(DecodeTimes {
+            images: n,
+            headers_ms,
+            submit_ms,
+            nvjpeg_ms: elapsed_ms(&before, &after)?,
+            convert_ms: 0.0,
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// What a decoding state is for: an output format and chroma layout (None: any, for
+/// measurements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StateKey {
+    format: c_int,
+    layout: Option<ChromaLayout>,
+}
+
+/// A decoding state and what it is set up for.
+struct FormatState {
+    key: StateKey,
+    state: State,
+    /// The batch size it was initialised for.
+    batch: Option<usize>,
+}
+
+/// One output group of a batch: the images `decode_into` sends to one nvJPEG call.
+struct Group<'a> {
+    layout: ChromaLayout,
+    jpegs: Vec<&'a [u8]>,
+    dims: Vec<(u32, u32)>,
+    rois: Vec<Roi>,
+    offsets: Vec<usize>,
+    infos: Vec<PlaneInfo>,
+}
+
+/// Where the time of one batched decode went (milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecodeTimes {
+    pub images: usize,
+    /// Host: nvjpegGetImageInfo on every image.
+    pub headers_ms: f64,
+    /// Host: inside the nvjpegDecodeBatched(Ex) call.
+    pub submit_ms: f64,
+    /// Device: from before the call to the end of nvJPEG's work on the stream.
+    pub nvjpeg_ms: f64,
+    /// Device: our YCbCr to RGB conversion (with its descriptor upload).
+    pub convert_ms: f64,
+    /// Host: the whole call, synchronisation included.
+    pub total_ms: f64,
+}
+
+impl std::fmt::Display for DecodeTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} images: headers {:.2} ms, nvJPEG submit {:.2} ms, nvJPEG {:.2} ms, conversion {:.2} ms, total {:.2} ms",
+            self.images, self.headers_ms, self.submit_ms, self.nvjpeg_ms, self.convert_ms, self.total_ms
+        )
+    }
+}
+
+/// nvJPEG output formats `time_nvjpeg_output` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NvJpegOutput {
+    /// Planar Y, Cb, Cr at the image's own subsampling (what the pipeline uses).
+    Yuv,
+    /// Interleaved RGB, nvJPEG's conversion (replicated chroma).
+    Rgbi,
+    /// Luma only.
+    Y,
+    /// Y plane + interleaved CbCr at 4:2:0.
+    Nv12,
+}
+
+impl NvJpegOutput {
+    fn code(self) -> c_int {
+        match self {
+            NvJpegOutput::Yuv => NVJPEG_OUTPUT_YUV,
+            NvJpegOutput::Rgbi => NVJPEG_OUTPUT_RGBI,
+            NvJpegOutput::Y => NVJPEG_OUTPUT_Y,
+            NvJpegOutput::Nv12 => NVJPEG_OUTPUT_NV12,
+        }
     }
 }
 
@@ -675,9 +1077,11 @@ impl Drop for GpuJpegDecoder {
                 unsafe { (api.params_destroy)(p) };
             }
         }
-        // SAFETY: created in `new`, destroyed once, state before handle.
+        // SAFETY: created in `new` / `initialize`, destroyed once, states before handle.
         unsafe {
-            (self.nv.state_destroy)(self.state);
+            for fs in &self.states {
+                (self.nv.state_destroy)(fs.state);
+            }
             (self.nv.destroy)(self.handle);
         }
     }

@@ -26,7 +26,7 @@ use crate::gpu_decode::{picks_gpu, route, DecodeRoute, DecodeSplit, NvJpegBacken
 use crate::ipc::IpcRing;
 use crate::jpeg_planes::{roi_for_header, Roi, RoiSupport};
 use crate::kernels::{dtype_code, layout_code, ColorDesc, MixDesc, ResizeDesc};
-use crate::launch::{grid, launch};
+use crate::launch::{elapsed_ms, grid, launch, timing_event};
 use crate::nvjpeg::{GpuJpegDecoder, NvJpeg};
 use crate::GpuError;
 
@@ -314,6 +314,16 @@ pub fn mix_descs(plan: &MixPlan) -> Vec<MixDesc> {
 pub struct GpuTimings {
     /// Host work before the first copy: coefficient tables, descriptors (not the packing).
     pub prepare_host_ms: f64,
+    /// Host: waiting for a free slot (another batch on it).
+    pub slot_wait_ms: f64,
+    /// Host: growing the slot's device and pinned buffers (zero once they fit).
+    pub alloc_ms: f64,
+    /// Host: waiting for the stream at the end of the batch.
+    pub sync_wait_ms: f64,
+    /// Host: after the device work, copying the output out of pinned memory.
+    pub finish_host_ms: f64,
+    /// nvJPEG's share, when the batch had GPU-decoded images.
+    pub decode: Option<crate::nvjpeg::DecodeTimes>,
     /// Packing into pinned memory + host-to-device copies.
     pub upload_ms: f64,
     pub resize_ms: f64,
@@ -323,6 +333,16 @@ pub struct GpuTimings {
     pub upload_bytes: usize,
     pub output_bytes: usize,
     pub total: Duration,
+}
+
+/// Where `GpuBatchOps::run_gpu_to` puts the output tensor.
+pub enum OutputSink<'a> {
+    /// A host buffer from the pool (`BatchOps::recycle` gives it back): the tensor's data.
+    Vec,
+    /// The caller's host memory, exactly the tensor's size (shared-memory delivery).
+    Host(&'a mut [u8]),
+    /// A slot of a CUDA IPC ring, on the device.
+    Ring(&'a IpcRing, u32),
 }
 
 /// Batch ops on a GPU, with the CPU ops as the fallback when the device runs out of memory.
@@ -461,7 +481,7 @@ impl GpuBatchOps {
         jobs: &[DecodeJob],
         src: &mut CudaSlice<u8>,
         stream: &Arc<CudaStream>,
-    ) -> Result<(), GpuError> {
+    ) -> Result<crate::nvjpeg::DecodeTimes, GpuError> {
         let Some(gd) = &self.decode else {
             return Err(GpuError::NoNvJpeg("GPU decoding is not enabled".into()));
         };
@@ -487,6 +507,7 @@ impl GpuBatchOps {
         };
         let t0 = Instant::now();
         let whole = dec.decode_into(&jpegs, &dims, &rois, src, &offsets);
+        let times = dec.last_times();
         let mut failed = Vec::new();
         match whole {
             Ok(()) => {
@@ -534,7 +555,7 @@ impl GpuBatchOps {
             }
         }
         if failed.is_empty() {
-            Ok(())
+            Ok(times)
         } else {
             Err(GpuError::DeferredFailed(failed))
         }
@@ -608,7 +629,7 @@ impl GpuBatchOps {
         plan: &MixPlan,
         spec: &PipelineSpec,
     ) -> Result<(BatchOutput, GpuTimings), GpuError> {
-        self.run_gpu_to(images, plan, spec, None)
+        self.run_gpu_to(images, plan, spec, OutputSink::Vec)
     }
 
     /// A device ring for the CUDA IPC transport, on this device.
@@ -616,14 +637,15 @@ impl GpuBatchOps {
         IpcRing::new(&self.device, slots, slot_bytes)
     }
 
-    /// Runs the batch; with `sink`, the output tensor is copied into that ring slot on the
+    /// Runs the batch and puts the output tensor where `sink` says: a recycled host buffer
+    /// (the returned tensor's data), the caller's host memory, or a ring slot on the
     /// device instead of downloaded (the returned tensor then has no data).
     pub fn run_gpu_to(
         &self,
         images: &[PreparedImage],
         plan: &MixPlan,
         spec: &PipelineSpec,
-        sink: Option<(&IpcRing, u32)>,
+        mut sink: OutputSink<'_>,
     ) -> Result<(BatchOutput, GpuTimings), GpuError> {
         let n = images.len();
         if n > 65535 {
@@ -632,6 +654,14 @@ impl GpuBatchOps {
         let (out_w, out_h) = (spec.size.width, spec.size.height);
         let hw = out_w as usize * out_h as usize;
         let out_bytes = n * hw * 3 * spec.output.dtype.size_bytes();
+        if let OutputSink::Host(out) = &sink {
+            if out.len() != out_bytes {
+                return Err(GpuError::NoDevice(format!(
+                    "a {}-byte host output for a {out_bytes}-byte tensor",
+                    out.len()
+                )));
+            }
+        }
         let t0 = Instant::now();
         // Host regions first, packed; then each deferred image's full decoded size.
         let layout = layout_sources(images, |d| self.plan_roi(d));
@@ -647,19 +677,12 @@ impl GpuBatchOps {
         let norm = NormalizeCoeffs::new(&spec.normalize);
         let norm_vals: Vec<f32> = norm.scale.iter().chain(norm.bias.iter()).copied().collect();
 
+        let t_host = t0.elapsed();
         let mut guard = self.acquire();
         let slot = &mut *guard;
         let stream = slot.stream.clone();
-        let t_host = t0.elapsed();
-        let ev = |s: &Arc<CudaStream>| -> Result<cudarc::driver::CudaEvent, GpuError> {
-            // Timing must be asked for: cudarc's default event has CU_EVENT_DISABLE_TIMING,
-            // and cuEventElapsedTime on such events fails with INVALID_HANDLE.
-            let e = s
-                .context()
-                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-            e.record(s)?;
-            Ok(e)
-        };
+        let t_slot = t0.elapsed();
+        let ev = |s: &Arc<CudaStream>| timing_event(s);
         ensure_pinned(&stream, &mut slot.stage_in, cpu_bytes, true)?;
         ensure_pinned(&stream, &mut slot.stage_out, out_bytes, false)?;
         ensure_dev(&stream, &mut slot.src, rp.src_bytes)?;
@@ -671,6 +694,7 @@ impl GpuBatchOps {
         ensure_dev(&stream, &mut slot.mix, n)?;
         ensure_dev(&stream, &mut slot.norm, 6)?;
         ensure_dev(&stream, &mut slot.sums, 12)?;
+        let t_alloc = t0.elapsed();
 
         let e_start = ev(&stream)?;
         // Pack the u8 crops into pinned memory, then one upload.
@@ -679,12 +703,7 @@ impl GpuBatchOps {
                 .stage_in
                 .as_mut()
                 .ok_or(GpuError::NoDevice("staging".into()))?;
-            let host = stage.as_mut_slice()?;
-            let mut at = 0;
-            for im in images {
-                host[at..at + im.region.data.len()].copy_from_slice(&im.region.data);
-                at += im.region.data.len();
-            }
+            pack_regions(&mut stage.as_mut_slice()?[..cpu_bytes], images);
         }
         {
             let stage = slot
@@ -697,10 +716,12 @@ impl GpuBatchOps {
                 stream.memcpy_htod(host, &mut src.slice_mut(..cpu_bytes))?;
             }
         }
+        let mut decode_times = None;
         if !jobs.is_empty() {
             // Straight into the source buffer, after the host regions: the resize reads the
             // decoded image where nvJPEG wrote it.
-            self.decode_deferred(images, &jobs, dev(&mut slot.src)?, &stream)?;
+            decode_times =
+                Some(self.decode_deferred(images, &jobs, dev(&mut slot.src)?, &stream)?);
             if !colors.is_empty() {
                 self.color_on_device(&stream, dev(&mut slot.src)?, &colors)?;
             }
@@ -821,12 +842,12 @@ impl GpuBatchOps {
             .stage_out
             .as_mut()
             .ok_or(GpuError::NoDevice("staging".into()))?;
-        match sink {
-            Some((ring, slot)) => {
+        match &sink {
+            OutputSink::Ring(ring, slot) => {
                 let (src, _sync) = out.device_ptr(&stream);
-                ring.copy_into(&stream, src, out_bytes, slot)?;
+                ring.copy_into(&stream, src, out_bytes, *slot)?;
             }
-            None => stream.memcpy_dtoh(
+            OutputSink::Vec | OutputSink::Host(_) => stream.memcpy_dtoh(
                 &out.slice(..out_bytes.max(1)),
                 &mut stage_out.as_mut_slice()?[..out_bytes.max(1)],
             )?,
@@ -834,18 +855,34 @@ impl GpuBatchOps {
         let mut host_sums = [0f64; 12];
         stream.memcpy_dtoh(&sums.slice(0..12), &mut host_sums[..])?;
         let e_done = ev(&stream)?;
+        let t_sync = t0.elapsed();
         stream.synchronize()?;
-        let data = if sink.is_some() {
-            Vec::new()
-        } else {
-            stage_out.as_slice()?[..out_bytes].to_vec()
+        let t_synced = t0.elapsed();
+        // Out of pinned memory into a recycled buffer or the caller's: a fresh 40-80 MB
+        // allocation would cost a page fault per 4 KiB (55 ms a batch on an H200's host).
+        let data = match &mut sink {
+            OutputSink::Ring(..) => Vec::new(),
+            OutputSink::Vec => {
+                let mut data = self.cpu.buffers.take(out_bytes);
+                copy_bytes(&mut data, &stage_out.as_slice()?[..out_bytes]);
+                data
+            }
+            OutputSink::Host(out) => {
+                copy_bytes(out, &stage_out.as_slice()?[..out_bytes]);
+                Vec::new()
+            }
         };
         let stats = stats_from_sums(&host_sums, count);
-        let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| {
-            a.elapsed_ms(b).map(f64::from)
-        };
+        let ms = elapsed_ms;
+        let ms_between = |a: Duration, b: Duration| (b.saturating_sub(a)).as_secs_f64() * 1e3;
+        let t_end = t0.elapsed();
         let timings = GpuTimings {
             prepare_host_ms: (t_host.as_secs_f64() * 1e3),
+            slot_wait_ms: ms_between(t_host, t_slot),
+            alloc_ms: ms_between(t_slot, t_alloc),
+            sync_wait_ms: ms_between(t_sync, t_synced),
+            finish_host_ms: ms_between(t_synced, t_end),
+            decode: decode_times,
             upload_ms: ms(&e_start, &e_upload)?,
             resize_ms: ms(&e_upload, &e_resize)?,
             mix_normalize_ms: ms(&e_resize, &e_mix)?,
@@ -853,8 +890,9 @@ impl GpuBatchOps {
             download_ms: ms(&e_stats, &e_done)?,
             upload_bytes: cpu_bytes + rp.tables.len() * 4,
             output_bytes: out_bytes,
-            total: t0.elapsed(),
+            total: t_end,
         };
+        tracing::debug!(target: "augserve_cuda::timing", "{timings}");
         let out = BatchOutput {
             tensor: Tensor {
                 data,
@@ -869,6 +907,93 @@ impl GpuBatchOps {
         };
         Ok((out, timings))
     }
+}
+
+impl std::fmt::Display for GpuTimings {
+    /// One line, `key=value` in milliseconds (the benchmarks' profile reads it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "gpu batch: prepare={:.3} slot_wait={:.3} alloc={:.3} upload={:.3} resize={:.3} mix={:.3} stats={:.3} download={:.3} sync_wait={:.3} finish={:.3} total={:.3}",
+            self.prepare_host_ms,
+            self.slot_wait_ms,
+            self.alloc_ms,
+            self.upload_ms,
+            self.resize_ms,
+            self.mix_normalize_ms,
+            self.stats_ms,
+            self.download_ms,
+            self.sync_wait_ms,
+            self.finish_host_ms,
+            self.total.as_secs_f64() * 1e3
+        )?;
+        if let Some(d) = &self.decode {
+            write!(
+                f,
+                " nvjpeg_images={} nvjpeg_headers={:.3} nvjpeg_submit={:.3} nvjpeg={:.3} convert={:.3} nvjpeg_total={:.3}",
+                d.images, d.headers_ms, d.submit_ms, d.nvjpeg_ms, d.convert_ms, d.total_ms
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Threads for the host copies of a batch (packing the upload, the output out of pinned
+/// memory): one thread moves about 3 GB/s on an H200's host, a few come near what the memory
+/// gives. Their own threads, not the pipeline's pool: there the copies waited behind the next
+/// batch's per-image work (the upload took 23 ms instead of 13).
+const COPY_THREADS: usize = 4;
+
+/// Copies each `(dst, src)` pair (equal lengths) on up to [`COPY_THREADS`] scoped threads,
+/// in contiguous runs of about equal bytes.
+fn copy_parallel(pairs: Vec<(&mut [u8], &[u8])>) {
+    let total: usize = pairs.iter().map(|(d, _)| d.len()).sum();
+    let threads = COPY_THREADS
+        .min(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(total / (1 << 20)) // under 1 MiB a thread: not worth one
+        .max(1);
+    let copy = |(d, s): (&mut [u8], &[u8])| d.copy_from_slice(s);
+    if threads == 1 {
+        pairs.into_iter().for_each(copy);
+        return;
+    }
+    let share = total.div_ceil(threads);
+    let mut runs: Vec<Vec<(&mut [u8], &[u8])>> = vec![Vec::new()];
+    let mut in_run = 0;
+    for pair in pairs {
+        if in_run >= share {
+            runs.push(Vec::new());
+            in_run = 0;
+        }
+        in_run += pair.0.len();
+        if let Some(run) = runs.last_mut() {
+            run.push(pair);
+        }
+    }
+    std::thread::scope(|scope| {
+        for run in runs {
+            scope.spawn(move || run.into_iter().for_each(copy));
+        }
+    });
+}
+
+/// Copies `src` into `dst` (the same length) in 4 MiB pieces, in parallel.
+fn copy_bytes(dst: &mut [u8], src: &[u8]) {
+    const PIECE: usize = 4 << 20;
+    copy_parallel(dst.chunks_mut(PIECE).zip(src.chunks(PIECE)).collect());
+}
+
+/// Packs the images' host regions back to back into `host` (exactly their total size), in
+/// parallel (100 MB a batch of 256 ImageNet-sized crops).
+fn pack_regions(host: &mut [u8], images: &[PreparedImage]) {
+    let mut parts = Vec::with_capacity(images.len());
+    let mut rest = host;
+    for im in images {
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(im.region.data.len());
+        parts.push((part, im.region.data.as_slice()));
+        rest = tail;
+    }
+    copy_parallel(parts);
 }
 
 fn stats_from_sums(s: &[f64; 12], n: f64) -> BatchStats {
@@ -974,9 +1099,13 @@ impl BatchOps for GpuBatchOps {
         let ring = ring.as_any().downcast_ref::<IpcRing>().ok_or_else(|| {
             augserve_core::Error::Backend("the ring was not made by this GPU backend".into())
         })?;
-        self.run_gpu_to(images, plan, spec, Some((ring, slot)))
+        self.run_gpu_to(images, plan, spec, OutputSink::Ring(ring, slot))
             .map(|(out, _)| out)
             .map_err(augserve_core::Error::from)
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        self.cpu.buffers.give(buf);
     }
 
     fn run(
@@ -986,14 +1115,32 @@ impl BatchOps for GpuBatchOps {
         spec: &PipelineSpec,
         pool: &ThreadPool,
     ) -> augserve_core::Result<BatchOutput> {
-        match self.run_gpu(images, plan, spec) {
-            Ok(out) => Ok(out),
+        match self.run_gpu_to(images, plan, spec, OutputSink::Vec) {
+            Ok((out, _)) => Ok(out),
             Err(e @ GpuError::DeferredFailed(_)) => Err(e.into()),
             Err(e) => {
                 // Out of memory or a driver fault fails over to the CPU for this batch; the
                 // result is the same up to one level of resize rounding.
                 tracing::warn!(error = %e, images = images.len(), "GPU batch failed; running it on the CPU");
                 self.cpu.run(images, plan, spec, pool)
+            }
+        }
+    }
+
+    fn run_into_host(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        out: &mut [u8],
+    ) -> augserve_core::Result<BatchOutput> {
+        match self.run_gpu_to(images, plan, spec, OutputSink::Host(&mut *out)) {
+            Ok((done, _)) => Ok(done),
+            Err(e @ GpuError::DeferredFailed(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, images = images.len(), "GPU batch failed; running it on the CPU");
+                self.cpu.run_into_host(images, plan, spec, pool, out)
             }
         }
     }
@@ -1056,6 +1203,29 @@ mod tests {
     /// uploaded, each deferred image's part decoded at its job's offset; here by zune-jpeg,
     /// cut to the part): every image's `ResizeSource` must then read exactly its CPU-path
     /// region, with and without ROI decode.
+    #[test]
+    fn parallel_packing_and_copying_equal_the_plain_loops() {
+        let images: Vec<PreparedImage> = (0..9)
+            .map(|i| host_image(i, 40 + i as u32 * 37, 31 + i as u32 * 11))
+            .collect();
+        let (_, bytes) = packed_sources(&images);
+        let want: Vec<u8> = images
+            .iter()
+            .flat_map(|im| im.region.data.iter().copied())
+            .collect();
+        assert_eq!(want.len(), bytes);
+        let mut host = vec![0u8; bytes];
+        pack_regions(&mut host, &images);
+        assert_eq!(host, want);
+        // Several 4 MiB pieces and a partial one, over several threads; and tiny copies.
+        for len in [(9 << 20) + 123, 5, 0] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut dst = vec![0u8; src.len()];
+            copy_bytes(&mut dst, &src);
+            assert!(dst == src, "{len} bytes");
+        }
+    }
+
     #[test]
     fn source_layout_reads_each_region_where_it_was_decoded() {
         use jpeg_encoder::SamplingFactor::{F_1_1, F_2_1, F_2_2};

@@ -12,7 +12,7 @@ use augserve_core::pipeline::{BatchOps, CpuBatchOps, CpuResize, PreparedImage};
 use augserve_core::rng::{keyed_rng, Purpose};
 use augserve_core::spec::{DType, EpochMix, Layout, MixMode, OutputSpec, PipelineSpec};
 use augserve_cuda::decode_check::mean_abs_diff;
-use augserve_cuda::{GpuBatchOps, GpuDevice};
+use augserve_cuda::{GpuBatchOps, GpuDevice, OutputSink};
 use rand::{Rng, RngCore};
 
 /// Prints a skip notice past the test harness's capture, so it shows in the run's output.
@@ -173,7 +173,7 @@ fn gpu_equals_cpu_reference_on_random_inputs() {
 }
 
 #[test]
-fn ipc_ring_slots_hold_the_same_bytes_as_the_downloaded_output() {
+fn ipc_ring_slots_and_host_memory_hold_the_same_bytes_as_the_downloaded_output() {
     let Some(dev) = device() else { return };
     let gpu = GpuBatchOps::new(dev, 2).unwrap();
     let images = batch(7, 32);
@@ -189,7 +189,7 @@ fn ipc_ring_slots_hold_the_same_bytes_as_the_downloaded_output() {
     let ring = gpu.ipc_ring(3, want.len()).unwrap();
     for slot in [2u32, 0] {
         let (out, _) = gpu
-            .run_gpu_to(&images, &plan, &spec, Some((&ring, slot)))
+            .run_gpu_to(&images, &plan, &spec, OutputSink::Ring(&ring, slot))
             .unwrap();
         assert!(out.tensor.data.is_empty(), "nothing comes back to the host");
         assert_eq!(
@@ -198,8 +198,23 @@ fn ipc_ring_slots_hold_the_same_bytes_as_the_downloaded_output() {
             "slot {slot}"
         );
     }
+    // Shared-memory delivery: straight into the caller's memory; and a recycled buffer
+    // (left holding other bytes) is overwritten whole.
+    let mut host = vec![0xAAu8; want.len()];
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
+    let out = gpu
+        .run_into_host(&images, &plan, &spec, &pool, &mut host)
+        .unwrap();
+    assert!(out.tensor.data.is_empty());
+    assert_eq!(host, want, "run_into_host");
+    gpu.recycle(host);
+    assert_eq!(
+        gpu.run_gpu(&images, &plan, &spec).unwrap().tensor.data,
+        want,
+        "recycled buffer"
+    );
     println!(
-        "IPC ring: {} bytes per slot, handle exported, slots equal the downloaded batch",
+        "IPC ring: {} bytes per slot, handle exported, slots equal the downloaded batch; so do run_into_host and a recycled buffer",
         want.len()
     );
 }
@@ -249,10 +264,236 @@ fn gpu_timings_at_batch_256() {
     println!("upload (pack + H2D) {:.3} ms | resize {:.3} ms ({:.0} GB/s of {:.1} MB) | mix+normalise {:.3} ms ({:.0} GB/s of {:.1} MB) | stats {:.3} ms | download {:.3} ms",
         t.upload_ms, t.resize_ms, gbs(resize_bytes, t.resize_ms), resize_bytes as f64 / 1e6,
         t.mix_normalize_ms, gbs(mix_bytes, t.mix_normalize_ms), mix_bytes as f64 / 1e6, t.stats_ms, t.download_ms);
+    println!("host: {t}");
     println!(
         "CPU batch ops on {} threads: {cpu_ms:.1} ms for the same batch",
         pool.current_num_threads()
     );
+}
+
+/// Where nvJPEG's time goes on the benchmark corpus (AUGSERVE_BENCH_CORPUS), per output
+/// format, with and without pre-allocation, and when the batch size changes every batch (as
+/// the CPU/GPU split moves): the figures behind the decode path's choices. Prints only.
+#[test]
+fn nvjpeg_stage_times_on_the_corpus() {
+    use augserve_core::decode::jpeg_info;
+    use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
+    use augserve_cuda::nvjpeg::{DecodeTimes, NvJpegOutput};
+    let Some(corpus) = std::env::var_os("AUGSERVE_BENCH_CORPUS") else {
+        skipped("AUGSERVE_BENCH_CORPUS not set");
+        return;
+    };
+    let Some(dev) = device() else { return };
+    let Some(mut dec) = nvjpeg_decoder(&dev) else {
+        return;
+    };
+    let (mut jpegs, mut dims, mut is_420) = (Vec::new(), Vec::new(), Vec::new());
+    for f in files_under(corpus.into(), true) {
+        let bytes = std::fs::read(&f).unwrap();
+        let Ok(info) = jpeg_info(&bytes) else {
+            continue;
+        };
+        if route(&info, NvJpegBackend::Hardware) != DecodeRoute::Gpu || jpegs.len() == 256 {
+            continue;
+        }
+        dims.push((info.width, info.height));
+        is_420.push(info.subsampling() == Some("4:2:0"));
+        jpegs.push(bytes);
+    }
+    let refs: Vec<&[u8]> = jpegs.iter().map(Vec::as_slice).collect();
+    let n = refs.len();
+    println!(
+        "nvJPEG stage times: {n} corpus images ({} of them 4:2:0), backend {:?}, engines x cores: {:?}",
+        is_420.iter().filter(|&&b| b).count(),
+        dec.backend(),
+        dec.hardware_engines()
+    );
+    let best = |runs: Vec<DecodeTimes>| {
+        runs.into_iter()
+            .min_by(|a, b| a.total_ms.total_cmp(&b.total_ms))
+            .unwrap()
+    };
+    let report = |what: &str, t: DecodeTimes| {
+        println!(
+            "  {what:<34} {:>7.0} images/s | {t}",
+            t.images as f64 / (t.total_ms / 1e3)
+        );
+    };
+    let pipeline_path = |dec: &mut augserve_cuda::nvjpeg::GpuJpegDecoder, k: usize| {
+        dec.decode_batch(&refs[..k], &dims[..k]).unwrap();
+        dec.last_times()
+    };
+    pipeline_path(&mut dec, n);
+    report(
+        "decode_into (a call per layout)",
+        best((0..5).map(|_| pipeline_path(&mut dec, n)).collect()),
+    );
+    for out in [NvJpegOutput::Yuv, NvJpegOutput::Rgbi, NvJpegOutput::Y] {
+        let runs = (0..6)
+            .map(|_| dec.time_nvjpeg_output(&refs, out).unwrap())
+            .skip(1)
+            .collect();
+        report(&format!("nvJPEG alone, {out:?}"), best(runs));
+    }
+    // Per chroma layout: 64 corpus photos re-encoded at quality 90 in each.
+    let limits = augserve_core::decode::DecodeLimits::default();
+    let photos: Vec<_> = refs
+        .iter()
+        .take(64)
+        .map(|j| augserve_core::decode::decode_jpeg(j, &limits).unwrap())
+        .collect();
+    use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+    type Encoded = Vec<(Vec<u8>, (u32, u32))>;
+    let mut by_layout: Vec<Encoded> = Vec::new();
+    for (layout, sampling) in [
+        ("4:2:0", Some(SamplingFactor::F_2_2)),
+        ("4:2:2", Some(SamplingFactor::F_2_1)),
+        ("4:4:0", Some(SamplingFactor::F_1_2)),
+        ("4:4:4", Some(SamplingFactor::F_1_1)),
+        ("gray", None),
+    ] {
+        let encoded: Encoded = photos
+            .iter()
+            .map(|img| {
+                let mut out = Vec::new();
+                let mut enc = Encoder::new(&mut out, 90);
+                let (w, h) = (img.width as u16, img.height as u16);
+                match sampling {
+                    Some(f) => {
+                        enc.set_sampling_factor(f);
+                        enc.encode(&img.data, w, h, ColorType::Rgb).unwrap();
+                    }
+                    None => {
+                        let luma: Vec<u8> = img.data.chunks(3).map(|p| p[1]).collect();
+                        enc.encode(&luma, w, h, ColorType::Luma).unwrap();
+                    }
+                }
+                (out, (img.width, img.height))
+            })
+            .collect();
+        let set: Vec<&[u8]> = encoded.iter().map(|(j, _)| j.as_slice()).collect();
+        let set_dims: Vec<(u32, u32)> = encoded.iter().map(|(_, d)| *d).collect();
+        for out in [NvJpegOutput::Yuv, NvJpegOutput::Rgbi] {
+            let runs = (0..5)
+                .map(|_| dec.time_nvjpeg_output(&set, out).unwrap())
+                .skip(1)
+                .collect();
+            report(&format!("nvJPEG alone, {layout}, {out:?}"), best(runs));
+        }
+        let runs = (0..5)
+            .map(|_| {
+                dec.decode_batch(&set, &set_dims).unwrap();
+                dec.last_times()
+            })
+            .skip(1)
+            .collect();
+        report(&format!("decode_into, {layout}"), best(runs));
+        by_layout.push(encoded);
+    }
+    // A batch of the five layouts mixed against the five decoded apart: decode_into splits
+    // it into a call per layout, so the two should cost about the same.
+    let mixed: Vec<&(Vec<u8>, (u32, u32))> = (0..16)
+        .flat_map(|i| by_layout.iter().map(move |set| &set[i]))
+        .collect();
+    let (mj, md): (Vec<&[u8]>, Vec<(u32, u32)>) =
+        mixed.iter().map(|(j, d)| (j.as_slice(), *d)).unzip();
+    let runs = (0..5)
+        .map(|_| {
+            dec.decode_batch(&mj, &md).unwrap();
+            dec.last_times()
+        })
+        .skip(1)
+        .collect();
+    report("decode_into, 5 layouts mixed", best(runs));
+    let apart: f64 = by_layout
+        .iter()
+        .map(|set| {
+            let (j, d): (Vec<&[u8]>, Vec<(u32, u32)>) =
+                set[..16].iter().map(|(j, d)| (j.as_slice(), *d)).unzip();
+            best(
+                (0..5)
+                    .map(|_| {
+                        dec.decode_batch(&j, &d).unwrap();
+                        dec.last_times()
+                    })
+                    .skip(1)
+                    .collect(),
+            )
+            .total_ms
+        })
+        .sum();
+    println!("  decode_into, the 5 layouts apart: {apart:.2} ms in all");
+    // The corpus's two layouts apart, and one after the other as decode_into submits them
+    // (4:4:4 as RGB, 4:2:0 as planar YCbCr, each format its own decoding state).
+    let group = |want_420: bool| -> Vec<&[u8]> {
+        refs.iter()
+            .zip(&is_420)
+            .filter(|(_, &b)| b == want_420)
+            .map(|(r, _)| *r)
+            .collect()
+    };
+    let (s420, s444) = (group(true), group(false));
+    let alone = |dec: &mut augserve_cuda::nvjpeg::GpuJpegDecoder, set: &[&[u8]], out| {
+        best(
+            (0..5)
+                .map(|_| dec.time_nvjpeg_output(set, out).unwrap())
+                .skip(1)
+                .collect(),
+        )
+    };
+    report(
+        "nvJPEG alone, corpus 4:2:0, Yuv",
+        alone(&mut dec, &s420, NvJpegOutput::Yuv),
+    );
+    report(
+        "nvJPEG alone, corpus 4:4:4, Yuv",
+        alone(&mut dec, &s444, NvJpegOutput::Yuv),
+    );
+    report(
+        "nvJPEG alone, corpus 4:4:4, Rgbi",
+        alone(&mut dec, &s444, NvJpegOutput::Rgbi),
+    );
+    let mut pairs = Vec::new();
+    for _ in 0..5 {
+        let a = dec.time_nvjpeg_output(&s420, NvJpegOutput::Yuv).unwrap();
+        let b = dec.time_nvjpeg_output(&s444, NvJpegOutput::Rgbi).unwrap();
+        pairs.push((a.total_ms, b.total_ms));
+    }
+    println!(
+        "  corpus 4:2:0 Yuv then 4:4:4 Rgbi, 5 rounds, ms: {}",
+        pairs
+            .iter()
+            .map(|(a, b)| format!("{a:.2}+{b:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // A format the engine may refuse, then how many calls until the decoder works again.
+    match dec.time_nvjpeg_output(&refs, NvJpegOutput::Nv12) {
+        Ok(t) => report("nvJPEG alone, Nv12", t),
+        Err(e) => println!("  nvJPEG alone, Nv12: {e}"),
+    }
+    let failed_after = (0..4)
+        .take_while(|_| dec.decode_batch(&refs, &dims).is_err())
+        .count();
+    println!("  decode_into after that: {failed_after} failed call(s), then working");
+    // The split moves the batch size every batch: re-initialisation each time.
+    let alternating = (0..6)
+        .map(|i| pipeline_path(&mut dec, n - (i % 2)))
+        .skip(1)
+        .collect();
+    report("decode_into, size changing", best(alternating));
+    let mut pre = nvjpeg_decoder(&dev).unwrap();
+    match pre.preallocate(n, 640, 480) {
+        Ok(true) => {
+            pipeline_path(&mut pre, n);
+            report(
+                "decode_into after PreAllocate",
+                best((0..5).map(|_| pipeline_path(&mut pre, n)).collect()),
+            );
+        }
+        Ok(false) => println!("  nvjpegDecodeBatchedPreAllocate: not in this nvJPEG"),
+        Err(e) => println!("  nvjpegDecodeBatchedPreAllocate: {e}"),
+    }
 }
 
 /// nvJPEG against zune-jpeg on the reference files (and the crash corpus for errors): mean

@@ -4,7 +4,8 @@
 //! negotiation, the slot protocol (acquire, write through `run_into_ring`, SlotRef, release,
 //! reuse, reclaim at stream end) and byte-identity with inline batches are all checked here.
 //! What this cannot check (the real cuIpcGetMemHandle / device-to-device copy, and a trainer
-//! opening the handle) is unverified until a GPU runs it.
+//! opening the handle) needs a GPU: `clients/python/tests/test_cuda_ipc.py` in
+//! benches/gpu/run.sh checks it there (passed on an H200).
 
 mod common;
 
