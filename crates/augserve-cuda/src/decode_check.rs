@@ -134,19 +134,24 @@ pub fn test_jpeg(
     Ok(out)
 }
 
-/// The check's images: 4:2:0, 4:2:2, 4:4:0, 4:4:4 and grayscale at 96x80 (whole MCUs), and
-/// 4:2:0 at 75x53 (partial MCUs, odd chroma planes).
+/// The chroma layouts the GPU decodes, by the names `jpeg_planes::layout_name` gives them,
+/// with the encoder setting that makes each (`None`: grayscale): what the start-up checks and
+/// ROI support go through one by one.
+pub const GPU_LAYOUTS: [(&str, Option<SamplingFactor>); 5] = [
+    ("4:2:0", Some(SamplingFactor::F_2_2)),
+    ("4:2:2", Some(SamplingFactor::F_2_1)),
+    ("4:4:0", Some(SamplingFactor::F_1_2)),
+    ("4:4:4", Some(SamplingFactor::F_1_1)),
+    ("gray", None),
+];
+
+/// The check's images: every layout of [`GPU_LAYOUTS`] at 96x80 (whole MCUs), and 4:2:0 at
+/// 75x53 (partial MCUs, odd chroma planes).
 pub fn check_images() -> Result<Vec<CheckImage>, String> {
-    let cases = [
-        ("4:2:0", Some(SamplingFactor::F_2_2), 96, 80),
-        ("4:2:2", Some(SamplingFactor::F_2_1), 96, 80),
-        ("4:4:0", Some(SamplingFactor::F_1_2), 96, 80),
-        ("4:4:4", Some(SamplingFactor::F_1_1), 96, 80),
-        ("gray", None, 96, 80),
-        ("4:2:0", Some(SamplingFactor::F_2_2), 75, 53),
-    ];
-    cases
+    GPU_LAYOUTS
         .into_iter()
+        .map(|(layout, sampling)| (layout, sampling, 96, 80))
+        .chain([("4:2:0", Some(SamplingFactor::F_2_2), 75, 53)])
         .map(|(layout, sampling, width, height)| {
             let name = format!("{layout} {width}x{height}");
             let jpeg = test_jpeg(width, height, sampling)

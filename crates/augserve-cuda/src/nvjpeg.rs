@@ -25,7 +25,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PushKernelArg};
 use jpeg_encoder::SamplingFactor;
 
 use crate::cuda_libs::{self, CudaLib};
-use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport};
+use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport, GPU_LAYOUTS};
 use crate::device::GpuDevice;
 use crate::gpu_decode::NvJpegBackend;
 use crate::jpeg_planes::{
@@ -1004,13 +1004,7 @@ impl GpuJpegDecoder {
             );
         }
         let mut support = RoiSupport::default();
-        for (layout, sampling) in [
-            ("4:2:0", Some(SamplingFactor::F_2_2)),
-            ("4:2:2", Some(SamplingFactor::F_2_1)),
-            ("4:4:0", Some(SamplingFactor::F_1_2)),
-            ("4:4:4", Some(SamplingFactor::F_1_1)),
-            ("gray", None),
-        ] {
+        for (layout, sampling) in GPU_LAYOUTS {
             support.record(layout, self.check_roi_on(sampling));
         }
         support

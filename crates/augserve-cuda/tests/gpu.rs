@@ -342,16 +342,10 @@ fn nvjpeg_stage_times_on_the_corpus() {
         .take(64)
         .map(|j| augserve_core::decode::decode_jpeg(j, &limits).unwrap())
         .collect();
-    use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+    use jpeg_encoder::{ColorType, Encoder};
     type Encoded = Vec<(Vec<u8>, (u32, u32))>;
     let mut by_layout: Vec<Encoded> = Vec::new();
-    for (layout, sampling) in [
-        ("4:2:0", Some(SamplingFactor::F_2_2)),
-        ("4:2:2", Some(SamplingFactor::F_2_1)),
-        ("4:4:0", Some(SamplingFactor::F_1_2)),
-        ("4:4:4", Some(SamplingFactor::F_1_1)),
-        ("gray", None),
-    ] {
+    for (layout, sampling) in augserve_cuda::decode_check::GPU_LAYOUTS {
         let encoded: Encoded = photos
             .iter()
             .map(|img| {
