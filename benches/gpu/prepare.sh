@@ -20,8 +20,8 @@ for line in sys.stdin:
 ' "$kit/tests"
 strip "$kit/augserve" "$kit"/tests/*
 python3 benches/make_corpus.py --out "$kit/corpus" --images 500 >/dev/null
-# The decoder test files (../shared does not travel to the device machine).
-cp -r ../shared/testdata/jpeg "$kit/testdata"
+# The decoder test files, where the kit's test binaries find them (AUGSERVE_JPEG_TESTDATA).
+cp -r testdata/jpeg "$kit/testdata"
 # The Python client's gRPC stubs need these versions; the device image may hold older ones.
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \

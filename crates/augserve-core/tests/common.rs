@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-/// `../shared/testdata/jpeg` relative to the repository root (the checkout's sibling).
+/// The repository's `testdata/jpeg` (AUGSERVE_JPEG_TESTDATA overrides it: the GPU kit's copy).
 pub fn jpeg_testdata() -> PathBuf {
     if let Ok(p) = std::env::var("AUGSERVE_JPEG_TESTDATA") {
         return PathBuf::from(p);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = root.join("../shared/testdata/jpeg");
+    let p = root.join("testdata/jpeg");
     assert!(
         p.is_dir(),
         "JPEG test data not found at {} (set AUGSERVE_JPEG_TESTDATA)",

@@ -44,12 +44,12 @@ fn nvjpeg_decoder(dev: &Arc<GpuDevice>) -> Option<augserve_cuda::nvjpeg::GpuJpeg
     }
 }
 
-/// `../shared/testdata/jpeg` (or where the GPU kit put it: AUGSERVE_JPEG_TESTDATA).
+/// The repository's `testdata/jpeg` (or where the GPU kit put it: AUGSERVE_JPEG_TESTDATA).
 fn jpeg_testdata() -> std::path::PathBuf {
     std::env::var_os("AUGSERVE_JPEG_TESTDATA")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/jpeg")
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jpeg")
         })
 }
 
