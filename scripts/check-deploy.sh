@@ -25,11 +25,32 @@ assert s["trainer"]["depends_on"]["augserve"]["condition"] == "service_healthy"
 for name in ("augserve", "trainer"):
     (dev,) = s[name]["deploy"]["resources"]["reservations"]["devices"]
     assert dev["driver"] == "nvidia" and "gpu" in dev["capabilities"], name
+# The JPEG engines need the driver's video capability in the server's container.
+(dev,) = s["augserve"]["deploy"]["resources"]["reservations"]["devices"]
+assert {"compute", "utility", "video"} <= set(dev["capabilities"]), dev
+assert "video" in s["augserve"]["environment"]["NVIDIA_DRIVER_CAPABILITIES"].split(",")
 assert "augserve-socket" in c["volumes"]
 # Shared memory: the trainer joins the server's /dev/shm and runs as its user (0600 rings).
 assert s["augserve"]["ipc"] == "shareable" and s["trainer"]["ipc"] == "service:augserve"
 assert s["trainer"]["user"].split(":")[0] == "10001" and "shm" in s["trainer"]["command"]
-print("compose wiring ok: shared socket volume and /dev/shm, health-gated trainer, GPU reservations")
+print("compose wiring ok: shared socket volume and /dev/shm, health-gated trainer, GPU reservations, video capability")
+PY
+
+echo "== the video capability (hardware JPEG engines) in the image and the manifests"
+grep -q 'NVIDIA_DRIVER_CAPABILITIES=compute,utility,video' docker/Dockerfile
+"$py" - <<'PY'
+import glob, yaml
+for path in sorted(glob.glob("docker/k8s/*.yaml")):
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc or doc["kind"] not in ("Job", "Deployment", "StatefulSet"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            if c["name"] != "augserve":
+                continue
+            env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+            assert "video" in env.get("NVIDIA_DRIVER_CAPABILITIES", "").split(","), (path, c["name"])
+            print(f"{path}: augserve container asks for video")
 PY
 
 echo "== the manifests' server.toml, checked by the server itself"

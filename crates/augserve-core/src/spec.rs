@@ -467,8 +467,13 @@ impl PipelineSpec {
         })
     }
 
+    /// The spec as TOML, numbers as written (`0.08`, not `0.07999999821186066`).
     pub fn to_toml_string(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let Ok(mut value) = toml::Value::try_from(self) else {
+            return String::new();
+        };
+        shortest_f32_floats(&mut value);
+        toml::to_string_pretty(&value).unwrap_or_default()
     }
 
     /// Number of bytes of one output image.
@@ -477,9 +482,41 @@ impl PipelineSpec {
     }
 }
 
+/// Every float of the spec is an `f32`, which serde widens to the nearest `f64`
+/// (0.08f32 = 0.07999999821186066). Rewrites each as the shortest decimal that reads back as
+/// the same `f32`, so a printed spec reads as it was written and parses to the same spec.
+fn shortest_f32_floats(value: &mut toml::Value) {
+    match value {
+        toml::Value::Float(f) => {
+            let narrow = *f as f32;
+            if f64::from(narrow) == *f {
+                *f = narrow.to_string().parse().unwrap_or(*f);
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(shortest_f32_floats),
+        toml::Value::Table(table) => table.iter_mut().for_each(|(_, v)| shortest_f32_floats(v)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_numbers_are_as_written_and_read_back_the_same() {
+        let text = PipelineSpec::default().to_toml_string();
+        for written in ["0.08", "1.3333334", "0.75", "0.485", "0.229"] {
+            assert!(text.contains(written), "{written} missing from\n{text}");
+        }
+        assert!(!text.contains("9999"), "{text}");
+        let mut spec = PipelineSpec::default();
+        spec.color.brightness = 0.4;
+        spec.mix.mixup_alpha = 0.2;
+        spec.flip_prob = 0.1;
+        let again = PipelineSpec::from_toml_str(&spec.to_toml_string()).unwrap();
+        assert_eq!(again, spec);
+    }
 
     #[test]
     fn default_is_valid_and_roundtrips_through_toml_and_json() {

@@ -10,8 +10,76 @@ use augserve_core::decode::{JpegCoding, JpegInfo};
 pub enum NvJpegBackend {
     /// The hardware JPEG engines of A100 / H100 (NVJPEG_BACKEND_HARDWARE): baseline only.
     Hardware,
-    /// CUDA (hybrid) decoding: baseline and progressive.
+    /// nvJPEG's default backend (hybrid: Huffman decoding on the CPU or the GPU, as nvJPEG
+    /// chooses; IDCT on the GPU): baseline and progressive.
     Cuda,
+}
+
+impl NvJpegBackend {
+    /// The name GetServerInfo and the metrics use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NvJpegBackend::Hardware => "nvjpeg-hardware",
+            NvJpegBackend::Cuda => "nvjpeg-cuda",
+        }
+    }
+}
+
+/// Whether GPUs of compute capability `cc` carry hardware JPEG engines (NVJPG): the GA100
+/// (A100, A30, A800: 8.0), Hopper (H100, H200, H800, H20, GH200: 9.0) and data-centre
+/// Blackwell (B200, GB200: 10.0). Consumer and workstation GPUs of 8.6/8.9/12.x have none.
+pub fn has_jpeg_engines(cc: (i32, i32)) -> bool {
+    matches!(cc, (8, 0) | (9, 0) | (10, 0))
+}
+
+/// Which nvJPEG backend decodes, and, when it is not the hardware engine, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendChoice {
+    pub backend: NvJpegBackend,
+    /// Empty on the hardware engine; else why not, with the likely cause.
+    pub note: String,
+}
+
+impl BackendChoice {
+    /// The choice on a GPU named `gpu` of compute capability `cc`, after asking nvJPEG for
+    /// the hardware engine: `refused` is its answer when it could not open one.
+    pub fn new(gpu: &str, cc: (i32, i32), refused: Option<&str>) -> Self {
+        let Some(status) = refused else {
+            return BackendChoice {
+                backend: NvJpegBackend::Hardware,
+                note: String::new(),
+            };
+        };
+        let note = if has_jpeg_engines(cc) {
+            format!(
+                "the {gpu} (compute capability {}.{}) has hardware JPEG engines, but nvJPEG could \
+                 not open them ({status}). Likely causes: a container started without the NVIDIA \
+                 driver's video capability (set NVIDIA_DRIVER_CAPABILITIES=compute,utility,video; \
+                 docker/README.md), a MIG slice without media extensions (only +me profiles have \
+                 an engine), or a driver older than the nvJPEG library. Decoding uses the \
+                 slower CUDA backend",
+                cc.0, cc.1
+            )
+        } else {
+            format!(
+                "the {gpu} has no hardware JPEG engine (A100/A30, H100/H200 and B200-class GPUs \
+                 do): nvJPEG's CUDA backend decodes"
+            )
+        };
+        BackendChoice {
+            backend: NvJpegBackend::Cuda,
+            note,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.backend {
+            NvJpegBackend::Hardware => write!(f, "nvJPEG, hardware JPEG engine"),
+            NvJpegBackend::Cuda => write!(f, "nvJPEG, CUDA backend: {}", self.note),
+        }
+    }
 }
 
 /// Where one image is decoded, and why not on the GPU.
@@ -181,6 +249,29 @@ fn mix64(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backend_choice_says_why_not_the_hardware_engine() {
+        let hw = BackendChoice::new("NVIDIA H200", (9, 0), None);
+        assert_eq!(hw.backend, NvJpegBackend::Hardware);
+        assert_eq!(hw.to_string(), "nvJPEG, hardware JPEG engine");
+        let refused = BackendChoice::new("NVIDIA H100 80GB HBM3", (9, 0), Some("NOT_SUPPORTED"));
+        assert_eq!(refused.backend, NvJpegBackend::Cuda);
+        for needle in ["has hardware JPEG engines", "NOT_SUPPORTED", "video", "MIG"] {
+            assert!(refused.note.contains(needle), "{needle}: {}", refused.note);
+        }
+        let none = BackendChoice::new("NVIDIA L4", (8, 9), Some("NOT_SUPPORTED"));
+        assert!(
+            none.note.contains("has no hardware JPEG engine"),
+            "{}",
+            none.note
+        );
+        assert!([(8, 0), (9, 0), (10, 0)].into_iter().all(has_jpeg_engines));
+        assert!(![(7, 5), (8, 6), (8, 9), (12, 0)]
+            .into_iter()
+            .any(has_jpeg_engines));
+        assert_eq!(NvJpegBackend::Cuda.name(), "nvjpeg-cuda");
+    }
 
     fn info(coding: JpegCoding, components: u8, sampling: Vec<(u8, u8)>) -> JpegInfo {
         JpegInfo {

@@ -27,7 +27,7 @@ use jpeg_encoder::SamplingFactor;
 use crate::cuda_libs::{self, CudaLib};
 use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport, GPU_LAYOUTS};
 use crate::device::GpuDevice;
-use crate::gpu_decode::NvJpegBackend;
+use crate::gpu_decode::{BackendChoice, NvJpegBackend};
 use crate::jpeg_planes::{
     batch_planes, chroma_layout, plane_destinations, roi_for_header, ChromaLayout, PlaneInfo, Roi,
     RoiSupport, MAX_COMPONENTS,
@@ -264,7 +264,8 @@ pub struct GpuJpegDecoder {
     /// One decoding state per output format and chroma layout in use: one state switched
     /// between formats every batch ran 2x slower on an H200 (set up anew each time).
     states: Vec<FormatState>,
-    backend: NvJpegBackend,
+    /// The backend in use, and why not the hardware engine when it was asked for.
+    choice: BackendChoice,
     stream: Arc<CudaStream>,
     /// Where the time of the last `decode_into` went.
     last_times: DecodeTimes,
@@ -290,7 +291,7 @@ impl GpuJpegDecoder {
         device.ctx.bind_to_thread()?;
         let stream = device.ctx.new_stream()?;
         let mut handle: Handle = std::ptr::null_mut();
-        let mut backend = prefer;
+        let mut refused = None;
         // SAFETY: out-pointer to a handle; null allocators select nvJPEG's defaults.
         let mut s = unsafe {
             (nv.create_ex)(
@@ -306,8 +307,9 @@ impl GpuJpegDecoder {
             )
         };
         if s != 0 && prefer == NvJpegBackend::Hardware {
-            // No hardware engine on this GPU (e.g. not A100/H100): the CUDA backend.
-            backend = NvJpegBackend::Cuda;
+            // No usable hardware engine (none on this GPU, or not exposed to a container):
+            // the CUDA backend; `choice` says which and why.
+            refused = Some(status_name(s));
             // SAFETY: as above.
             s = unsafe {
                 (nv.create_ex)(
@@ -341,7 +343,17 @@ impl GpuJpegDecoder {
                 state,
                 batch: None,
             }],
-            backend,
+            choice: match prefer {
+                NvJpegBackend::Hardware => BackendChoice::new(
+                    &device.info.name,
+                    device.info.compute_capability,
+                    refused.as_deref(),
+                ),
+                NvJpegBackend::Cuda => BackendChoice {
+                    backend: NvJpegBackend::Cuda,
+                    note: "the CUDA backend was asked for".into(),
+                },
+            },
             stream,
             last_times: DecodeTimes::default(),
             raw_scratch: None,
@@ -351,7 +363,12 @@ impl GpuJpegDecoder {
     }
 
     pub fn backend(&self) -> NvJpegBackend {
-        self.backend
+        self.choice.backend
+    }
+
+    /// The backend in use, and why not the hardware engine.
+    pub fn backend_choice(&self) -> &BackendChoice {
+        &self.choice
     }
 
     /// The nvJPEG file in use.
@@ -693,7 +710,7 @@ impl GpuJpegDecoder {
     /// backend, nvJPEG 11.9+).
     pub fn hardware_engines(&self) -> Option<(u32, u32)> {
         let f = self.nv.hardware_decoder_info?;
-        if self.backend != NvJpegBackend::Hardware {
+        if self.choice.backend != NvJpegBackend::Hardware {
             return None;
         }
         let (mut engines, mut cores): (c_uint, c_uint) = (0, 0);

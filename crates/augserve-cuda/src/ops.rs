@@ -22,7 +22,7 @@ use rayon::ThreadPool;
 
 use crate::decode_check::CheckReport;
 use crate::device::GpuDevice;
-use crate::gpu_decode::{picks_gpu, route, DecodeRoute, DecodeSplit, NvJpegBackend};
+use crate::gpu_decode::{picks_gpu, route, BackendChoice, DecodeRoute, DecodeSplit, NvJpegBackend};
 use crate::ipc::IpcRing;
 use crate::jpeg_planes::{roi_for_header, Roi, RoiSupport};
 use crate::kernels::{dtype_code, layout_code, ColorDesc, MixDesc, ResizeDesc};
@@ -432,13 +432,17 @@ impl GpuBatchOps {
 
     /// Turns on GPU JPEG decoding (nvJPEG, the hardware engine where the GPU has one): the
     /// pipeline then leaves the images nvJPEG takes undecoded, in the share `split` gives
-    /// (tuned from measured rates by default, or fixed). Returns the backend in use, or why
-    /// decoding stays on the CPU.
-    pub fn enable_gpu_decode(&mut self, split: DecodeSplit) -> Result<NvJpegBackend, GpuError> {
+    /// (tuned from measured rates by default, or fixed). Returns the backend in use (and why
+    /// not the hardware engine), or why decoding stays on the CPU.
+    pub fn enable_gpu_decode(&mut self, split: DecodeSplit) -> Result<BackendChoice, GpuError> {
         let nv = NvJpeg::load()?;
         let library = format!("{} {}", nv.library, nv.version_string());
         let mut decoder = GpuJpegDecoder::new(nv, &self.device, NvJpegBackend::Hardware)?;
-        let backend = decoder.backend();
+        let choice = decoder.backend_choice().clone();
+        let backend = choice.backend;
+        if backend != NvJpegBackend::Hardware {
+            tracing::warn!("nvJPEG: {}", choice.note);
+        }
         // Decoded pixels must match the CPU decoder's before any batch relies on them.
         let check = decoder.check_against_cpu().map_err(GpuError::DecodeCheck)?;
         tracing::info!("nvJPEG ({library}) start-up check: {check}");
@@ -460,7 +464,7 @@ impl GpuBatchOps {
             decoded_pixels: AtomicU64::new(0),
             whole_pixels: AtomicU64::new(0),
         });
-        Ok(backend)
+        Ok(choice)
     }
 
     /// The part of deferred image `d` to decode: the MCU-aligned part around its crop region

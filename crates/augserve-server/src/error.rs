@@ -16,6 +16,9 @@ pub enum ServerError {
     ResourceExhausted(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// A listener that could not be opened: which address, and why.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: String, reason: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]

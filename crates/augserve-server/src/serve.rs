@@ -17,6 +17,12 @@ pub type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()>
 
 /// Serves until `shutdown` resolves, then gives streams `grace_period_s` to end.
 pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(), ServerError> {
+    // Listeners first: a taken address fails the start at once, before any work.
+    let tcp_listener = match &cfg.listen_tcp {
+        Some(addr) => Some(bind_tcp(addr).await?),
+        None => None,
+    };
+    let uds_listener = cfg.listen_uds.as_deref().map(bind_uds).transpose()?;
     let stopping = Arc::new(AtomicBool::new(false));
     let service = AugServeService::new(&cfg, stopping.clone())?;
     if let Some(addr) = &cfg.metrics_listen {
@@ -37,11 +43,15 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
     health
         .set_serving::<AugServeServer<AugServeService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(augserve_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(augserve_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let map = |e: tonic_reflection::server::Error| ServerError::Config(format!("reflection: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(map)?;
+    // grpcurl before 1.9 and older grpc_cli ask only v1alpha.
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(map)?;
     let mut tokens = cfg.tokens.clone();
     if let Some(f) = &cfg.tokens_file {
         tokens.extend(crate::auth::read_tokens_file(f)?);
@@ -67,12 +77,17 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         }
         let c1 = check.clone();
         let c2 = check.clone();
+        let c3 = check.clone();
         Ok::<_, ServerError>(
             builder
                 .add_service(health_service.clone())
-                .add_service(InterceptedService::new(reflection.clone(), move |r| {
+                .add_service(InterceptedService::new(reflection_v1.clone(), move |r| {
                     c1.check(r)
                 }))
+                .add_service(InterceptedService::new(
+                    reflection_v1alpha.clone(),
+                    move |r| c3.check(r),
+                ))
                 .add_service(InterceptedService::new(
                     AugServeServer::new(service.clone())
                         .max_decoding_message_size(max_in)
@@ -86,8 +101,7 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         let _ = rx.wait_for(|v| *v).await;
     };
     let mut tasks = Vec::new();
-    if let Some(addr) = &cfg.listen_tcp {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+    if let Some(listener) = tcp_listener {
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "listening on TCP");
         let r = router(tls.clone())?;
         let rx = rx.clone();
@@ -96,11 +110,7 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
                 .await
         }));
     }
-    if let Some(path) = &cfg.listen_uds {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)?;
-        // Owner and group may connect (the trainer container shares the group).
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+    if let (Some(listener), Some(path)) = (uds_listener, &cfg.listen_uds) {
         tracing::info!(path = %path.display(), "listening on a Unix socket");
         let r = router(None)?;
         let rx = rx.clone();
@@ -132,6 +142,47 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         tracing::info!("{report}");
     }
     Ok(())
+}
+
+async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Listen {
+            address: format!("TCP {addr}"),
+            reason: match e.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "{e}: another process (a second server?) has this port; choose another \
+                     with --listen-tcp, or --listen-tcp \"\" for none"
+                ),
+                _ => e.to_string(),
+            },
+        })
+}
+
+/// Binds the Unix socket `path`. A socket file another server still accepts on is never taken
+/// over; a stale one (left by a killed server) is replaced.
+fn bind_uds(path: &std::path::Path) -> Result<tokio::net::UnixListener, ServerError> {
+    use std::os::unix::fs::FileTypeExt;
+    let fail = |reason: String| ServerError::Listen {
+        address: format!("Unix socket {}", path.display()),
+        reason,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(fail("the path exists and is not a socket".into()));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(fail(
+                "another server is listening on it; choose another path with --listen-uds".into(),
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| fail(format!("removing the stale socket: {e}")))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    // Owner and group may connect (the trainer container shares the group).
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+        .map_err(|e| fail(format!("setting its mode: {e}")))?;
+    Ok(listener)
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>) {

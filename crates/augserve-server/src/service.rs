@@ -33,7 +33,13 @@ struct State {
     shutting_down: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
     shm: ShmRegistry,
+    /// Who decodes JPEGs ("zune-jpeg", "nvjpeg-hardware", "nvjpeg-cuda") and why not the
+    /// GPU's hardware engine, for GetServerInfo.
+    jpeg_decoder: (String, String),
 }
+
+/// The CPU's JPEG decoder, as GetServerInfo names it.
+const CPU_JPEG_DECODER: &str = "zune-jpeg";
 
 /// The service; cheap to clone (shared state).
 #[derive(Clone)]
@@ -45,6 +51,11 @@ impl AugServeService {
     /// Opens every configured dataset and picks the batch-ops device.
     pub fn new(cfg: &ServerConfig, shutting_down: Arc<AtomicBool>) -> Result<Self, ServerError> {
         let cpu: Arc<dyn BatchOps> = Arc::new(augserve_core::CpuBatchOps::default());
+        // (decoder name, why not the GPU's hardware engine): reported by GetServerInfo.
+        let mut jpeg_decoder = (CPU_JPEG_DECODER.to_string(), String::new());
+        if !cfg.gpu_decode && cfg.gpu_decode_share.is_none() {
+            jpeg_decoder.1 = "gpu_decode is off".into();
+        }
         let (ops, gpu_unavailable): (Arc<dyn BatchOps>, _) = match cfg.device.as_str() {
             "cpu" => (cpu, Some("device = cpu in the configuration".to_string())),
             "auto" | "gpu" => match augserve_cuda::GpuDevice::open(cfg.cuda_device)
@@ -58,10 +69,17 @@ impl AugServeService {
                     .map_err(|e| ServerError::Config(format!("gpu_decode_share: {e}")))?;
                     if let Some(split) = split {
                         match g.enable_gpu_decode(split) {
-                            Ok(b) => {
-                                tracing::info!(backend = ?b, "JPEG decoding on the GPU (nvJPEG) and the CPU")
+                            Ok(choice) => {
+                                tracing::info!(
+                                    backend = choice.backend.name(),
+                                    "JPEG decoding on the GPU ({choice}) and the CPU"
+                                );
+                                jpeg_decoder = (choice.backend.name().into(), choice.note);
                             }
-                            Err(e) => tracing::warn!("{e}; JPEG decoding stays on the CPU"),
+                            Err(e) => {
+                                tracing::warn!("{e}; JPEG decoding stays on the CPU");
+                                jpeg_decoder.1 = e.to_string();
+                            }
                         }
                     }
                     (Arc::new(g), None)
@@ -80,7 +98,15 @@ impl AugServeService {
                 )))
             }
         };
-        Self::with_batch_ops(cfg, shutting_down, ops, gpu_unavailable)
+        if jpeg_decoder.1.is_empty() && jpeg_decoder.0 == CPU_JPEG_DECODER {
+            // GPU decoding was asked for, but there is no usable GPU.
+            jpeg_decoder.1 = gpu_unavailable.clone().unwrap_or_default();
+        }
+        let mut service = Self::with_batch_ops(cfg, shutting_down, ops, gpu_unavailable)?;
+        if let Some(state) = Arc::get_mut(&mut service.state) {
+            state.jpeg_decoder = jpeg_decoder;
+        }
+        Ok(service)
     }
 
     /// The service with a given batch-ops backend (`gpu_unavailable`: why it is not a GPU,
@@ -113,6 +139,7 @@ impl AugServeService {
                 shutting_down,
                 telemetry: Arc::new(Telemetry::default()),
                 shm: ShmRegistry::new(Some(cfg.shm_dir.clone())),
+                jpeg_decoder: (CPU_JPEG_DECODER.into(), String::new()),
             }),
         })
     }
@@ -374,7 +401,7 @@ impl AugServe for AugServeService {
             r.start_epoch.saturating_add(r.epochs)
         };
         let (start_epoch, start_batch) = (r.start_epoch, r.start_batch);
-        tracing::info!(dataset = %r.dataset, batch_size, rank = shard.rank, world_size = shard.world_size, start_epoch, epochs = r.epochs, seed = shard.seed, "stream start");
+        tracing::info!(dataset = %r.dataset, batch_size, rank = shard.rank, world_size = shard.world_size, start_epoch, start_batch, epochs = r.epochs, seed = shard.seed, "stream start");
         let telemetry = st.telemetry.clone();
         let dataset_name = r.dataset.clone();
         telemetry.stream_started();
@@ -640,6 +667,8 @@ impl AugServe for AugServeService {
                 .chain(st.gpu_unavailable.is_none().then_some("cuda_ipc"))
                 .map(String::from)
                 .collect(),
+            jpeg_decoder: st.jpeg_decoder.0.clone(),
+            jpeg_decoder_note: st.jpeg_decoder.1.clone(),
         }))
     }
 

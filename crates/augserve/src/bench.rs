@@ -264,7 +264,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     Ok((g, backend))
                 }) {
                     Ok((g, backend)) => {
-                        gpu_line += &format!(", nvJPEG {backend:?}");
+                        gpu_line += &format!(", {backend}");
                         devices.push(("gpu+nvjpeg".into(), Arc::new(g)));
                     }
                     Err(e) => gpu_line += &format!(" (no GPU decoding: {e})"),

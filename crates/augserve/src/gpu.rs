@@ -62,8 +62,8 @@ pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
     println!("GPU:    {}", crate::run::describe_gpu(&ops));
     if nvjpeg.is_ok() {
         match ops.enable_gpu_decode(DecodeSplit::default()) {
-            Ok(backend) => println!(
-                "GPU JPEG decoding (--gpu-decode): nvJPEG, {backend:?} backend; {}",
+            Ok(choice) => println!(
+                "GPU JPEG decoding (--gpu-decode): {choice}; {}",
                 ops.gpu_decode_checks().unwrap_or_default()
             ),
             Err(e) => println!("GPU JPEG decoding (--gpu-decode): {e}"),

@@ -10,6 +10,7 @@ mod gpu;
 mod net;
 mod preview;
 mod run;
+mod serve_flags;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +102,11 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // A mistyped AUGSERVE_* variable must not pass silently, whichever subcommand reads it.
+    if let Err(e) = augserve_server::config::check_variables(std::env::vars()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => net::serve(args),

@@ -11,69 +11,18 @@ use augserve_server::{run_server, ServerConfig, ShutdownSignal};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Every configuration key, for `augserve serve --help`.
-const SERVE_CONFIG_HELP: &str = "\
-Configuration, lowest to highest precedence: the --config TOML file, AUGSERVE_* environment
-variables, then flags. Keys (TOML / environment variable):
-  listen_tcp / AUGSERVE_LISTEN_TCP            TCP address, e.g. 0.0.0.0:50051 (\"\" = none;
-                                              default 127.0.0.1:50051)
-  listen_uds / AUGSERVE_LISTEN_UDS            Unix socket path (created 0660)
-  [[datasets]] name, path, format / AUGSERVE_DATASETS=name=path,name2=path2
-                                              format: image_folder | file_list | webdataset
-                                              (guessed when absent)
-  device / AUGSERVE_DEVICE                    auto | cpu | gpu (default auto)
-  cuda_device / AUGSERVE_CUDA_DEVICE          which GPU: CUDA device ordinal (default 0)
-  threads / AUGSERVE_THREADS                  worker threads, 0 = one per core
-  grace_period_s / AUGSERVE_GRACE_PERIOD_S    seconds streams get after SIGTERM (default 10)
-  metrics_listen / AUGSERVE_METRICS_LISTEN    Prometheus /metrics address, e.g. 0.0.0.0:9090
-                                              (default: off)
-  telemetry_log_interval_s / AUGSERVE_TELEMETRY_LOG_INTERVAL_S
-                                              seconds between batch-statistics log lines
-                                              (default 60, 0 = off)
-  tls_cert, tls_key / AUGSERVE_TLS_CERT, AUGSERVE_TLS_KEY
-                                              PEM files: TCP over TLS (the socket stays
-                                              plaintext, guarded by its mode)
-  tokens_file / AUGSERVE_TOKENS_FILE          accepted bearer tokens, one per line
-  shm_dir / AUGSERVE_SHM_DIR                  tmpfs folder for shared-memory streams
-                                              (default /dev/shm; \"\" = SHM transport off)
-  gpu_decode / AUGSERVE_GPU_DECODE            decode JPEGs on the GPU too (nvJPEG), split
-                                              with the CPU workers by measured rates
-  gpu_decode_share / AUGSERVE_GPU_DECODE_SHARE
-                                              fixed share (0-1] of GPU-decodable images for
-                                              nvJPEG: reproducible streams (implies gpu_decode)
-  AUGSERVE_TOKENS                             accepted tokens, comma-separated (env only)
-                                              With tokens, every call but health needs
-                                              authorization: Bearer <token>.
-  [limits] (each also AUGSERVE_<KEY in upper case>, e.g. AUGSERVE_MAX_BATCH_SIZE):
-    max_request_bytes (64 MiB), max_batch_bytes (1 GiB), max_pixels (50000000),
-    max_file_bytes (64 MiB),
-    max_concurrent_streams (64), max_batch_size (4096), max_prefetch (8),
-    max_images_per_request (1024)
-Also: AUGSERVE_CONFIG (the file), AUGSERVE_CACHE_DIR (demo dataset cache), AUGSERVE_LOG
-(log filter, e.g. info or augserve_server=debug), AUGSERVE_LOG_FORMAT (text | json).";
+use crate::serve_flags::SettingFlags;
 
 #[derive(Args, Debug)]
-#[command(after_long_help = SERVE_CONFIG_HELP)]
+#[command(after_long_help = crate::serve_flags::config_help())]
 pub struct ServeArgs {
-    /// Server configuration (TOML); AUGSERVE_* environment variables override it.
+    /// Server configuration (TOML); AUGSERVE_* environment variables and flags override it.
     #[arg(long, env = "AUGSERVE_CONFIG")]
     config: Option<PathBuf>,
-    /// TCP address to listen on (overrides the config).
-    #[arg(long)]
-    listen_tcp: Option<String>,
-    /// Unix socket to listen on (overrides the config).
-    #[arg(long)]
-    listen_uds: Option<PathBuf>,
     /// Extra dataset as NAME=PATH (repeatable). With no dataset at all, the built-in demo
     /// dataset is served as "demo".
     #[arg(long = "dataset")]
     datasets: Vec<String>,
-    /// auto | cpu | gpu (overrides the config).
-    #[arg(long)]
-    device: Option<String>,
-    /// Prometheus metrics address, e.g. 0.0.0.0:9090 (overrides the config).
-    #[arg(long)]
-    metrics_listen: Option<String>,
     /// Demo dataset cache (default: $XDG_CACHE_HOME/augserve or ~/.cache/augserve).
     #[arg(long, env = "AUGSERVE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -81,22 +30,12 @@ pub struct ServeArgs {
     /// and exit without serving.
     #[arg(long)]
     check_config: bool,
+    #[command(flatten)]
+    settings: SettingFlags,
 }
 
 pub fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
-    let mut cfg = ServerConfig::load(args.config.as_deref())?;
-    if let Some(t) = &args.listen_tcp {
-        cfg.listen_tcp = (!t.is_empty()).then(|| t.clone());
-    }
-    if let Some(u) = &args.listen_uds {
-        cfg.listen_uds = Some(u.clone());
-    }
-    if let Some(d) = &args.device {
-        cfg.device = d.clone();
-    }
-    if let Some(m) = &args.metrics_listen {
-        cfg.metrics_listen = (!m.is_empty()).then(|| m.clone());
-    }
+    let mut cfg = ServerConfig::load(args.config.as_deref(), std::env::vars(), &args.settings.0)?;
     for d in &args.datasets {
         let (name, path) = d
             .split_once('=')
@@ -445,13 +384,10 @@ pub fn demo(epochs: u64, batch_size: u32, cache_dir: Option<PathBuf>) -> anyhow:
     let sock = std::env::temp_dir().join(format!("augserve-demo-{}.sock", std::process::id()));
     let args = ServeArgs {
         config: None,
-        listen_tcp: Some(String::new()),
-        listen_uds: Some(sock.clone()),
         datasets: vec![],
-        device: None,
-        metrics_listen: None,
         cache_dir,
         check_config: false,
+        settings: SettingFlags(vec![("listen_uds", sock.display().to_string())]),
     };
     let cfg = server_config(&args)?;
     let rt = runtime()?;

@@ -261,7 +261,7 @@ fn choose_batch_ops(
             let mut line = describe_gpu(&gpu);
             if let Some(split) = gpu_decode {
                 match gpu.enable_gpu_decode(split) {
-                    Ok(backend) => line += &format!("; JPEG decoding: nvJPEG ({backend:?}) + CPU"),
+                    Ok(choice) => line += &format!("; JPEG decoding: {choice}, and the CPU"),
                     Err(e) => line += &format!("; JPEG decoding on the CPU ({e})"),
                 }
             }

@@ -349,3 +349,152 @@ fn bench_measures_each_configuration_and_writes_json_csv_and_chart() {
         assert!(err.contains("--devices gpu"), "{err}");
     }
 }
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn spec_prints_numbers_as_written_and_the_readme_shows_those_defaults() {
+    let out = augserve().arg("spec").output().unwrap();
+    assert!(out.status.success());
+    let printed = stdout_of(&out);
+    assert!(
+        printed.contains("    0.08,\n") && printed.contains("    0.229,\n"),
+        "{printed}"
+    );
+    assert!(!printed.contains("99999"), "{printed}");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let after = readme
+        .split_once("**The defaults**, as `augserve spec` prints them")
+        .expect("README shows the defaults")
+        .1;
+    let block = after
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .unwrap()
+        .0;
+    assert_eq!(
+        block, printed,
+        "README.md's defaults differ from `augserve spec`"
+    );
+}
+
+#[test]
+fn serve_takes_every_setting_as_a_flag() {
+    let out = augserve()
+        .args([
+            "serve",
+            "--check-config",
+            "--threads",
+            "2",
+            "--max-prefetch",
+            "3",
+        ])
+        .args([
+            "--gpu-decode",
+            "--listen-uds",
+            "/tmp/x.sock",
+            "--cuda-device",
+            "1",
+        ])
+        .env_remove("AUGSERVE_LISTEN_TCP")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let cfg = stdout_of(&out);
+    for line in [
+        "threads = 2\n",
+        "max_prefetch = 3\n",
+        "gpu_decode = true\n",
+        "cuda_device = 1\n",
+    ] {
+        assert!(cfg.contains(line), "{line} missing from\n{cfg}");
+    }
+    // Only the socket was asked for: no TCP listener beside it.
+    assert!(!cfg.contains("listen_tcp"), "{cfg}");
+    let help = stdout_of(&augserve().args(["serve", "--help"]).output().unwrap());
+    for s in augserve_server::config::SETTINGS {
+        assert!(
+            help.contains(&format!("--{}", s.flag())),
+            "--{} missing",
+            s.flag()
+        );
+        assert!(help.contains(&s.env_name()), "{} missing", s.env_name());
+    }
+}
+
+#[test]
+fn an_unknown_variable_or_key_is_refused_with_the_nearest_name() {
+    for args in [&["serve", "--check-config"][..], &["spec"][..]] {
+        let out = augserve()
+            .args(args)
+            .env("AUGSERVE_THRADS", "2")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("'AUGSERVE_THRADS' (did you mean 'AUGSERVE_THREADS'?)"),
+            "{args:?}: {err}"
+        );
+    }
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("server.toml");
+    std::fs::write(
+        &file,
+        "listen_uds = \"/tmp/a.sock\"\n[limits]\nmax_batch = 64\n",
+    )
+    .unwrap();
+    let out = augserve()
+        .args(["serve", "--check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("limits.max_batch: unknown key 'max_batch'"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean 'max_batch_size'"), "{err}");
+}
+
+#[test]
+fn a_listener_that_cannot_bind_says_which_address_and_why() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let d = tempfile::tempdir().unwrap();
+    let out = augserve()
+        .args(["serve", "--device", "cpu", "--listen-tcp", &addr])
+        .env("AUGSERVE_CACHE_DIR", d.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!("cannot listen on TCP {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+    // A socket another process still accepts on is never taken over.
+    let sock = d.path().join("busy.sock");
+    let _busy = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = augserve()
+        .args(["serve", "--device", "cpu", "--listen-uds"])
+        .arg(&sock)
+        .env("AUGSERVE_CACHE_DIR", d.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("cannot listen on Unix socket") && err.contains("another server"),
+        "{err}"
+    );
+    assert!(sock.exists(), "the other server's socket was removed");
+}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from augserve import errors
+from augserve import _lifetime, errors
 from augserve.batch import Batch
 from augserve.spec import TAILS, PipelineSpec, enum_value
 from augserve.transport import TRANSPORT_NAMES, TRANSPORTS, CudaIpcRing, ShmRing
@@ -53,6 +53,9 @@ class ServerInfo:
     crop_modes: list[str]
     mix_modes: list[str]
     transports: list[str] = field(default_factory=list)
+    # "nvjpeg-hardware", "nvjpeg-cuda" or "zune-jpeg" (CPU only), and why not the hardware engine.
+    jpeg_decoder: str = ""
+    jpeg_decoder_note: str = ""
 
 
 class Client:
@@ -90,8 +93,9 @@ class Client:
             opts.append(("grpc.lb_policy_name", load_balancing))
         target = _target(address)
         if target.startswith("unix:"):
-            # grpcio's default :authority for a socket is its path, which the server's HTTP/2
-            # stack rejects (RST_STREAM PROTOCOL_ERROR); "localhost" is what other clients send.
+            # grpcio's default :authority for a socket is its %-encoded path. augserve accepts it
+            # (vendor/README.md), but servers before that reset such streams and proxies may
+            # too; "localhost" is what grpc-go sends.
             opts.insert(0, ("grpc.default_authority", "localhost"))
         if root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
@@ -124,9 +128,14 @@ class Client:
             request_serializer=pb.GetServerInfoRequest.SerializeToString,
             response_deserializer=pb.ServerInfo.FromString,
         )
+        self._closed = False
+        _lifetime.track(_lifetime.CLIENT, self)
 
     def close(self) -> None:
-        self._channel.close()
+        """Closes the channel (and so every call on it); closing again does nothing."""
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -163,6 +172,8 @@ class Client:
             crop_modes=list(r.crop_modes),
             mix_modes=list(r.mix_modes),
             transports=list(r.transports),
+            jpeg_decoder=r.jpeg_decoder,
+            jpeg_decoder_note=r.jpeg_decoder_note,
         )
 
     def wait_ready(self, timeout: float = 10.0) -> ServerInfo:
@@ -272,6 +283,7 @@ class BatchStream(Iterator[Batch]):
         self._closed = False
         self.last: tuple[int, int] | None = None
         self.reconnects = 0
+        _lifetime.track(_lifetime.STREAM, self)
 
     def _resume_request(self) -> pb.StreamBatchesRequest:
         req = pb.StreamBatchesRequest()

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from augserve import _lifetime
+
 T = TypeVar("T")
 _DONE = object()
 
@@ -27,8 +29,10 @@ class Prefetcher(Iterator[Any]):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._transform = transform
+        # A daemon thread, closed at exit (_lifetime): it never keeps the process alive.
         self._thread = threading.Thread(target=self._run, name="augserve-prefetch", daemon=True)
         self._thread.start()
+        _lifetime.track(_lifetime.PREFETCHER, self)
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -63,10 +67,13 @@ class Prefetcher(Iterator[Any]):
         return item
 
     def close(self) -> None:
+        """Stops the thread and closes the source; waits briefly for the thread to end."""
         self._stop.set()
         close = getattr(self._source, "close", None)
         if close is not None:
             close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
 
     def __del__(self):
         try:

@@ -254,7 +254,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "batch_device", "kernels_compiled", "gpu_unavailable_reason", "worker_threads", "limits", "dtypes", "layouts", "crop_modes", "mix_modes", "transports")
+    __slots__ = ("version", "batch_device", "kernels_compiled", "gpu_unavailable_reason", "worker_threads", "limits", "dtypes", "layouts", "crop_modes", "mix_modes", "transports", "jpeg_decoder", "jpeg_decoder_note")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BATCH_DEVICE_FIELD_NUMBER: _ClassVar[int]
     KERNELS_COMPILED_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +266,8 @@ class ServerInfo(_message.Message):
     CROP_MODES_FIELD_NUMBER: _ClassVar[int]
     MIX_MODES_FIELD_NUMBER: _ClassVar[int]
     TRANSPORTS_FIELD_NUMBER: _ClassVar[int]
+    JPEG_DECODER_FIELD_NUMBER: _ClassVar[int]
+    JPEG_DECODER_NOTE_FIELD_NUMBER: _ClassVar[int]
     version: str
     batch_device: str
     kernels_compiled: bool
@@ -277,7 +279,9 @@ class ServerInfo(_message.Message):
     crop_modes: _containers.RepeatedScalarFieldContainer[str]
     mix_modes: _containers.RepeatedScalarFieldContainer[str]
     transports: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., batch_device: _Optional[str] = ..., kernels_compiled: _Optional[bool] = ..., gpu_unavailable_reason: _Optional[str] = ..., worker_threads: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., dtypes: _Optional[_Iterable[str]] = ..., layouts: _Optional[_Iterable[str]] = ..., crop_modes: _Optional[_Iterable[str]] = ..., mix_modes: _Optional[_Iterable[str]] = ..., transports: _Optional[_Iterable[str]] = ...) -> None: ...
+    jpeg_decoder: str
+    jpeg_decoder_note: str
+    def __init__(self, version: _Optional[str] = ..., batch_device: _Optional[str] = ..., kernels_compiled: _Optional[bool] = ..., gpu_unavailable_reason: _Optional[str] = ..., worker_threads: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., dtypes: _Optional[_Iterable[str]] = ..., layouts: _Optional[_Iterable[str]] = ..., crop_modes: _Optional[_Iterable[str]] = ..., mix_modes: _Optional[_Iterable[str]] = ..., transports: _Optional[_Iterable[str]] = ..., jpeg_decoder: _Optional[str] = ..., jpeg_decoder_note: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_request_bytes", "max_batch_bytes", "max_pixels", "max_file_bytes", "max_concurrent_streams", "max_batch_size", "max_prefetch", "max_images_per_request")
