@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (Python + Pillow + NVRTC + nvJPEG in a venv under
+# The test command: installs what the tests need (Python + Pillow + torch + NVRTC + nvJPEG in a venv under
 # target/, real photos from Debian's mate-backgrounds, libjpeg-turbo's TurboJPEG library, all
 # under target/), then checks formatting and lints and runs every test. Safe to run again;
 # later runs reuse what earlier ones installed.
@@ -48,7 +48,7 @@ echo "== Python client (clients/python) against the server binary"
 # `cargo test` left the binary there (its integration tests run it); no second build.
 test -x target/debug/augserve
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python
-AUGSERVE_BIN="$PWD/target/debug/augserve" "$venv/bin/python" -m pytest clients/python/tests -q -rs
+AUGSERVE_BIN="$PWD/target/debug/augserve" "$venv/bin/python" -m pytest clients/python/tests -v -s -rs
 
 echo "== deployment files (hadolint, kubernetes-validate, compose, configs)"
 PYTHON="$venv/bin/python" AUGSERVE_BIN="$PWD/target/debug/augserve" ./scripts/check-deploy.sh

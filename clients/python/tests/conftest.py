@@ -48,7 +48,7 @@ class Server:
         self.log = workdir / "server.log"
 
     def start(self) -> None:
-        env = dict(os.environ, AUGSERVE_CACHE_DIR=str(self.cache), AUGSERVE_LOG="warn", **self.env)
+        env = {**os.environ, "AUGSERVE_CACHE_DIR": str(self.cache), "AUGSERVE_LOG": "warn", **self.env}
         args = [str(augserve_bin()), "serve", "--listen-uds", str(self.sock), "--listen-tcp", self.tcp]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args + self.extra_args, env=env, stdout=log, stderr=log)
