@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+mod common;
+
 use augserve_core::image::RgbImage;
 use augserve_core::ops::crop::{random_resized_crop_params, CropBox};
 use augserve_core::ops::mix::{plan_mix, MixPlan};
@@ -42,15 +44,6 @@ fn nvjpeg_decoder(dev: &Arc<GpuDevice>) -> Option<augserve_cuda::nvjpeg::GpuJpeg
             None
         }
     }
-}
-
-/// The repository's `testdata/jpeg` (or where the GPU kit put it: AUGSERVE_JPEG_TESTDATA).
-fn jpeg_testdata() -> std::path::PathBuf {
-    std::env::var_os("AUGSERVE_JPEG_TESTDATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jpeg")
-        })
 }
 
 /// Every file under `dir` (only `.jpg` ones when `jpg_only`), sorted.
@@ -503,7 +496,7 @@ fn nvjpeg_matches_zune_within_decoder_tolerance() {
     };
     // The device machine gets the test files in the kit (benches/gpu/prepare.sh), not beside
     // the checkout.
-    let root = jpeg_testdata();
+    let root = common::jpeg_testdata();
     let corpus = std::env::var_os("AUGSERVE_BENCH_CORPUS").map(std::path::PathBuf::from);
     let limits = DecodeLimits::default();
     let (mut gpu, mut cpu, mut worst) = (0, 0, 0f64);
@@ -644,7 +637,7 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
     assert!(!report.contains(" 0 images on the GPU"), "{report}");
 
     // Crash files among good ones: per-image errors, the batch goes on.
-    let crash = jpeg_testdata().join("crash");
+    let crash = common::jpeg_testdata().join("crash");
     let mixed = tempfile::tempdir().unwrap();
     demo::write_demo_dataset(mixed.path(), 4).unwrap();
     let bad = mixed.path().join("zz_bad");
@@ -718,7 +711,7 @@ fn roi_decode_equals_the_whole_image_decode_inside_the_region() {
     }
     let dir = std::env::var_os("AUGSERVE_BENCH_CORPUS")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| jpeg_testdata().join("reftest"));
+        .unwrap_or_else(|| common::jpeg_testdata().join("reftest"));
     let files = files_under(dir, true);
     let mut rng = keyed_rng(21, 0, Purpose::Sample, 0);
     let (mut checked, mut part_px, mut whole_px) = (0, 0u64, 0u64);

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+mod common;
+
 use augserve_core::image::RgbImage;
 use augserve_core::ops::crop::CropBox;
 use augserve_core::ops::mix::{plan_mix, MixPlan};
@@ -626,7 +628,7 @@ fn ycbcr_conversion_equals_zune_jpeg_on_reference_files() {
     use zune_core::colorspace::ColorSpace;
     let lib = host_library();
     let convert: YccFn = sym(&lib, b"host_ycbcr_to_rgb");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jpeg/reftest");
+    let dir = common::jpeg_testdata().join("reftest");
     let files = jpg_files(&dir);
     assert!(
         !files.is_empty(),
@@ -1050,7 +1052,7 @@ fn ycbcr_kernel_on_native_planes_matches_zune_jpeg_on_real_files() {
     let photos = std::env::var_os("AUGSERVE_TEST_PHOTOS")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/testdata/photos"));
-    let mut files = jpg_files(&root.join("testdata/jpeg/reftest"));
+    let mut files = jpg_files(&common::jpeg_testdata().join("reftest"));
     files.extend(jpg_files(&photos));
     let mut inputs: Vec<(String, Vec<u8>)> = files
         .iter()

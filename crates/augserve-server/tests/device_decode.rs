@@ -130,7 +130,7 @@ fn device_decoding_streams_the_cpu_batches_and_exports_decode_counts() {
     let data = d.path().join("data");
     augserve_core::demo::write_demo_dataset(&data, 3).unwrap();
     // Headers that parse (so the image is left to the device decoder) over bodies that fail.
-    let crash = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jpeg/crash");
+    let crash = common::jpeg_testdata().join("crash");
     let bad = data.join("zz_bad");
     std::fs::create_dir(&bad).unwrap();
     for f in [

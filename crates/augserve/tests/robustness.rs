@@ -19,7 +19,7 @@ use augserve_client::v1;
 use tonic::Code;
 
 fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jpeg")
+    common::jpeg_testdata()
 }
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {

@@ -182,7 +182,7 @@ fn epochs_shards_and_reproducibility_over_tcp_and_uds() {
 }
 
 fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jpeg")
+    common::jpeg_testdata()
 }
 
 fn jpgs(dir: &Path) -> Vec<PathBuf> {

@@ -43,3 +43,14 @@ pub fn check_compiled(c: &CompiledKernels, target: Target) {
         (Target::Ptx(_), cubin) => assert!(cubin.is_none(), "{target:?}: PTX only"),
     }
 }
+
+/// The repository's JPEG test files (`testdata/jpeg`), or the GPU kit's copy: the kit's test
+/// binaries run on a device machine where this checkout's path does not exist, and
+/// `benches/gpu/run.sh` points AUGSERVE_JPEG_TESTDATA at the copy.
+pub fn jpeg_testdata() -> std::path::PathBuf {
+    std::env::var_os("AUGSERVE_JPEG_TESTDATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jpeg")
+        })
+}

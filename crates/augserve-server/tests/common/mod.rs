@@ -1,4 +1,5 @@
 //! Shared by the server's integration tests.
+#![allow(dead_code)] // each test file uses a part
 
 use std::path::Path;
 
@@ -23,4 +24,15 @@ pub async fn serve_and_connect(
     );
     let addr = format!("unix://{}", sock.display());
     augserve_client::connect(&addr, 1 << 30).await.unwrap()
+}
+
+/// The repository's JPEG test files (`testdata/jpeg`), or the GPU kit's copy: the kit's test
+/// binaries run on a device machine where this checkout's path does not exist, and
+/// `benches/gpu/run.sh` points AUGSERVE_JPEG_TESTDATA at the copy.
+pub fn jpeg_testdata() -> std::path::PathBuf {
+    std::env::var_os("AUGSERVE_JPEG_TESTDATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jpeg")
+        })
 }
