@@ -12,6 +12,9 @@ use crate::auth::TokenCheck;
 use crate::{AugServeService, ServerConfig, ServerError};
 use tonic::service::interceptor::InterceptedService;
 
+/// How long cut streams get to deliver their UNAVAILABLE after the grace period.
+const CUT_FLUSH: Duration = Duration::from_secs(2);
+
 /// Resolves when the server should stop (SIGTERM/SIGINT in the binary; anything in tests).
 pub type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
@@ -122,17 +125,24 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
     shutdown.await;
     tracing::info!(
         grace_s = cfg.grace_period_s,
-        "shutting down: no new connections, ending streams"
+        "shutting down: no new connections; open streams get the grace period to finish"
     );
-    stopping.store(true, Ordering::Relaxed);
     health
         .set_not_serving::<AugServeServer<AugServeService>>()
         .await;
+    // Listeners close, connections get GOAWAY; streams already open go on to their end.
     let _ = tx.send(true);
     let grace = Duration::from_secs_f64(cfg.grace_period_s.max(0.0));
     let all = futures_join(tasks);
-    if tokio::time::timeout(grace, all).await.is_err() {
-        tracing::warn!("grace period over; closing remaining connections");
+    tokio::pin!(all);
+    if tokio::time::timeout(grace, &mut all).await.is_err() {
+        // Streams still open are cut now, each ending with UNAVAILABLE (never OK); a moment
+        // more lets those statuses reach their clients.
+        tracing::warn!("grace period over: cutting the streams still open (UNAVAILABLE)");
+        stopping.store(true, Ordering::Relaxed);
+        if tokio::time::timeout(CUT_FLUSH, &mut all).await.is_err() {
+            tracing::warn!("closing the connections still open");
+        }
     }
     if let Some(path) = &cfg.listen_uds {
         let _ = std::fs::remove_file(path);

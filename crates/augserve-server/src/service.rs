@@ -41,6 +41,23 @@ struct State {
 /// The CPU's JPEG decoder, as GetServerInfo names it.
 const CPU_JPEG_DECODER: &str = "zune-jpeg";
 
+/// How a stream the shutdown cut ends (the proto's shutdown contract): UNAVAILABLE, which
+/// clients retry, saying the last batch sent, after which a resumed request starts.
+fn shutdown_status(last_sent: Option<(u64, usize)>) -> Status {
+    let after = match last_sent {
+        Some((epoch, index)) => format!(
+            "the last batch sent was epoch {epoch}, index {index}: resume with start_epoch = \
+             {epoch}, start_batch = {}",
+            index + 1
+        ),
+        None => "no batch was sent: ask again".into(),
+    };
+    Status::unavailable(format!(
+        "the server is shutting down and its grace period is over; {after}, on this server \
+         restarted or another"
+    ))
+}
+
 /// The service; cheap to clone (shared state).
 #[derive(Clone)]
 pub struct AugServeService {
@@ -413,129 +430,148 @@ impl AugServe for AugServeService {
                 let (mut sent, mut images, mut bytes, mut errors) = (0u64, 0u64, 0u64, 0u64);
                 let mut queued = 0i64;
                 let len = pipeline.dataset().len();
-                'epochs: for epoch in start_epoch..end_epoch {
-                    let ids = match shard.epoch_ids(len, epoch) {
-                        Ok(ids) => ids,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(ServerError::from(e).into()));
-                            break;
-                        }
-                    };
-                    let skip = if epoch == start_epoch {
-                        start_batch as usize
-                    } else {
-                        0
-                    };
-                    for (i, chunk) in batches(&ids, batch_size, drop_last)
-                        .into_iter()
-                        .enumerate()
-                        .skip(skip)
-                    {
-                        if tx.is_closed() || stop.load(Ordering::Relaxed) {
-                            break 'epochs;
-                        }
-                        let mix_key =
-                            i as u64 * u64::from(shard.world_size) + u64::from(shard.rank);
-                        let mut len = 0;
-                        let give_up = || tx.is_closed() || stop.load(Ordering::Relaxed);
-                        // CUDA IPC: the batch ops write straight into a free device slot.
-                        let device_slot = match &delivery {
-                            Delivery::Device { book, .. } => match book.acquire(give_up) {
-                                Some(s) => Some(s),
-                                None => break 'epochs,
-                            },
-                            _ => None,
-                        };
-                        let mut shm_write = None;
-                        let made = match (&delivery, device_slot) {
-                            // SHM: the batch ops write straight into a free slot (waiting
-                            // for the client's releases); the message carries where it is.
-                            (Delivery::Shm(ring), _) => {
-                                let filled = ring.fill(give_up, |buf| {
-                                    pipeline
-                                        .batch_into_host(
-                                            shard.seed, epoch, i as u64, mix_key, chunk, buf,
-                                        )
-                                        .map(|b| {
-                                            let written = image_bytes * b.len();
-                                            (b, written)
-                                        })
-                                });
-                                match filled {
-                                    Some(r) => r.map(|(b, w)| {
-                                        shm_write = Some(w);
-                                        b
-                                    }),
-                                    None => break 'epochs,
-                                }
+                let mut last_sent = None;
+                // Whether every batch asked for was sent (`break 'run false`: ended early).
+                let completed = 'run: {
+                    for epoch in start_epoch..end_epoch {
+                        let ids = match shard.epoch_ids(len, epoch) {
+                            Ok(ids) => ids,
+                            Err(e) => {
+                                let _ = tx.blocking_send(Err(ServerError::from(e).into()));
+                                break 'run false;
                             }
-                            (Delivery::Device { ring, .. }, Some((slot, _))) => pipeline
-                                .batch_into_ring(
-                                    shard.seed,
-                                    epoch,
-                                    i as u64,
-                                    mix_key,
-                                    chunk,
-                                    ring.as_ref(),
-                                    slot,
-                                ),
-                            _ => pipeline.batch(shard.seed, epoch, i as u64, mix_key, chunk),
                         };
-                        let mut msg = made
-                            .map_err(|e| Status::from(ServerError::from(e)))
-                            .and_then(|b| {
-                                images += b.len() as u64;
-                                errors += b.errors.len() as u64;
-                                telemetry.record_batch(&dataset_name, &b);
-                                len = b.tensor.data.len();
-                                let slot = match &delivery {
-                                    Delivery::Device { ring, .. } => {
-                                        let (slot, generation) = device_slot
-                                            .ok_or_else(|| Status::internal("no device slot"))?;
-                                        len = image_bytes * b.len();
-                                        Some(v1::SlotRef {
-                                            slot,
-                                            generation,
-                                            offset: (slot as usize * ring.slot_bytes()) as u64,
-                                            length: len as u64,
-                                        })
+                        let skip = if epoch == start_epoch {
+                            start_batch as usize
+                        } else {
+                            0
+                        };
+                        for (i, chunk) in batches(&ids, batch_size, drop_last)
+                            .into_iter()
+                            .enumerate()
+                            .skip(skip)
+                        {
+                            if tx.is_closed() || stop.load(Ordering::Relaxed) {
+                                break 'run false;
+                            }
+                            let mix_key =
+                                i as u64 * u64::from(shard.world_size) + u64::from(shard.rank);
+                            let mut len = 0;
+                            let give_up = || tx.is_closed() || stop.load(Ordering::Relaxed);
+                            // CUDA IPC: the batch ops write straight into a free device slot.
+                            let device_slot = match &delivery {
+                                Delivery::Device { book, .. } => match book.acquire(give_up) {
+                                    Some(s) => Some(s),
+                                    None => break 'run false,
+                                },
+                                _ => None,
+                            };
+                            let mut shm_write = None;
+                            let made = match (&delivery, device_slot) {
+                                // SHM: the batch ops write straight into a free slot (waiting
+                                // for the client's releases); the message carries where it is.
+                                (Delivery::Shm(ring), _) => {
+                                    let filled = ring.fill(give_up, |buf| {
+                                        pipeline
+                                            .batch_into_host(
+                                                shard.seed, epoch, i as u64, mix_key, chunk, buf,
+                                            )
+                                            .map(|b| {
+                                                let written = image_bytes * b.len();
+                                                (b, written)
+                                            })
+                                    });
+                                    match filled {
+                                        Some(r) => r.map(|(b, w)| {
+                                            shm_write = Some(w);
+                                            b
+                                        }),
+                                        None => break 'run false,
                                     }
-                                    Delivery::Shm(_) => {
-                                        let w = shm_write
-                                            .ok_or_else(|| Status::internal("no shm slot"))?;
-                                        len = w.length as usize;
-                                        Some(v1::SlotRef {
-                                            slot: w.slot,
-                                            generation: w.generation,
-                                            offset: w.offset,
-                                            length: w.length,
-                                        })
-                                    }
-                                    Delivery::Inline => None,
-                                };
-                                let mut m = batch_to_proto_recycled(b, num_classes, &ops);
-                                m.slot = slot;
-                                Ok(m)
-                            });
-                        if let Ok(m) = msg.as_mut() {
-                            m.transport = transport_info.take();
+                                }
+                                (Delivery::Device { ring, .. }, Some((slot, _))) => pipeline
+                                    .batch_into_ring(
+                                        shard.seed,
+                                        epoch,
+                                        i as u64,
+                                        mix_key,
+                                        chunk,
+                                        ring.as_ref(),
+                                        slot,
+                                    ),
+                                _ => pipeline.batch(shard.seed, epoch, i as u64, mix_key, chunk),
+                            };
+                            let mut msg = made
+                                .map_err(|e| Status::from(ServerError::from(e)))
+                                .and_then(|b| {
+                                    images += b.len() as u64;
+                                    errors += b.errors.len() as u64;
+                                    telemetry.record_batch(&dataset_name, &b);
+                                    len = b.tensor.data.len();
+                                    let slot = match &delivery {
+                                        Delivery::Device { ring, .. } => {
+                                            let (slot, generation) =
+                                                device_slot.ok_or_else(|| {
+                                                    Status::internal("no device slot")
+                                                })?;
+                                            len = image_bytes * b.len();
+                                            Some(v1::SlotRef {
+                                                slot,
+                                                generation,
+                                                offset: (slot as usize * ring.slot_bytes()) as u64,
+                                                length: len as u64,
+                                            })
+                                        }
+                                        Delivery::Shm(_) => {
+                                            let w = shm_write
+                                                .ok_or_else(|| Status::internal("no shm slot"))?;
+                                            len = w.length as usize;
+                                            Some(v1::SlotRef {
+                                                slot: w.slot,
+                                                generation: w.generation,
+                                                offset: w.offset,
+                                                length: w.length,
+                                            })
+                                        }
+                                        Delivery::Inline => None,
+                                    };
+                                    let mut m = batch_to_proto_recycled(b, num_classes, &ops);
+                                    m.slot = slot;
+                                    Ok(m)
+                                });
+                            if let Ok(m) = msg.as_mut() {
+                                m.transport = transport_info.take();
+                            }
+                            if matches!(&msg, Err(s) if s.code() == tonic::Code::Cancelled) {
+                                break 'run false;
+                            }
+                            let failed = msg.is_err();
+                            let wait = Instant::now();
+                            // A failed send means the client left: stop at once.
+                            if tx.blocking_send(msg).is_err() || failed {
+                                break 'run false;
+                            }
+                            telemetry.record_send(&dataset_name, len, wait.elapsed());
+                            let now = (tx.max_capacity() - tx.capacity()) as i64;
+                            telemetry.queue_changed(now - queued);
+                            queued = now;
+                            sent += 1;
+                            last_sent = Some((epoch, i));
+                            bytes += len as u64;
                         }
-                        if matches!(&msg, Err(s) if s.code() == tonic::Code::Cancelled) {
-                            break 'epochs;
-                        }
-                        let failed = msg.is_err();
-                        let wait = Instant::now();
-                        // A failed send means the client left: stop at once.
-                        if tx.blocking_send(msg).is_err() || failed {
-                            break 'epochs;
-                        }
-                        telemetry.record_send(&dataset_name, len, wait.elapsed());
-                        let now = (tx.max_capacity() - tx.capacity()) as i64;
-                        telemetry.queue_changed(now - queued);
-                        queued = now;
-                        sent += 1;
-                        bytes += len as u64;
                     }
+                    true
+                };
+                if !completed && stop.load(Ordering::Relaxed) && !tx.is_closed() {
+                    // Cut by the shutdown: never an OK end, so no trainer takes a partial
+                    // epoch for a whole one; the client resumes after the last batch it got.
+                    let _ = tx.blocking_send(Err(shutdown_status(last_sent)));
+                    tracing::warn!(
+                        dataset = %dataset_name,
+                        batches = sent,
+                        last = ?last_sent,
+                        "stream cut by the shutdown: ended with UNAVAILABLE"
+                    );
                 }
                 let seconds = started.elapsed().as_secs_f64();
                 tracing::info!(

@@ -1099,12 +1099,21 @@ fn killed_clients_and_sigterm_under_load() {
         }
         server.sigterm();
         let t = Instant::now();
-        // Clients keep reading; their streams end (or the connection closes).
+        // Clients keep reading. These streams never end by themselves (epochs = 0), so the
+        // grace period cuts them: each must end with UNAVAILABLE, never OK.
+        let mut ends = Vec::new();
         for (_, mut s) in streams {
-            while let Ok(Ok(Some(_))) =
-                tokio::time::timeout(Duration::from_secs(8), s.message()).await
-            {}
+            let end = loop {
+                match tokio::time::timeout(Duration::from_secs(8), s.message()).await {
+                    Ok(Ok(Some(_))) => continue,
+                    Ok(Ok(None)) => break "OK".to_string(),
+                    Ok(Err(status)) => break format!("{:?}", status.code()),
+                    Err(_) => break "no end within 8 s".to_string(),
+                }
+            };
+            ends.push(end);
         }
+        assert_eq!(ends, ["Unavailable"; 4], "cut streams must not end OK");
         t
     });
     let status = loop {
@@ -1119,7 +1128,7 @@ fn killed_clients_and_sigterm_under_load() {
     };
     assert_eq!(status.code(), Some(0));
     lines.push(format!(
-        "SIGTERM with 4 streams in flight: exit code 0 after {:.2} s (grace period 5 s).",
+        "SIGTERM with 4 endless streams in flight: each ended UNAVAILABLE when the grace period ran out, exit code 0 after {:.2} s (grace period 5 s).",
         started.elapsed().as_secs_f64()
     ));
     summary("Killed clients, SIGTERM", &lines);

@@ -71,6 +71,15 @@ class AugServeServicer:
         Errors: NOT_FOUND (unknown dataset), INVALID_ARGUMENT (bad spec or request field; the
         message names the field), RESOURCE_EXHAUSTED (over a configured limit, or too many
         concurrent streams), FAILED_PRECONDITION (an image failed and the spec's on_error is FAIL).
+
+        Shutdown contract: a stream ends with OK only when every batch it asked for was sent. On
+        SIGTERM the server accepts no new connections or streams, and open streams go on for the
+        server's grace_period_s; a stream still open then ends with UNAVAILABLE, whose message
+        names the last batch sent (epoch, index). A client resumes it, on this server restarted or
+        another serving the same dataset, with the same request and start_epoch / start_batch
+        set after the last batch it received: seeded batches are a function of the request, so
+        the resumed stream continues byte for byte, no sample lost or repeated. A connection
+        lost any other way is UNAVAILABLE too, and resumed the same way.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
