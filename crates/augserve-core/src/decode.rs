@@ -259,7 +259,28 @@ pub fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Samp
     })
 }
 
+/// The kinds of JPEG the decoder does not take, named from the header (zune-jpeg would call
+/// them corrupt, e.g. "Number of components cannot be zero" for a lossless file).
+fn check_supported_jpeg(bytes: &[u8]) -> Result<(), SampleErrorKind> {
+    let Ok(info) = jpeg_info(bytes) else {
+        return Ok(()); // a damaged header: the decoder says what is wrong
+    };
+    let kind = match info.coding {
+        JpegCoding::Baseline | JpegCoding::Progressive => None,
+        JpegCoding::Lossless => Some("lossless (SOF3)".to_string()),
+        JpegCoding::Arithmetic => Some("arithmetic-coded (SOF9-SOF11)".to_string()),
+        JpegCoding::Hierarchical => Some("hierarchical (SOF5-SOF7, SOF13-SOF15)".to_string()),
+    };
+    let kind =
+        kind.or_else(|| (info.precision != 8).then(|| format!("{}-bit samples", info.precision)));
+    match kind {
+        Some(k) => Err(SampleErrorKind::UnsupportedJpeg(k)),
+        None => Ok(()),
+    }
+}
+
 fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
+    check_supported_jpeg(bytes)?;
     let (mut dec, w, h) = read_header(bytes)?;
     check_pixels(w, h, limits)?;
     let out_cs = dec
@@ -671,6 +692,35 @@ mod info_tests {
             let e = jpeg_info(&bytes).expect_err(name);
             assert!(matches!(e, SampleErrorKind::Decode(_)), "{name}: {e:?}");
         }
+    }
+
+    /// Lossless, arithmetic-coded, hierarchical and 12-bit JPEGs are valid files the decoder
+    /// does not take: their reason says which, not "corrupt image".
+    #[test]
+    fn unsupported_kinds_of_jpeg_are_named() {
+        let mut img = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut img, 80)
+            .encode(&[128u8; 16 * 8 * 3], 16, 8, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let sof = img
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("a baseline SOF0");
+        let l = DecodeLimits::default();
+        for (marker, precision, want) in [
+            (0xC3, 8, "unsupported JPEG: lossless (SOF3)"),
+            (0xC9, 8, "unsupported JPEG: arithmetic-coded"),
+            (0xC5, 8, "unsupported JPEG: hierarchical"),
+            (0xC1, 12, "unsupported JPEG: 12-bit samples"),
+        ] {
+            let mut b = img.clone();
+            b[sof + 1] = marker;
+            b[sof + 4] = precision; // after the marker and the segment length
+            let e = decode_jpeg(&b, &l).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{marker:#x}: {e}");
+            assert_eq!(e.reason_code(), "unsupported_jpeg");
+        }
+        assert!(decode_jpeg(&img, &l).is_ok());
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub enum SampleErrorKind {
     /// Not JPEG, PNG or WebP (or, where only a JPEG will do, not a JPEG).
     #[error("unsupported image format: {0} (augserve decodes JPEG, PNG and WebP)")]
     UnsupportedFormat(String),
+    /// A valid JPEG of a kind the decoder does not decode (lossless, arithmetic-coded,
+    /// hierarchical, 12-bit): no damage, but no pixels either.
+    #[error("unsupported JPEG: {0} (augserve decodes 8-bit baseline and progressive JPEGs)")]
+    UnsupportedJpeg(String),
     #[error("corrupt image: {0}")]
     Decode(String),
 }
@@ -98,6 +102,7 @@ impl SampleErrorKind {
             SampleErrorKind::FileTooLarge { .. } => "file_too_large",
             SampleErrorKind::TooManyPixels { .. } => "too_many_pixels",
             SampleErrorKind::UnsupportedFormat(_) => "unsupported_format",
+            SampleErrorKind::UnsupportedJpeg(_) => "unsupported_jpeg",
             SampleErrorKind::Decode(_) => "decode",
         }
     }

@@ -750,6 +750,18 @@ impl Pipeline {
         pool: Arc<ThreadPool>,
     ) -> Result<Self> {
         spec.validate()?;
+        let classes = dataset.num_classes();
+        let soft_columns = spec.mix.num_classes as usize;
+        if soft_columns > 0 && soft_columns < classes {
+            // Labels past the soft-target row would be dropped: rows that do not sum to 1.
+            return Err(Error::spec(
+                "mix.num_classes",
+                format!(
+                    "is {soft_columns}, but the dataset has {classes} classes: soft targets \
+                     need a column for each (0 = no soft targets)"
+                ),
+            ));
+        }
         Ok(Pipeline {
             dataset,
             spec,

@@ -165,8 +165,8 @@ impl Default for MixSpec {
 }
 
 /// No mixing before `start_epoch`; from there both alphas ramp linearly and reach their
-/// targets at `full_epoch` (alpha * (e - start + 1) / (full - start + 1)). `full_epoch <=
-/// start_epoch` means full strength from `start_epoch`.
+/// targets at `full_epoch` (alpha * (e - start + 1) / (full - start + 1)). `full_epoch ==
+/// start_epoch` means full strength from `start_epoch`; a `full_epoch` before it is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MixSchedule {
@@ -405,6 +405,16 @@ impl PipelineSpec {
             return Err(Error::spec(
                 "mix.label_smoothing",
                 format!("must be in [0, 1), got {}", m.label_smoothing),
+            ));
+        }
+        if m.schedule.full_epoch < m.schedule.start_epoch {
+            return Err(Error::spec(
+                "mix.schedule.full_epoch",
+                format!(
+                    "{} is before start_epoch ({}): mixing reaches full strength at full_epoch, \
+                     at or after start_epoch (equal: full strength from start_epoch)",
+                    m.schedule.full_epoch, m.schedule.start_epoch
+                ),
             ));
         }
         if m.num_classes > 1_000_000 {

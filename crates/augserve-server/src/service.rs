@@ -401,6 +401,21 @@ impl AugServe for AugServeService {
         let pipeline = Pipeline::with_pool(ds, spec.clone(), self.decode_limits(), st.pool.clone())
             .map_err(ServerError::from)?
             .with_batch_ops(st.ops.clone());
+        // A start_batch past the end of its epoch would silently stream the next epoch.
+        let start_ids = shard
+            .epoch_ids(pipeline.dataset().len(), r.start_epoch)
+            .map_err(ServerError::from)?;
+        let epoch_batches = batches(&start_ids, r.batch_size as usize, r.drop_last).len();
+        if r.start_batch as usize > epoch_batches {
+            return Err(ServerError::InvalidArgument {
+                field: "start_batch",
+                message: format!(
+                    "{} is past the end of epoch {}: this shard has {epoch_batches} batches",
+                    r.start_batch, r.start_epoch
+                ),
+            }
+            .into());
+        }
         let ops = pipeline.batch_ops();
         let (delivery, fallback_reason) = self.choose_transport(wanted, local, slots, slot_bytes);
         if !fallback_reason.is_empty() {
@@ -626,8 +641,21 @@ impl AugServe for AugServeService {
             .into());
         }
         self.check_batch(&spec, (r.images.len() as u32).max(1))?;
-        let limits = self.decode_limits();
         let num_classes = spec.mix.num_classes;
+        if let Some(l) = r
+            .labels
+            .iter()
+            .find(|&&l| num_classes > 0 && l >= i64::from(num_classes))
+        {
+            return Err(ServerError::InvalidArgument {
+                field: "spec.mix.num_classes",
+                message: format!(
+                    "is {num_classes}, but a label is {l}: soft targets need a column for every label"
+                ),
+            }
+            .into());
+        }
+        let limits = self.decode_limits();
         let batch = tokio::task::spawn_blocking(move || -> Result<v1::Batch, ServerError> {
             let started = Instant::now();
             let ids: Vec<u64> = (0..r.images.len() as u64).collect();
