@@ -199,7 +199,15 @@ type MemDecoder<'a> = JpegDecoder<ZCursor<&'a [u8]>>;
 
 /// A decoder with its headers read, and the image's width and height.
 fn read_header(bytes: &[u8]) -> Result<(MemDecoder<'_>, u32, u32), SampleErrorKind> {
-    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), decoder_options());
+    read_header_with(bytes, false)
+}
+
+fn read_header_with(
+    bytes: &[u8],
+    strict: bool,
+) -> Result<(MemDecoder<'_>, u32, u32), SampleErrorKind> {
+    let options = decoder_options().set_strict_mode(strict);
+    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     dec.decode_headers()
         .map_err(|e| SampleErrorKind::Decode(decode_error(&e)))?;
     let (w, h) = dec
@@ -279,9 +287,44 @@ fn check_supported_jpeg(bytes: &[u8]) -> Result<(), SampleErrorKind> {
     }
 }
 
+/// zune-jpeg's strict-mode complaints that leave the pixels intact: padding between header
+/// segments, which libjpeg only warns about.
+const HARMLESS_STRICT: &[&str] = &["Extra bytes between headers"];
+
+/// Strict-mode messages that mean the data ended early.
+const TRUNCATION: &[&str] = &[
+    "Exhausted data",
+    "Premature end",
+    "bits left",
+    "No more bytes",
+];
+
+/// Decodes strictly (no extra cost on a good file). A file only the lenient decoder takes
+/// decoded in part, the rest made up (grey after a truncation, a skipped scan): that is an
+/// error of its own, `truncated` or `damaged`, unless the strict complaint was harmless.
 fn decode_checked(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
     check_supported_jpeg(bytes)?;
-    let (mut dec, w, h) = read_header(bytes)?;
+    match decode_pixels(bytes, limits, true) {
+        Err(SampleErrorKind::Decode(strict)) => {
+            let lenient = decode_pixels(bytes, limits, false)?;
+            if HARMLESS_STRICT.iter().any(|h| strict.contains(h)) {
+                return Ok(lenient);
+            }
+            Err(SampleErrorKind::Damaged {
+                truncated: TRUNCATION.iter().any(|t| strict.contains(t)),
+                detail: strict,
+            })
+        }
+        decoded => decoded,
+    }
+}
+
+fn decode_pixels(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    strict: bool,
+) -> Result<RgbImage, SampleErrorKind> {
+    let (mut dec, w, h) = read_header_with(bytes, strict)?;
     check_pixels(w, h, limits)?;
     let out_cs = dec
         .output_colorspace()
@@ -446,6 +489,9 @@ pub struct JpegInfo {
     /// Three components stored as RGB rather than YCbCr (Adobe transform 0, or component ids
     /// 'R', 'G', 'B'): decoders that assume YCbCr get the colours wrong.
     pub rgb: bool,
+    /// An EOI marker among the file's last bytes. A file cut short has none; the GPU route
+    /// leaves such files to the CPU decoder, which reports what is missing.
+    pub ends_with_eoi: bool,
 }
 
 /// The frame type, from the SOFn marker.
@@ -483,6 +529,9 @@ impl JpegInfo {
 /// Reads the markers of the whole file, skipping the entropy-coded data (a fast byte scan).
 /// Only headers are read; a truncated or malformed header anywhere is a `Decode` error, as
 /// from the decoder.
+/// How far from the end of a file its EOI marker is looked for (writers may pad after it).
+const EOI_WINDOW: usize = 64;
+
 pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
     check_signature(bytes)?;
     let bad = |m: &str| SampleErrorKind::Decode(m.to_string());
@@ -491,11 +540,14 @@ pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
     let mut adobe_transform: Option<u8> = None;
     let mut frame: Option<JpegInfo> = None;
     let mut seen_scan = false;
-    fn finish(mut f: JpegInfo, restarts: bool, adobe_transform: Option<u8>) -> JpegInfo {
+    let tail = &bytes[bytes.len().saturating_sub(EOI_WINDOW)..];
+    let ends_with_eoi = tail.windows(2).any(|w| w == [0xFF, 0xD9]);
+    let finish = |mut f: JpegInfo, restarts: bool, adobe_transform: Option<u8>| {
+        f.ends_with_eoi = ends_with_eoi;
         f.restarts = restarts;
         f.rgb |= f.components == 3 && adobe_transform == Some(0);
         f
-    }
+    };
     loop {
         // Fill bytes (0xFF runs) may precede a marker.
         while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
@@ -567,6 +619,7 @@ pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
                         .collect(),
                     restarts: false,
                     rgb: n == 3 && ids == b"RGB",
+                    ends_with_eoi: false,
                 });
             }
             0xDA => {
@@ -692,6 +745,39 @@ mod info_tests {
             let e = jpeg_info(&bytes).expect_err(name);
             assert!(matches!(e, SampleErrorKind::Decode(_)), "{name}: {e:?}");
         }
+    }
+
+    /// A truncated file decodes leniently (grey below the cut), so it must fail as
+    /// `truncated`; padding between header segments (harmless) must not.
+    #[test]
+    fn partial_decodes_are_errors_of_their_own() {
+        let (w, h) = (96u32, 64u32);
+        let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let mut img = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut img, 90)
+            .encode(&pixels, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let l = DecodeLimits::default();
+        let whole = decode_jpeg(&img, &l).unwrap();
+        // The header check the GPU route uses: a cut file has no end marker.
+        assert!(jpeg_info(&img).unwrap().ends_with_eoi);
+        assert!(
+            !jpeg_info(&img[..img.len() * 95 / 100])
+                .unwrap()
+                .ends_with_eoi
+        );
+        for keep in [40, 95] {
+            let cut = &img[..img.len() * keep / 100];
+            let e = decode_jpeg(cut, &l).unwrap_err();
+            assert_eq!(e.reason_code(), "truncated", "{keep} %: {e}");
+            assert!(e.to_string().starts_with("damaged JPEG: "), "{e}");
+        }
+        // Two padding bytes before the second marker segment: pixels as the whole file's.
+        let second = 2 + 2 + usize::from(u16::from_be_bytes([img[4], img[5]]));
+        let mut padded = img[..second].to_vec();
+        padded.extend_from_slice(&[0, 0]);
+        padded.extend_from_slice(&img[second..]);
+        assert_eq!(decode_jpeg(&padded, &l).unwrap(), whole);
     }
 
     /// Lossless, arithmetic-coded, hierarchical and 12-bit JPEGs are valid files the decoder

@@ -92,6 +92,11 @@ pub enum SampleErrorKind {
     UnsupportedJpeg(String),
     #[error("corrupt image: {0}")]
     Decode(String),
+    /// Decodes only in part: the data ends early (`truncated`) or is damaged after the
+    /// headers. A lenient decoder gives pixels for it, made up where the data is missing, so
+    /// such an image is reported, never trained on.
+    #[error("damaged JPEG: {detail} (only part of the image decodes)")]
+    Damaged { truncated: bool, detail: String },
 }
 
 impl SampleErrorKind {
@@ -104,6 +109,10 @@ impl SampleErrorKind {
             SampleErrorKind::UnsupportedFormat(_) => "unsupported_format",
             SampleErrorKind::UnsupportedJpeg(_) => "unsupported_jpeg",
             SampleErrorKind::Decode(_) => "decode",
+            SampleErrorKind::Damaged {
+                truncated: true, ..
+            } => "truncated",
+            SampleErrorKind::Damaged { .. } => "damaged",
         }
     }
 }

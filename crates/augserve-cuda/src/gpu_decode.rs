@@ -101,6 +101,10 @@ pub const MIN_GPU_SIDE: u32 = 32;
 /// YCbCr), subsampled grayscale, and tiny images.
 pub fn route(info: &JpegInfo, backend: NvJpegBackend) -> DecodeRoute {
     use DecodeRoute::Cpu;
+    if !info.ends_with_eoi {
+        // Cut short: nvJPEG may fill in the rest without a word; the CPU decoder reports it.
+        return Cpu("no_end_marker");
+    }
     if info.components == 4 {
         return Cpu("cmyk");
     }
@@ -283,7 +287,19 @@ mod tests {
             sampling,
             restarts: false,
             rgb: false,
+            ends_with_eoi: true,
         }
+    }
+
+    #[test]
+    fn a_file_without_its_end_marker_stays_on_the_cpu() {
+        let mut cut = info(JpegCoding::Baseline, 3, vec![(2, 2), (1, 1), (1, 1)]);
+        assert_eq!(route(&cut, NvJpegBackend::Hardware), DecodeRoute::Gpu);
+        cut.ends_with_eoi = false;
+        assert_eq!(
+            route(&cut, NvJpegBackend::Hardware),
+            DecodeRoute::Cpu("no_end_marker")
+        );
     }
 
     #[test]

@@ -342,6 +342,7 @@ mod tests {
             sampling,
             restarts: false,
             rgb: false,
+            ends_with_eoi: true,
         }
     }
 

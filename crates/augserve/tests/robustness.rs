@@ -165,7 +165,8 @@ fn hostile_inputs() -> BTreeMap<&'static str, Vec<(String, Vec<u8>)>> {
         let (name, bytes) = read(&p);
         for frac in [0.05, 0.3, 0.6, 0.95] {
             let n = ((bytes.len() as f64) * frac) as usize;
-            truncated.push((format!("{name}[..{n}]"), bytes[..n].to_vec()));
+            let pct = (frac * 100.0) as u32;
+            truncated.push((format!("{name}[..{n}] ({pct} %)"), bytes[..n].to_vec()));
         }
         truncated.push((
             format!("{name}[..len-2]"),
@@ -263,10 +264,12 @@ fn hostile_images_fail_alone_and_the_server_stays_up() {
         "| class | inputs | decoded | per-image errors (by code) |".to_string(),
         "| --- | ---: | ---: | --- |".to_string(),
     ];
+    let mut partial_reported = Vec::new();
     rt().block_on(async {
         let mut c = augserve_client::connect(&addr, 256 << 20).await.unwrap();
         for (class, inputs) in &classes {
             let mut decoded = 0;
+            let mut decoded_names = Vec::new();
             let mut codes: BTreeMap<String, usize> = BTreeMap::new();
             for chunk in inputs.chunks(16) {
                 let req = v1::AugmentImagesRequest {
@@ -283,6 +286,7 @@ fn hostile_images_fail_alone_and_the_server_stays_up() {
                     Ok(r) => {
                         let b = r.into_inner();
                         decoded += b.sample_ids.len();
+                        decoded_names.extend(b.sample_ids.iter().map(|&i| &chunk[i as usize].0));
                         for e in &b.errors {
                             assert!(!e.code.is_empty() && !e.reason.is_empty(), "{e:?}");
                             *codes.entry(e.code.clone()).or_default() += 1;
@@ -300,6 +304,22 @@ fn hostile_images_fail_alone_and_the_server_stays_up() {
             }
             if class.contains("(bomb)") {
                 assert_eq!(codes.get("too_many_pixels"), Some(&1), "{codes:?}");
+            }
+            if *class == "truncated good files" {
+                // Only cuts that leave the pixel data whole (the EOI marker, trailing bytes)
+                // may decode; a cut into the data is reported, never filled in with grey.
+                let bad: Vec<_> = decoded_names
+                    .iter()
+                    .filter(|n| !n.ends_with("[..len-2]") && !n.ends_with("(95 %)"))
+                    .collect();
+                assert!(bad.is_empty(), "decoded though cut into the data: {bad:?}");
+            }
+            let partial = ["truncated", "damaged"]
+                .iter()
+                .filter_map(|k| codes.get(*k))
+                .sum::<usize>();
+            if partial > 0 {
+                partial_reported.push(format!("{class} {partial}"));
             }
             let errors: usize = codes.values().sum();
             let by_code = codes
@@ -343,6 +363,11 @@ fn hostile_images_fail_alone_and_the_server_stays_up() {
         assert!(healthy(&addr).await);
     });
     assert!(server.alive(), "the server crashed");
+    lines.push(format!(
+        "Partly decodable images reported as `truncated` / `damaged` instead of being decoded \
+         with made-up pixels: {}.",
+        partial_reported.join(", ")
+    ));
     let peak = watch.peak();
     lines.push(format!(
         "Crashes: 0 (server alive and SERVING after every request). Server RSS: idle {} MiB, peak {} MiB.",
