@@ -63,7 +63,7 @@ pub struct Size {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "mode", rename_all = "snake_case", try_from = "CropFields")]
 pub enum CropSpec {
     /// torchvision's RandomResizedCrop: area fraction in `scale`, aspect ratio (w/h) in `ratio`
     /// (sampled log-uniformly), 10 tries then a centre crop.
@@ -80,6 +80,56 @@ pub enum CropSpec {
     },
     /// Resize the whole image to the output size (aspect ratio not kept).
     Resize,
+}
+
+/// `[crop]` as written: every field optional, `mode` included (default `random_resized`,
+/// as the README promises of every spec field); a field of another mode is refused by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CropFields {
+    mode: Option<CropMode>,
+    scale: Option<[f32; 2]>,
+    ratio: Option<[f32; 2]>,
+    crop_pct: Option<f32>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum CropMode {
+    RandomResized,
+    Center,
+    Resize,
+}
+
+impl TryFrom<CropFields> for CropSpec {
+    type Error = String;
+
+    fn try_from(f: CropFields) -> std::result::Result<Self, String> {
+        let mode = f.mode.unwrap_or(CropMode::RandomResized);
+        let misplaced =
+            |field: &str, modes: &str| format!("crop.{field} applies to mode = {modes} only");
+        if mode != CropMode::RandomResized {
+            if f.scale.is_some() {
+                return Err(misplaced("scale", "\"random_resized\""));
+            }
+            if f.ratio.is_some() {
+                return Err(misplaced("ratio", "\"random_resized\""));
+            }
+        }
+        if mode != CropMode::Center && f.crop_pct.is_some() {
+            return Err(misplaced("crop_pct", "\"center\""));
+        }
+        Ok(match mode {
+            CropMode::RandomResized => CropSpec::RandomResized {
+                scale: f.scale.unwrap_or_else(default_scale),
+                ratio: f.ratio.unwrap_or_else(default_ratio),
+            },
+            CropMode::Center => CropSpec::Center {
+                crop_pct: f.crop_pct.unwrap_or_else(default_crop_pct),
+            },
+            CropMode::Resize => CropSpec::Resize,
+        })
+    }
 }
 
 fn default_scale() -> [f32; 2] {
@@ -512,6 +562,40 @@ fn shortest_f32_floats(value: &mut toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crop_fields_are_optional_mode_included() {
+        let spec = PipelineSpec::from_toml_str("[crop]\nscale = [0.35, 1.0]\n").unwrap();
+        assert_eq!(
+            spec.crop,
+            CropSpec::RandomResized {
+                scale: [0.35, 1.0],
+                ratio: default_ratio()
+            }
+        );
+        let spec = PipelineSpec::from_toml_str("[crop]\nmode = \"center\"\n").unwrap();
+        assert_eq!(spec.crop, CropSpec::Center { crop_pct: 0.875 });
+        for (text, want) in [
+            (
+                "[crop]\nmode = \"center\"\nscale = [0.5, 1.0]\n",
+                "crop.scale applies",
+            ),
+            ("[crop]\ncrop_pct = 0.9\n", "crop.crop_pct applies"),
+            ("[crop]\nmode = \"zoom\"\n", "zoom"),
+            ("[crop]\nsclae = [0.5, 1.0]\n", "sclae"),
+        ] {
+            let e = PipelineSpec::from_toml_str(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let json = PipelineSpec::from_json_str(r#"{"crop": {"ratio": [0.5, 2.0]}}"#).unwrap();
+        assert!(matches!(
+            json.crop,
+            CropSpec::RandomResized {
+                ratio: [0.5, 2.0],
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn printed_numbers_are_as_written_and_read_back_the_same() {
