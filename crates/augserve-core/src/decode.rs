@@ -747,16 +747,22 @@ mod info_tests {
         }
     }
 
+    /// `pixels` (RGB, `w` x `h`) as a baseline 4:4:4 JPEG of `quality`: the image crate's encoder.
+    fn encoded_jpeg(pixels: &[u8], w: u32, h: u32, quality: u8) -> Vec<u8> {
+        let mut img = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut img, quality)
+            .encode(pixels, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        img
+    }
+
     /// A truncated file decodes leniently (grey below the cut), so it must fail as
     /// `truncated`; padding between header segments (harmless) must not.
     #[test]
     fn partial_decodes_are_errors_of_their_own() {
         let (w, h) = (96u32, 64u32);
         let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
-        let mut img = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut img, 90)
-            .encode(&pixels, w, h, image::ExtendedColorType::Rgb8)
-            .unwrap();
+        let img = encoded_jpeg(&pixels, w, h, 90);
         let l = DecodeLimits::default();
         let whole = decode_jpeg(&img, &l).unwrap();
         // The header check the GPU route uses: a cut file has no end marker.
@@ -784,10 +790,7 @@ mod info_tests {
     /// does not take: their reason says which, not "corrupt image".
     #[test]
     fn unsupported_kinds_of_jpeg_are_named() {
-        let mut img = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut img, 80)
-            .encode(&[128u8; 16 * 8 * 3], 16, 8, image::ExtendedColorType::Rgb8)
-            .unwrap();
+        let img = encoded_jpeg(&[128u8; 16 * 8 * 3], 16, 8, 80);
         let sof = img
             .windows(2)
             .position(|w| w == [0xFF, 0xC0])
@@ -811,10 +814,7 @@ mod info_tests {
 
     #[test]
     fn subsampling_and_refusals() {
-        let mut img = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut img, 80)
-            .encode(&[128u8; 16 * 8 * 3], 16, 8, image::ExtendedColorType::Rgb8)
-            .unwrap();
+        let img = encoded_jpeg(&[128u8; 16 * 8 * 3], 16, 8, 80);
         let info = jpeg_info(&img).unwrap();
         assert_eq!((info.width, info.height, info.components), (16, 8, 3));
         assert_eq!(info.coding, JpegCoding::Baseline);

@@ -406,6 +406,7 @@ impl AugServe for AugServeService {
             .epoch_ids(pipeline.dataset().len(), r.start_epoch)
             .map_err(ServerError::from)?;
         let epoch_batches = batches(&start_ids, r.batch_size as usize, r.drop_last).len();
+        let mut start_ids = Some(start_ids);
         if r.start_batch as usize > epoch_batches {
             return Err(ServerError::InvalidArgument {
                 field: "start_batch",
@@ -449,7 +450,9 @@ impl AugServe for AugServeService {
                 // Whether every batch asked for was sent (`break 'run false`: ended early).
                 let completed = 'run: {
                     for epoch in start_epoch..end_epoch {
-                        let ids = match shard.epoch_ids(len, epoch) {
+                        // The first epoch's order was drawn for the start_batch check.
+                        let drawn = start_ids.take().map(Ok);
+                        let ids = match drawn.unwrap_or_else(|| shard.epoch_ids(len, epoch)) {
                             Ok(ids) => ids,
                             Err(e) => {
                                 let _ = tx.blocking_send(Err(ServerError::from(e).into()));
