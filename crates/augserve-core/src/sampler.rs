@@ -1,5 +1,10 @@
 //! The epoch order: a permutation keyed by (seed, epoch), split into `world_size` disjoint
 //! shards as torch's `DistributedSampler` does (rank r takes positions r, r+W, r+2W, ...).
+//!
+//! Elastic resume: the order does not depend on the world size, and ranks stride through it,
+//! so after every rank of a job took k batches of `b` the job has consumed exactly the first
+//! `k * b * W` positions. A job of any other world size continues from that global position:
+//! [`ShardSpec::ids_from`] shards the rest of the order among the new ranks.
 
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -62,26 +67,54 @@ impl ShardSpec {
 
     /// The sample ids this rank reads in `epoch`, in order.
     pub fn epoch_ids(&self, len: usize, epoch: u64) -> Result<Vec<u64>> {
+        self.ids_from(len, epoch, 0)
+    }
+
+    /// The sample ids this rank reads of `epoch` once the whole job has consumed the first
+    /// `position` samples of the epoch's order (by any world size): the rest of the order,
+    /// strided among this spec's ranks, its tail padded or dropped as `tail` says. With
+    /// `position` 0 this is the whole epoch's shard.
+    pub fn ids_from(&self, len: usize, epoch: u64, position: u64) -> Result<Vec<u64>> {
         self.validate()?;
+        if position > len as u64 {
+            return Err(Error::arg(
+                "start_position",
+                format!("{position} is past the end of the epoch: the dataset has {len} samples"),
+            ));
+        }
         let mut order: Vec<u64> = (0..len as u64).collect();
         if self.shuffle {
             order.shuffle(&mut keyed_rng(self.seed, epoch, Purpose::Shuffle, 0));
         }
-        let ws = self.world_size as usize;
-        match self.tail {
-            TailPolicy::Pad if len % ws != 0 && len > 0 => {
-                let total = len.div_ceil(ws) * ws;
-                let pad: Vec<u64> = order.iter().cycle().take(total - len).copied().collect();
-                order.extend(pad);
+        let (ws, n) = (self.world_size as usize, len - position as usize);
+        // Repeats come from the start of the epoch's order, as torch's sampler pads.
+        let pad: Vec<u64> = match self.tail {
+            TailPolicy::Pad if n % ws != 0 => {
+                let count = n.div_ceil(ws) * ws - n;
+                order.iter().cycle().take(count).copied().collect()
             }
-            TailPolicy::Drop => order.truncate(len / ws * ws),
-            _ => {}
+            _ => Vec::new(),
+        };
+        let mut rest = order.split_off(position as usize);
+        rest.extend(pad);
+        if self.tail == TailPolicy::Drop {
+            rest.truncate(n / ws * ws);
         }
-        Ok(order
+        Ok(rest
             .into_iter()
             .skip(self.rank as usize)
             .step_by(ws)
             .collect())
+    }
+
+    /// The key of a batch's mixing draws: unique among the batches of one epoch, whatever
+    /// world sizes it was read with, and the same for the same batch. `index` counts this
+    /// rank's batches from `position`; with `position` 0 the key is `index * W + rank`.
+    pub fn mix_key(&self, position: u64, batch_size: usize, index: u64) -> u64 {
+        // The job's batches before `position` have keys below position / batch_size.
+        position / batch_size.max(1) as u64
+            + index * u64::from(self.world_size)
+            + u64::from(self.rank)
     }
 }
 
@@ -190,6 +223,88 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("world_size"));
+    }
+
+    /// Every rank of `from` takes `k` batches of `b`; the rest of the epoch goes to `to` ranks.
+    fn elastic_epoch(
+        len: usize,
+        b: usize,
+        k: usize,
+        from: u32,
+        to: u32,
+        tail: TailPolicy,
+    ) -> Vec<u64> {
+        let spec = |rank, world_size| ShardSpec {
+            seed: 7,
+            rank,
+            world_size,
+            tail,
+            ..ShardSpec::default()
+        };
+        let mut seen = Vec::new();
+        for r in 0..from {
+            let ids = spec(r, from).epoch_ids(len, 3).unwrap();
+            seen.extend(ids.iter().take(k * b));
+        }
+        let position = (k * b * from as usize).min(len) as u64;
+        for r in 0..to {
+            seen.extend(spec(r, to).ids_from(len, 3, position).unwrap());
+        }
+        seen
+    }
+
+    #[test]
+    fn a_new_world_size_continues_the_epoch_exactly() {
+        for (len, b, k, from, to) in [
+            (1000, 8, 5, 4, 3),
+            (1000, 8, 5, 3, 5),
+            (101, 4, 2, 4, 3),
+            (97, 5, 3, 3, 5),
+        ] {
+            let mut seen = elastic_epoch(len, b, k, from, to, TailPolicy::Uneven);
+            seen.sort_unstable();
+            assert_eq!(seen, (0..len as u64).collect::<Vec<_>>(), "{from} -> {to}");
+            // Pad: every sample at least once, and each new rank the same count.
+            let padded: BTreeSet<u64> = elastic_epoch(len, b, k, from, to, TailPolicy::Pad)
+                .into_iter()
+                .collect();
+            assert_eq!(padded.len(), len);
+            let dropped = elastic_epoch(len, b, k, from, to, TailPolicy::Drop);
+            let unique: BTreeSet<u64> = dropped.iter().copied().collect();
+            assert_eq!(unique.len(), dropped.len(), "drop repeats nothing");
+        }
+    }
+
+    #[test]
+    fn the_same_world_size_resumes_the_same_shard() {
+        for tail in [TailPolicy::Pad, TailPolicy::Drop, TailPolicy::Uneven] {
+            for rank in 0..4 {
+                let s = ShardSpec {
+                    seed: 3,
+                    rank,
+                    world_size: 4,
+                    tail,
+                    ..ShardSpec::default()
+                };
+                let whole = s.epoch_ids(101, 2).unwrap();
+                let (k, b) = (3usize, 5usize);
+                let rest = s.ids_from(101, 2, (k * b * 4) as u64).unwrap();
+                assert_eq!(rest, whole[k * b..], "{tail:?} rank {rank}");
+                // The resumed batches keep their mixing keys.
+                assert_eq!(
+                    s.mix_key((k * b * 4) as u64, b, 0),
+                    s.mix_key(0, b, k as u64)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_position_past_the_epoch_is_refused() {
+        let s = ShardSpec::default();
+        assert!(s.ids_from(10, 0, 10).unwrap().is_empty());
+        let e = s.ids_from(10, 0, 11).unwrap_err().to_string();
+        assert!(e.contains("start_position"), "{e}");
     }
 
     #[test]

@@ -401,9 +401,22 @@ impl AugServe for AugServeService {
         let pipeline = Pipeline::with_pool(ds, spec.clone(), self.decode_limits(), st.pool.clone())
             .map_err(ServerError::from)?
             .with_batch_ops(st.ops.clone());
+        let batch_stride = r.batch_stride.max(1) as usize;
+        if r.batch_offset as usize >= batch_stride {
+            return Err(ServerError::InvalidArgument {
+                field: "batch_offset",
+                message: format!(
+                    "must be < batch_stride ({batch_stride}), got {}",
+                    r.batch_offset
+                ),
+            }
+            .into());
+        }
+        let batch_offset = r.batch_offset as usize;
         // A start_batch past the end of its epoch would silently stream the next epoch.
+        let start_position = r.start_position;
         let start_ids = shard
-            .epoch_ids(pipeline.dataset().len(), r.start_epoch)
+            .ids_from(pipeline.dataset().len(), r.start_epoch, start_position)
             .map_err(ServerError::from)?;
         let epoch_batches = batches(&start_ids, r.batch_size as usize, r.drop_last).len();
         let mut start_ids = Some(start_ids);
@@ -434,7 +447,7 @@ impl AugServe for AugServeService {
             r.start_epoch.saturating_add(r.epochs)
         };
         let (start_epoch, start_batch) = (r.start_epoch, r.start_batch);
-        tracing::info!(dataset = %r.dataset, batch_size, rank = shard.rank, world_size = shard.world_size, start_epoch, start_batch, epochs = r.epochs, seed = shard.seed, "stream start");
+        tracing::info!(dataset = %r.dataset, batch_size, rank = shard.rank, world_size = shard.world_size, start_epoch, start_position, start_batch, batch_stride, batch_offset, epochs = r.epochs, seed = shard.seed, "stream start");
         let telemetry = st.telemetry.clone();
         let dataset_name = r.dataset.clone();
         telemetry.stream_started();
@@ -452,6 +465,11 @@ impl AugServe for AugServeService {
                     for epoch in start_epoch..end_epoch {
                         // The first epoch's order was drawn for the start_batch check.
                         let drawn = start_ids.take().map(Ok);
+                        let position = if epoch == start_epoch {
+                            start_position
+                        } else {
+                            0
+                        };
                         let ids = match drawn.unwrap_or_else(|| shard.epoch_ids(len, epoch)) {
                             Ok(ids) => ids,
                             Err(e) => {
@@ -468,12 +486,12 @@ impl AugServe for AugServeService {
                             .into_iter()
                             .enumerate()
                             .skip(skip)
+                            .filter(|(i, _)| i % batch_stride == batch_offset)
                         {
                             if tx.is_closed() || stop.load(Ordering::Relaxed) {
                                 break 'run false;
                             }
-                            let mix_key =
-                                i as u64 * u64::from(shard.world_size) + u64::from(shard.rank);
+                            let mix_key = shard.mix_key(position, batch_size, i as u64);
                             let mut len = 0;
                             let give_up = || tx.is_closed() || stop.load(Ordering::Relaxed);
                             // CUDA IPC: the batch ops write straight into a free device slot.

@@ -127,6 +127,10 @@ pub struct PullArgs {
     /// Skip the first N batches of the start epoch (resume).
     #[arg(long, default_value_t = 0)]
     start_batch: u64,
+    /// Elastic resume: samples of the start epoch the whole job consumed already (any world
+    /// size); the rest of the epoch is sharded among --world-size ranks.
+    #[arg(long, default_value_t = 0)]
+    start_position: u64,
     /// Write one JSON line per batch: its ids, labels and SHA-256 digests of its tensors (for
     /// comparing clients byte for byte; the Python client's tests use it).
     #[arg(long)]
@@ -243,6 +247,7 @@ async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
         world_size: args.world_size,
         prefetch: args.prefetch,
         start_batch: args.start_batch,
+        start_position: args.start_position,
         transport: match args.transport {
             TransportArg::Inline => v1::Transport::Inline,
             TransportArg::Shm => v1::Transport::Shm,
@@ -418,6 +423,7 @@ pub fn demo(epochs: u64, batch_size: u32, cache_dir: Option<PathBuf>) -> anyhow:
             world_size: 1,
             prefetch: 2,
             start_batch: 0,
+            start_position: 0,
             record: None,
             security: SecurityArgs::default(),
             // Same host: shared memory (falls back to inline where /dev/shm is missing).

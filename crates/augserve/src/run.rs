@@ -419,13 +419,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let pipeline = &pipeline;
         let shard = &shard;
         let epochs = epochs.clone();
-        let (batch_size, drop_last, seed, world, rank) = (
-            args.batch_size,
-            args.drop_last,
-            args.seed,
-            args.world_size,
-            args.rank,
-        );
+        let (batch_size, drop_last, seed) = (args.batch_size, args.drop_last, args.seed);
         let len = dataset.len();
         scope.spawn(move || {
             let mut sent = 0u64;
@@ -441,7 +435,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     if max_batches > 0 && sent >= max_batches {
                         return;
                     }
-                    let mix_key = i as u64 * u64::from(world) + u64::from(rank);
+                    let mix_key = shard.mix_key(0, batch_size, i as u64);
                     let prepared = pipeline.prepare_batch(seed, epoch, i as u64, mix_key, chunk);
                     // A failed send means the consumer stopped: stop too.
                     if tx.send(prepared.map_err(anyhow::Error::from)).is_err() {

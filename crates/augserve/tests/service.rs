@@ -181,6 +181,123 @@ fn epochs_shards_and_reproducibility_over_tcp_and_uds() {
     });
 }
 
+/// The first `n` batches of a stream; the stream is then dropped (the client leaves).
+async fn pull_first(addr: &str, req: v1::StreamBatchesRequest, n: usize) -> Vec<v1::Batch> {
+    let mut c = augserve_client::connect(addr, 256 << 20).await.unwrap();
+    let mut s = c.stream_batches(req).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.push(s.message().await.unwrap().expect("a batch"));
+    }
+    out
+}
+
+/// A batch without what differs from stream to stream: timings, the first batch's transport
+/// (its stream id), the alignment filler (it follows the message's size) and the index.
+fn comparable(mut b: v1::Batch) -> v1::Batch {
+    (b.timings, b.transport, b.index) = (None, None, 0);
+    if let Some(t) = b.images.as_mut() {
+        t.align.clear();
+    }
+    b
+}
+
+fn ids_of(batches: &[v1::Batch]) -> Vec<u64> {
+    batches.iter().flat_map(|b| b.sample_ids.clone()).collect()
+}
+
+/// Every rank of a job of `from` takes `k` batches of `b`; a job of `to` ranks continues the
+/// epoch from the global position through the raw request: every sample exactly once.
+async fn elastic_epoch(addr: &str, b: u32, k: usize, from: u32, to: u32) -> Vec<u64> {
+    let mut seen = Vec::new();
+    for rank in 0..from {
+        seen.extend(ids_of(
+            &pull_first(addr, request(b, 1, rank, from), k).await,
+        ));
+    }
+    let position = k as u64 * u64::from(b) * u64::from(from);
+    for rank in 0..to {
+        let req = v1::StreamBatchesRequest {
+            start_position: position,
+            ..request(b, 1, rank, to)
+        };
+        seen.extend(ids_of(&pull_all(addr, req).await));
+    }
+    seen.sort_unstable();
+    seen
+}
+
+#[test]
+fn elastic_resume_continues_the_epoch_with_another_world_size() {
+    let server = Server::start(&[]);
+    let addr = server.uds_addr();
+    rt().block_on(async {
+        let all: Vec<u64> = (0..30).collect();
+        assert_eq!(elastic_epoch(&addr, 2, 2, 4, 3).await, all, "4 -> 3 ranks");
+        assert_eq!(elastic_epoch(&addr, 2, 2, 3, 5).await, all, "3 -> 5 ranks");
+        assert_eq!(elastic_epoch(&addr, 3, 1, 2, 4).await, all, "2 -> 4 ranks");
+        // The same world size: the resumed batches are the uninterrupted ones, byte for byte
+        // (mixing draws included), with their index counted from the position.
+        for rank in 0..3 {
+            let whole = pull_all(&addr, request(2, 1, rank, 3)).await;
+            let req = v1::StreamBatchesRequest {
+                start_position: 2 * 2 * 3,
+                ..request(2, 1, rank, 3)
+            };
+            let resumed = pull_all(&addr, req).await;
+            assert_eq!(resumed.len(), whole.len() - 2);
+            for (a, b) in whole[2..].iter().cloned().zip(resumed) {
+                assert!(
+                    comparable(a) == comparable(b),
+                    "rank {rank}: a resumed batch differs"
+                );
+            }
+        }
+        // DataLoader workers: two streams with batch_stride 2, read round-robin, are the
+        // rank's stream.
+        let whole = pull_all(&addr, request(2, 1, 1, 2)).await;
+        let mut workers = Vec::new();
+        for offset in 0..2 {
+            let req = v1::StreamBatchesRequest {
+                batch_stride: 2,
+                batch_offset: offset,
+                ..request(2, 1, 1, 2)
+            };
+            workers.push(pull_all(&addr, req).await);
+        }
+        let interleaved: Vec<v1::Batch> = (0..whole.len())
+            .map(|i| workers[i % 2][i / 2].clone())
+            .collect();
+        for (a, b) in whole.into_iter().zip(interleaved) {
+            let index = a.index;
+            assert!(comparable(a) == comparable(b), "batch {index} differs");
+        }
+        // Refusals: a position past the epoch, and an offset outside the stride.
+        let mut c = augserve_client::connect(&addr, 256 << 20).await.unwrap();
+        for (req, field) in [
+            (
+                v1::StreamBatchesRequest {
+                    start_position: 31,
+                    ..request(2, 1, 0, 1)
+                },
+                "start_position",
+            ),
+            (
+                v1::StreamBatchesRequest {
+                    batch_stride: 2,
+                    batch_offset: 2,
+                    ..request(2, 1, 0, 1)
+                },
+                "batch_offset",
+            ),
+        ] {
+            let e = c.stream_batches(req).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument);
+            assert!(e.message().contains(field), "{}", e.message());
+        }
+    });
+}
+
 fn testdata() -> PathBuf {
     common::jpeg_testdata()
 }

@@ -217,6 +217,7 @@ class Client:
         *,
         start_epoch: int = 0,
         start_batch: int = 0,
+        start_position: int = 0,
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool = True,
@@ -228,6 +229,8 @@ class Client:
         transport: str = "inline",
         slots: int = 0,
         auto_release: bool = True,
+        batch_stride: int = 1,
+        batch_offset: int = 0,
     ) -> BatchStream:
         """Streams `epochs` epochs (0 = until closed) of a dataset the server serves.
 
@@ -242,6 +245,12 @@ class Client:
         when the next batch is asked for. `"cuda_ipc"` asks for device memory (falls back to
         shm, then inline). `stream.transport` and `stream.fallback_reason` say what the server
         chose.
+
+        Elastic resume: `start_position` is how many samples of `start_epoch` the whole job has
+        consumed (all ranks together; k batches per rank make k * batch_size * world_size). The
+        rest of that epoch is sharded among this call's `world_size`, which may differ from the
+        one that consumed them. `batch_stride` / `batch_offset` take every `batch_stride`-th
+        batch of the rank's epoch, from `batch_offset` (DataLoader workers).
         """
         req = pb.StreamBatchesRequest(
             dataset=dataset,
@@ -257,6 +266,9 @@ class Client:
             tail=enum_value(TAILS, tail, "tail"),
             prefetch=prefetch,
             start_batch=start_batch,
+            start_position=start_position,
+            batch_stride=batch_stride,
+            batch_offset=batch_offset,
             transport=enum_value(TRANSPORTS, transport, "transport"),
             slots=slots,
         )
@@ -292,6 +304,8 @@ class BatchStream(Iterator[Batch]):
             epoch, index = self.last
             req.start_epoch = epoch
             req.start_batch = index + 1
+            if epoch != self._request.start_epoch:
+                req.start_position = 0  # a position belongs to the first epoch only
             if self._request.epochs:
                 req.epochs = self._request.start_epoch + self._request.epochs - epoch
         return req

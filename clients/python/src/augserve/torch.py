@@ -9,19 +9,27 @@
 
 Each DDP process reads its own shard: the rank and world size come from torch.distributed when
 it is initialised, else from the RANK / WORLD_SIZE environment variables torchrun sets. With
-DataLoader workers, each worker further splits its rank's shard.
+DataLoader workers, worker k of K streams its rank's batches k, k + K, ..., so the DataLoader's
+round-robin hands the training loop the same batches, in the same order, as with no workers.
+
+Checkpoints (the torchdata `StatefulDataLoader` convention): `ds.state_dict()` is a small dict
+naming the epoch and the job's global position in it; loaded into every rank of a job of any
+world size (`ds.load_state_dict(sd)`), it continues the epoch with every sample exactly once
+(tail="uneven"). With `num_workers=0` the dataset counts the batches it hands out itself; with
+workers the main process cannot see them, so iterate through `AugServeDataLoader`, which counts.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from augserve.batch import Batch
 from augserve.client import Client
@@ -80,8 +88,12 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+STATE_VERSION = 1
+
+
 def shard_batches(samples: int, batch_size: int, rank: int, world_size: int, tail: str, drop_last: bool) -> int:
-    """Batches one rank reads per epoch, by the server's sharding rules."""
+    """Batches one rank reads per epoch (or of the `samples` left in it), by the server's
+    sharding rules."""
     if tail == "pad":
         count = math.ceil(samples / world_size)
     elif tail == "drop":
@@ -137,35 +149,91 @@ class AugServeIterableDataset(IterableDataset):
         self.client_options = client_options or {}
         self.transport = transport
         self.epoch = 0
+        # Where the next iteration starts in `epoch` (global samples), and the progress of the
+        # iteration under way: batches handed to the training loop, and whether it finished.
+        self._position = 0
+        self._iter_position = 0
+        self._consumed = 0
+        self._finished = False
+        self._samples: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch the next iteration streams (as DistributedSampler.set_epoch)."""
+        """The epoch the next iteration streams (as DistributedSampler.set_epoch). A loaded
+        state's position is kept when `epoch` is its epoch."""
+        if epoch != self.epoch:
+            self._position = 0
         self.epoch = epoch
+        self._begin()
 
     def shard(self) -> tuple[int, int]:
-        """This reader's (rank, world_size), DataLoader workers included."""
+        """This rank's (rank, world_size) in the job. DataLoader workers do not change it:
+        they split the rank's batches among themselves."""
         rank, world = distributed_rank()
         if self.rank is not None:
             rank = self.rank
         if self.world_size is not None:
             world = self.world_size
-        info = get_worker_info()
-        if info is not None and info.num_workers > 1:
-            # Shards are strided (rank r reads positions r, r + W, ...), so worker k of K reading
-            # rank r + W*k of W*K reads exactly its share of rank r's shard.
-            rank, world = rank + world * info.id, world * info.num_workers
         return rank, world
 
+    def dataset_samples(self) -> int:
+        """The dataset's size, asked of the server once."""
+        if self._samples is None:
+            with Client(self.address, **self.client_options) as c:
+                for d in c.datasets():
+                    if d.name == self.dataset:
+                        self._samples = d.samples
+                        break
+                else:
+                    raise LookupError(f"the server at {self.address} has no dataset {self.dataset!r}")
+        return self._samples
+
     def __len__(self) -> int:
+        """Batches this rank reads in the next iteration (the rest of the epoch after a
+        loaded state)."""
         rank, world = self.shard()
-        with Client(self.address, **self.client_options) as c:
-            for d in c.datasets():
-                if d.name == self.dataset:
-                    return shard_batches(d.samples, self.batch_size, rank, world, self.tail, self.drop_last)
-        raise LookupError(f"the server at {self.address} has no dataset {self.dataset!r}")
+        left = self.dataset_samples() - self._position
+        return shard_batches(left, self.batch_size, rank, world, self.tail, self.drop_last)
+
+    def state_dict(self) -> dict:
+        """Where the job is: the epoch and the samples of it the whole job has consumed. The
+        same on every rank of a job that stepped in lockstep, so any rank's will do."""
+        epoch, position = self.epoch, self._iter_position + self._consumed * self.batch_size * self.shard()[1]
+        if self._finished or position >= self.dataset_samples():
+            epoch, position = epoch + 1, 0
+        return {
+            "version": STATE_VERSION,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "epoch": epoch,
+            "position": position,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` (from `state_dict`, of a job of any world size): the next
+        iteration streams the rest of its epoch."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state version {state.get('version')!r}, expected {STATE_VERSION}")
+        for key in ("dataset", "seed", "shuffle"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"state is for {key}={state[key]!r}, this dataset has {getattr(self, key)!r}")
+        self.epoch, self._position = int(state["epoch"]), int(state["position"])
+        self._iter_position, self._consumed, self._finished = self._position, 0, False
+
+    def _begin(self) -> None:
+        self._iter_position, self._consumed, self._finished = self._position, 0, False
+
+    def _took_one(self) -> None:
+        self._consumed += 1
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._position = 0  # the next iteration starts the epoch afresh
 
     def __iter__(self):
         rank, world = self.shard()
+        info = get_worker_info()
+        stride, offset = (info.num_workers, info.id) if info is not None else (1, 0)
         client = Client(self.address, **self.client_options)
         stream = client.stream(
             self.dataset,
@@ -174,6 +242,9 @@ class AugServeIterableDataset(IterableDataset):
             self.seed,
             epochs=1,
             start_epoch=self.epoch,
+            start_position=self._position,
+            batch_stride=stride,
+            batch_offset=offset,
             rank=rank,
             world_size=world,
             tail=self.tail,
@@ -194,8 +265,53 @@ class AugServeIterableDataset(IterableDataset):
 
         transform = None if self.yield_batches else to_torch
         it = Prefetcher(stream, self.prefetch, transform)
+        # In a worker the main process counts (AugServeDataLoader); here, this process does.
+        counting = info is None
+        if counting:
+            self._begin()
         try:
-            yield from it
+            for item in it:
+                if counting:
+                    self._took_one()
+                yield item
+            if counting:
+                self._finish()
         finally:
             it.close()
             client.close()
+
+
+class AugServeDataLoader(DataLoader):
+    """A DataLoader (batch_size=None) over an `AugServeIterableDataset` that counts, in the
+    main process, the batches it hands out, so that `state_dict()` is right with workers too.
+    `state_dict` / `load_state_dict` are the dataset's."""
+
+    def __init__(self, dataset: AugServeIterableDataset, num_workers: int = 0, **kwargs):
+        kwargs.setdefault("batch_size", None)
+        if num_workers > 0 and kwargs.get("multiprocessing_context") is None:
+            # gRPC is not fork-safe: a worker forked from a process that has made calls (this
+            # one counts, asks the dataset's size, may have streamed before) can hang in its
+            # first channel. Workers fork from a clean server process instead, which has
+            # imported torch and augserve once, so starting them stays cheap.
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["augserve.torch"])
+            kwargs["multiprocessing_context"] = ctx
+        super().__init__(dataset, num_workers=num_workers, **kwargs)
+
+    def __iter__(self):
+        it = super().__iter__()
+        ds = self.dataset
+        if self.num_workers == 0:
+            yield from it  # the dataset counts in this process
+            return
+        ds._begin()
+        for batch in it:
+            ds._took_one()
+            yield batch
+        ds._finish()
+
+    def state_dict(self) -> dict:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dataset.load_state_dict(state)

@@ -178,7 +178,7 @@ class Placement(_message.Message):
     def __init__(self, color: _Optional[_Union[Device, str]] = ..., resize: _Optional[_Union[Device, str]] = ..., mix: _Optional[_Union[Device, str]] = ...) -> None: ...
 
 class StreamBatchesRequest(_message.Message):
-    __slots__ = ("dataset", "spec", "batch_size", "seed", "start_epoch", "epochs", "rank", "world_size", "no_shuffle", "drop_last", "tail", "prefetch", "start_batch", "transport", "slots")
+    __slots__ = ("dataset", "spec", "batch_size", "seed", "start_epoch", "epochs", "rank", "world_size", "no_shuffle", "drop_last", "tail", "prefetch", "start_batch", "transport", "slots", "start_position", "batch_stride", "batch_offset")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +194,9 @@ class StreamBatchesRequest(_message.Message):
     START_BATCH_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
+    START_POSITION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_STRIDE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_OFFSET_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     spec: PipelineSpec
     batch_size: int
@@ -209,7 +212,10 @@ class StreamBatchesRequest(_message.Message):
     start_batch: int
     transport: Transport
     slots: int
-    def __init__(self, dataset: _Optional[str] = ..., spec: _Optional[_Union[PipelineSpec, _Mapping]] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., start_epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., no_shuffle: _Optional[bool] = ..., drop_last: _Optional[bool] = ..., tail: _Optional[_Union[Tail, str]] = ..., prefetch: _Optional[int] = ..., start_batch: _Optional[int] = ..., transport: _Optional[_Union[Transport, str]] = ..., slots: _Optional[int] = ...) -> None: ...
+    start_position: int
+    batch_stride: int
+    batch_offset: int
+    def __init__(self, dataset: _Optional[str] = ..., spec: _Optional[_Union[PipelineSpec, _Mapping]] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., start_epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., no_shuffle: _Optional[bool] = ..., drop_last: _Optional[bool] = ..., tail: _Optional[_Union[Tail, str]] = ..., prefetch: _Optional[int] = ..., start_batch: _Optional[int] = ..., transport: _Optional[_Union[Transport, str]] = ..., slots: _Optional[int] = ..., start_position: _Optional[int] = ..., batch_stride: _Optional[int] = ..., batch_offset: _Optional[int] = ...) -> None: ...
 
 class AugmentImagesRequest(_message.Message):
     __slots__ = ("images", "labels", "spec", "seed", "epoch")
