@@ -39,6 +39,20 @@ impl BufferPool {
         }
     }
 
+    /// Drops every buffer kept for reuse.
+    pub fn clear(&self) {
+        if let Ok(mut free) = self.free.lock() {
+            free.clear();
+        }
+    }
+
+    /// Bytes kept for reuse now.
+    pub fn kept_bytes(&self) -> usize {
+        self.free
+            .lock()
+            .map_or(0, |free| free.iter().map(Vec::capacity).sum())
+    }
+
     /// Gives a buffer back for reuse; dropped when the pool is full or it is empty.
     pub fn give(&self, buf: Vec<u8>) {
         if buf.capacity() == 0 {
@@ -75,5 +89,8 @@ mod tests {
         }
         assert!(pool.free.lock().unwrap().len() <= KEEP);
         pool.give(Vec::new());
+        assert!(pool.kept_bytes() > 0);
+        pool.clear();
+        assert_eq!(pool.kept_bytes(), 0);
     }
 }

@@ -203,6 +203,9 @@ pub trait BatchOps: Send + Sync {
     /// Takes back a finished batch's tensor buffer (`Pipeline::recycle`) for a later batch.
     fn recycle(&self, _buf: Vec<u8>) {}
 
+    /// Frees the buffers kept for reuse (the server calls this when no stream is left).
+    fn release_idle_memory(&self) {}
+
     /// Like `run`, but the output tensor is written to `out` (exactly its length, host
     /// memory) and the returned tensor has no data. The default runs `run` and copies.
     fn run_into_host(
@@ -427,6 +430,10 @@ impl BatchOps for CpuBatchOps {
 
     fn recycle(&self, buf: Vec<u8>) {
         self.buffers.give(buf);
+    }
+
+    fn release_idle_memory(&self) {
+        self.buffers.clear();
     }
 
     fn run(

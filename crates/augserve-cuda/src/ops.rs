@@ -1112,6 +1112,10 @@ impl BatchOps for GpuBatchOps {
         self.cpu.buffers.give(buf);
     }
 
+    fn release_idle_memory(&self) {
+        self.cpu.buffers.clear();
+    }
+
     fn run(
         &self,
         images: &[PreparedImage],

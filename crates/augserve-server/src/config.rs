@@ -85,6 +85,8 @@ pub struct LimitsConfig {
     pub max_batch_size: u32,
     pub max_prefetch: u32,
     pub max_images_per_request: u32,
+    /// Server-wide budget for batch memory; 0 = half the machine's (or cgroup's) memory.
+    pub max_batch_memory_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -99,6 +101,7 @@ impl Default for LimitsConfig {
             max_batch_size: 4096,
             max_prefetch: 8,
             max_images_per_request: 1024,
+            max_batch_memory_bytes: 0,
         }
     }
 }
@@ -419,6 +422,12 @@ pub static SETTINGS: &[Setting] = &[
         max_images_per_request,
         Kind::Count,
         "most images in one AugmentImages request"
+    ),
+    limit!(
+        max_batch_memory_bytes,
+        Kind::Bytes,
+        "budget for all streams' batches together; a stream that would pass it is refused \
+         (0 = half the machine's or container's memory)"
     ),
 ];
 

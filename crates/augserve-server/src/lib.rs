@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 mod error;
+pub mod memory;
 mod serve;
 mod service;
 pub mod shm;

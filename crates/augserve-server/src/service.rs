@@ -19,6 +19,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::config::{LimitsConfig, ServerConfig};
+use crate::memory::{
+    default_batch_memory_bytes, BatchMemory, InFlight, InFlightToken, Reservation,
+};
 use crate::shm::{ShmRegistry, ShmRing, SlotBook};
 use crate::telemetry::Telemetry;
 use crate::ServerError;
@@ -30,6 +33,7 @@ struct State {
     pool: Arc<ThreadPool>,
     limits: LimitsConfig,
     streams: Arc<Semaphore>,
+    memory: Arc<BatchMemory>,
     shutting_down: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
     shm: ShmRegistry,
@@ -145,6 +149,17 @@ impl AugServeService {
             datasets.insert(d.name.clone(), Arc::new(ds));
         }
         tracing::info!(device = %ops.device(), "batch ops");
+        let memory_bytes = match cfg.limits.max_batch_memory_bytes {
+            0 => default_batch_memory_bytes(),
+            n => n,
+        };
+        tracing::info!(max_batch_memory_bytes = memory_bytes, "batch memory budget");
+        let idle_ops = ops.clone();
+        // The last stream ended: pooled buffers go back to the OS.
+        let memory = BatchMemory::new(memory_bytes, move || {
+            idle_ops.release_idle_memory();
+            release_freed_memory();
+        });
         Ok(AugServeService {
             state: Arc::new(State {
                 datasets,
@@ -153,6 +168,7 @@ impl AugServeService {
                 pool: worker_pool(cfg.threads)?,
                 limits: cfg.limits,
                 streams: Arc::new(Semaphore::new(cfg.limits.max_concurrent_streams as usize)),
+                memory,
                 shutting_down,
                 telemetry: Arc::new(Telemetry::default()),
                 shm: ShmRegistry::new(Some(cfg.shm_dir.clone())),
@@ -312,11 +328,18 @@ impl Delivery {
 /// How long a new stream waits for a free slot before RESOURCE_EXHAUSTED.
 const STREAM_ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// A stream's batches, holding its concurrent-stream permit: when the client leaves, tonic
-/// drops this and the slot is free at once, while the producer thread finishes the batch in
-/// hand and exits on its next send.
+/// What the producer sends: a message, and the in-flight token of the batch it carries.
+type Outgoing = (Result<v1::Batch, Status>, Option<InFlightToken>);
+
+/// A stream's batches, holding its concurrent-stream permit and its share of the batch memory
+/// budget: when the client leaves, tonic drops this and the slot is free at once, while the
+/// producer thread finishes the batch in hand and exits on its next send.
 pub struct BatchStream {
-    batches: ReceiverStream<Result<v1::Batch, Status>>,
+    batches: ReceiverStream<Outgoing>,
+    /// The token of the batch tonic took last. Tonic asks for the next message only once
+    /// hyper has room in h2's send buffer, i.e. when that batch is nearly sent: then it goes.
+    sending: Option<InFlightToken>,
+    _reservation: Arc<Reservation>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -327,7 +350,15 @@ impl tokio_stream::Stream for BatchStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        std::pin::Pin::new(&mut self.batches).poll_next(cx)
+        self.sending = None;
+        match std::pin::Pin::new(&mut self.batches).poll_next(cx) {
+            std::task::Poll::Ready(Some((msg, token))) => {
+                self.sending = token;
+                std::task::Poll::Ready(Some(msg))
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -435,9 +466,24 @@ impl AugServe for AugServeService {
         if !fallback_reason.is_empty() {
             tracing::info!(asked = wanted.as_str_name(), chosen = delivery.transport().as_str_name(), reason = %fallback_reason, "transport fallback");
         }
+        // The stream's worst case, reserved from the server-wide budget before any work.
+        let need = match &delivery {
+            // Queued batches and the one being sent, plus the copy tonic encodes it into.
+            Delivery::Inline => (u64::from(prefetch) + 2) * slot_bytes as u64,
+            Delivery::Shm(ring) => u64::from(ring.slots()) * ring.slot_bytes() as u64,
+            // Device memory, outside this budget.
+            Delivery::Device { .. } => 0,
+        };
+        let reservation = Arc::new(
+            st.memory
+                .reserve(need, STREAM_ADMISSION_WAIT, "this stream")
+                .await?,
+        );
+        let in_flight = InFlight::new(prefetch as usize + 1);
         let mut transport_info = Some(delivery.info(fallback_reason));
         let image_bytes = spec.output_image_bytes();
-        let (tx, rx) = mpsc::channel(prefetch as usize);
+        let (tx, rx) = mpsc::channel::<Outgoing>(prefetch as usize);
+        let producer_reservation = reservation.clone();
         let stop = st.shutting_down.clone();
         let num_classes = spec.mix.num_classes;
         let (batch_size, drop_last) = (r.batch_size as usize, r.drop_last);
@@ -473,7 +519,7 @@ impl AugServe for AugServeService {
                         let ids = match drawn.unwrap_or_else(|| shard.epoch_ids(len, epoch)) {
                             Ok(ids) => ids,
                             Err(e) => {
-                                let _ = tx.blocking_send(Err(ServerError::from(e).into()));
+                                let _ = tx.blocking_send((Err(ServerError::from(e).into()), None));
                                 break 'run false;
                             }
                         };
@@ -494,6 +540,10 @@ impl AugServe for AugServeService {
                             let mix_key = shard.mix_key(position, batch_size, i as u64);
                             let mut len = 0;
                             let give_up = || tx.is_closed() || stop.load(Ordering::Relaxed);
+                            // At most prefetch + 1 batches of this stream exist at once.
+                            let Some(token) = in_flight.acquire(give_up) else {
+                                break 'run false;
+                            };
                             // CUDA IPC: the batch ops write straight into a free device slot.
                             let device_slot = match &delivery {
                                 Delivery::Device { book, .. } => match book.acquire(give_up) {
@@ -584,7 +634,7 @@ impl AugServe for AugServeService {
                             let failed = msg.is_err();
                             let wait = Instant::now();
                             // A failed send means the client left: stop at once.
-                            if tx.blocking_send(msg).is_err() || failed {
+                            if tx.blocking_send((msg, Some(token))).is_err() || failed {
                                 break 'run false;
                             }
                             telemetry.record_send(&dataset_name, len, wait.elapsed());
@@ -601,7 +651,7 @@ impl AugServe for AugServeService {
                 if !completed && stop.load(Ordering::Relaxed) && !tx.is_closed() {
                     // Cut by the shutdown: never an OK end, so no trainer takes a partial
                     // epoch for a whole one; the client resumes after the last batch it got.
-                    let _ = tx.blocking_send(Err(shutdown_status(last_sent)));
+                    let _ = tx.blocking_send((Err(shutdown_status(last_sent)), None));
                     tracing::warn!(
                         dataset = %dataset_name,
                         batches = sent,
@@ -627,6 +677,7 @@ impl AugServe for AugServeService {
                 drop(delivery);
                 drop(pipeline);
                 drop(tx);
+                drop(producer_reservation);
                 release_freed_memory();
             })
             .map_err(|e| {
@@ -635,6 +686,8 @@ impl AugServe for AugServeService {
             })?;
         Ok(Response::new(BatchStream {
             batches: ReceiverStream::new(rx),
+            sending: None,
+            _reservation: reservation,
             _permit: permit,
         }))
     }
@@ -677,7 +730,14 @@ impl AugServe for AugServeService {
             .into());
         }
         let limits = self.decode_limits();
+        // The batch and the copy tonic encodes it into.
+        let need = 2 * spec.output_image_bytes() as u64 * r.images.len() as u64;
+        let reservation = st
+            .memory
+            .reserve(need, STREAM_ADMISSION_WAIT, "this request")
+            .await?;
         let batch = tokio::task::spawn_blocking(move || -> Result<v1::Batch, ServerError> {
+            let _reservation = reservation;
             let started = Instant::now();
             let ids: Vec<u64> = (0..r.images.len() as u64).collect();
             let (prepared, timings) =
@@ -742,6 +802,7 @@ impl AugServe for AugServeService {
                 max_batch_size: l.max_batch_size,
                 max_prefetch: l.max_prefetch,
                 max_images_per_request: l.max_images_per_request,
+                max_batch_memory_bytes: st.memory.total_bytes(),
             }),
             dtypes: strs(&["uint8", "float16", "float32"]),
             layouts: strs(&["NCHW", "NHWC"]),

@@ -87,6 +87,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    augserve_server::memory::use_one_malloc_arena();
     let cfg = server_config(&args)?;
     if args.check_config {
         print!("{}", toml::to_string(&cfg)?);

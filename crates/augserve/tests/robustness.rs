@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augserve_client::v1;
-use tonic::Code;
+use tonic::{Code, Status};
 
 fn testdata() -> PathBuf {
     common::jpeg_testdata()
@@ -1157,4 +1157,118 @@ fn killed_clients_and_sigterm_under_load() {
         started.elapsed().as_secs_f64()
     ));
     summary("Killed clients, SIGTERM", &lines);
+}
+
+/// Reads `n` batches of `req`, one every `pause`; the first failure is returned.
+async fn slow_reader(
+    addr: String,
+    req: v1::StreamBatchesRequest,
+    n: usize,
+    pause: Duration,
+) -> Result<usize, Status> {
+    let mut c = augserve_client::connect(&addr, 256 << 20).await.unwrap();
+    let mut s = c.stream_batches(req).await?.into_inner();
+    let mut got = 0;
+    while got < n {
+        match s.message().await? {
+            Some(_) => got += 1,
+            None => break,
+        }
+        tokio::time::sleep(pause).await;
+    }
+    Ok(got)
+}
+
+#[test]
+fn slow_readers_stay_under_the_batch_memory_budget() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    augserve_core::demo::write_demo_dataset(&data, 3).unwrap(); // 30 samples
+                                                                // float32 224x224 batches of 64: 36.75 MiB each. A stream with prefetch 2 reserves
+                                                                // (2 + 2) batches (queued, the one being sent, tonic's encoded copy): 147 MiB; eight of
+                                                                // them fit in 1200 MiB, a ninth does not.
+    let batch_bytes = 64 * 3 * 224 * 224 * 4u64;
+    let budget = 1200 * MIB;
+    let server = Server::start(
+        &[("data", &data)],
+        &[("AUGSERVE_MAX_BATCH_MEMORY_BYTES", &budget.to_string())],
+    );
+    let pid = server.pid();
+    let req = v1::StreamBatchesRequest {
+        dataset: "data".into(),
+        spec: Some(v1::PipelineSpec {
+            width: Some(224),
+            height: Some(224),
+            dtype: v1::DType::DtypeFloat32 as i32,
+            ..Default::default()
+        }),
+        batch_size: 64,
+        epochs: 0,
+        prefetch: 2,
+        ..Default::default()
+    };
+    // Warm up (worker pool, allocator), let the server go idle, then take the baseline.
+    rt().block_on(slow_reader(server.addr(), req.clone(), 2, Duration::ZERO))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let idle = rss_kib(pid);
+    let watch = RssWatch::new(pid);
+    let (results, ninth) = rt().block_on(async {
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(slow_reader(
+                    server.addr(),
+                    req.clone(),
+                    6,
+                    Duration::from_secs(1),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ninth = slow_reader(server.addr(), req.clone(), 1, Duration::ZERO).await;
+        let mut results = Vec::new();
+        for r in readers {
+            results.push(r.await.unwrap());
+        }
+        (results, ninth)
+    });
+    let peak = watch.peak();
+    // Streams end asynchronously after their clients leave; give them a moment.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = rss_kib(pid);
+    for r in &results {
+        assert_eq!(r.as_ref().ok(), Some(&6), "a reader failed: {r:?}");
+    }
+    let refused = ninth.expect_err("a ninth stream was admitted past the budget");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("max_batch_memory_bytes"),
+        "{}",
+        refused.message()
+    );
+    // The documented bound: the budget, plus the buffer pool (at most 4 batch buffers, kept
+    // for reuse), over the idle server.
+    let bound = idle + (budget + 4 * batch_bytes) / 1024;
+    let held = (peak.saturating_sub(idle)) as f64 * 1024.0 / batch_bytes as f64 / 8.0;
+    summary(
+        "Memory: slow readers under max_batch_memory_bytes",
+        &[format!(
+            "8 readers of float32 224x224 batches of 64 (36.75 MiB), one batch per second, prefetch 2, budget {} MiB: server RSS idle {} MiB, peak {} MiB ({held:.1} batches per stream over idle), bound {} MiB (budget + 4 pooled buffers + idle), {} MiB after they ended; a ninth stream was refused: {}",
+            budget / MIB,
+            idle / 1024,
+            peak / 1024,
+            bound / 1024,
+            after / 1024,
+            refused.message()
+        )],
+    );
+    assert!(
+        peak <= bound,
+        "peak RSS {peak} KiB over the bound {bound} KiB"
+    );
+    assert!(
+        after < idle + 32 * 1024,
+        "pooled buffers stayed after the streams ended: {after} KiB (idle {idle} KiB)"
+    );
 }

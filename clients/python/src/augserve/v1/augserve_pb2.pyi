@@ -290,7 +290,7 @@ class ServerInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., batch_device: _Optional[str] = ..., kernels_compiled: _Optional[bool] = ..., gpu_unavailable_reason: _Optional[str] = ..., worker_threads: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., dtypes: _Optional[_Iterable[str]] = ..., layouts: _Optional[_Iterable[str]] = ..., crop_modes: _Optional[_Iterable[str]] = ..., mix_modes: _Optional[_Iterable[str]] = ..., transports: _Optional[_Iterable[str]] = ..., jpeg_decoder: _Optional[str] = ..., jpeg_decoder_note: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_request_bytes", "max_batch_bytes", "max_pixels", "max_file_bytes", "max_concurrent_streams", "max_batch_size", "max_prefetch", "max_images_per_request")
+    __slots__ = ("max_request_bytes", "max_batch_bytes", "max_pixels", "max_file_bytes", "max_concurrent_streams", "max_batch_size", "max_prefetch", "max_images_per_request", "max_batch_memory_bytes")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +299,7 @@ class Limits(_message.Message):
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_PREFETCH_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     max_batch_bytes: int
     max_pixels: int
@@ -307,7 +308,8 @@ class Limits(_message.Message):
     max_batch_size: int
     max_prefetch: int
     max_images_per_request: int
-    def __init__(self, max_request_bytes: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_file_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_prefetch: _Optional[int] = ..., max_images_per_request: _Optional[int] = ...) -> None: ...
+    max_batch_memory_bytes: int
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_file_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_prefetch: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_batch_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("epoch", "index", "images", "labels_a", "labels_b", "lam", "soft_targets", "num_classes", "sample_ids", "errors", "stats", "timings", "device", "transport", "slot")
