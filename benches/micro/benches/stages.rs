@@ -160,6 +160,7 @@ fn proto_encode(c: &mut Criterion) {
         soft_targets: None,
         sample_ids: (0..BATCH as u64).collect(),
         errors: Vec::new(),
+        warnings: Vec::new(),
         stats: out.stats,
         timings: StageTimings::default(),
         device: "cpu".into(),

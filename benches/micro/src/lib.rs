@@ -69,6 +69,7 @@ pub fn prepared_batch(n: usize) -> Vec<PreparedImage> {
                 },
                 flip: i % 2 == 0,
                 deferred: None,
+                warning: None,
             }
         })
         .collect()

@@ -57,3 +57,20 @@ def test_a_lossless_jpeg_fails_with_its_own_reason(client):
     assert len(b) == 1
     (err,) = b.errors
     assert err.code == "unsupported_jpeg" and err.reason.startswith("unsupported JPEG: lossless"), err
+
+
+def test_a_truncated_jpeg_is_reported_or_kept_with_a_warning(client):
+    out = io.BytesIO()
+    noise = Image.effect_noise((160, 120), 60).convert("RGB")
+    noise.save(out, "JPEG", quality=90)
+    cut = out.getvalue()[: len(out.getvalue()) * 4 // 10]  # 40 % of the bytes
+    b = client.augment([cut, jpeg()], PipelineSpec(**SMALL))
+    assert len(b) == 1 and not b.warnings
+    (err,) = b.errors
+    assert err.code == "truncated", err
+    kept = client.augment([cut, jpeg()], PipelineSpec(**SMALL, on_damaged="accept"))
+    assert len(kept) == 2 and not kept.errors
+    (warn,) = kept.warnings
+    assert warn.sample_id == 0 and warn.code == "truncated", warn
+    with pytest.raises(ValueError, match="on_damaged"):
+        PipelineSpec(on_damaged="maybe").to_proto()

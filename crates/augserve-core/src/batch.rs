@@ -47,6 +47,8 @@ pub struct Batch {
     pub sample_ids: Vec<u64>,
     /// Images that failed and were left out.
     pub errors: Vec<SampleError>,
+    /// Damaged images kept in the batch (`on_damaged = accept`), and what was wrong.
+    pub warnings: Vec<SampleError>,
     pub stats: BatchStats,
     pub timings: StageTimings,
     /// Which device did the batch ops ("cpu", or the GPU's name).

@@ -267,6 +267,27 @@ pub fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Samp
     })
 }
 
+/// `decode_image`, but a damaged JPEG (`truncated` / `damaged`) is decoded leniently (the
+/// missing part made up, as libjpeg does) and comes back with its complaint as a warning:
+/// for a spec whose `on_damaged` is `accept`.
+pub fn decode_image_accepting_damage(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<(RgbImage, Option<SampleErrorKind>), SampleErrorKind> {
+    match decode_image(bytes, limits) {
+        Err(damage @ SampleErrorKind::Damaged { .. }) => {
+            let lenient = std::panic::catch_unwind(|| decode_pixels(bytes, limits, false))
+                .unwrap_or_else(|_| {
+                    Err(SampleErrorKind::Decode(
+                        "decoder panicked on this input".into(),
+                    ))
+                })?;
+            Ok((lenient, Some(damage)))
+        }
+        decoded => decoded.map(|img| (img, None)),
+    }
+}
+
 /// The kinds of JPEG the decoder does not take, named from the header (zune-jpeg would call
 /// them corrupt, e.g. "Number of components cannot be zero" for a lossless file).
 fn check_supported_jpeg(bytes: &[u8]) -> Result<(), SampleErrorKind> {
@@ -777,7 +798,13 @@ mod info_tests {
             let e = decode_jpeg(cut, &l).unwrap_err();
             assert_eq!(e.reason_code(), "truncated", "{keep} %: {e}");
             assert!(e.to_string().starts_with("damaged JPEG: "), "{e}");
+            // Accepted (on_damaged = accept): the lenient decode, its complaint as a warning.
+            let (kept, warning) = decode_image_accepting_damage(cut, &l).unwrap();
+            assert_eq!((kept.width, kept.height), (w, h));
+            assert_eq!(warning.map(|k| k.reason_code()), Some("truncated"));
         }
+        let (same, none) = decode_image_accepting_damage(&img, &l).unwrap();
+        assert!(none.is_none() && same.data == whole.data);
         // Two padding bytes before the second marker segment: pixels as the whole file's.
         let second = 2 + 2 + usize::from(u16::from_be_bytes([img[4], img[5]]));
         let mut padded = img[..second].to_vec();

@@ -11,7 +11,7 @@ use rayon::ThreadPool;
 use crate::batch::{Batch, StageTimings, Tensor};
 use crate::buffers::BufferPool;
 use crate::dataset::Dataset;
-use crate::decode::{decode_image, decode_jpeg, DecodeLimits};
+use crate::decode::{decode_image, decode_image_accepting_damage, decode_jpeg, DecodeLimits};
 use crate::error::{Error, Result, SampleError, SampleErrorKind};
 use crate::image::RgbImage;
 use crate::ops::color::{apply_color_jitter, ColorFactors};
@@ -20,7 +20,7 @@ use crate::ops::mix::{mix_normalize_image, plan_mix, soft_targets, MixPlan, Norm
 use crate::ops::resize::{read_region, resize_u8_reference_into, FastResizer};
 use crate::ops::stats::{abs_dev_sums, combine_stats, output_percentiles, BatchStats};
 use crate::rng::{keyed_rng, Purpose};
-use crate::spec::{ErrorPolicy, Layout, PipelineSpec};
+use crate::spec::{DamagedPolicy, ErrorPolicy, Layout, PipelineSpec};
 
 /// An image after the per-image stage: the region the resize will read, already colour
 /// jittered, and where in it the crop box lies.
@@ -35,6 +35,8 @@ pub struct PreparedImage {
     /// Set when the batch ops decode this image on their device (GPU JPEG decoding): then
     /// `region` is empty, and the decoder cuts and jitters the region described here.
     pub deferred: Option<Box<DeferredDecode>>,
+    /// A damaged image the spec accepts (`on_damaged = accept`): what was wrong with it.
+    pub warning: Option<SampleError>,
 }
 
 /// An image left encoded for the batch ops' device decoder, with what the CPU path would
@@ -147,6 +149,10 @@ impl ImagePlan {
     }
 }
 
+/// A region ready for the batch ops: the pixels, the crop box in them, the flip, and what
+/// was wrong with a damaged image the spec accepts.
+pub type PreparedRegion = (RgbImage, CropBox, bool, Option<SampleErrorKind>);
+
 /// Decodes `bytes` and runs the per-image CPU ops under `plan_for(width, height)`.
 pub fn prepare_image(
     bytes: &[u8],
@@ -154,9 +160,12 @@ pub fn prepare_image(
     spec: &PipelineSpec,
     plan_for: impl FnOnce(u32, u32) -> ImagePlan,
     timings: &mut (Duration, Duration),
-) -> Result<(RgbImage, CropBox, bool), SampleErrorKind> {
+) -> Result<PreparedRegion, SampleErrorKind> {
     let t0 = Instant::now();
-    let img = decode_image(bytes, limits)?;
+    let (img, damage) = match spec.on_damaged {
+        DamagedPolicy::Reject => (decode_image(bytes, limits)?, None),
+        DamagedPolicy::Accept => decode_image_accepting_damage(bytes, limits)?,
+    };
     let t1 = Instant::now();
     let plan = plan_for(img.width, img.height);
     let region_box = read_region(
@@ -171,7 +180,7 @@ pub fn prepare_image(
     let crop = plan.crop.relative_to(region_box.0, region_box.1);
     timings.0 += t1 - t0;
     timings.1 += t1.elapsed();
-    Ok((region, crop, plan.flip))
+    Ok((region, crop, plan.flip, damage))
 }
 
 /// The batch-wise stage: resize the prepared crops to the output size (flip fused), then
@@ -552,6 +561,7 @@ fn defer_image(
             color: plan.color,
             limits: *limits,
         })),
+        warning: None,
     })
 }
 
@@ -633,13 +643,14 @@ where
                     &mut t,
                 );
                 let res = res
-                    .map(|(region, crop, flip)| PreparedImage {
+                    .map(|(region, crop, flip, damage)| PreparedImage {
                         sample_id: id,
                         label,
                         region,
                         crop,
                         flip,
                         deferred: None,
+                        warning: damage.map(&fail),
                     })
                     .map_err(fail);
                 (res, read, t, false)
@@ -1015,6 +1026,7 @@ pub fn finish_batch_to(
         lam: plan.lam,
         soft_targets: soft,
         sample_ids: images.iter().map(|p| p.sample_id).collect(),
+        warnings: images.iter().filter_map(|p| p.warning.clone()).collect(),
         errors,
         stats,
         timings,

@@ -32,6 +32,9 @@ pub struct PipelineSpec {
     pub placement: Placement,
     /// What a failing image does to its batch.
     pub on_error: ErrorPolicy,
+    /// What a damaged image (truncated, or bad data after its headers) is: an error (reject,
+    /// the default), or part of the batch with a warning (accept).
+    pub on_damaged: DamagedPolicy,
 }
 
 impl Default for PipelineSpec {
@@ -51,6 +54,7 @@ impl Default for PipelineSpec {
             output: OutputSpec::default(),
             placement: Placement::default(),
             on_error: ErrorPolicy::Skip,
+            on_damaged: DamagedPolicy::Reject,
         }
     }
 }
@@ -372,6 +376,18 @@ pub enum ErrorPolicy {
     Skip,
     /// Fail the whole batch.
     Fail,
+}
+
+/// What a damaged image is: one a lenient decoder takes, filling in what is missing (grey
+/// below a truncation, a skipped scan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DamagedPolicy {
+    /// A per-image error, `truncated` or `damaged`, as `on_error` says.
+    #[default]
+    Reject,
+    /// Decoded leniently and kept in the batch, listed in the batch's warnings.
+    Accept,
 }
 
 fn check_prob(field: &str, p: f32) -> Result<()> {

@@ -1181,6 +1181,7 @@ mod tests {
             crop: CropBox::full(w, h),
             flip: false,
             deferred: None,
+            warning: None,
         }
     }
 
@@ -1204,6 +1205,7 @@ mod tests {
                 },
                 limits: DecodeLimits::default(),
             })),
+            warning: None,
         }
     }
 

@@ -89,6 +89,7 @@ fn batch(seed: u64, n: usize) -> Vec<PreparedImage> {
                 },
                 flip: rng.random(),
                 deferred: None,
+                warning: None,
             }
         })
         .collect()

@@ -202,6 +202,7 @@ fn resize_kernels_on_the_host_equal_the_rust_reference() {
                 crop,
                 flip: rng.random(),
                 deferred: None,
+                warning: None,
             });
         }
         let rp = plan_resize(&images, out_w, out_h);

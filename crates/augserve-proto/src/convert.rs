@@ -4,8 +4,8 @@
 use augserve_core::batch::{Batch, StageTimings};
 use augserve_core::ops::stats::PERCENTILES;
 use augserve_core::spec::{
-    ColorJitter, CropSpec, DType, Device, ErrorPolicy, Layout, MixMode, MixSchedule, MixSpec,
-    Normalize, OutputSpec, PipelineSpec, Placement, Size,
+    ColorJitter, CropSpec, DType, DamagedPolicy, Device, ErrorPolicy, Layout, MixMode, MixSchedule,
+    MixSpec, Normalize, OutputSpec, PipelineSpec, Placement, Size,
 };
 use augserve_core::{Error, SampleError, TailPolicy};
 
@@ -125,6 +125,10 @@ pub fn spec_from_proto(p: Option<&v1::PipelineSpec>) -> Result<PipelineSpec, Err
             v1::ErrorPolicy::Unspecified | v1::ErrorPolicy::Skip => ErrorPolicy::Skip,
             v1::ErrorPolicy::Fail => ErrorPolicy::Fail,
         },
+        on_damaged: match enum_value::<v1::DamagedPolicy>("on_damaged", p.on_damaged)? {
+            v1::DamagedPolicy::Unspecified | v1::DamagedPolicy::Reject => DamagedPolicy::Reject,
+            v1::DamagedPolicy::Accept => DamagedPolicy::Accept,
+        },
     };
     spec.validate()?;
     Ok(spec)
@@ -197,6 +201,10 @@ pub fn spec_to_proto(s: &PipelineSpec) -> v1::PipelineSpec {
         on_error: (match s.on_error {
             ErrorPolicy::Skip => v1::ErrorPolicy::Skip,
             ErrorPolicy::Fail => v1::ErrorPolicy::Fail,
+        }) as i32,
+        on_damaged: (match s.on_damaged {
+            DamagedPolicy::Reject => v1::DamagedPolicy::Reject,
+            DamagedPolicy::Accept => v1::DamagedPolicy::Accept,
         }) as i32,
     }
 }
@@ -294,6 +302,7 @@ pub fn batch_to_proto(b: Batch, num_classes: u32) -> v1::Batch {
         soft_targets: b.soft_targets.unwrap_or_default(),
         sample_ids: b.sample_ids,
         errors: b.errors.iter().map(sample_error_to_proto).collect(),
+        warnings: b.warnings.iter().map(sample_error_to_proto).collect(),
         stats: Some(v1::BatchStats {
             mean: s.mean.to_vec(),
             std: s.std.to_vec(),

@@ -27,6 +27,7 @@ pub mod names {
     pub const BATCHES_TOTAL: &str = "augserve_batches_total";
     pub const BYTES_SENT_TOTAL: &str = "augserve_bytes_sent_total";
     pub const IMAGE_ERRORS_TOTAL: &str = "augserve_image_errors_total";
+    pub const IMAGE_WARNINGS_TOTAL: &str = "augserve_image_warnings_total";
     pub const STAGE_SECONDS: &str = "augserve_stage_seconds";
     pub const ACTIVE_STREAMS: &str = "augserve_active_streams";
     pub const STREAMS_TOTAL: &str = "augserve_streams_total";
@@ -69,6 +70,10 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), ServerError> {
     metrics::describe_counter!(
         names::IMAGE_ERRORS_TOTAL,
         "Images left out of their batch, by reason code"
+    );
+    metrics::describe_counter!(
+        names::IMAGE_WARNINGS_TOTAL,
+        "Damaged images kept in their batch (spec on_damaged = accept), by reason code"
     );
     metrics::describe_histogram!(
         names::STAGE_SECONDS,
@@ -157,6 +162,10 @@ impl Telemetry {
         counter!(names::BATCHES_TOTAL, "dataset" => ds.clone()).increment(1);
         for e in &b.errors {
             counter!(names::IMAGE_ERRORS_TOTAL, "dataset" => ds.clone(), "reason" => e.kind.reason_code())
+                .increment(1);
+        }
+        for w in &b.warnings {
+            counter!(names::IMAGE_WARNINGS_TOTAL, "dataset" => ds.clone(), "reason" => w.kind.reason_code())
                 .increment(1);
         }
         let t = &b.timings;

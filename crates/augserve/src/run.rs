@@ -406,6 +406,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut images, mut out_bytes, mut done) = (0u64, 0u64, 0u64);
     let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut first_errors = Vec::new();
+    // Damaged images the spec accepts (on_damaged = accept), by reason code.
+    let mut warnings: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut timings = StageTimings::default();
     let mut last_stats = None;
     let mut device = String::new();
@@ -480,6 +482,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     first_errors.push(e.to_string());
                 }
                 tracing::debug!("{e}");
+            }
+            for w in &batch.warnings {
+                *warnings.entry(w.kind.reason_code()).or_default() += 1;
+                tracing::warn!("kept a damaged image (on_damaged = accept): {w}");
             }
             if let Some(h) = digest.as_mut() {
                 digest_batch(h, &batch);
@@ -568,12 +574,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         println!("image errors: 0");
     }
+    if !warnings.is_empty() {
+        let n: u64 = warnings.values().sum();
+        println!("damaged images kept (on_damaged = accept): {n} ({warnings:?})");
+    }
     if let Some(p) = &args.summary_json {
         let summary = serde_json::json!({
             "dataset": dataset.root(), "format": dataset.format().name(), "samples": dataset.len(),
             "images": images, "batches": done, "seconds": secs,
             "images_per_s": images as f64 / secs, "output_mb_per_s": out_bytes as f64 / secs / 1e6,
             "threads": pipeline.threads(), "device": device, "errors": errors,
+            "warnings": warnings,
             "decode": decode_report, "output_sha256": digest,
             "decode_counts": decode_ops.decode_counts().map(|c| serde_json::json!({
                 "gpu": c.on_device, "cpu_fallback": c.fell_back, "cpu_by_header": c.kept_on_cpu,

@@ -238,6 +238,44 @@ fn hostile_inputs() -> BTreeMap<&'static str, Vec<(String, Vec<u8>)>> {
     classes
 }
 
+/// `inputs` through AugmentImages with `on_damaged = ACCEPT`: (images kept, warnings, errors).
+async fn augment_accepting_damage(
+    c: &mut augserve_client::v1::aug_serve_client::AugServeClient<tonic::transport::Channel>,
+    inputs: &[(String, Vec<u8>)],
+) -> (usize, usize, usize) {
+    let (mut kept, mut warned, mut failed) = (0, 0, 0);
+    for chunk in inputs.chunks(16) {
+        let req = v1::AugmentImagesRequest {
+            images: chunk
+                .iter()
+                .map(|(_, b)| bytes::Bytes::from(b.clone()))
+                .collect(),
+            spec: Some(v1::PipelineSpec {
+                width: Some(48),
+                height: Some(48),
+                on_damaged: v1::DamagedPolicy::Accept as i32,
+                ..Default::default()
+            }),
+            seed: 1,
+            ..Default::default()
+        };
+        let b = c.augment_images(req).await.unwrap().into_inner();
+        for w in &b.warnings {
+            assert!(["truncated", "damaged"].contains(&w.code.as_str()), "{w:?}");
+            assert!(
+                b.sample_ids.contains(&w.sample_id),
+                "a warned image is not in the batch"
+            );
+        }
+        (kept, warned, failed) = (
+            kept + b.sample_ids.len(),
+            warned + b.warnings.len(),
+            failed + b.errors.len(),
+        );
+    }
+    (kept, warned, failed)
+}
+
 #[test]
 fn hostile_images_fail_alone_and_the_server_stays_up() {
     let classes = hostile_inputs();
@@ -265,6 +303,7 @@ fn hostile_images_fail_alone_and_the_server_stays_up() {
         "| --- | ---: | ---: | --- |".to_string(),
     ];
     let mut partial_reported = Vec::new();
+    let mut accepted = Vec::new();
     rt().block_on(async {
         let mut c = augserve_client::connect(&addr, 256 << 20).await.unwrap();
         for (class, inputs) in &classes {
@@ -320,6 +359,11 @@ fn hostile_images_fail_alone_and_the_server_stays_up() {
                 .sum::<usize>();
             if partial > 0 {
                 partial_reported.push(format!("{class} {partial}"));
+                // With on_damaged = accept the same images are kept, each with its warning.
+                let (kept, warned, failed) = augment_accepting_damage(&mut c, inputs).await;
+                assert_eq!((kept, warned), (decoded + partial, partial), "{class}");
+                assert_eq!(failed + kept, inputs.len(), "{class}");
+                accepted.push(format!("{class} {warned}"));
             }
             let errors: usize = codes.values().sum();
             let by_code = codes
@@ -367,6 +411,11 @@ fn hostile_images_fail_alone_and_the_server_stays_up() {
         "Partly decodable images reported as `truncated` / `damaged` instead of being decoded \
          with made-up pixels: {}.",
         partial_reported.join(", ")
+    ));
+    lines.push(format!(
+        "With the spec's `on_damaged = accept` the same images are kept in their batch, each \
+         listed in `Batch.warnings` with its code: {}.",
+        accepted.join(", ")
     ));
     let peak = watch.peak();
     lines.push(format!(

@@ -119,6 +119,8 @@ class Batch:
     num_classes: int
     sample_ids: np.ndarray
     errors: list[SampleError]
+    warnings: list[SampleError]
+    """Damaged images kept in the batch (spec `on_damaged="accept"`), and what was wrong."""
     stats: BatchStats
     timings: dict[str, float]
     device: str
@@ -210,6 +212,7 @@ class Batch:
             num_classes=num_classes,
             sample_ids=np.asarray(msg.sample_ids, dtype=np.uint64),
             errors=[SampleError(e.sample_id, e.source, e.code, e.reason) for e in msg.errors],
+            warnings=[SampleError(w.sample_id, w.source, w.code, w.reason) for w in msg.warnings],
             stats=BatchStats(
                 np.asarray(s.mean, np.float32),
                 np.asarray(s.std, np.float32),

@@ -24,6 +24,7 @@ DTYPES = {"uint8": pb.DTYPE_UINT8, "float16": pb.DTYPE_FLOAT16, "float32": pb.DT
 LAYOUTS = {"nchw": pb.LAYOUT_NCHW, "nhwc": pb.LAYOUT_NHWC}
 _DEVICES = {"auto": pb.DEVICE_AUTO, "cpu": pb.DEVICE_CPU, "gpu": pb.DEVICE_GPU}
 _ERROR_POLICIES = {"skip": pb.ERROR_POLICY_SKIP, "fail": pb.ERROR_POLICY_FAIL}
+_DAMAGED_POLICIES = {"reject": pb.DAMAGED_POLICY_REJECT, "accept": pb.DAMAGED_POLICY_ACCEPT}
 TAILS = {"pad": pb.TAIL_PAD, "drop": pb.TAIL_DROP, "uneven": pb.TAIL_UNEVEN}
 
 
@@ -143,6 +144,9 @@ class PipelineSpec:
     layout: str = "nchw"
     placement: Placement = field(default_factory=Placement)
     on_error: str = "skip"
+    # A truncated or damaged JPEG: "reject" (a per-image error) or "accept" (kept in the
+    # batch, listed in Batch.warnings).
+    on_damaged: str = "reject"
 
     @classmethod
     def center_crop(cls, size: int = 224, crop_pct: float = 0.875, **kw) -> PipelineSpec:
@@ -164,4 +168,5 @@ class PipelineSpec:
             layout=enum_value(LAYOUTS, self.layout, "layout"),
             placement=self.placement.to_proto(),
             on_error=enum_value(_ERROR_POLICIES, self.on_error, "on_error"),
+            on_damaged=enum_value(_DAMAGED_POLICIES, self.on_damaged, "on_damaged"),
         )

@@ -47,6 +47,12 @@ class ErrorPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_POLICY_SKIP: _ClassVar[ErrorPolicy]
     ERROR_POLICY_FAIL: _ClassVar[ErrorPolicy]
 
+class DamagedPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DAMAGED_POLICY_UNSPECIFIED: _ClassVar[DamagedPolicy]
+    DAMAGED_POLICY_REJECT: _ClassVar[DamagedPolicy]
+    DAMAGED_POLICY_ACCEPT: _ClassVar[DamagedPolicy]
+
 class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TRANSPORT_INLINE: _ClassVar[Transport]
@@ -81,6 +87,9 @@ DEVICE_GPU: Device
 ERROR_POLICY_UNSPECIFIED: ErrorPolicy
 ERROR_POLICY_SKIP: ErrorPolicy
 ERROR_POLICY_FAIL: ErrorPolicy
+DAMAGED_POLICY_UNSPECIFIED: DamagedPolicy
+DAMAGED_POLICY_REJECT: DamagedPolicy
+DAMAGED_POLICY_ACCEPT: DamagedPolicy
 TRANSPORT_INLINE: Transport
 TRANSPORT_SHM: Transport
 TRANSPORT_CUDA_IPC: Transport
@@ -90,7 +99,7 @@ TAIL_DROP: Tail
 TAIL_UNEVEN: Tail
 
 class PipelineSpec(_message.Message):
-    __slots__ = ("width", "height", "crop", "flip_prob", "color", "mix", "normalize", "dtype", "layout", "placement", "on_error")
+    __slots__ = ("width", "height", "crop", "flip_prob", "color", "mix", "normalize", "dtype", "layout", "placement", "on_error", "on_damaged")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +111,7 @@ class PipelineSpec(_message.Message):
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     ON_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ON_DAMAGED_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     crop: Crop
@@ -113,7 +123,8 @@ class PipelineSpec(_message.Message):
     layout: Layout
     placement: Placement
     on_error: ErrorPolicy
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., flip_prob: _Optional[float] = ..., color: _Optional[_Union[ColorJitter, _Mapping]] = ..., mix: _Optional[_Union[Mix, _Mapping]] = ..., normalize: _Optional[_Union[Normalize, _Mapping]] = ..., dtype: _Optional[_Union[DType, str]] = ..., layout: _Optional[_Union[Layout, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., on_error: _Optional[_Union[ErrorPolicy, str]] = ...) -> None: ...
+    on_damaged: DamagedPolicy
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., flip_prob: _Optional[float] = ..., color: _Optional[_Union[ColorJitter, _Mapping]] = ..., mix: _Optional[_Union[Mix, _Mapping]] = ..., normalize: _Optional[_Union[Normalize, _Mapping]] = ..., dtype: _Optional[_Union[DType, str]] = ..., layout: _Optional[_Union[Layout, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., on_error: _Optional[_Union[ErrorPolicy, str]] = ..., on_damaged: _Optional[_Union[DamagedPolicy, str]] = ...) -> None: ...
 
 class Crop(_message.Message):
     __slots__ = ("mode", "scale", "ratio", "crop_pct")
@@ -312,7 +323,7 @@ class Limits(_message.Message):
     def __init__(self, max_request_bytes: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_file_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_prefetch: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_batch_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("epoch", "index", "images", "labels_a", "labels_b", "lam", "soft_targets", "num_classes", "sample_ids", "errors", "stats", "timings", "device", "transport", "slot")
+    __slots__ = ("epoch", "index", "images", "labels_a", "labels_b", "lam", "soft_targets", "num_classes", "sample_ids", "errors", "stats", "timings", "device", "transport", "slot", "warnings")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +339,7 @@ class Batch(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     index: int
     images: Tensor
@@ -343,7 +355,8 @@ class Batch(_message.Message):
     device: str
     transport: TransportInfo
     slot: SlotRef
-    def __init__(self, epoch: _Optional[int] = ..., index: _Optional[int] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., labels_a: _Optional[_Iterable[int]] = ..., labels_b: _Optional[_Iterable[int]] = ..., lam: _Optional[_Iterable[float]] = ..., soft_targets: _Optional[_Iterable[float]] = ..., num_classes: _Optional[int] = ..., sample_ids: _Optional[_Iterable[int]] = ..., errors: _Optional[_Iterable[_Union[SampleError, _Mapping]]] = ..., stats: _Optional[_Union[BatchStats, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., device: _Optional[str] = ..., transport: _Optional[_Union[TransportInfo, _Mapping]] = ..., slot: _Optional[_Union[SlotRef, _Mapping]] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[SampleError]
+    def __init__(self, epoch: _Optional[int] = ..., index: _Optional[int] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., labels_a: _Optional[_Iterable[int]] = ..., labels_b: _Optional[_Iterable[int]] = ..., lam: _Optional[_Iterable[float]] = ..., soft_targets: _Optional[_Iterable[float]] = ..., num_classes: _Optional[int] = ..., sample_ids: _Optional[_Iterable[int]] = ..., errors: _Optional[_Iterable[_Union[SampleError, _Mapping]]] = ..., stats: _Optional[_Union[BatchStats, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., device: _Optional[str] = ..., transport: _Optional[_Union[TransportInfo, _Mapping]] = ..., slot: _Optional[_Union[SlotRef, _Mapping]] = ..., warnings: _Optional[_Iterable[_Union[SampleError, _Mapping]]] = ...) -> None: ...
 
 class TransportInfo(_message.Message):
     __slots__ = ("transport", "fallback_reason", "stream_id", "shm_path", "slot_bytes", "slots", "cuda_ipc_handle", "cuda_device")
