@@ -10,6 +10,10 @@ pub enum GpuError {
     NoNvrtc(String),
     #[error("GPU unavailable: {0}")]
     NoDevice(String),
+    /// A broken invariant of the GPU path (a buffer not allocated, a slot out of range): a bug,
+    /// not a missing GPU.
+    #[error("GPU path internal error (a bug; please report it): {0}")]
+    Internal(String),
     #[error("kernel compilation failed: {0}")]
     Compile(String),
     #[error("GPU out of memory allocating {bytes} bytes")]

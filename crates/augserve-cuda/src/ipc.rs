@@ -70,7 +70,7 @@ impl IpcRing {
         slot: u32,
     ) -> Result<(), GpuError> {
         if slot >= self.slots || len > self.slot_bytes {
-            return Err(GpuError::NoDevice(format!(
+            return Err(GpuError::Internal(format!(
                 "slot {slot} of {} / {len} bytes over the slot size {}",
                 self.slots, self.slot_bytes
             )));
@@ -89,7 +89,7 @@ impl IpcRing {
     /// of the ring is that trainers read it on the device).
     pub fn read_slot(&self, slot: u32, len: usize) -> Result<Vec<u8>, GpuError> {
         if slot >= self.slots || len > self.slot_bytes {
-            return Err(GpuError::NoDevice(format!(
+            return Err(GpuError::Internal(format!(
                 "slot {slot} / {len} bytes out of range"
             )));
         }

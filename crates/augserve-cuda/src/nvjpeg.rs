@@ -525,7 +525,7 @@ impl GpuJpegDecoder {
         let mut planes = self
             .planes
             .take()
-            .ok_or_else(|| GpuError::NoDevice("no plane buffer".into()))?;
+            .ok_or_else(|| GpuError::Internal("no plane buffer".into()))?;
         let submitted = {
             let (base, _sync) = planes.device_ptr_mut(&stream);
             let at = |off: u64| (base + off) as *mut u8;
@@ -810,7 +810,7 @@ impl GpuJpegDecoder {
         let mut scratch = self
             .raw_scratch
             .take()
-            .ok_or_else(|| GpuError::NoDevice("scratch".into()))?;
+            .ok_or_else(|| GpuError::Internal("scratch".into()))?;
         let result =
             self.time_into_scratch(jpegs, &layout, &mut scratch, state, headers_ms, started);
         if result.is_err() {

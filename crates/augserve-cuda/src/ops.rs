@@ -95,7 +95,7 @@ fn ensure_pinned(
 
 fn dev<T>(b: &mut Option<CudaSlice<T>>) -> Result<&mut CudaSlice<T>, GpuError> {
     b.as_mut()
-        .ok_or_else(|| GpuError::NoDevice("buffer not allocated".into()))
+        .ok_or_else(|| GpuError::Internal("buffer not allocated".into()))
 }
 
 /// Host-side plan of a batched resize: descriptors and coefficient tables (public so tests
@@ -660,7 +660,7 @@ impl GpuBatchOps {
         let out_bytes = n * hw * 3 * spec.output.dtype.size_bytes();
         if let OutputSink::Host(out) = &sink {
             if out.len() != out_bytes {
-                return Err(GpuError::NoDevice(format!(
+                return Err(GpuError::Internal(format!(
                     "a {}-byte host output for a {out_bytes}-byte tensor",
                     out.len()
                 )));
@@ -706,14 +706,14 @@ impl GpuBatchOps {
             let stage = slot
                 .stage_in
                 .as_mut()
-                .ok_or(GpuError::NoDevice("staging".into()))?;
+                .ok_or(GpuError::Internal("staging".into()))?;
             pack_regions(&mut stage.as_mut_slice()?[..cpu_bytes], images);
         }
         {
             let stage = slot
                 .stage_in
                 .as_ref()
-                .ok_or(GpuError::NoDevice("staging".into()))?;
+                .ok_or(GpuError::Internal("staging".into()))?;
             let src = dev(&mut slot.src)?;
             if cpu_bytes > 0 {
                 let host = &stage.as_slice()?[..cpu_bytes];
@@ -741,21 +741,21 @@ impl GpuBatchOps {
         let ow = out_w as i32;
         let oh = out_h as i32;
         let (src, tmp, resized, out) = (
-            slot.src.as_ref().ok_or(GpuError::NoDevice("src".into()))?,
-            slot.tmp.as_mut().ok_or(GpuError::NoDevice("tmp".into()))?,
+            slot.src.as_ref().ok_or(GpuError::Internal("src".into()))?,
+            slot.tmp.as_mut().ok_or(GpuError::Internal("tmp".into()))?,
             slot.resized
                 .as_mut()
-                .ok_or(GpuError::NoDevice("resized".into()))?,
-            slot.out.as_mut().ok_or(GpuError::NoDevice("out".into()))?,
+                .ok_or(GpuError::Internal("resized".into()))?,
+            slot.out.as_mut().ok_or(GpuError::Internal("out".into()))?,
         );
         let descs = slot
             .descs
             .as_ref()
-            .ok_or(GpuError::NoDevice("descs".into()))?;
+            .ok_or(GpuError::Internal("descs".into()))?;
         let coeffs = slot
             .coeffs
             .as_ref()
-            .ok_or(GpuError::NoDevice("coeffs".into()))?;
+            .ok_or(GpuError::Internal("coeffs".into()))?;
         let (hfirst, hcount) = (coeffs.slice(rp.hfirst..), coeffs.slice(rp.hcount..));
         let (vfirst, vcount, weights) = (
             coeffs.slice(rp.vfirst..),
@@ -795,16 +795,16 @@ impl GpuBatchOps {
         let e_resize = ev(&stream)?;
         let dtype = dtype_code(spec.output.dtype);
         let layout = layout_code(spec.output.layout);
-        let mixd = slot.mix.as_ref().ok_or(GpuError::NoDevice("mix".into()))?;
+        let mixd = slot.mix.as_ref().ok_or(GpuError::Internal("mix".into()))?;
         let normd = slot
             .norm
             .as_ref()
-            .ok_or(GpuError::NoDevice("norm".into()))?;
+            .ok_or(GpuError::Internal("norm".into()))?;
         let (scale, bias) = (normd.slice(0..3), normd.slice(3..6));
         let sums = slot
             .sums
             .as_mut()
-            .ok_or(GpuError::NoDevice("sums".into()))?;
+            .ok_or(GpuError::Internal("sums".into()))?;
         let count = (n * hw) as f64;
         {
             let mut sums_v = sums.slice_mut(0..9);
@@ -845,7 +845,7 @@ impl GpuBatchOps {
         let stage_out = slot
             .stage_out
             .as_mut()
-            .ok_or(GpuError::NoDevice("staging".into()))?;
+            .ok_or(GpuError::Internal("staging".into()))?;
         match &sink {
             OutputSink::Ring(ring, slot) => {
                 let (src, _sync) = out.device_ptr(&stream);
