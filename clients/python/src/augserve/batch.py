@@ -162,7 +162,7 @@ class Batch:
         asynchronous when `non_blocking`. Targets are a float32 (N, num_classes) tensor, or the
         tuple (labels_a int64, labels_b int64, lam float32).
         """
-        from augserve.torch import batch_to_torch
+        from augserve.torch_convert import batch_to_torch
 
         return batch_to_torch(self, device, non_blocking)
 
