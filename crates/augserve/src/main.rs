@@ -5,11 +5,17 @@
 //! output and exit codes live here; the work is in the library crates.
 
 mod bench;
+mod cache_dir;
 mod chart;
+mod demo;
+mod digest;
 mod gpu;
-mod net;
+mod health;
 mod preview;
+mod pull;
 mod run;
+mod runtime;
+mod serve;
 mod serve_flags;
 
 use std::path::PathBuf;
@@ -51,14 +57,14 @@ enum Command {
     /// report throughput, errors and batch statistics.
     Run(run::RunArgs),
     /// Serve batches over gRPC (TCP and/or a Unix socket).
-    Serve(net::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Measure the pipeline: images/s and ms per stage with the batch ops on the CPU and (when
     /// usable) the GPU, over thread counts and batch sizes; writes JSON/CSV with --out-dir.
     Bench(bench::BenchArgs),
     /// Stream epochs from a server and report throughput.
-    Pull(net::PullArgs),
+    Pull(pull::PullArgs),
     /// Check a server's gRPC health (exit 0 when SERVING).
-    Health(net::HealthArgs),
+    Health(health::HealthArgs),
     /// Say whether the GPU path is usable here and what it would use: the CUDA libraries
     /// (where each was found), the device, nvJPEG's start-up check; or why not (exit 1).
     Gpu(gpu::GpuArgs),
@@ -109,16 +115,16 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Serve(args) => net::serve(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Bench(args) => bench::bench(args),
-        Command::Pull(args) => net::pull(args),
-        Command::Health(args) => net::health(args),
+        Command::Pull(args) => pull::pull(args),
+        Command::Health(args) => health::health(args),
         Command::Gpu(args) => gpu::gpu(args),
         Command::Demo {
             epochs,
             batch_size,
             cache_dir,
-        } => net::demo(epochs, batch_size, cache_dir),
+        } => demo::demo(epochs, batch_size, cache_dir),
         Command::Spec { file: None } => {
             print!(
                 "{}",

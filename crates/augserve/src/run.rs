@@ -137,16 +137,6 @@ enum ResizeArg {
     Reference,
 }
 
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(x).join("augserve");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h).join(".cache/augserve");
-    }
-    PathBuf::from(".cache/augserve")
-}
-
 /// The demo recipe: the default plus the augmentations worth seeing.
 fn demo_spec() -> PipelineSpec {
     PipelineSpec {
@@ -283,7 +273,9 @@ pub fn dataset_path(
     if let Some(p) = data {
         return Ok((p.clone(), false));
     }
-    let cache = cache_dir.cloned().unwrap_or_else(default_cache_dir);
+    let cache = cache_dir
+        .cloned()
+        .unwrap_or_else(crate::cache_dir::default_cache_dir);
     std::fs::create_dir_all(&cache)
         .with_context(|| format!("cannot create cache dir {}", cache.display()))?;
     tracing::info!(cache = %cache.display(), "no --data given: using the built-in demo dataset");
@@ -558,7 +550,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let digest = digest.map(|h| crate::net::hex(&sha2::Digest::finalize(h)));
+    let digest = digest.map(|h| crate::digest::hex(&sha2::Digest::finalize(h)));
     if let Some(d) = &digest {
         println!("output digest: sha256 {d}");
     }
