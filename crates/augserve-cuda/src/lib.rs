@@ -4,6 +4,7 @@
 //! builds without a CUDA toolkit and runs without a GPU, where [`GpuDevice::open`] returns
 //! a [`GpuError`] and callers use the CPU.
 
+mod backend;
 pub mod cuda_libs;
 pub mod decode_check;
 mod device;
@@ -17,6 +18,7 @@ pub mod nvjpeg;
 pub mod nvrtc;
 mod ops;
 
+pub use backend::{open_backend, Backend, DeviceRequest, CPU_JPEG_DECODER};
 pub use device::{nvrtc_available, GpuDevice, GpuInfo};
 pub use error::GpuError;
 pub use ipc::IpcRing;

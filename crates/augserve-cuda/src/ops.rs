@@ -597,6 +597,21 @@ impl GpuBatchOps {
         self.device.info()
     }
 
+    /// One line: the device, compute capability, memory, driver and kernels' target.
+    pub fn describe(&self) -> String {
+        let i = self.device_info();
+        format!(
+            "{} (compute {}.{}, {:.0} GiB, driver CUDA {}.{}, kernels compiled to {})",
+            self.device(),
+            i.compute_capability.0,
+            i.compute_capability.1,
+            i.total_memory as f64 / (1u64 << 30) as f64,
+            i.driver_cuda.0,
+            i.driver_cuda.1,
+            i.kernels
+        )
+    }
+
     /// With GPU decoding on: its start-up check against the CPU decoder and where ROI decode
     /// is used.
     pub fn gpu_decode_checks(&self) -> Option<String> {

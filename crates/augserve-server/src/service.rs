@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use augserve_core::pipeline::{finish_batch, prepare_images, worker_pool, PreparedBatch};
 use augserve_core::sampler::batches;
-use augserve_core::{Batch, BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, ShardSpec};
+use augserve_core::{
+    Batch, BatchOps, CpuBatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, ShardSpec,
+};
+use augserve_cuda::{open_backend, DeviceRequest, CPU_JPEG_DECODER};
 use augserve_proto::convert::{
     align_tensor_data, batch_to_proto, spec_from_proto, tail_from_proto,
 };
@@ -42,9 +45,6 @@ struct State {
     jpeg_decoder: (String, String),
 }
 
-/// The CPU's JPEG decoder, as GetServerInfo names it.
-const CPU_JPEG_DECODER: &str = "zune-jpeg";
-
 /// How a stream the shutdown cut ends (the proto's shutdown contract): UNAVAILABLE, which
 /// clients retry, saying the last batch sent, after which a resumed request starts.
 fn shutdown_status(last_sent: Option<(u64, usize)>) -> Status {
@@ -71,57 +71,32 @@ pub struct AugServeService {
 impl AugServeService {
     /// Opens every configured dataset and picks the batch-ops device.
     pub fn new(cfg: &ServerConfig, shutting_down: Arc<AtomicBool>) -> Result<Self, ServerError> {
-        let cpu: Arc<dyn BatchOps> = Arc::new(augserve_core::CpuBatchOps::default());
-        // (decoder name, why not the GPU's hardware engine): reported by GetServerInfo.
-        let mut jpeg_decoder = (CPU_JPEG_DECODER.to_string(), String::new());
-        if !cfg.gpu_decode && cfg.gpu_decode_share.is_none() {
-            jpeg_decoder.1 = "gpu_decode is off".into();
-        }
-        let (ops, gpu_unavailable): (Arc<dyn BatchOps>, _) = match cfg.device.as_str() {
-            "cpu" => (cpu, Some("device = cpu in the configuration".to_string())),
-            "auto" | "gpu" => match augserve_cuda::GpuDevice::open(cfg.cuda_device)
-                .and_then(|d| augserve_cuda::GpuBatchOps::new(d, 2))
-            {
-                Ok(mut g) => {
-                    let split = augserve_cuda::gpu_decode::DecodeSplit::from_settings(
-                        cfg.gpu_decode,
-                        cfg.gpu_decode_share,
-                    )
-                    .map_err(|e| ServerError::Config(format!("gpu_decode_share: {e}")))?;
-                    if let Some(split) = split {
-                        match g.enable_gpu_decode(split) {
-                            Ok(choice) => {
-                                tracing::info!(
-                                    backend = choice.backend.name(),
-                                    "JPEG decoding on the GPU ({choice}) and the CPU"
-                                );
-                                jpeg_decoder = (choice.backend.name().into(), choice.note);
-                            }
-                            Err(e) => {
-                                tracing::warn!("{e}; JPEG decoding stays on the CPU");
-                                jpeg_decoder.1 = e.to_string();
-                            }
-                        }
-                    }
-                    (Arc::new(g), None)
-                }
-                Err(e) if cfg.device == "gpu" => {
-                    return Err(ServerError::Config(format!("device = gpu, but {e}")))
-                }
-                Err(e) => {
-                    tracing::info!("{e}; batch ops run on the CPU");
-                    (cpu, Some(e.to_string()))
-                }
-            },
+        let device = match cfg.device.as_str() {
+            "auto" => DeviceRequest::Auto,
+            "cpu" => DeviceRequest::Cpu,
+            "gpu" => DeviceRequest::Gpu,
             other => {
                 return Err(ServerError::Config(format!(
                     "device: expected auto, cpu or gpu, got '{other}'"
                 )))
             }
         };
-        if jpeg_decoder.1.is_empty() && jpeg_decoder.0 == CPU_JPEG_DECODER {
-            // GPU decoding was asked for, but there is no usable GPU.
-            jpeg_decoder.1 = gpu_unavailable.clone().unwrap_or_default();
+        let split = augserve_cuda::gpu_decode::DecodeSplit::from_settings(
+            cfg.gpu_decode,
+            cfg.gpu_decode_share,
+        )
+        .map_err(|e| ServerError::Config(format!("gpu_decode_share: {e}")))?;
+        let decode_asked = split.is_some();
+        let backend = open_backend(device, cfg.cuda_device, CpuBatchOps::default(), split)
+            .map_err(|e| ServerError::Config(format!("device = gpu, but {e}")))?;
+        let (ops, mut gpu_unavailable) = (backend.ops, backend.gpu_unavailable);
+        let mut jpeg_decoder = backend.jpeg_decoder;
+        if device == DeviceRequest::Cpu {
+            let why = "device = cpu in the configuration".to_string();
+            if decode_asked {
+                jpeg_decoder.1 = why.clone();
+            }
+            gpu_unavailable = Some(why);
         }
         let mut service = Self::with_batch_ops(cfg, shutting_down, ops, gpu_unavailable)?;
         if let Some(state) = Arc::get_mut(&mut service.state) {

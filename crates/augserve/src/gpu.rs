@@ -59,7 +59,7 @@ pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
         Ok(ops) => ops,
         Err(e) => anyhow::bail!("{e}; batch ops and JPEG decoding run on the CPU"),
     };
-    println!("GPU:    {}", crate::run::describe_gpu(&ops));
+    println!("GPU:    {}", ops.describe());
     if nvjpeg.is_ok() {
         match ops.enable_gpu_decode(DecodeSplit::default()) {
             Ok(choice) => println!(

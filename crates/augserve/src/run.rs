@@ -17,7 +17,7 @@ use augserve_core::{
     StageTimings, TailPolicy,
 };
 use augserve_cuda::gpu_decode::DecodeSplit;
-use augserve_cuda::{GpuBatchOps, GpuDevice};
+use augserve_cuda::{open_backend, DeviceRequest};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -213,21 +213,6 @@ fn digest_batch(h: &mut sha2::Sha256, b: &augserve_core::Batch) {
     }
 }
 
-/// The device line of `run` and `gpu`: name, compute capability, memory, kernel target.
-pub fn describe_gpu(gpu: &GpuBatchOps) -> String {
-    let i = gpu.device_info();
-    format!(
-        "{} (compute {}.{}, {:.0} GiB, driver CUDA {}.{}, kernels compiled to {})",
-        gpu.device(),
-        i.compute_capability.0,
-        i.compute_capability.1,
-        i.total_memory as f64 / (1u64 << 30) as f64,
-        i.driver_cuda.0,
-        i.driver_cuda.1,
-        i.kernels
-    )
-}
-
 /// Picks the batch-ops backend: the GPU when asked for or available, else the CPU.
 /// Returns it with a line saying what was chosen and why.
 fn choose_batch_ops(
@@ -243,26 +228,14 @@ fn choose_batch_ops(
     if device == DeviceArg::Gpu && !allowed {
         anyhow::bail!("--device gpu conflicts with the spec's placement (resize/mix = \"cpu\")");
     }
-    if !allowed {
-        return Ok((Arc::new(cpu), "cpu (as asked)".into()));
-    }
-    match GpuDevice::open(cuda_device).and_then(|d| GpuBatchOps::new(d, 2)) {
-        Ok(mut gpu) => {
-            let mut line = describe_gpu(&gpu);
-            if let Some(split) = gpu_decode {
-                match gpu.enable_gpu_decode(split) {
-                    Ok(choice) => line += &format!("; JPEG decoding: {choice}, and the CPU"),
-                    Err(e) => line += &format!("; JPEG decoding on the CPU ({e})"),
-                }
-            }
-            Ok((Arc::new(gpu), line))
-        }
-        Err(e) if explicit => Err(anyhow::anyhow!("the GPU was requested, but {e}")),
-        Err(e) => {
-            tracing::info!("{e}; batch ops run on the CPU");
-            Ok((Arc::new(cpu), format!("cpu ({e})")))
-        }
-    }
+    let request = match (allowed, explicit) {
+        (false, _) => DeviceRequest::Cpu,
+        (true, true) => DeviceRequest::Gpu,
+        (true, false) => DeviceRequest::Auto,
+    };
+    let backend = open_backend(request, cuda_device, cpu, gpu_decode)
+        .map_err(|e| anyhow::anyhow!("the GPU was requested, but {e}"))?;
+    Ok((backend.ops, backend.summary))
 }
 
 /// `--data`, or the built-in demo dataset (generated once into the cache); true for the demo.
