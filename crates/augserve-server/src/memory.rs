@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::telemetry::names;
 use crate::ServerError;
 
 /// Budget accounting unit: permits are KiB, so a u32 count covers terabytes.
@@ -38,7 +39,10 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         // The permit itself is returned after this body; count it as returned already.
         let units = self.bytes.div_ceil(UNIT) as usize;
-        if self.memory.permits.available_permits() + units >= self.memory.total_units() {
+        let free = self.memory.permits.available_permits() + units;
+        let reserved = self.memory.total_units().saturating_sub(free) as u64 * UNIT;
+        metrics::gauge!(names::BATCH_MEMORY_RESERVED_BYTES).set(reserved as f64);
+        if free >= self.memory.total_units() {
             (self.memory.on_idle)();
         }
     }
@@ -86,11 +90,15 @@ impl BatchMemory {
         }
         let acquire = self.permits.clone().acquire_many_owned(units as u32);
         match tokio::time::timeout(wait, acquire).await {
-            Ok(Ok(permit)) => Ok(Reservation {
-                _permit: permit,
-                bytes,
-                memory: self.clone(),
-            }),
+            Ok(Ok(permit)) => {
+                metrics::gauge!(names::BATCH_MEMORY_RESERVED_BYTES)
+                    .set(self.reserved_bytes() as f64);
+                Ok(Reservation {
+                    _permit: permit,
+                    bytes,
+                    memory: self.clone(),
+                })
+            }
             _ => Err(ServerError::ResourceExhausted(format!(
                 "{what} needs {bytes} bytes of batch memory; {} of max_batch_memory_bytes ({}) \
                  are held by other streams: try again when one ends",

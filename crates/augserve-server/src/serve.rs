@@ -35,6 +35,8 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         crate::telemetry::install_exporter(addr)?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
         metrics::gauge!(crate::telemetry::names::INFO, "version" => env!("CARGO_PKG_VERSION"), "batch_device" => service.batch_ops().device()).set(1.0);
+        metrics::gauge!(crate::telemetry::names::BATCH_MEMORY_BUDGET_BYTES)
+            .set(service.batch_memory_budget() as f64);
     }
     let ticker = tokio::spawn(service.telemetry().run_ticker(
         service.batch_ops(),

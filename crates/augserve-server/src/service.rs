@@ -157,6 +157,11 @@ impl AugServeService {
         self.state.telemetry.clone()
     }
 
+    /// The server-wide batch memory budget, in bytes (max_batch_memory_bytes, resolved).
+    pub fn batch_memory_budget(&self) -> u64 {
+        self.state.memory.total_bytes()
+    }
+
     /// The batch-ops backend (for the metrics ticker's device memory gauge).
     pub fn batch_ops(&self) -> Arc<dyn BatchOps> {
         self.state.ops.clone()

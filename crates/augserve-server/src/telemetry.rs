@@ -33,6 +33,8 @@ pub mod names {
     pub const STREAMS_TOTAL: &str = "augserve_streams_total";
     pub const QUEUED_BATCHES: &str = "augserve_queued_batches";
     pub const GPU_MEMORY_USED_BYTES: &str = "augserve_gpu_memory_used_bytes";
+    pub const BATCH_MEMORY_RESERVED_BYTES: &str = "augserve_batch_memory_reserved_bytes";
+    pub const BATCH_MEMORY_BUDGET_BYTES: &str = "augserve_batch_memory_budget_bytes";
     pub const BATCH_MEAN: &str = "augserve_batch_mean";
     pub const BATCH_STD: &str = "augserve_batch_std";
     pub const BATCH_MAD: &str = "augserve_batch_mad";
@@ -84,6 +86,14 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), ServerError> {
     metrics::describe_gauge!(
         names::QUEUED_BATCHES,
         "Batches prepared and waiting for their clients, all streams"
+    );
+    metrics::describe_gauge!(
+        names::BATCH_MEMORY_RESERVED_BYTES,
+        "Batch memory the open streams have reserved (see max_batch_memory_bytes)"
+    );
+    metrics::describe_gauge!(
+        names::BATCH_MEMORY_BUDGET_BYTES,
+        "max_batch_memory_bytes, as resolved at start-up"
     );
     metrics::describe_gauge!(
         names::GPU_MEMORY_USED_BYTES,

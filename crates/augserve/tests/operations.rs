@@ -337,6 +337,13 @@ fn metrics_move_while_a_stream_runs() {
     let images = sample(&last, "augserve_images_total{dataset=\"data\"}").unwrap();
     assert!(images > first.unwrap(), "images_total did not move");
     assert_eq!(sample(&last, "augserve_active_streams"), Some(1.0));
+    // One stream's worst case is reserved from a budget of half the machine's memory.
+    let reserved = sample(&last, "augserve_batch_memory_reserved_bytes").unwrap_or(0.0);
+    let budget = sample(&last, "augserve_batch_memory_budget_bytes").unwrap_or(0.0);
+    assert!(
+        reserved > 0.0 && reserved < budget,
+        "reserved {reserved} of {budget}"
+    );
     for stage in [
         "read",
         "decode",
@@ -381,6 +388,12 @@ fn metrics_move_while_a_stream_runs() {
     let _ = client.wait();
     wait_for("the stream to end", Duration::from_secs(30), || {
         sample(&http_get(&metrics, "/metrics"), "augserve_active_streams") == Some(0.0)
+    });
+    wait_for("the reservation to end", Duration::from_secs(30), || {
+        sample(
+            &http_get(&metrics, "/metrics"),
+            "augserve_batch_memory_reserved_bytes",
+        ) == Some(0.0)
     });
 }
 
