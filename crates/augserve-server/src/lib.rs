@@ -9,6 +9,7 @@ pub mod memory;
 mod serve;
 mod service;
 pub mod shm;
+mod stream_producer;
 pub mod telemetry;
 
 pub use config::ServerConfig;

@@ -1,19 +1,17 @@
 //! The AugServe gRPC service.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use augserve_core::pipeline::{finish_batch, prepare_images, worker_pool, PreparedBatch};
 use augserve_core::sampler::batches;
 use augserve_core::{
-    Batch, BatchOps, CpuBatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, ShardSpec,
+    BatchOps, CpuBatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, ShardSpec,
 };
 use augserve_cuda::{open_backend, DeviceRequest, CPU_JPEG_DECODER};
-use augserve_proto::convert::{
-    align_tensor_data, batch_to_proto, spec_from_proto, tail_from_proto,
-};
+use augserve_proto::convert::{spec_from_proto, tail_from_proto};
 use augserve_proto::v1;
 use augserve_proto::v1::aug_serve_server::AugServe;
 use rayon::ThreadPool;
@@ -25,7 +23,10 @@ use crate::config::{LimitsConfig, ServerConfig};
 use crate::memory::{
     default_batch_memory_bytes, BatchMemory, InFlight, InFlightToken, Reservation,
 };
-use crate::shm::{ShmRegistry, ShmRing, SlotBook};
+use crate::shm::ShmRegistry;
+use crate::stream_producer::{
+    batch_to_proto_recycled, release_freed_memory, Delivery, Outgoing, StreamCounts, StreamProducer,
+};
 use crate::telemetry::Telemetry;
 use crate::ServerError;
 
@@ -43,23 +44,6 @@ struct State {
     /// Who decodes JPEGs ("zune-jpeg", "nvjpeg-hardware", "nvjpeg-cuda") and why not the
     /// GPU's hardware engine, for GetServerInfo.
     jpeg_decoder: (String, String),
-}
-
-/// How a stream the shutdown cut ends (the proto's shutdown contract): UNAVAILABLE, which
-/// clients retry, saying the last batch sent, after which a resumed request starts.
-fn shutdown_status(last_sent: Option<(u64, usize)>) -> Status {
-    let after = match last_sent {
-        Some((epoch, index)) => format!(
-            "the last batch sent was epoch {epoch}, index {index}: resume with start_epoch = \
-             {epoch}, start_batch = {}",
-            index + 1
-        ),
-        None => "no batch was sent: ask again".into(),
-    };
-    Status::unavailable(format!(
-        "the server is shutting down and its grace period is over; {after}, on this server \
-         restarted or another"
-    ))
 }
 
 /// The service; cheap to clone (shared state).
@@ -248,68 +232,8 @@ impl AugServeService {
     }
 }
 
-/// Returns freed heap pages to the OS, so a finished or cancelled stream's buffers do not stay
-/// in the server's RSS (glibc keeps them in its arenas otherwise).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator; no pointers change.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// How a stream's tensors travel (see `Transport` in the proto).
-enum Delivery {
-    Inline,
-    Shm(Arc<ShmRing>),
-    /// CUDA IPC: the batch ops write into slots of a device ring.
-    Device {
-        book: Arc<SlotBook>,
-        ring: Arc<dyn augserve_core::DeviceRing>,
-    },
-}
-
-impl Delivery {
-    fn transport(&self) -> v1::Transport {
-        match self {
-            Delivery::Inline => v1::Transport::Inline,
-            Delivery::Shm(_) => v1::Transport::Shm,
-            Delivery::Device { .. } => v1::Transport::CudaIpc,
-        }
-    }
-
-    fn info(&self, fallback_reason: String) -> v1::TransportInfo {
-        let mut t = v1::TransportInfo {
-            transport: self.transport() as i32,
-            fallback_reason,
-            cuda_device: -1,
-            ..Default::default()
-        };
-        match self {
-            Delivery::Inline => {}
-            Delivery::Shm(r) => {
-                t.stream_id = r.id().to_string();
-                t.shm_path = r.path().display().to_string();
-                t.slot_bytes = r.slot_bytes() as u64;
-                t.slots = r.slots();
-            }
-            Delivery::Device { book, ring } => {
-                t.stream_id = book.id().to_string();
-                t.slot_bytes = ring.slot_bytes() as u64;
-                t.slots = ring.slots();
-                t.cuda_ipc_handle = ring.ipc_handle();
-                t.cuda_device = ring.device_ordinal();
-            }
-        }
-        t
-    }
-}
-
 /// How long a new stream waits for a free slot before RESOURCE_EXHAUSTED.
 const STREAM_ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// What the producer sends: a message, and the in-flight token of the batch it carries.
-type Outgoing = (Result<v1::Batch, Status>, Option<InFlightToken>);
 
 /// A stream's batches, holding its concurrent-stream permit and its share of the batch memory
 /// budget: when the client leaves, tonic drops this and the slot is free at once, while the
@@ -430,7 +354,7 @@ impl AugServe for AugServeService {
             .ids_from(pipeline.dataset().len(), r.start_epoch, start_position)
             .map_err(ServerError::from)?;
         let epoch_batches = batches(&start_ids, r.batch_size as usize, r.drop_last).len();
-        let mut start_ids = Some(start_ids);
+        let start_ids = Some(start_ids);
         if r.start_batch as usize > epoch_batches {
             return Err(ServerError::InvalidArgument {
                 field: "start_batch",
@@ -459,211 +383,39 @@ impl AugServe for AugServeService {
                 .reserve(need, STREAM_ADMISSION_WAIT, "this stream")
                 .await?,
         );
-        let in_flight = InFlight::new(prefetch as usize + 1);
-        let mut transport_info = Some(delivery.info(fallback_reason));
-        let image_bytes = spec.output_image_bytes();
+        let transport_info = Some(delivery.info(fallback_reason));
         let (tx, rx) = mpsc::channel::<Outgoing>(prefetch as usize);
-        let producer_reservation = reservation.clone();
-        let stop = st.shutting_down.clone();
-        let num_classes = spec.mix.num_classes;
-        let (batch_size, drop_last) = (r.batch_size as usize, r.drop_last);
-        let end_epoch = if r.epochs == 0 {
-            u64::MAX
-        } else {
-            r.start_epoch.saturating_add(r.epochs)
+        tracing::info!(dataset = %r.dataset, batch_size = r.batch_size, rank = shard.rank, world_size = shard.world_size, start_epoch = r.start_epoch, start_position, start_batch = r.start_batch, batch_stride, batch_offset, epochs = r.epochs, seed = shard.seed, "stream start");
+        let producer = StreamProducer {
+            num_classes: spec.mix.num_classes,
+            image_bytes: spec.output_image_bytes(),
+            pipeline,
+            ops,
+            shard,
+            delivery,
+            transport_info,
+            in_flight: InFlight::new(prefetch as usize + 1),
+            tx,
+            stop: st.shutting_down.clone(),
+            telemetry: st.telemetry.clone(),
+            dataset_name: r.dataset.clone(),
+            batch_size: r.batch_size as usize,
+            drop_last: r.drop_last,
+            batch_stride,
+            batch_offset,
+            start_epoch: r.start_epoch,
+            end_epoch: if r.epochs == 0 {
+                u64::MAX
+            } else {
+                r.start_epoch.saturating_add(r.epochs)
+            },
+            start_position,
+            start_batch: r.start_batch as usize,
+            start_ids,
+            counts: StreamCounts::default(),
+            _reservation: reservation.clone(),
         };
-        let (start_epoch, start_batch) = (r.start_epoch, r.start_batch);
-        tracing::info!(dataset = %r.dataset, batch_size, rank = shard.rank, world_size = shard.world_size, start_epoch, start_position, start_batch, batch_stride, batch_offset, epochs = r.epochs, seed = shard.seed, "stream start");
-        let telemetry = st.telemetry.clone();
-        let dataset_name = r.dataset.clone();
-        telemetry.stream_started();
-        let on_spawn_error = telemetry.clone();
-        std::thread::Builder::new()
-            .name("augserve-stream".into())
-            .spawn(move || {
-                let started = Instant::now();
-                let (mut sent, mut images, mut bytes, mut errors) = (0u64, 0u64, 0u64, 0u64);
-                let mut queued = 0i64;
-                let len = pipeline.dataset().len();
-                let mut last_sent = None;
-                // Whether every batch asked for was sent (`break 'run false`: ended early).
-                let completed = 'run: {
-                    for epoch in start_epoch..end_epoch {
-                        // The first epoch's order was drawn for the start_batch check.
-                        let drawn = start_ids.take().map(Ok);
-                        let position = if epoch == start_epoch {
-                            start_position
-                        } else {
-                            0
-                        };
-                        let ids = match drawn.unwrap_or_else(|| shard.epoch_ids(len, epoch)) {
-                            Ok(ids) => ids,
-                            Err(e) => {
-                                let _ = tx.blocking_send((Err(ServerError::from(e).into()), None));
-                                break 'run false;
-                            }
-                        };
-                        let skip = if epoch == start_epoch {
-                            start_batch as usize
-                        } else {
-                            0
-                        };
-                        for (i, chunk) in batches(&ids, batch_size, drop_last)
-                            .into_iter()
-                            .enumerate()
-                            .skip(skip)
-                            .filter(|(i, _)| i % batch_stride == batch_offset)
-                        {
-                            if tx.is_closed() || stop.load(Ordering::Relaxed) {
-                                break 'run false;
-                            }
-                            let mix_key = shard.mix_key(position, batch_size, i as u64);
-                            let mut len = 0;
-                            let give_up = || tx.is_closed() || stop.load(Ordering::Relaxed);
-                            // At most prefetch + 1 batches of this stream exist at once.
-                            let Some(token) = in_flight.acquire(give_up) else {
-                                break 'run false;
-                            };
-                            // CUDA IPC: the batch ops write straight into a free device slot.
-                            let device_slot = match &delivery {
-                                Delivery::Device { book, .. } => match book.acquire(give_up) {
-                                    Some(s) => Some(s),
-                                    None => break 'run false,
-                                },
-                                _ => None,
-                            };
-                            let mut shm_write = None;
-                            let made = match (&delivery, device_slot) {
-                                // SHM: the batch ops write straight into a free slot (waiting
-                                // for the client's releases); the message carries where it is.
-                                (Delivery::Shm(ring), _) => {
-                                    let filled = ring.fill(give_up, |buf| {
-                                        pipeline
-                                            .batch_into_host(
-                                                shard.seed, epoch, i as u64, mix_key, chunk, buf,
-                                            )
-                                            .map(|b| {
-                                                let written = image_bytes * b.len();
-                                                (b, written)
-                                            })
-                                    });
-                                    match filled {
-                                        Some(r) => r.map(|(b, w)| {
-                                            shm_write = Some(w);
-                                            b
-                                        }),
-                                        None => break 'run false,
-                                    }
-                                }
-                                (Delivery::Device { ring, .. }, Some((slot, _))) => pipeline
-                                    .batch_into_ring(
-                                        shard.seed,
-                                        epoch,
-                                        i as u64,
-                                        mix_key,
-                                        chunk,
-                                        ring.as_ref(),
-                                        slot,
-                                    ),
-                                _ => pipeline.batch(shard.seed, epoch, i as u64, mix_key, chunk),
-                            };
-                            let mut msg = made
-                                .map_err(|e| Status::from(ServerError::from(e)))
-                                .and_then(|b| {
-                                    images += b.len() as u64;
-                                    errors += b.errors.len() as u64;
-                                    telemetry.record_batch(&dataset_name, &b);
-                                    len = b.tensor.data.len();
-                                    let slot = match &delivery {
-                                        Delivery::Device { ring, .. } => {
-                                            let (slot, generation) =
-                                                device_slot.ok_or_else(|| {
-                                                    Status::internal("no device slot")
-                                                })?;
-                                            len = image_bytes * b.len();
-                                            Some(v1::SlotRef {
-                                                slot,
-                                                generation,
-                                                offset: (slot as usize * ring.slot_bytes()) as u64,
-                                                length: len as u64,
-                                            })
-                                        }
-                                        Delivery::Shm(_) => {
-                                            let w = shm_write
-                                                .ok_or_else(|| Status::internal("no shm slot"))?;
-                                            len = w.length as usize;
-                                            Some(v1::SlotRef {
-                                                slot: w.slot,
-                                                generation: w.generation,
-                                                offset: w.offset,
-                                                length: w.length,
-                                            })
-                                        }
-                                        Delivery::Inline => None,
-                                    };
-                                    let mut m = batch_to_proto_recycled(b, num_classes, &ops);
-                                    m.slot = slot;
-                                    Ok(m)
-                                });
-                            if let Ok(m) = msg.as_mut() {
-                                m.transport = transport_info.take();
-                            }
-                            if matches!(&msg, Err(s) if s.code() == tonic::Code::Cancelled) {
-                                break 'run false;
-                            }
-                            let failed = msg.is_err();
-                            let wait = Instant::now();
-                            // A failed send means the client left: stop at once.
-                            if tx.blocking_send((msg, Some(token))).is_err() || failed {
-                                break 'run false;
-                            }
-                            telemetry.record_send(&dataset_name, len, wait.elapsed());
-                            let now = (tx.max_capacity() - tx.capacity()) as i64;
-                            telemetry.queue_changed(now - queued);
-                            queued = now;
-                            sent += 1;
-                            last_sent = Some((epoch, i));
-                            bytes += len as u64;
-                        }
-                    }
-                    true
-                };
-                if !completed && stop.load(Ordering::Relaxed) && !tx.is_closed() {
-                    // Cut by the shutdown: never an OK end, so no trainer takes a partial
-                    // epoch for a whole one; the client resumes after the last batch it got.
-                    let _ = tx.blocking_send((Err(shutdown_status(last_sent)), None));
-                    tracing::warn!(
-                        dataset = %dataset_name,
-                        batches = sent,
-                        last = ?last_sent,
-                        "stream cut by the shutdown: ended with UNAVAILABLE"
-                    );
-                }
-                let seconds = started.elapsed().as_secs_f64();
-                tracing::info!(
-                    dataset = %dataset_name,
-                    batches = sent,
-                    images,
-                    image_errors = errors,
-                    bytes,
-                    seconds,
-                    images_per_s = images as f64 / seconds.max(1e-9),
-                    "stream end"
-                );
-                telemetry.queue_changed(-queued);
-                telemetry.stream_ended();
-                // Unlinks the SHM ring's file / frees the device ring: slots the client still
-                // held are reclaimed here.
-                drop(delivery);
-                drop(pipeline);
-                drop(tx);
-                drop(producer_reservation);
-                release_freed_memory();
-            })
-            .map_err(|e| {
-                on_spawn_error.stream_ended();
-                ServerError::from(e)
-            })?;
+        producer.spawn()?;
         Ok(Response::new(BatchStream {
             batches: ReceiverStream::new(rx),
             sending: None,
@@ -827,38 +579,4 @@ impl AugServe for AugServeService {
         }
         Ok(Response::new(v1::ReleaseSlotsResponse { released }))
     }
-}
-
-/// A batch's tensor bytes inside a wire message: handed back to the batch ops for reuse
-/// when the message is dropped, which tonic does once it has encoded (copied) it.
-struct RecycledTensor {
-    buf: Vec<u8>,
-    ops: Arc<dyn BatchOps>,
-}
-
-impl AsRef<[u8]> for RecycledTensor {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for RecycledTensor {
-    fn drop(&mut self) {
-        self.ops.recycle(std::mem::take(&mut self.buf));
-    }
-}
-
-/// `batch_to_proto`, with the tensor buffer going back to `ops` after the send.
-fn batch_to_proto_recycled(mut b: Batch, num_classes: u32, ops: &Arc<dyn BatchOps>) -> v1::Batch {
-    let buf = std::mem::take(&mut b.tensor.data);
-    let mut m = batch_to_proto(b, num_classes);
-    if let Some(t) = m.images.as_mut() {
-        t.data = bytes::Bytes::from_owner(RecycledTensor {
-            buf,
-            ops: ops.clone(),
-        });
-    }
-    // The data field was empty above, so the alignment is worked out only now.
-    align_tensor_data(&mut m);
-    m
 }
