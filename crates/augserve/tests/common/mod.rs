@@ -1,5 +1,5 @@
 //! Helpers shared by the binary's integration tests.
-#![allow(dead_code, clippy::unwrap_used)] // each test file uses a part
+#![allow(dead_code, clippy::unwrap_used, clippy::print_stderr)] // each test file uses a part; a failed test prints its server's log
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,7 +52,8 @@ impl Server {
             .env("AUGSERVE_GRACE_PERIOD_S", "5")
             .env("AUGSERVE_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // Kept, and printed if the test fails (see Drop): why a server went away.
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap());
         for (name, path) in datasets {
             cmd.arg("--dataset")
                 .arg(format!("{name}={}", path.display()));
@@ -105,7 +106,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self.child.wait();
+        if std::thread::panicking() {
+            if let Some(dir) = &self._dir {
+                let log =
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                eprintln!("server {status:?}; its log:\n{log}");
+            }
+        }
     }
 }
 
