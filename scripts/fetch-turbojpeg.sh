@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Extracts libjpeg-turbo's TurboJPEG library (Debian's libturbojpeg0 package) into DEST for
 # the host test that decodes real files to native-resolution YCbCr planes, as nvJPEG does on
-# the GPU (crates/augserve-cuda/tests/host_arithmetic.rs). Nothing is installed system-wide.
+# the GPU (crates/augserve-cuda/tests/host_arithmetic/). Nothing is installed system-wide.
 # Idempotent: does nothing when DEST already holds it.
 set -euo pipefail
 dest=$(realpath -m "${1:?usage: fetch-turbojpeg.sh DEST}")

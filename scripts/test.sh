@@ -41,7 +41,7 @@ CARGO_TARGET_DIR=target/fuzz-check cargo check --manifest-path fuzz/Cargo.toml -
 echo "== cargo test"
 rm -f target/tmp/robustness-summary.md
 cargo test --workspace --locked
-echo "== robustness summary (crates/augserve/tests/robustness.rs)"
+echo "== robustness summary (crates/augserve/tests/robustness/)"
 cat target/tmp/robustness-summary.md
 
 echo "== Python client (clients/python) against the server binary"

@@ -7,7 +7,9 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use augserve_core::pipeline::{finish_batch, prepare_images, worker_pool, PreparedBatch};
+use augserve_core::pipeline::{
+    finish_batch, prepare_images, worker_pool, Destination, PreparedBatch,
+};
 use augserve_core::spec::{ColorJitter, MixSpec, PipelineSpec, Size};
 use augserve_core::{CpuBatchOps, DecodeLimits};
 use libfuzzer_sys::fuzz_target;
@@ -47,10 +49,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let started = Instant::now();
     let ids = [0u64, 1];
-    let (prepared, timings) = prepare_images(&spec, &limits, pool(), u64::from(ctl), 0, &ids, |id| {
-        ("fuzz".to_string(), id as i64, Ok(jpeg.to_vec()))
-    });
+    let (prepared, timings) =
+        prepare_images(&spec, &limits, pool(), u64::from(ctl), 0, &ids, |id| {
+            ("fuzz".to_string(), id as i64, Ok(jpeg.to_vec()))
+        });
     if let Ok(p) = PreparedBatch::collect(&spec, prepared, timings, started) {
-        let _ = finish_batch(&spec, &CpuBatchOps::default(), pool(), p);
+        let _ = finish_batch(
+            &spec,
+            &CpuBatchOps::default(),
+            pool(),
+            p,
+            Destination::Owned,
+        );
     }
 });

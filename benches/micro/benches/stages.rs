@@ -12,7 +12,7 @@ use augserve_core::ops::color::{apply_color_jitter, ColorFactors};
 use augserve_core::ops::crop::CropBox;
 use augserve_core::ops::mix::{plan_mix, MixPlan};
 use augserve_core::ops::resize::{resize_u8_reference, FastResizer};
-use augserve_core::pipeline::{mix_normalize_batch, BatchOps, CpuBatchOps, CpuResize};
+use augserve_core::pipeline::{mix_normalize_batch, BatchOps, CpuBatchOps, CpuResize, Destination};
 use augserve_core::rng::{keyed_rng, Purpose};
 use augserve_core::spec::{DType, EpochMix, Layout, MixMode, PipelineSpec};
 use augserve_core::{Batch, StageTimings};
@@ -134,7 +134,7 @@ fn batch_assembly(c: &mut Criterion) {
     ] {
         let ops = CpuBatchOps::new(resize);
         g.bench_function(name, |b| {
-            b.iter(|| ops.run(black_box(&images), &plan, &spec, &pool))
+            b.iter(|| ops.run(black_box(&images), &plan, &spec, &pool, Destination::Owned))
         });
     }
     g.finish();
@@ -146,7 +146,7 @@ fn proto_encode(c: &mut Criterion) {
     let plan = mixup_plan();
     let mut spec = PipelineSpec::default();
     spec.output.dtype = DType::Float16;
-    let out = match CpuBatchOps::default().run(&images, &plan, &spec, &pool) {
+    let out = match CpuBatchOps::default().run(&images, &plan, &spec, &pool, Destination::Owned) {
         Ok(o) => o,
         Err(e) => panic!("batch ops: {e}"),
     };

@@ -24,6 +24,8 @@ pub use batch::{Batch, StageTimings, Tensor};
 pub use dataset::{Dataset, DatasetFormat};
 pub use decode::DecodeLimits;
 pub use error::{Error, Result, SampleError, SampleErrorKind};
-pub use pipeline::{BatchOps, CpuBatchOps, CpuResize, DeviceRing, Pipeline, PipelineOptions};
+pub use pipeline::{
+    BatchOps, CpuBatchOps, CpuResize, Destination, DeviceOutput, Pipeline, PipelineOptions,
+};
 pub use sampler::{ShardSpec, TailPolicy};
 pub use spec::PipelineSpec;

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use augserve_core::pipeline::{CpuBatchOps, CpuResize};
+use augserve_core::pipeline::{CpuBatchOps, CpuResize, Destination};
 use augserve_core::sampler::batches;
 use augserve_core::spec::{ColorJitter, DType, ErrorPolicy, Layout, MixMode, MixSpec};
 use augserve_core::{
@@ -280,7 +280,9 @@ fn a_batch_written_into_a_host_buffer_equals_the_usual_one() {
     let want = p.batch(5, 2, 1, 1, &ids).unwrap();
     // A slot larger than the batch, holding old bytes: the front gets the tensor.
     let mut slot = vec![0xC3u8; want.tensor.data.len() + 100];
-    let got = p.batch_into_host(5, 2, 1, 1, &ids, &mut slot).unwrap();
+    let got = p
+        .batch_to(5, 2, 1, 1, &ids, Destination::Host(&mut slot))
+        .unwrap();
     assert!(got.tensor.data.is_empty());
     assert_eq!(got.tensor.shape, want.tensor.shape);
     assert!(slot[..want.tensor.data.len()] == want.tensor.data[..]);
@@ -289,7 +291,9 @@ fn a_batch_written_into_a_host_buffer_equals_the_usual_one() {
     assert_eq!((got.labels_a, got.lam), (want.labels_a, want.lam));
     // Too small: an error, not a panic.
     let mut small = vec![0u8; 10];
-    assert!(p.batch_into_host(5, 2, 1, 1, &ids, &mut small).is_err());
+    assert!(p
+        .batch_to(5, 2, 1, 1, &ids, Destination::Host(&mut small))
+        .is_err());
 }
 
 #[test]
@@ -336,9 +340,10 @@ impl augserve_core::BatchOps for TakeEverything {
         plan: &augserve_core::ops::mix::MixPlan,
         spec: &PipelineSpec,
         pool: &rayon::ThreadPool,
+        to: Destination<'_>,
     ) -> augserve_core::Result<augserve_core::pipeline::BatchOutput> {
         assert!(images.iter().all(|im| im.deferred.is_some()));
-        augserve_core::BatchOps::run(&self.cpu, images, plan, spec, pool)
+        augserve_core::BatchOps::run(&self.cpu, images, plan, spec, pool, to)
     }
 }
 
@@ -469,4 +474,88 @@ fn png_and_webp_images_give_the_output_of_their_pixels() {
         image_of("zz_png/b_really_png.jpg"),
         twin(&jpegs[1]).as_slice()
     );
+}
+
+/// The shared batch loop (`pipeline::schedule`): `BatchOrder` lists the batches a reader
+/// makes exactly as the sampler cuts them (resume point, position, worker stride, limit), and
+/// `run_overlapped` delivers the same bytes, in the same order, as making each batch in turn.
+#[test]
+fn the_shared_batch_loop_equals_batches_made_one_by_one() {
+    use augserve_core::pipeline::{run_overlapped, BatchOrder};
+    use std::ops::ControlFlow;
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let p = Pipeline::new(ds, busy_spec(), PipelineOptions::default()).unwrap();
+    let len = p.dataset().len();
+    let shard = ShardSpec {
+        seed: 3,
+        rank: 1,
+        world_size: 2,
+        ..ShardSpec::default()
+    };
+    // Resume at a position, skip a batch, take every other batch (worker 1 of 2), two epochs.
+    let mut order = BatchOrder::new(shard, 5, false, 4..6);
+    (order.start_position, order.start_batch) = (7, 1);
+    (order.batch_stride, order.batch_offset) = (2, 1);
+    let mut want = Vec::new();
+    for epoch in 4..6u64 {
+        let position = if epoch == 4 { 7 } else { 0 };
+        let ids = shard.ids_from(len, epoch, position).unwrap();
+        for (i, chunk) in batches(&ids, 5, false).into_iter().enumerate() {
+            if (epoch == 4 && i < 1) || i % 2 != 1 {
+                continue;
+            }
+            want.push((
+                epoch,
+                i as u64,
+                shard.mix_key(position, 5, i as u64),
+                chunk.to_vec(),
+            ));
+        }
+    }
+    let jobs: Vec<_> = order.jobs(len).map(Result::unwrap).collect();
+    let got: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.epoch, j.index, j.mix_key, j.ids.clone()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.len() >= 4, "{} batches", got.len());
+    // The overlapped loop gives the batches made one by one, byte for byte, in order.
+    let mut delivered = Vec::new();
+    let done = run_overlapped(&p, shard.seed, order.jobs(len), |prepared| {
+        delivered.push(
+            p.finish_batch(prepared.unwrap(), Destination::Owned)
+                .unwrap(),
+        );
+        ControlFlow::Continue(())
+    });
+    assert!(done);
+    assert_eq!(delivered.len(), jobs.len());
+    for (b, j) in delivered.iter().zip(&jobs) {
+        let one = p
+            .batch(shard.seed, j.epoch, j.index, j.mix_key, &j.ids)
+            .unwrap();
+        assert_eq!((b.epoch, b.index), (j.epoch, j.index));
+        assert!(
+            b.tensor.data == one.tensor.data,
+            "batch {} of epoch {}",
+            j.index,
+            j.epoch
+        );
+        assert_eq!((&b.labels_a, &b.lam), (&one.labels_a, &one.lam));
+    }
+    // A limit, and a stop: `Break` ends the loop early and says so.
+    order.max_batches = 2;
+    assert_eq!(order.jobs(len).count(), 2);
+    let mut seen = 0;
+    let done = run_overlapped(&p, shard.seed, order.jobs(len), |_| {
+        seen += 1;
+        ControlFlow::Break(())
+    });
+    assert!(!done);
+    assert_eq!(seen, 1);
+    // An epoch whose shard cannot be drawn ends the list with its error.
+    order.start_position = len as u64 + 1;
+    let first = order.jobs(len).next().unwrap();
+    assert!(first.unwrap_err().to_string().contains("start_position"));
 }

@@ -1,11 +1,12 @@
-//! Opening the batch-ops backend, said once for every front (`augserve run`, `serve`): the GPU
-//! when asked for or available, its JPEG decoder when asked for, else the CPU, with why.
+//! Opening the batch-ops backend, said once for every front (`augserve run`, `serve`, `bench`,
+//! `gpu`): the GPU when asked for or available, its JPEG decoder when asked for, else the CPU,
+//! with why.
 
 use std::sync::Arc;
 
 use augserve_core::{BatchOps, CpuBatchOps};
 
-use crate::gpu_decode::DecodeSplit;
+use crate::jpeg::route::DecodeSplit;
 use crate::{GpuBatchOps, GpuDevice, GpuError};
 
 /// The CPU's JPEG decoder, as reports name it.
@@ -31,6 +32,10 @@ pub struct Backend {
     pub jpeg_decoder: (String, String),
     /// One line for logs: the device and where JPEGs are decoded.
     pub summary: String,
+    /// The GPU backend itself, for reports only it gives (`augserve gpu`); `None` on the CPU.
+    pub gpu: Option<Arc<GpuBatchOps>>,
+    /// When GPU decoding was asked for on a GPU: the decoder chosen, or why none.
+    pub gpu_decode: Option<Result<String, String>>,
 }
 
 /// Opens the backend `device` asks for on GPU `cuda_device` (`cpu` otherwise), decoding JPEGs
@@ -56,6 +61,8 @@ pub fn open_backend(
         ),
         summary: format!("cpu ({why})"),
         gpu_unavailable: Some(why),
+        gpu: None,
+        gpu_decode: None,
     };
     if device == DeviceRequest::Cpu {
         return Ok(on_cpu("as asked".into()));
@@ -70,8 +77,16 @@ pub fn open_backend(
     };
     let mut summary = gpu.describe();
     let mut jpeg_decoder = (CPU_JPEG_DECODER.to_string(), decode_off());
+    let mut decode_outcome = None;
     if let Some(split) = gpu_decode {
-        match gpu.enable_gpu_decode(split) {
+        let enabled = gpu.enable_gpu_decode(split);
+        decode_outcome = Some(
+            enabled
+                .as_ref()
+                .map(|c| c.to_string())
+                .map_err(|e| e.to_string()),
+        );
+        match enabled {
             Ok(choice) => {
                 tracing::info!(
                     backend = choice.backend.name(),
@@ -87,10 +102,13 @@ pub fn open_backend(
             }
         }
     }
+    let gpu = Arc::new(gpu);
     Ok(Backend {
-        ops: Arc::new(gpu),
+        ops: gpu.clone(),
         gpu_unavailable: None,
         jpeg_decoder,
         summary,
+        gpu: Some(gpu),
+        gpu_decode: decode_outcome,
     })
 }

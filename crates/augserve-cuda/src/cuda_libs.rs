@@ -32,7 +32,8 @@ impl CudaLib {
     pub fn file_names(self) -> &'static [&'static str] {
         match self {
             CudaLib::Nvrtc => &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
-            CudaLib::NvJpeg => crate::nvjpeg::LIBRARY_NAMES,
+            // Newest CUDA first (CUDA 13 and 12 runtimes; the unversioned dev link).
+            CudaLib::NvJpeg => &["libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so"],
         }
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction};
 
-use crate::kernels::{compile_for_device, KERNEL_NAMES};
+use crate::kernels::{compile_for_device, Kernel};
 use crate::GpuError;
 
 /// What `augserve` reports about the device.
@@ -24,13 +24,8 @@ pub struct GpuInfo {
 pub struct GpuDevice {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) info: GpuInfo,
-    pub(crate) resize_h: CudaFunction,
-    pub(crate) resize_v: CudaFunction,
-    pub(crate) mix_normalize: CudaFunction,
-    pub(crate) abs_dev: CudaFunction,
-    pub(crate) color_luma_sums: CudaFunction,
-    pub(crate) color_apply: CudaFunction,
-    pub(crate) ycbcr_to_rgb: CudaFunction,
+    /// Every kernel, in `Kernel::ALL`'s order.
+    functions: Vec<CudaFunction>,
 }
 
 /// Whether a libnvrtc the driver can run (any, without a driver) can be loaded; enough to
@@ -77,7 +72,6 @@ impl GpuDevice {
                 ctx.load_module(cudarc::nvrtc::Ptx::from_src(compiled.ptx))?
             }
         };
-        let f = |name: &str| module.load_function(name);
         let info = GpuInfo {
             ordinal,
             name: ctx.name()?,
@@ -86,18 +80,21 @@ impl GpuDevice {
             driver_cuda,
             kernels,
         };
-        debug_assert_eq!(KERNEL_NAMES.len(), 7);
+        let functions = Kernel::ALL
+            .iter()
+            .map(|k| module.load_function(k.name()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(GpuDevice {
-            resize_h: f("resize_horizontal_u8")?,
-            resize_v: f("resize_vertical_u8")?,
-            mix_normalize: f("mix_normalize")?,
-            abs_dev: f("abs_dev_sums")?,
-            color_luma_sums: f("color_luma_sums")?,
-            color_apply: f("color_apply")?,
-            ycbcr_to_rgb: f("ycbcr_to_rgb_u8")?,
             ctx,
             info,
+            functions,
         }))
+    }
+
+    /// A loaded kernel.
+    pub(crate) fn kernel(&self, k: Kernel) -> &CudaFunction {
+        // `functions` holds every kernel of `Kernel::ALL`, in its order (loaded in `open`).
+        &self.functions[k as usize]
     }
 
     pub fn info(&self) -> &GpuInfo {

@@ -24,7 +24,7 @@ pub enum GpuError {
     Driver(#[from] DriverError),
     #[error("GPU JPEG decoding unavailable: {0}")]
     NoNvJpeg(String),
-    /// nvJPEG works but decoded the start-up check's images wrongly (`decode_check`).
+    /// nvJPEG works but decoded the start-up check's images wrongly (`jpeg::check`).
     #[error(
         "GPU JPEG decoding off: nvJPEG failed its start-up check against the CPU decoder: {0}"
     )]

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use augserve_core::DeviceRing;
+use augserve_core::DeviceOutput;
 use cudarc::driver::sys::{CUdeviceptr, CUipcMemHandle};
 use cudarc::driver::{result, CudaContext, CudaStream};
 
@@ -113,8 +113,9 @@ impl Drop for IpcRing {
     }
 }
 
-impl DeviceRing for IpcRing {
-    fn ipc_handle(&self) -> Vec<u8> {
+impl DeviceOutput for IpcRing {
+    /// The CUDA IPC memory handle of the whole ring.
+    fn handle(&self) -> Vec<u8> {
         self.handle.to_vec()
     }
     fn device_ordinal(&self) -> i32 {

@@ -6,35 +6,53 @@ use cudarc::nvrtc::Ptx;
 use crate::nvrtc::Nvrtc;
 use crate::GpuError;
 
-/// `kernels/` files, by the name `#include` uses.
-pub const SOURCES: &[(&str, &str)] = &[
-    ("common.cuh", include_str!("../../../kernels/common.cuh")),
-    ("resize.cuh", include_str!("../../../kernels/resize.cuh")),
-    ("mix.cuh", include_str!("../../../kernels/mix.cuh")),
-    ("color.cuh", include_str!("../../../kernels/color.cuh")),
-    ("color.cu", include_str!("../../../kernels/color.cu")),
-    ("ycbcr.cuh", include_str!("../../../kernels/ycbcr.cuh")),
-    ("ycbcr.cu", include_str!("../../../kernels/ycbcr.cu")),
-    ("resize.cu", include_str!("../../../kernels/resize.cu")),
-    (
-        "mix_normalize.cu",
-        include_str!("../../../kernels/mix_normalize.cu"),
-    ),
-];
+// SOURCES (every `kernels/` file, embedded) and UNITS (its `.cu` files), written by build.rs.
+include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
 
-/// The `.cu` translation units that make up the module.
-const UNITS: &[&str] = &["resize.cu", "mix_normalize.cu", "color.cu", "ycbcr.cu"];
+/// Declares the kernels once: the enum a launch names them by, and the list the loader and
+/// the tests walk. Adding a kernel: its `extern "C"` function in a `kernels/*.cu` unit, and one
+/// line here.
+macro_rules! kernels {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)+) => {
+        /// A kernel of the module, by what it does.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Kernel {
+            $($(#[doc = $doc])* $variant,)+
+        }
 
-/// Every `extern "C"` kernel of the module.
-pub const KERNEL_NAMES: &[&str] = &[
-    "resize_horizontal_u8",
-    "resize_vertical_u8",
-    "mix_normalize",
-    "abs_dev_sums",
-    "color_luma_sums",
-    "color_apply",
-    "ycbcr_to_rgb_u8",
-];
+        impl Kernel {
+            /// Every kernel, in the order `GpuDevice` loads them (`Kernel as usize`).
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$variant,)+];
+
+            /// The kernel's `extern "C"` name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kernel::$variant => $name,)+
+                }
+            }
+        }
+
+        /// Every `extern "C"` kernel of the module.
+        pub const KERNEL_NAMES: &[&str] = &[$($name,)+];
+    };
+}
+
+kernels! {
+    /// Horizontal pass of the u8 resize (resize.cu).
+    ResizeH => "resize_horizontal_u8",
+    /// Vertical pass of the u8 resize, flip fused (resize.cu).
+    ResizeV => "resize_vertical_u8",
+    /// Mixup/cutmix + normalisation into the output tensor, with its sums (mix_normalize.cu).
+    MixNormalize => "mix_normalize",
+    /// Sums of absolute deviations from the mean, for the MAD (mix_normalize.cu).
+    AbsDev => "abs_dev_sums",
+    /// Per-image luma sums for contrast jitter on the device (color.cu).
+    ColorLumaSums => "color_luma_sums",
+    /// Brightness, contrast and saturation jitter on the device (color.cu).
+    ColorApply => "color_apply",
+    /// nvJPEG's planar YCbCr to interleaved RGB, zune-jpeg's arithmetic (ycbcr.cu).
+    YcbcrToRgb => "ycbcr_to_rgb_u8",
+}
 
 /// Architecture used when no device tells us its own (CI compiles without a GPU): 8.0, the
 /// oldest that CUDA 12's and 13's NVRTC both support and the A100's.

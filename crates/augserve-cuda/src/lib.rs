@@ -6,23 +6,23 @@
 
 mod backend;
 pub mod cuda_libs;
-pub mod decode_check;
 mod device;
 mod error;
-pub mod gpu_decode;
 mod ipc;
-pub mod jpeg_planes;
+pub mod jpeg;
 pub mod kernels;
 mod launch;
-pub mod nvjpeg;
 pub mod nvrtc;
 mod ops;
+mod plan;
+mod stages;
+mod staging;
 
 pub use backend::{open_backend, Backend, DeviceRequest, CPU_JPEG_DECODER};
 pub use device::{nvrtc_available, GpuDevice, GpuInfo};
 pub use error::GpuError;
 pub use ipc::IpcRing;
-pub use ops::{
-    mix_descs, packed_sources, plan_resize, plan_resize_sources, GpuBatchOps, GpuTimings,
-    OutputSink, ResizePlan, ResizeSource,
+pub use ops::{GpuBatchOps, GpuTimings};
+pub use plan::{
+    mix_descs, packed_sources, plan_resize, plan_resize_sources, ResizePlan, ResizeSource,
 };

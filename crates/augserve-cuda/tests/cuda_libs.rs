@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use augserve_cuda::cuda_libs::{Found, LIB_DIRS_VAR};
+use augserve_cuda::jpeg::NvJpeg;
 use augserve_cuda::kernels::{
     compile_for_device, compile_with, Target, DEFAULT_ARCH, KERNEL_NAMES,
 };
-use augserve_cuda::nvjpeg::NvJpeg;
 use augserve_cuda::nvrtc::{self, Nvrtc};
 use common::check_compiled;
 

@@ -13,8 +13,9 @@ use augserve_core::ops::mix::{plan_mix, MixPlan};
 use augserve_core::pipeline::{BatchOps, CpuBatchOps, CpuResize, PreparedImage};
 use augserve_core::rng::{keyed_rng, Purpose};
 use augserve_core::spec::{DType, EpochMix, Layout, MixMode, OutputSpec, PipelineSpec};
-use augserve_cuda::decode_check::mean_abs_diff;
-use augserve_cuda::{GpuBatchOps, GpuDevice, OutputSink};
+use augserve_core::Destination;
+use augserve_cuda::jpeg::check::mean_abs_diff;
+use augserve_cuda::{GpuBatchOps, GpuDevice};
 use rand::{Rng, RngCore};
 
 /// Prints a skip notice past the test harness's capture, so it shows in the run's output.
@@ -34,9 +35,9 @@ fn device() -> Option<Arc<GpuDevice>> {
 }
 
 /// A batched nvJPEG decoder (hardware engine where present), or None with the reason printed.
-fn nvjpeg_decoder(dev: &Arc<GpuDevice>) -> Option<augserve_cuda::nvjpeg::GpuJpegDecoder> {
-    use augserve_cuda::gpu_decode::NvJpegBackend;
-    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
+fn nvjpeg_decoder(dev: &Arc<GpuDevice>) -> Option<augserve_cuda::jpeg::GpuJpegDecoder> {
+    use augserve_cuda::jpeg::route::NvJpegBackend;
+    use augserve_cuda::jpeg::{GpuJpegDecoder, NvJpeg};
     match NvJpeg::load() {
         Ok(nv) => Some(GpuJpegDecoder::new(nv, dev, NvJpegBackend::Hardware).unwrap()),
         Err(e) => {
@@ -129,8 +130,12 @@ fn gpu_equals_cpu_reference_on_random_inputs() {
             ..PipelineSpec::default()
         };
         let g = gpu.run_gpu(&images, &plan, &spec).unwrap();
-        let r = reference.run(&images, &plan, &spec, &pool).unwrap();
-        let f = fast.run(&images, &plan, &spec, &pool).unwrap();
+        let r = reference
+            .run(&images, &plan, &spec, &pool, Destination::Owned)
+            .unwrap();
+        let f = fast
+            .run(&images, &plan, &spec, &pool, Destination::Owned)
+            .unwrap();
         assert_eq!(g.tensor.shape, r.tensor.shape);
         assert!(
             g.tensor.data == r.tensor.data,
@@ -183,7 +188,15 @@ fn ipc_ring_slots_and_host_memory_hold_the_same_bytes_as_the_downloaded_output()
     let ring = gpu.ipc_ring(3, want.len()).unwrap();
     for slot in [2u32, 0] {
         let (out, _) = gpu
-            .run_gpu_to(&images, &plan, &spec, OutputSink::Ring(&ring, slot))
+            .run_gpu_to(
+                &images,
+                &plan,
+                &spec,
+                Destination::Device {
+                    memory: &ring,
+                    slot,
+                },
+            )
             .unwrap();
         assert!(out.tensor.data.is_empty(), "nothing comes back to the host");
         assert_eq!(
@@ -197,10 +210,10 @@ fn ipc_ring_slots_and_host_memory_hold_the_same_bytes_as_the_downloaded_output()
     let mut host = vec![0xAAu8; want.len()];
     let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
     let out = gpu
-        .run_into_host(&images, &plan, &spec, &pool, &mut host)
+        .run(&images, &plan, &spec, &pool, Destination::Host(&mut host))
         .unwrap();
     assert!(out.tensor.data.is_empty());
-    assert_eq!(host, want, "run_into_host");
+    assert_eq!(host, want, "into host memory");
     gpu.recycle(host);
     assert_eq!(
         gpu.run_gpu(&images, &plan, &spec).unwrap().tensor.data,
@@ -208,7 +221,7 @@ fn ipc_ring_slots_and_host_memory_hold_the_same_bytes_as_the_downloaded_output()
         "recycled buffer"
     );
     println!(
-        "IPC ring: {} bytes per slot, handle exported, slots equal the downloaded batch; so do run_into_host and a recycled buffer",
+        "IPC ring: {} bytes per slot, handle exported, slots equal the downloaded batch; so do host memory and a recycled buffer",
         want.len()
     );
 }
@@ -242,7 +255,7 @@ fn gpu_timings_at_batch_256() {
     let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
     let cpu_start = std::time::Instant::now();
     CpuBatchOps::default()
-        .run(&images, &plan, &spec, &pool)
+        .run(&images, &plan, &spec, &pool, Destination::Owned)
         .unwrap();
     let cpu_ms = cpu_start.elapsed().as_secs_f64() * 1e3;
     // The resize reads each crop's rows once (horizontal) and writes/reads the u8 scratch;
@@ -271,8 +284,8 @@ fn gpu_timings_at_batch_256() {
 #[test]
 fn nvjpeg_stage_times_on_the_corpus() {
     use augserve_core::decode::jpeg_info;
-    use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
-    use augserve_cuda::nvjpeg::{DecodeTimes, NvJpegOutput};
+    use augserve_cuda::jpeg::route::{route, DecodeRoute, NvJpegBackend};
+    use augserve_cuda::jpeg::{DecodeTimes, NvJpegOutput};
     let Some(corpus) = std::env::var_os("AUGSERVE_BENCH_CORPUS") else {
         skipped("AUGSERVE_BENCH_CORPUS not set");
         return;
@@ -313,7 +326,7 @@ fn nvjpeg_stage_times_on_the_corpus() {
             t.images as f64 / (t.total_ms / 1e3)
         );
     };
-    let pipeline_path = |dec: &mut augserve_cuda::nvjpeg::GpuJpegDecoder, k: usize| {
+    let pipeline_path = |dec: &mut augserve_cuda::jpeg::GpuJpegDecoder, k: usize| {
         dec.decode_batch(&refs[..k], &dims[..k]).unwrap();
         dec.last_times()
     };
@@ -339,7 +352,7 @@ fn nvjpeg_stage_times_on_the_corpus() {
     use jpeg_encoder::{ColorType, Encoder};
     type Encoded = Vec<(Vec<u8>, (u32, u32))>;
     let mut by_layout: Vec<Encoded> = Vec::new();
-    for (layout, sampling) in augserve_cuda::decode_check::GPU_LAYOUTS {
+    for (layout, sampling) in augserve_cuda::jpeg::check::GPU_LAYOUTS {
         let encoded: Encoded = photos
             .iter()
             .map(|img| {
@@ -421,7 +434,7 @@ fn nvjpeg_stage_times_on_the_corpus() {
             .collect()
     };
     let (s420, s444) = (group(true), group(false));
-    let alone = |dec: &mut augserve_cuda::nvjpeg::GpuJpegDecoder, set: &[&[u8]], out| {
+    let alone = |dec: &mut augserve_cuda::jpeg::GpuJpegDecoder, set: &[&[u8]], out| {
         best(
             (0..5)
                 .map(|_| dec.time_nvjpeg_output(set, out).unwrap())
@@ -490,7 +503,7 @@ fn nvjpeg_stage_times_on_the_corpus() {
 #[test]
 fn nvjpeg_matches_zune_within_decoder_tolerance() {
     use augserve_core::decode::{decode_jpeg, jpeg_info, DecodeLimits};
-    use augserve_cuda::gpu_decode::{route, DecodeRoute};
+    use augserve_cuda::jpeg::route::{route, DecodeRoute};
     let Some(dev) = device() else { return };
     let Some(mut dec) = nvjpeg_decoder(&dev) else {
         return;
@@ -677,7 +690,7 @@ fn gpu_decode_pipeline_matches_the_cpu_pipeline() {
     assert!(g.len() >= 40);
 }
 
-/// Issue 9: the start-up check (`decode_check`, run by `enable_gpu_decode`) passes on this
+/// Issue 9: the start-up check (`jpeg::check`, run by `enable_gpu_decode`) passes on this
 /// card: nvJPEG + the conversion kernel decode every chroma layout within tolerance of
 /// zune-jpeg (expected: 0.00 to 0.01 levels).
 #[test]
@@ -698,8 +711,8 @@ fn nvjpeg_passes_the_start_up_check_against_the_cpu_decoder() {
 #[test]
 fn roi_decode_equals_the_whole_image_decode_inside_the_region() {
     use augserve_core::decode::jpeg_info;
-    use augserve_cuda::gpu_decode::{route, DecodeRoute};
-    use augserve_cuda::jpeg_planes::roi_for_header;
+    use augserve_cuda::jpeg::planes::roi_for_header;
+    use augserve_cuda::jpeg::route::{route, DecodeRoute};
     let Some(dev) = device() else { return };
     let Some(mut dec) = nvjpeg_decoder(&dev) else {
         return;

@@ -5,12 +5,14 @@
 pub mod auth;
 pub mod config;
 mod error;
+mod lingering_close;
 pub mod memory;
 mod serve;
 mod service;
 pub mod shm;
 mod stream_producer;
 pub mod telemetry;
+mod transport;
 
 pub use config::ServerConfig;
 pub use error::ServerError;

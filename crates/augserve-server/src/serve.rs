@@ -7,8 +7,10 @@ use std::time::Duration;
 use augserve_proto::v1::aug_serve_server::AugServeServer;
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::StreamExt;
 
 use crate::auth::TokenCheck;
+use crate::lingering_close::{Lingering, LingeringClose, LINGER};
 use crate::{AugServeService, ServerConfig, ServerError};
 use tonic::service::interceptor::InterceptedService;
 
@@ -29,14 +31,7 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
     let stopping = Arc::new(AtomicBool::new(false));
     let service = AugServeService::new(&cfg, stopping.clone())?;
     if let Some(addr) = &cfg.metrics_listen {
-        let addr: std::net::SocketAddr = addr
-            .parse()
-            .map_err(|e| ServerError::Config(format!("metrics_listen '{addr}': {e}")))?;
-        crate::telemetry::install_exporter(addr)?;
-        tracing::info!(%addr, "metrics on http://{addr}/metrics");
-        metrics::gauge!(crate::telemetry::names::INFO, "version" => env!("CARGO_PKG_VERSION"), "batch_device" => service.batch_ops().device()).set(1.0);
-        metrics::gauge!(crate::telemetry::names::BATCH_MEMORY_BUDGET_BYTES)
-            .set(service.batch_memory_budget() as f64);
+        install_metrics(addr, &service)?;
     }
     let ticker = tokio::spawn(service.telemetry().run_ticker(
         service.batch_ops(),
@@ -57,17 +52,7 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
     let reflection_v1 = reflection().build_v1().map_err(map)?;
     // grpcurl before 1.9 and older grpc_cli ask only v1alpha.
     let reflection_v1alpha = reflection().build_v1alpha().map_err(map)?;
-    let mut tokens = cfg.tokens.clone();
-    if let Some(f) = &cfg.tokens_file {
-        tokens.extend(crate::auth::read_tokens_file(f)?);
-    }
-    let check = TokenCheck::new(&tokens);
-    if check.enabled() {
-        tracing::info!(
-            tokens = tokens.len(),
-            "bearer tokens required (health stays open)"
-        );
-    }
+    let check = token_check(&cfg)?;
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some(crate::auth::tls_config(c, k)?),
         _ => None,
@@ -106,25 +91,83 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         let _ = rx.wait_for(|v| *v).await;
     };
     let mut tasks = Vec::new();
+    let lingering = Lingering::default();
     if let Some(listener) = tcp_listener {
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "listening on TCP");
         let r = router(tls.clone())?;
         let rx = rx.clone();
+        let l = lingering.clone();
+        let incoming =
+            TcpListenerStream::new(listener).map(move |c| c.map(|c| LingeringClose::new(c, &l)));
         tasks.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait(rx))
-                .await
+            r.serve_with_incoming_shutdown(incoming, wait(rx)).await
         }));
     }
     if let (Some(listener), Some(path)) = (uds_listener, &cfg.listen_uds) {
         tracing::info!(path = %path.display(), "listening on a Unix socket");
         let r = router(None)?;
         let rx = rx.clone();
+        let l = lingering.clone();
+        let incoming =
+            UnixListenerStream::new(listener).map(move |c| c.map(|c| LingeringClose::new(c, &l)));
         tasks.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait(rx))
-                .await
+            r.serve_with_incoming_shutdown(incoming, wait(rx)).await
         }));
     }
     shutdown.await;
+    drain(&cfg, &health, tx, tasks, &stopping, &lingering).await;
+    if let Some(path) = &cfg.listen_uds {
+        let _ = std::fs::remove_file(path);
+    }
+    ticker.abort();
+    if let Some(report) = service.batch_ops().decode_report() {
+        tracing::info!("{report}");
+    }
+    Ok(())
+}
+
+/// Serves Prometheus metrics on `addr`, with the server's fixed gauges set.
+fn install_metrics(addr: &str, service: &AugServeService) -> Result<(), ServerError> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| ServerError::Config(format!("metrics_listen '{addr}': {e}")))?;
+    crate::telemetry::install_exporter(addr)?;
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    metrics::gauge!(crate::telemetry::names::INFO, "version" => env!("CARGO_PKG_VERSION"), "batch_device" => service.batch_ops().device()).set(1.0);
+    metrics::gauge!(crate::telemetry::names::BATCH_MEMORY_BUDGET_BYTES)
+        .set(service.batch_memory_budget() as f64);
+    Ok(())
+}
+
+/// The bearer tokens the configuration and its tokens file give.
+fn token_check(cfg: &ServerConfig) -> Result<TokenCheck, ServerError> {
+    let mut tokens = cfg.tokens.clone();
+    if let Some(f) = &cfg.tokens_file {
+        tokens.extend(crate::auth::read_tokens_file(f)?);
+    }
+    let check = TokenCheck::new(&tokens);
+    if check.enabled() {
+        tracing::info!(
+            tokens = tokens.len(),
+            "bearer tokens required (health stays open)"
+        );
+    }
+    Ok(check)
+}
+
+type ServeTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// The shutdown: no new connections, open streams get the grace period, then the ones still
+/// open are cut (UNAVAILABLE) and closed connections linger until their clients have read
+/// the last frames.
+async fn drain(
+    cfg: &ServerConfig,
+    health: &tonic_health::server::HealthReporter,
+    listening: watch::Sender<bool>,
+    tasks: Vec<ServeTask>,
+    stopping: &AtomicBool,
+    lingering: &Lingering,
+) {
     tracing::info!(
         grace_s = cfg.grace_period_s,
         "shutting down: no new connections; open streams get the grace period to finish"
@@ -133,7 +176,7 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
         .set_not_serving::<AugServeServer<AugServeService>>()
         .await;
     // Listeners close, connections get GOAWAY; streams already open go on to their end.
-    let _ = tx.send(true);
+    let _ = listening.send(true);
     let grace = Duration::from_secs_f64(cfg.grace_period_s.max(0.0));
     let all = futures_join(tasks);
     tokio::pin!(all);
@@ -146,14 +189,10 @@ pub async fn run_server(cfg: ServerConfig, shutdown: ShutdownSignal) -> Result<(
             tracing::warn!("closing the connections still open");
         }
     }
-    if let Some(path) = &cfg.listen_uds {
-        let _ = std::fs::remove_file(path);
-    }
-    ticker.abort();
-    if let Some(report) = service.batch_ops().decode_report() {
-        tracing::info!("{report}");
-    }
-    Ok(())
+    // Closed connections linger until their clients have read the last frames.
+    lingering
+        .wait_until(std::time::Instant::now() + LINGER)
+        .await;
 }
 
 async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, ServerError> {
@@ -197,7 +236,7 @@ fn bind_uds(path: &std::path::Path) -> Result<tokio::net::UnixListener, ServerEr
     Ok(listener)
 }
 
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>) {
+async fn futures_join(tasks: Vec<ServeTask>) {
     for t in tasks {
         match t.await {
             Ok(Err(e)) => tracing::warn!("server: {e}"),

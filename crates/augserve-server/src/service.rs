@@ -5,10 +5,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use augserve_core::pipeline::{finish_batch, prepare_images, worker_pool, PreparedBatch};
+use augserve_core::pipeline::{
+    finish_batch, prepare_images, worker_pool, BatchOrder, PreparedBatch,
+};
 use augserve_core::sampler::batches;
 use augserve_core::{
-    BatchOps, CpuBatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, ShardSpec,
+    BatchOps, CpuBatchOps, Dataset, DatasetFormat, DecodeLimits, Destination, Pipeline, ShardSpec,
 };
 use augserve_cuda::{open_backend, DeviceRequest, CPU_JPEG_DECODER};
 use augserve_proto::convert::{spec_from_proto, tail_from_proto};
@@ -25,7 +27,8 @@ use crate::memory::{
 };
 use crate::shm::ShmRegistry;
 use crate::stream_producer::{
-    batch_to_proto_recycled, release_freed_memory, Delivery, Outgoing, StreamCounts, StreamProducer,
+    batch_to_proto_recycled, release_freed_memory, BatchSender, Outgoing, StreamCounts,
+    StreamProducer,
 };
 use crate::telemetry::Telemetry;
 use crate::ServerError;
@@ -65,7 +68,7 @@ impl AugServeService {
                 )))
             }
         };
-        let split = augserve_cuda::gpu_decode::DecodeSplit::from_settings(
+        let split = augserve_cuda::jpeg::route::DecodeSplit::from_settings(
             cfg.gpu_decode,
             cfg.gpu_decode_share,
         )
@@ -156,49 +159,6 @@ impl AugServeService {
         self.state.shm.live()
     }
 
-    /// Picks the stream's transport: what the client asked for where possible, else the next
-    /// best (CUDA IPC -> SHM -> inline), with the reason. `local`: the client is on this host.
-    fn choose_transport(
-        &self,
-        wanted: v1::Transport,
-        local: bool,
-        slots: u32,
-        slot_bytes: usize,
-    ) -> (Delivery, String) {
-        let st = &self.state;
-        let mut reasons = Vec::new();
-        if wanted == v1::Transport::CudaIpc {
-            let ring = if !local {
-                Err("the client is not on this host".to_string())
-            } else {
-                match st.ops.device_ring(slots, slot_bytes) {
-                    None => Err(format!("batch ops run on the CPU ({})", st.ops.device())),
-                    Some(Err(e)) => Err(e.to_string()),
-                    Some(Ok(ring)) => st.shm.create_book(slots).map(|book| (book, ring)),
-                }
-            };
-            match ring {
-                Ok((book, ring)) => return (Delivery::Device { book, ring }, String::new()),
-                Err(e) => reasons.push(format!("cuda_ipc: {e}")),
-            }
-        }
-        if wanted != v1::Transport::Inline {
-            let shm_problem = if !local {
-                Some("shm: the client is not on this host (use the Unix socket or loopback)".into())
-            } else {
-                st.shm.unavailable().map(|w| format!("shm: {w}"))
-            };
-            match shm_problem {
-                None => match st.shm.create(slots, slot_bytes) {
-                    Ok(ring) => return (Delivery::Shm(ring), reasons.join("; ")),
-                    Err(e) => reasons.push(format!("shm: {e}")),
-                },
-                Some(w) => reasons.push(w),
-            }
-        }
-        (Delivery::Inline, reasons.join("; "))
-    }
-
     fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits {
             max_pixels: self.state.limits.max_pixels,
@@ -229,6 +189,114 @@ impl AugServeService {
             )));
         }
         Ok(())
+    }
+}
+
+/// What a valid StreamBatches request asks for.
+struct StreamPlan {
+    wanted: v1::Transport,
+    pipeline: Pipeline,
+    prefetch: u32,
+    slots: u32,
+    slot_bytes: usize,
+    order: BatchOrder,
+}
+
+impl AugServeService {
+    /// Checks a StreamBatches request, field by field, and says what the stream will do.
+    fn plan_stream(&self, r: &v1::StreamBatchesRequest) -> Result<StreamPlan, ServerError> {
+        let st = &self.state;
+        let wanted =
+            v1::Transport::try_from(r.transport).map_err(|_| ServerError::InvalidArgument {
+                field: "transport",
+                message: format!("unknown value {}", r.transport),
+            })?;
+        let ds = st
+            .datasets
+            .get(&r.dataset)
+            .cloned()
+            .ok_or_else(|| ServerError::UnknownDataset(r.dataset.clone()))?;
+        let spec = spec_from_proto(r.spec.as_ref())?;
+        self.check_batch(&spec, r.batch_size)?;
+        let prefetch = if r.prefetch == 0 { 2 } else { r.prefetch };
+        if prefetch > st.limits.max_prefetch {
+            return Err(ServerError::InvalidArgument {
+                field: "prefetch",
+                message: format!("must be <= {}", st.limits.max_prefetch),
+            });
+        }
+        let shard = ShardSpec {
+            seed: r.seed,
+            shuffle: !r.no_shuffle,
+            rank: r.rank,
+            world_size: r.world_size.max(1),
+            tail: tail_from_proto(r.tail)?,
+        };
+        shard.validate()?;
+        let max_slots = st.limits.max_prefetch + 2;
+        let slots = if r.slots == 0 { prefetch + 2 } else { r.slots };
+        if slots > max_slots {
+            return Err(ServerError::InvalidArgument {
+                field: "slots",
+                message: format!("must be <= {max_slots} (max_prefetch + 2)"),
+            });
+        }
+        let slot_bytes = spec.output_image_bytes() * r.batch_size as usize;
+        let pipeline = Pipeline::with_pool(ds, spec, self.decode_limits(), st.pool.clone())?
+            .with_batch_ops(st.ops.clone());
+        let order = Self::batch_order(r, shard, pipeline.dataset().len())?;
+        Ok(StreamPlan {
+            wanted,
+            pipeline,
+            prefetch,
+            slots,
+            slot_bytes,
+            order,
+        })
+    }
+
+    /// The batches a request asks for: its epochs, its resume point, its share of a rank's
+    /// batches (DataLoader workers).
+    fn batch_order(
+        r: &v1::StreamBatchesRequest,
+        shard: ShardSpec,
+        len: usize,
+    ) -> Result<BatchOrder, ServerError> {
+        let batch_stride = r.batch_stride.max(1) as usize;
+        if r.batch_offset as usize >= batch_stride {
+            return Err(ServerError::InvalidArgument {
+                field: "batch_offset",
+                message: format!(
+                    "must be < batch_stride ({batch_stride}), got {}",
+                    r.batch_offset
+                ),
+            });
+        }
+        // A start_batch past the end of its epoch would silently stream the next epoch.
+        let start_ids = shard.ids_from(len, r.start_epoch, r.start_position)?;
+        let epoch_batches = batches(&start_ids, r.batch_size as usize, r.drop_last).len();
+        if r.start_batch as usize > epoch_batches {
+            return Err(ServerError::InvalidArgument {
+                field: "start_batch",
+                message: format!(
+                    "{} is past the end of epoch {}: this shard has {epoch_batches} batches",
+                    r.start_batch, r.start_epoch
+                ),
+            });
+        }
+        let end_epoch = match r.epochs {
+            0 => u64::MAX,
+            n => r.start_epoch.saturating_add(n),
+        };
+        let mut order = BatchOrder::new(
+            shard,
+            r.batch_size as usize,
+            r.drop_last,
+            r.start_epoch..end_epoch,
+        );
+        (order.start_position, order.start_batch) = (r.start_position, r.start_batch as usize);
+        (order.batch_stride, order.batch_offset) = (batch_stride, r.batch_offset as usize);
+        Ok(order)
     }
 }
 
@@ -281,45 +349,8 @@ impl AugServe for AugServeService {
             .is_some()
             || request.remote_addr().is_some_and(|a| a.ip().is_loopback());
         let r = request.into_inner();
+        let plan = self.plan_stream(&r)?;
         let st = &self.state;
-        let wanted =
-            v1::Transport::try_from(r.transport).map_err(|_| ServerError::InvalidArgument {
-                field: "transport",
-                message: format!("unknown value {}", r.transport),
-            })?;
-        let ds = st
-            .datasets
-            .get(&r.dataset)
-            .cloned()
-            .ok_or_else(|| ServerError::UnknownDataset(r.dataset.clone()))?;
-        let spec = spec_from_proto(r.spec.as_ref()).map_err(ServerError::from)?;
-        self.check_batch(&spec, r.batch_size)?;
-        let prefetch = if r.prefetch == 0 { 2 } else { r.prefetch };
-        if prefetch > st.limits.max_prefetch {
-            return Err(ServerError::InvalidArgument {
-                field: "prefetch",
-                message: format!("must be <= {}", st.limits.max_prefetch),
-            }
-            .into());
-        }
-        let shard = ShardSpec {
-            seed: r.seed,
-            shuffle: !r.no_shuffle,
-            rank: r.rank,
-            world_size: r.world_size.max(1),
-            tail: tail_from_proto(r.tail).map_err(ServerError::from)?,
-        };
-        shard.validate().map_err(ServerError::from)?;
-        let max_slots = st.limits.max_prefetch + 2;
-        let slots = if r.slots == 0 { prefetch + 2 } else { r.slots };
-        if slots > max_slots {
-            return Err(ServerError::InvalidArgument {
-                field: "slots",
-                message: format!("must be <= {max_slots} (max_prefetch + 2)"),
-            }
-            .into());
-        }
-        let slot_bytes = spec.output_image_bytes() * r.batch_size as usize;
         // A short wait for a slot: a client that cancels and at once reopens races the release
         // of its old stream's slot (hyper drops the old stream on its own task).
         let permit =
@@ -333,87 +364,45 @@ impl AugServe for AugServeService {
                         st.limits.max_concurrent_streams
                     ))
                 })?;
-        let pipeline = Pipeline::with_pool(ds, spec.clone(), self.decode_limits(), st.pool.clone())
-            .map_err(ServerError::from)?
-            .with_batch_ops(st.ops.clone());
-        let batch_stride = r.batch_stride.max(1) as usize;
-        if r.batch_offset as usize >= batch_stride {
-            return Err(ServerError::InvalidArgument {
-                field: "batch_offset",
-                message: format!(
-                    "must be < batch_stride ({batch_stride}), got {}",
-                    r.batch_offset
-                ),
-            }
-            .into());
-        }
-        let batch_offset = r.batch_offset as usize;
-        // A start_batch past the end of its epoch would silently stream the next epoch.
-        let start_position = r.start_position;
-        let start_ids = shard
-            .ids_from(pipeline.dataset().len(), r.start_epoch, start_position)
-            .map_err(ServerError::from)?;
-        let epoch_batches = batches(&start_ids, r.batch_size as usize, r.drop_last).len();
-        let start_ids = Some(start_ids);
-        if r.start_batch as usize > epoch_batches {
-            return Err(ServerError::InvalidArgument {
-                field: "start_batch",
-                message: format!(
-                    "{} is past the end of epoch {}: this shard has {epoch_batches} batches",
-                    r.start_batch, r.start_epoch
-                ),
-            }
-            .into());
-        }
-        let ops = pipeline.batch_ops();
-        let (delivery, fallback_reason) = self.choose_transport(wanted, local, slots, slot_bytes);
+        let ops = plan.pipeline.batch_ops();
+        let (transport, fallback_reason) = crate::transport::choose(
+            plan.wanted,
+            local,
+            plan.slots,
+            plan.slot_bytes,
+            ops.as_ref(),
+            &st.shm,
+        );
         if !fallback_reason.is_empty() {
-            tracing::info!(asked = wanted.as_str_name(), chosen = delivery.transport().as_str_name(), reason = %fallback_reason, "transport fallback");
+            tracing::info!(asked = plan.wanted.as_str_name(), chosen = transport.kind().as_str_name(), reason = %fallback_reason, "transport fallback");
         }
         // The stream's worst case, reserved from the server-wide budget before any work.
-        let need = match &delivery {
-            // Queued batches and the one being sent, plus the copy tonic encodes it into.
-            Delivery::Inline => (u64::from(prefetch) + 2) * slot_bytes as u64,
-            Delivery::Shm(ring) => u64::from(ring.slots()) * ring.slot_bytes() as u64,
-            // Device memory, outside this budget.
-            Delivery::Device { .. } => 0,
-        };
+        let need = transport.reserved_bytes(plan.prefetch, plan.slot_bytes);
         let reservation = Arc::new(
             st.memory
                 .reserve(need, STREAM_ADMISSION_WAIT, "this stream")
                 .await?,
         );
-        let transport_info = Some(delivery.info(fallback_reason));
-        let (tx, rx) = mpsc::channel::<Outgoing>(prefetch as usize);
-        tracing::info!(dataset = %r.dataset, batch_size = r.batch_size, rank = shard.rank, world_size = shard.world_size, start_epoch = r.start_epoch, start_position, start_batch = r.start_batch, batch_stride, batch_offset, epochs = r.epochs, seed = shard.seed, "stream start");
+        let transport_info = Some(transport.info(fallback_reason));
+        let (tx, rx) = mpsc::channel::<Outgoing>(plan.prefetch as usize);
+        let o = &plan.order;
+        tracing::info!(dataset = %r.dataset, batch_size = r.batch_size, rank = o.shard.rank, world_size = o.shard.world_size, start_epoch = r.start_epoch, start_position = o.start_position, start_batch = o.start_batch, batch_stride = o.batch_stride, batch_offset = o.batch_offset, epochs = r.epochs, seed = o.shard.seed, "stream start");
         let producer = StreamProducer {
-            num_classes: spec.mix.num_classes,
-            image_bytes: spec.output_image_bytes(),
-            pipeline,
-            ops,
-            shard,
-            delivery,
-            transport_info,
-            in_flight: InFlight::new(prefetch as usize + 1),
-            tx,
-            stop: st.shutting_down.clone(),
-            telemetry: st.telemetry.clone(),
-            dataset_name: r.dataset.clone(),
-            batch_size: r.batch_size as usize,
-            drop_last: r.drop_last,
-            batch_stride,
-            batch_offset,
-            start_epoch: r.start_epoch,
-            end_epoch: if r.epochs == 0 {
-                u64::MAX
-            } else {
-                r.start_epoch.saturating_add(r.epochs)
+            sender: BatchSender {
+                num_classes: plan.pipeline.spec().mix.num_classes,
+                ops,
+                transport,
+                transport_info,
+                in_flight: InFlight::new(plan.prefetch as usize + 1),
+                tx,
+                stop: st.shutting_down.clone(),
+                telemetry: st.telemetry.clone(),
+                dataset_name: r.dataset.clone(),
+                counts: StreamCounts::default(),
+                _reservation: reservation.clone(),
             },
-            start_position,
-            start_batch: r.start_batch as usize,
-            start_ids,
-            counts: StreamCounts::default(),
-            _reservation: reservation.clone(),
+            pipeline: plan.pipeline,
+            order: plan.order,
         };
         producer.spawn()?;
         Ok(Response::new(BatchStream {
@@ -484,7 +473,7 @@ impl AugServe for AugServeService {
             let mut p = PreparedBatch::collect(&spec, prepared, timings, started)?;
             p.epoch = r.epoch;
             p.seed = r.seed;
-            let b = finish_batch(&spec, st.ops.as_ref(), &st.pool, p)?;
+            let b = finish_batch(&spec, st.ops.as_ref(), &st.pool, p, Destination::Owned)?;
             st.telemetry.record_batch("request", &b);
             Ok(batch_to_proto_recycled(b, num_classes, &st.ops))
         })

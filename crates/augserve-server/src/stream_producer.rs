@@ -1,22 +1,25 @@
-//! The producer of one StreamBatches call: a thread that runs the pipeline batch after batch
-//! and `blocking_send`s each into the stream's bounded channel (a failed send means the
-//! client left). How the tensors travel (`Delivery`), the shutdown contract's last word
-//! (`shutdown_status`), and the tensor buffers' way back to the batch ops live here too.
+//! The producer of one StreamBatches call: a thread that runs the shared batch loop
+//! (`augserve_core::pipeline::run_overlapped`: batch k+1's per-image stage overlaps batch k's
+//! batch ops) and `blocking_send`s each batch into the stream's bounded channel (a failed send
+//! means the client left). The stream's transport gives each batch its destination. The
+//! shutdown contract's last word (`shutdown_status`) and the tensor buffers' way back to the
+//! batch ops live here too.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use augserve_core::sampler::batches;
-use augserve_core::{Batch, BatchOps, Pipeline, ShardSpec};
+use augserve_core::pipeline::{run_overlapped, BatchOrder, PreparedBatch};
+use augserve_core::{Batch, BatchOps, Pipeline};
 use augserve_proto::convert::{align_tensor_data, batch_to_proto};
 use augserve_proto::v1;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::memory::{InFlight, InFlightToken, Reservation};
-use crate::shm::{ShmRing, SlotBook};
 use crate::telemetry::Telemetry;
+use crate::transport::{Delivered, Finish, Transport};
 use crate::ServerError;
 
 /// How a stream the shutdown cut ends (the proto's shutdown contract): UNAVAILABLE, which
@@ -43,53 +46,6 @@ pub(crate) fn release_freed_memory() {
     // SAFETY: malloc_trim only releases free memory held by the allocator; no pointers change.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// How a stream's tensors travel (see `Transport` in the proto).
-pub(crate) enum Delivery {
-    Inline,
-    Shm(Arc<ShmRing>),
-    /// CUDA IPC: the batch ops write into slots of a device ring.
-    Device {
-        book: Arc<SlotBook>,
-        ring: Arc<dyn augserve_core::DeviceRing>,
-    },
-}
-
-impl Delivery {
-    pub(crate) fn transport(&self) -> v1::Transport {
-        match self {
-            Delivery::Inline => v1::Transport::Inline,
-            Delivery::Shm(_) => v1::Transport::Shm,
-            Delivery::Device { .. } => v1::Transport::CudaIpc,
-        }
-    }
-
-    pub(crate) fn info(&self, fallback_reason: String) -> v1::TransportInfo {
-        let mut t = v1::TransportInfo {
-            transport: self.transport() as i32,
-            fallback_reason,
-            cuda_device: -1,
-            ..Default::default()
-        };
-        match self {
-            Delivery::Inline => {}
-            Delivery::Shm(r) => {
-                t.stream_id = r.id().to_string();
-                t.shm_path = r.path().display().to_string();
-                t.slot_bytes = r.slot_bytes() as u64;
-                t.slots = r.slots();
-            }
-            Delivery::Device { book, ring } => {
-                t.stream_id = book.id().to_string();
-                t.slot_bytes = ring.slot_bytes() as u64;
-                t.slots = ring.slots();
-                t.cuda_ipc_handle = ring.ipc_handle();
-                t.cuda_device = ring.device_ordinal();
-            }
-        }
-        t
     }
 }
 
@@ -147,12 +103,21 @@ pub(crate) struct StreamCounts {
     last_sent: Option<(u64, usize)>,
 }
 
+/// A batch made for a stream: the message, and the tensor bytes it accounts for.
+type Made = Result<(v1::Batch, usize), Status>;
+
 /// Everything one stream's producer thread owns.
 pub(crate) struct StreamProducer {
     pub pipeline: Pipeline,
+    /// Which batches, in which order, with which mixing keys.
+    pub order: BatchOrder,
+    pub sender: BatchSender,
+}
+
+/// The sending half of a producer: the transport, the channel, and what was sent.
+pub(crate) struct BatchSender {
     pub ops: Arc<dyn BatchOps>,
-    pub shard: ShardSpec,
-    pub delivery: Delivery,
+    pub transport: Arc<dyn Transport>,
     /// The first batch carries the transport chosen for the stream.
     pub transport_info: Option<v1::TransportInfo>,
     pub in_flight: Arc<InFlight>,
@@ -161,29 +126,15 @@ pub(crate) struct StreamProducer {
     pub telemetry: Arc<Telemetry>,
     pub dataset_name: String,
     pub num_classes: u32,
-    pub image_bytes: usize,
-    pub batch_size: usize,
-    pub drop_last: bool,
-    pub batch_stride: usize,
-    pub batch_offset: usize,
-    pub start_epoch: u64,
-    pub end_epoch: u64,
-    pub start_position: u64,
-    pub start_batch: usize,
-    /// The start epoch's ids, drawn already for the request's start_batch check.
-    pub start_ids: Option<Vec<u64>>,
     pub counts: StreamCounts,
     /// The stream's share of the batch memory budget, held until the producer ends.
     pub _reservation: Arc<Reservation>,
 }
 
-/// A batch made for a stream: the message, and the tensor bytes it accounts for.
-type Made = Result<(v1::Batch, usize), Status>;
-
 impl StreamProducer {
     /// Starts the producer thread.
     pub fn spawn(self) -> Result<(), ServerError> {
-        let telemetry = self.telemetry.clone();
+        let telemetry = self.sender.telemetry.clone();
         telemetry.stream_started();
         std::thread::Builder::new()
             .name("augserve-stream".into())
@@ -197,145 +148,107 @@ impl StreamProducer {
 
     fn run(mut self) {
         let started = Instant::now();
-        let completed = self.stream_epochs();
-        self.finish(completed, started);
+        let len = self.pipeline.dataset().len();
+        let seed = self.order.shard.seed;
+        let (pipeline, sender) = (&self.pipeline, &mut self.sender);
+        let completed = run_overlapped(pipeline, seed, self.order.jobs(len), |prepared| {
+            sender.send_batch(pipeline, prepared)
+        });
+        self.sender.finish(completed, started);
+        // Unlinks the SHM ring's file / frees the device ring (slots the client still held are
+        // reclaimed here), frees the pipeline, closes the channel, returns the reservation.
+        drop(self);
+        release_freed_memory();
     }
+}
 
+impl BatchSender {
     /// The client left, or the server stops.
     fn give_up(&self) -> bool {
         self.tx.is_closed() || self.stop.load(Ordering::Relaxed)
     }
 
-    /// Sends every batch asked for; false when the stream ended early.
-    fn stream_epochs(&mut self) -> bool {
-        let len = self.pipeline.dataset().len();
-        for epoch in self.start_epoch..self.end_epoch {
-            let first = epoch == self.start_epoch;
-            let position = if first { self.start_position } else { 0 };
-            let drawn = self.start_ids.take().map(Ok);
-            let ids = match drawn.unwrap_or_else(|| self.shard.epoch_ids(len, epoch)) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    let _ = self
-                        .tx
-                        .blocking_send((Err(ServerError::from(e).into()), None));
-                    return false;
-                }
-            };
-            let skip = if first { self.start_batch } else { 0 };
-            let (stride, offset) = (self.batch_stride, self.batch_offset);
-            for (i, chunk) in batches(&ids, self.batch_size, self.drop_last)
-                .into_iter()
-                .enumerate()
-                .skip(skip)
-                .filter(|(i, _)| i % stride == offset)
-            {
-                if self.give_up() || !self.send_batch(epoch, i, chunk, position) {
-                    return false;
-                }
-            }
+    /// Finishes a prepared batch into the transport and sends it; `Break` when the stream
+    /// must end.
+    fn send_batch(
+        &mut self,
+        pipeline: &Pipeline,
+        prepared: augserve_core::Result<PreparedBatch>,
+    ) -> ControlFlow<()> {
+        if self.give_up() {
+            return ControlFlow::Break(());
         }
-        true
-    }
-
-    /// Makes batch `i` of `epoch` and sends it; false when the stream must end.
-    fn send_batch(&mut self, epoch: u64, i: usize, chunk: &[u64], position: u64) -> bool {
         // At most prefetch + 1 batches of this stream exist at once.
         let Some(token) = self.in_flight.acquire(|| self.give_up()) else {
-            return false;
+            return ControlFlow::Break(());
         };
-        let Some(made) = self.make_batch(epoch, i, chunk, position) else {
-            return false;
+        let Some(made) = self.make_batch(pipeline, prepared) else {
+            return ControlFlow::Break(());
         };
-        let (msg, len) = match made {
+        let (msg, len, at) = match made {
             Ok((mut m, len)) => {
                 m.transport = self.transport_info.take();
-                (Ok(m), len)
+                let at = (m.epoch, m.index as usize);
+                (Ok(m), len, Some(at))
             }
-            Err(s) if s.code() == tonic::Code::Cancelled => return false,
-            Err(s) => (Err(s), 0),
+            Err(s) if s.code() == tonic::Code::Cancelled => return ControlFlow::Break(()),
+            Err(s) => (Err(s), 0, None),
         };
-        let failed = msg.is_err();
         let wait = Instant::now();
         // A failed send means the client left: stop at once.
-        if self.tx.blocking_send((msg, Some(token))).is_err() || failed {
-            return false;
+        if self.tx.blocking_send((msg, Some(token))).is_err() {
+            return ControlFlow::Break(());
         }
+        let Some(at) = at else {
+            return ControlFlow::Break(());
+        };
         self.telemetry
             .record_send(&self.dataset_name, len, wait.elapsed());
         let now = (self.tx.max_capacity() - self.tx.capacity()) as i64;
         self.telemetry.queue_changed(now - self.counts.queued);
         let c = &mut self.counts;
         (c.queued, c.sent, c.bytes) = (now, c.sent + 1, c.bytes + len as u64);
-        c.last_sent = Some((epoch, i));
-        true
+        c.last_sent = Some(at);
+        ControlFlow::Continue(())
     }
 
-    /// Runs the pipeline for one batch into the stream's delivery; `None` when it gave up
-    /// waiting for a free slot (the client left, or the server stops).
-    fn make_batch(&mut self, epoch: u64, i: usize, chunk: &[u64], position: u64) -> Option<Made> {
-        let (seed, index) = (self.shard.seed, i as u64);
-        let mix_key = self.shard.mix_key(position, self.batch_size, index);
-        let give_up = || self.give_up();
-        let pipeline = &self.pipeline;
-        let made = match &self.delivery {
-            // SHM: the batch ops write straight into a free slot (waiting for the client's
-            // releases); the message carries where it is.
-            Delivery::Shm(ring) => {
-                let filled = ring.fill(give_up, |buf| {
-                    pipeline
-                        .batch_into_host(seed, epoch, index, mix_key, chunk, buf)
-                        .map(|b| {
-                            let written = self.image_bytes * b.len();
-                            (b, written)
-                        })
-                })?;
-                filled.map(|(b, w)| {
-                    let slot = v1::SlotRef {
-                        slot: w.slot,
-                        generation: w.generation,
-                        offset: w.offset,
-                        length: w.length,
-                    };
-                    (b, Some(slot), w.length as usize)
-                })
+    /// Runs the batch stage into the transport's destination; `None` when it gave up waiting
+    /// for a free slot (the client left, or the server stops).
+    fn make_batch(
+        &mut self,
+        pipeline: &Pipeline,
+        prepared: augserve_core::Result<PreparedBatch>,
+    ) -> Option<Made> {
+        let delivered = match prepared {
+            Ok(prepared) => {
+                let give_up = || self.give_up();
+                let finish: Finish<'_> = Box::new(|to| pipeline.finish_batch(prepared, to));
+                self.transport.deliver(&give_up, finish)?
             }
-            // CUDA IPC: the batch ops write straight into a free device slot.
-            Delivery::Device { book, ring } => {
-                let (slot, generation) = book.acquire(give_up)?;
-                pipeline
-                    .batch_into_ring(seed, epoch, index, mix_key, chunk, ring.as_ref(), slot)
-                    .map(|b| {
-                        let length = self.image_bytes * b.len();
-                        let at = v1::SlotRef {
-                            slot,
-                            generation,
-                            offset: (slot as usize * ring.slot_bytes()) as u64,
-                            length: length as u64,
-                        };
-                        (b, Some(at), length)
-                    })
-            }
-            Delivery::Inline => pipeline.batch(seed, epoch, index, mix_key, chunk).map(|b| {
-                let length = b.tensor.data.len();
-                (b, None, length)
-            }),
+            Err(e) => Err(e),
         };
         Some(
-            made.map_err(|e| Status::from(ServerError::from(e)))
-                .map(|(b, slot, len)| {
-                    self.counts.images += b.len() as u64;
-                    self.counts.errors += b.errors.len() as u64;
-                    self.telemetry.record_batch(&self.dataset_name, &b);
-                    let mut m = batch_to_proto_recycled(b, self.num_classes, &self.ops);
-                    m.slot = slot;
-                    (m, len)
-                }),
+            delivered
+                .map_err(|e| Status::from(ServerError::from(e)))
+                .map(
+                    |Delivered {
+                         batch,
+                         slot,
+                         length,
+                     }| {
+                        self.counts.images += batch.len() as u64;
+                        self.counts.errors += batch.errors.len() as u64;
+                        self.telemetry.record_batch(&self.dataset_name, &batch);
+                        let mut m = batch_to_proto_recycled(batch, self.num_classes, &self.ops);
+                        m.slot = slot;
+                        (m, length)
+                    },
+                ),
         )
     }
 
     /// The stream's last word and log line, then its memory goes back.
-    fn finish(self, completed: bool, started: Instant) {
+    fn finish(&self, completed: bool, started: Instant) {
         let c = &self.counts;
         if !completed && self.stop.load(Ordering::Relaxed) && !self.tx.is_closed() {
             // Cut by the shutdown: never an OK end, so no trainer takes a partial epoch for a
@@ -363,9 +276,5 @@ impl StreamProducer {
         );
         self.telemetry.queue_changed(-c.queued);
         self.telemetry.stream_ended();
-        // Unlinks the SHM ring's file / frees the device ring (slots the client still held are
-        // reclaimed here), frees the pipeline, closes the channel, returns the reservation.
-        drop(self);
-        release_freed_memory();
     }
 }

@@ -17,7 +17,7 @@ use augserve_client::v1;
 use augserve_core::decode::JpegInfo;
 use augserve_core::ops::mix::MixPlan;
 use augserve_core::pipeline::{BatchOutput, DecodeCounts, DeviceDecoder, PreparedImage};
-use augserve_core::{BatchOps, CpuBatchOps, PipelineSpec};
+use augserve_core::{BatchOps, CpuBatchOps, Destination, PipelineSpec};
 use augserve_server::{AugServeService, ServerConfig};
 use rayon::ThreadPool;
 
@@ -64,10 +64,11 @@ impl BatchOps for CpuStandInDecoder {
         plan: &MixPlan,
         spec: &PipelineSpec,
         pool: &ThreadPool,
+        to: Destination<'_>,
     ) -> augserve_core::Result<BatchOutput> {
         let deferred = images.iter().filter(|im| im.deferred.is_some()).count();
         self.deferred_seen.fetch_add(deferred, Ordering::Relaxed);
-        self.cpu.run(images, plan, spec, pool)
+        self.cpu.run(images, plan, spec, pool, to)
     }
 }
 

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The CUDA IPC transport's server side, exercised without a GPU: a backend whose "device
 //! ring" is host memory stands in for the CUDA one (augserve-cuda's `IpcRing`), so the
-//! negotiation, the slot protocol (acquire, write through `run_into_ring`, SlotRef, release,
+//! negotiation, the slot protocol (acquire, write through `Destination::Device`, SlotRef, release,
 //! reuse, reclaim at stream end) and byte-identity with inline batches are all checked here.
 //! What this cannot check (the real cuIpcGetMemHandle / device-to-device copy, and a trainer
 //! opening the handle) needs a GPU: `clients/python/tests/test_cuda_ipc.py` in
@@ -16,7 +16,7 @@ use std::time::Duration;
 use augserve_client::v1;
 use augserve_core::ops::mix::MixPlan;
 use augserve_core::pipeline::{BatchOutput, PreparedImage};
-use augserve_core::{BatchOps, CpuBatchOps, DeviceRing, PipelineSpec};
+use augserve_core::{BatchOps, CpuBatchOps, Destination, DeviceOutput, PipelineSpec};
 use augserve_server::{AugServeService, ServerConfig};
 use rayon::ThreadPool;
 
@@ -26,8 +26,8 @@ struct HostRing {
     slots: u32,
 }
 
-impl DeviceRing for HostRing {
-    fn ipc_handle(&self) -> Vec<u8> {
+impl DeviceOutput for HostRing {
+    fn handle(&self) -> Vec<u8> {
         b"host-ring"
             .iter()
             .copied()
@@ -66,14 +66,25 @@ impl BatchOps for FakeGpu {
         plan: &MixPlan,
         spec: &PipelineSpec,
         pool: &ThreadPool,
+        to: Destination<'_>,
     ) -> augserve_core::Result<BatchOutput> {
-        self.cpu.run(images, plan, spec, pool)
+        let Destination::Device { memory, slot } = to else {
+            return self.cpu.run(images, plan, spec, pool, to);
+        };
+        let ring = memory.as_any().downcast_ref::<HostRing>().unwrap();
+        let mut out = self
+            .cpu
+            .run(images, plan, spec, &self.pool, Destination::Owned)?;
+        let at = slot as usize * ring.slot_bytes;
+        ring.mem.lock().unwrap()[at..at + out.tensor.data.len()].copy_from_slice(&out.tensor.data);
+        out.tensor.data = Vec::new();
+        Ok(out)
     }
-    fn device_ring(
+    fn device_output(
         &self,
         slots: u32,
         slot_bytes: usize,
-    ) -> Option<augserve_core::Result<Arc<dyn DeviceRing>>> {
+    ) -> Option<augserve_core::Result<Arc<dyn DeviceOutput>>> {
         let ring = Arc::new(HostRing {
             mem: Mutex::new(vec![0; slots as usize * slot_bytes]),
             slot_bytes,
@@ -81,21 +92,6 @@ impl BatchOps for FakeGpu {
         });
         self.rings.lock().unwrap().push(Arc::downgrade(&ring));
         Some(Ok(ring))
-    }
-    fn run_into_ring(
-        &self,
-        images: &[PreparedImage],
-        plan: &MixPlan,
-        spec: &PipelineSpec,
-        ring: &dyn DeviceRing,
-        slot: u32,
-    ) -> augserve_core::Result<BatchOutput> {
-        let ring = ring.as_any().downcast_ref::<HostRing>().unwrap();
-        let mut out = self.cpu.run(images, plan, spec, &self.pool)?;
-        let at = slot as usize * ring.slot_bytes;
-        ring.mem.lock().unwrap()[at..at + out.tensor.data.len()].copy_from_slice(&out.tensor.data);
-        out.tensor.data = Vec::new();
-        Ok(out)
     }
 }
 

@@ -2,18 +2,20 @@
 //! CPU and, where one is usable, on the GPU, over thread counts and batch sizes.
 
 use std::fmt::Write as _;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use augserve_core::pipeline::CpuBatchOps;
+use augserve_core::pipeline::{run_overlapped, BatchJob, CpuBatchOps};
 use augserve_core::spec::{ColorJitter, DType, Layout, MixSpec, OutputSpec};
 use augserve_core::{
-    BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec,
-    StageTimings,
+    BatchOps, Dataset, DatasetFormat, DecodeLimits, Destination, Pipeline, PipelineOptions,
+    PipelineSpec, StageTimings,
 };
-use augserve_cuda::{GpuBatchOps, GpuDevice};
+use augserve_cuda::jpeg::route::DecodeSplit;
+use augserve_cuda::{open_backend, DeviceRequest, GpuDevice};
 
 use crate::chart;
 use clap::Args;
@@ -114,7 +116,7 @@ fn cpu_model() -> String {
 }
 
 /// nvJPEG's batched decode alone on the dataset's first images (those it takes; see
-/// `gpu_decode::route`), at the largest batch size: whole images, and (when ROI decode passes
+/// `jpeg::route::route`), at the largest batch size: whole images, and (when ROI decode passes
 /// its check) only the part each image's crop under `spec` needs.
 fn gpu_decode_rows(
     dataset: &Dataset,
@@ -124,9 +126,9 @@ fn gpu_decode_rows(
     use augserve_core::decode::jpeg_info;
     use augserve_core::ops::resize::read_region;
     use augserve_core::pipeline::ImagePlan;
-    use augserve_cuda::gpu_decode::{route, DecodeRoute, NvJpegBackend};
-    use augserve_cuda::jpeg_planes::{roi_for_header, Roi};
-    use augserve_cuda::nvjpeg::{GpuJpegDecoder, NvJpeg};
+    use augserve_cuda::jpeg::planes::{roi_for_header, Roi};
+    use augserve_cuda::jpeg::route::{route, DecodeRoute, NvJpegBackend};
+    use augserve_cuda::jpeg::{GpuJpegDecoder, NvJpeg};
     let dev = GpuDevice::open(args.cuda_device)?;
     let nv = NvJpeg::load()?;
     let mut dec = GpuJpegDecoder::new(nv, &dev, NvJpegBackend::Hardware)?;
@@ -195,10 +197,10 @@ fn gpu_decode_rows(
 
 /// Times nvJPEG decoding `rois` of the images (after one warm-up batch).
 fn time_gpu_decode(
-    dec: &mut augserve_cuda::nvjpeg::GpuJpegDecoder,
+    dec: &mut augserve_cuda::jpeg::GpuJpegDecoder,
     refs: &[&[u8]],
     dims: &[(u32, u32)],
-    rois: &[augserve_cuda::jpeg_planes::Roi],
+    rois: &[augserve_cuda::jpeg::planes::Roi],
     args: &BenchArgs,
     what: &str,
 ) -> anyhow::Result<Row> {
@@ -246,39 +248,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None => bench_spec(),
     };
 
-    let mut devices: Vec<(String, Arc<dyn BatchOps>)> = Vec::new();
-    if args.devices != DevicesArg::Gpu {
-        devices.push(("cpu".into(), Arc::new(CpuBatchOps::default())));
-    }
-    let mut gpu_line = "none".to_string();
-    if args.devices != DevicesArg::Cpu {
-        match GpuDevice::open(args.cuda_device)
-            .and_then(|d| Ok((GpuBatchOps::new(d.clone(), 2)?, d)))
-        {
-            Ok((g, dev)) => {
-                gpu_line = g.device();
-                devices.push((g.device(), Arc::new(g)));
-                // The same GPU, decoding JPEGs too (nvJPEG), split with the CPU workers.
-                match GpuBatchOps::new(dev, 2).and_then(|mut g| {
-                    let backend = g.enable_gpu_decode(Default::default())?;
-                    Ok((g, backend))
-                }) {
-                    Ok((g, backend)) => {
-                        gpu_line += &format!(", {backend}");
-                        devices.push(("gpu+nvjpeg".into(), Arc::new(g)));
-                    }
-                    Err(e) => gpu_line += &format!(" (no GPU decoding: {e})"),
-                }
-            }
-            Err(e) if args.devices == DevicesArg::Gpu => {
-                anyhow::bail!("--devices gpu, but {e}")
-            }
-            Err(e) => {
-                gpu_line = e.to_string();
-                tracing::info!("{e}; CPU rows only");
-            }
-        }
-    }
+    let (devices, gpu_line) = open_devices(&args)?;
     let mut configs: Vec<(usize, usize, usize)> = Vec::new();
     for d in 0..devices.len() {
         for &t in &args.threads {
@@ -305,62 +275,17 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let len = dataset.len() as u64;
     let mut rows = Vec::new();
     for (d, threads, batch_size) in configs {
         let (name, ops) = &devices[d];
-        let pipeline = Pipeline::new(
-            dataset.clone(),
-            spec.clone(),
-            PipelineOptions { threads, limits },
-        )?
-        .with_batch_ops(ops.clone());
-        bar.set_message(format!(
-            "{name}, {} threads, batch {batch_size}",
-            pipeline.threads()
-        ));
-        let ids = |k: usize| -> Vec<u64> {
-            (0..batch_size as u64)
-                .map(|i| (k as u64 * batch_size as u64 + i) % len)
-                .collect()
-        };
-        // Warm-up: pools, buffers, kernels; with GPU decoding, also the CPU/GPU split, which
-        // starts at half and then follows the measured rates.
-        let warmups = if ops.device_decoder().is_some() { 6 } else { 1 };
-        for k in 0..warmups {
-            let b = pipeline.batch(0, 0, 1000 + k, 1000 + k, &ids(k as usize))?;
-            pipeline.recycle(b.tensor.data);
-        }
-        bar.inc(1);
-        let mut acc = StageTimings::default();
-        let (mut images, mut bytes) = (0usize, 0usize);
-        let started = Instant::now();
-        for k in 1..=args.batches {
-            let b = pipeline.batch(0, 0, k as u64, k as u64, &ids(k))?;
-            images += b.len();
-            bytes += b.tensor.data.len();
-            crate::run::add_timings(&mut acc, &b.timings);
-            // As a trainer's loop would (the server does it once a batch is sent).
-            pipeline.recycle(b.tensor.data);
-            bar.inc(1);
-        }
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        let n = args.batches;
-        rows.push(Row {
-            device: name.clone(),
-            threads: pipeline.threads(),
-            batch_size,
-            images_per_s: images as f64 / secs,
-            output_mb_per_s: bytes as f64 / secs / 1e6,
-            read_ms: ms(acc.read, n),
-            decode_ms: ms(acc.decode, n),
-            color_ms: ms(acc.color, n),
-            per_image_wall_ms: ms(acc.per_image_wall, n),
-            resize_ms: ms(acc.resize, n),
-            mix_normalize_ms: ms(acc.mix_normalize, n),
-            stats_ms: ms(acc.stats, n),
-            total_ms: ms(acc.total, n),
-        });
+        rows.push(measure(
+            &args,
+            &dataset,
+            &spec,
+            (name, ops),
+            (threads, batch_size),
+            &bar,
+        )?);
     }
     bar.finish_and_clear();
     for (name, ops) in &devices {
@@ -377,10 +302,168 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
 
+    let mut table = table_text(&rows);
+    print!("{table}");
+    // Issue 6's yardstick: how close the whole pipeline gets to decoding alone, per thread.
+    for r in rows.iter().filter(|r| r.threads == 1 && r.decode_ms > 0.0) {
+        let decode_only = r.batch_size as f64 * 1e3 / r.decode_ms;
+        let line = format!(
+            "{} batch {}: one thread decodes {decode_only:.0} images/s alone; the pipeline runs at {:.0} % of that",
+            r.device,
+            r.batch_size,
+            100.0 * r.images_per_s / decode_only
+        );
+        println!("{line}");
+        table.push_str(&line);
+        table.push('\n');
+    }
+    if let Some(dir) = &args.out_dir {
+        let gpu_shown = devices
+            .iter()
+            .any(|(n, _)| n != "cpu")
+            .then_some(gpu_line.as_str());
+        write_results(dir, &dataset, &spec, &gpu_line, gpu_shown, &rows, &table)?;
+    }
+    Ok(())
+}
+
+/// A backend to measure, by the name its rows carry.
+type Device = (String, Arc<dyn BatchOps>);
+
+/// The backends to measure: the CPU, the GPU, the GPU with nvJPEG decoding, as `--devices`
+/// asks and the machine allows; and one line about the GPU.
+fn open_devices(args: &BenchArgs) -> anyhow::Result<(Vec<Device>, String)> {
+    let mut devices: Vec<Device> = Vec::new();
+    if args.devices != DevicesArg::Gpu {
+        devices.push(("cpu".into(), Arc::new(CpuBatchOps::default())));
+    }
+    let mut gpu_line = "none".to_string();
+    if args.devices != DevicesArg::Cpu {
+        let cpu = CpuBatchOps::default();
+        match open_backend(DeviceRequest::Gpu, args.cuda_device, cpu.clone(), None) {
+            Ok(plain) => {
+                gpu_line = plain.ops.device();
+                devices.push((plain.ops.device(), plain.ops));
+                // The same GPU, decoding JPEGs too (nvJPEG), split with the CPU workers.
+                let split = Some(DecodeSplit::default());
+                match open_backend(DeviceRequest::Gpu, args.cuda_device, cpu, split) {
+                    Ok(b) => match b.gpu_decode {
+                        Some(Ok(choice)) => {
+                            gpu_line += &format!(", {choice}");
+                            devices.push(("gpu+nvjpeg".into(), b.ops));
+                        }
+                        Some(Err(e)) => gpu_line += &format!(" (no GPU decoding: {e})"),
+                        None => {}
+                    },
+                    Err(e) => gpu_line += &format!(" (no GPU decoding: {e})"),
+                }
+            }
+            Err(e) if args.devices == DevicesArg::Gpu => {
+                anyhow::bail!("--devices gpu, but {e}")
+            }
+            Err(e) => {
+                gpu_line = e.to_string();
+                tracing::info!("{e}; CPU rows only");
+            }
+        }
+    }
+    Ok((devices, gpu_line))
+}
+
+/// One row: `ops` on `threads` threads, batches of `batch_size`, through the batch loop
+/// `augserve run` and the server use.
+fn measure(
+    args: &BenchArgs,
+    dataset: &Arc<Dataset>,
+    spec: &PipelineSpec,
+    (name, ops): (&String, &Arc<dyn BatchOps>),
+    (threads, batch_size): (usize, usize),
+    bar: &ProgressBar,
+) -> anyhow::Result<Row> {
+    let limits = DecodeLimits::default();
+    let len = dataset.len() as u64;
+    let pipeline = Pipeline::new(
+        dataset.clone(),
+        spec.clone(),
+        PipelineOptions { threads, limits },
+    )?
+    .with_batch_ops(ops.clone());
+    bar.set_message(format!(
+        "{name}, {} threads, batch {batch_size}",
+        pipeline.threads()
+    ));
+    let ids = |k: usize| -> Vec<u64> {
+        (0..batch_size as u64)
+            .map(|i| (k as u64 * batch_size as u64 + i) % len)
+            .collect()
+    };
+    // Warm-up: pools, buffers, kernels; with GPU decoding, also the CPU/GPU split, which
+    // starts at half and then follows the measured rates.
+    let warmups = if ops.device_decoder().is_some() { 6 } else { 1 };
+    for k in 0..warmups {
+        let b = pipeline.batch(0, 0, 1000 + k, 1000 + k, &ids(k as usize))?;
+        pipeline.recycle(b.tensor.data);
+    }
+    bar.inc(1);
+    let mut acc = StageTimings::default();
+    let (mut images, mut bytes) = (0usize, 0usize);
+    let mut failure = None;
+    let jobs = (1..=args.batches).map(|k| {
+        Ok(BatchJob {
+            epoch: 0,
+            index: k as u64,
+            mix_key: k as u64,
+            ids: ids(k),
+        })
+    });
+    let started = Instant::now();
+    // The batch loop `augserve run` and the server use: preparing batch k+1 overlaps
+    // batch k's batch ops.
+    run_overlapped(&pipeline, 0, jobs, |prepared| {
+        match prepared.and_then(|p| pipeline.finish_batch(p, Destination::Owned)) {
+            Ok(b) => {
+                images += b.len();
+                bytes += b.tensor.data.len();
+                crate::run::add_timings(&mut acc, &b.timings);
+                // As a trainer's loop would (the server does it once a batch is sent).
+                pipeline.recycle(b.tensor.data);
+                bar.inc(1);
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let n = args.batches;
+    Ok(Row {
+        device: name.clone(),
+        threads: pipeline.threads(),
+        batch_size,
+        images_per_s: images as f64 / secs,
+        output_mb_per_s: bytes as f64 / secs / 1e6,
+        read_ms: ms(acc.read, n),
+        decode_ms: ms(acc.decode, n),
+        color_ms: ms(acc.color, n),
+        per_image_wall_ms: ms(acc.per_image_wall, n),
+        resize_ms: ms(acc.resize, n),
+        mix_normalize_ms: ms(acc.mix_normalize, n),
+        stats_ms: ms(acc.stats, n),
+        total_ms: ms(acc.total, n),
+    })
+}
+
+/// The rows as a text table.
+fn table_text(rows: &[Row]) -> String {
     let mut table = String::from(
         "device              threads  batch   images/s   MB/s | ms/batch: read  decode  colour  per-image | resize  mix+norm  stats | total\n",
     );
-    for r in &rows {
+    for r in rows {
         let _ = writeln!(
             table,
             "{:<20}{:>7}{:>7}{:>11.1}{:>7.0} | {:>14.1}{:>8.1}{:>8.1}{:>11.1} | {:>6.1}{:>10.1}{:>7.1} | {:>5.1}",
@@ -399,90 +482,86 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             r.total_ms
         );
     }
-    print!("{table}");
-    // Issue 6's yardstick: how close the whole pipeline gets to decoding alone, per thread.
-    for r in rows.iter().filter(|r| r.threads == 1 && r.decode_ms > 0.0) {
-        let decode_only = r.batch_size as f64 * 1e3 / r.decode_ms;
-        let line = format!(
-            "{} batch {}: one thread decodes {decode_only:.0} images/s alone; the pipeline runs at {:.0} % of that",
-            r.device,
+    table
+}
+
+/// Writes bench.json, bench.csv, bench.txt and the chart bench.png to `dir`.
+fn write_results(
+    dir: &std::path::Path,
+    dataset: &Dataset,
+    spec: &PipelineSpec,
+    gpu_line: &str,
+    gpu_shown: Option<&str>,
+    rows: &[Row],
+    table: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let doc = serde_json::json!({
+        "dataset": dataset.root().display().to_string(),
+        "samples": dataset.len(),
+        "spec": spec,
+        "cpu": cpu_model(),
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "gpu": gpu_line,
+        "version": env!("CARGO_PKG_VERSION"),
+        "rows": rows,
+    });
+    std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&doc)?)?;
+    let mut csv = String::from("device,threads,batch_size,images_per_s,output_mb_per_s,read_ms,decode_ms,color_ms,per_image_wall_ms,resize_ms,mix_normalize_ms,stats_ms,total_ms\n");
+    for r in rows {
+        let _ = writeln!(
+            csv,
+            "\"{}\",{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}",
+            r.device.replace('"', "'"),
+            r.threads,
             r.batch_size,
-            100.0 * r.images_per_s / decode_only
+            r.images_per_s,
+            r.output_mb_per_s,
+            r.read_ms,
+            r.decode_ms,
+            r.color_ms,
+            r.per_image_wall_ms,
+            r.resize_ms,
+            r.mix_normalize_ms,
+            r.stats_ms,
+            r.total_ms
         );
-        println!("{line}");
-        table.push_str(&line);
-        table.push('\n');
     }
-    if let Some(dir) = &args.out_dir {
-        std::fs::create_dir_all(dir)?;
-        let doc = serde_json::json!({
-            "dataset": dataset.root().display().to_string(),
-            "samples": dataset.len(),
-            "spec": spec,
-            "cpu": cpu_model(),
-            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-            "gpu": gpu_line,
-            "version": env!("CARGO_PKG_VERSION"),
-            "rows": rows,
-        });
-        std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&doc)?)?;
-        let mut csv = String::from("device,threads,batch_size,images_per_s,output_mb_per_s,read_ms,decode_ms,color_ms,per_image_wall_ms,resize_ms,mix_normalize_ms,stats_ms,total_ms\n");
-        for r in &rows {
-            let _ = writeln!(
-                csv,
-                "\"{}\",{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}",
-                r.device.replace('"', "'"),
+    std::fs::write(dir.join("bench.csv"), csv)?;
+    std::fs::write(dir.join("bench.txt"), table)?;
+    let largest = rows.iter().map(|r| r.batch_size).max().unwrap_or(0);
+    let series: Vec<chart::Series> = rows
+        .iter()
+        .filter(|r| r.batch_size == largest)
+        .map(|r| chart::Series {
+            label: format!(
+                "{} x{} thread{}",
+                r.device.chars().take(24).collect::<String>(),
                 r.threads,
-                r.batch_size,
-                r.images_per_s,
-                r.output_mb_per_s,
-                r.read_ms,
-                r.decode_ms,
-                r.color_ms,
+                if r.threads == 1 { "" } else { "s" }
+            ),
+            stage_ms: [
                 r.per_image_wall_ms,
                 r.resize_ms,
                 r.mix_normalize_ms,
-                r.stats_ms,
-                r.total_ms
-            );
-        }
-        std::fs::write(dir.join("bench.csv"), csv)?;
-        std::fs::write(dir.join("bench.txt"), &table)?;
-        let largest = rows.iter().map(|r| r.batch_size).max().unwrap_or(0);
-        let series: Vec<chart::Series> = rows
-            .iter()
-            .filter(|r| r.batch_size == largest)
-            .map(|r| chart::Series {
-                label: format!(
-                    "{} x{} thread{}",
-                    r.device.chars().take(24).collect::<String>(),
-                    r.threads,
-                    if r.threads == 1 { "" } else { "s" }
-                ),
-                stage_ms: [
-                    r.per_image_wall_ms,
-                    r.resize_ms,
-                    r.mix_normalize_ms,
-                    r.total_ms,
-                ],
-                images_per_s: r.images_per_s,
-            })
-            .collect();
-        let title = format!(
-            "augserve bench, batch {largest}: {} ({} cores), GPU: {}",
-            cpu_model(),
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-            if devices.iter().any(|(n, _)| n != "cpu") {
-                gpu_line.chars().take(40).collect::<String>()
-            } else {
-                "none".to_string()
-            }
-        );
-        chart::write_png(&dir.join("bench.png"), &title, &series)?;
-        println!(
-            "wrote {}/bench.json, bench.csv, bench.txt and bench.png",
-            dir.display()
-        );
-    }
+                r.total_ms,
+            ],
+            images_per_s: r.images_per_s,
+        })
+        .collect();
+    let title = format!(
+        "augserve bench, batch {largest}: {} ({} cores), GPU: {}",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        gpu_shown.map_or("none".to_string(), |g| g
+            .chars()
+            .take(40)
+            .collect::<String>())
+    );
+    chart::write_png(&dir.join("bench.png"), &title, &series)?;
+    println!(
+        "wrote {}/bench.json, bench.csv, bench.txt and bench.png",
+        dir.display()
+    );
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! `augserve gpu`: whether the GPU path is usable on this machine and what it would use (the
 //! CUDA libraries found and where, the device, nvJPEG's start-up check), or why not.
 
+use augserve_core::CpuBatchOps;
 use augserve_cuda::cuda_libs::{driver_cuda_version, CudaLib};
-use augserve_cuda::gpu_decode::DecodeSplit;
-use augserve_cuda::nvjpeg::NvJpeg;
-use augserve_cuda::{GpuBatchOps, GpuDevice};
+use augserve_cuda::jpeg::route::DecodeSplit;
+use augserve_cuda::jpeg::NvJpeg;
+use augserve_cuda::{open_backend, DeviceRequest};
 
 #[derive(clap::Args, Debug)]
 pub struct GpuArgs {
@@ -54,20 +55,25 @@ pub fn gpu(args: GpuArgs) -> anyhow::Result<()> {
         ),
         Err(e) => println!("nvJPEG: {e}"),
     }
-    let device = GpuDevice::open(args.cuda_device).and_then(|d| GpuBatchOps::new(d, 2));
-    let mut ops = match device {
-        Ok(ops) => ops,
-        Err(e) => anyhow::bail!("{e}; batch ops and JPEG decoding run on the CPU"),
+    let split = nvjpeg.is_ok().then(DecodeSplit::default);
+    let backend = open_backend(
+        DeviceRequest::Gpu,
+        args.cuda_device,
+        CpuBatchOps::default(),
+        split,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; batch ops and JPEG decoding run on the CPU"))?;
+    let Some(gpu) = &backend.gpu else {
+        anyhow::bail!("no GPU backend: {}", backend.summary);
     };
-    println!("GPU:    {}", ops.describe());
-    if nvjpeg.is_ok() {
-        match ops.enable_gpu_decode(DecodeSplit::default()) {
-            Ok(choice) => println!(
-                "GPU JPEG decoding (--gpu-decode): {choice}; {}",
-                ops.gpu_decode_checks().unwrap_or_default()
-            ),
-            Err(e) => println!("GPU JPEG decoding (--gpu-decode): {e}"),
-        }
+    println!("GPU:    {}", gpu.describe());
+    match &backend.gpu_decode {
+        Some(Ok(choice)) => println!(
+            "GPU JPEG decoding (--gpu-decode): {choice}; {}",
+            gpu.gpu_decode_checks().unwrap_or_default()
+        ),
+        Some(Err(e)) => println!("GPU JPEG decoding (--gpu-decode): {e}"),
+        None => {}
     }
     Ok(())
 }

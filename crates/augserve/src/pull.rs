@@ -120,6 +120,29 @@ impl SecurityArgs {
 }
 
 /// Pulls batches and prints throughput and a summary.
+/// The StreamBatches request `pull`'s flags ask for.
+fn stream_request(args: &PullArgs, spec: &augserve_core::PipelineSpec) -> v1::StreamBatchesRequest {
+    v1::StreamBatchesRequest {
+        dataset: args.dataset.clone(),
+        spec: Some(spec_to_proto(spec)),
+        batch_size: args.batch_size,
+        seed: args.seed,
+        start_epoch: args.start_epoch,
+        epochs: args.epochs,
+        rank: args.rank,
+        world_size: args.world_size,
+        prefetch: args.prefetch,
+        start_batch: args.start_batch,
+        start_position: args.start_position,
+        transport: match args.transport {
+            TransportArg::Inline => v1::Transport::Inline,
+            TransportArg::Shm => v1::Transport::Shm,
+            TransportArg::CudaIpc => v1::Transport::CudaIpc,
+        } as i32,
+        ..Default::default()
+    }
+}
+
 pub(crate) async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
     let spec = match &args.spec {
         Some(p) => augserve_core::PipelineSpec::from_path(p)?,
@@ -136,25 +159,7 @@ pub(crate) async fn pull_async(args: &PullArgs) -> anyhow::Result<()> {
         "server {} at {}: batch ops on {}, {} worker threads",
         info.version, args.addr, info.batch_device, info.worker_threads
     );
-    let req = v1::StreamBatchesRequest {
-        dataset: args.dataset.clone(),
-        spec: Some(spec_to_proto(&spec)),
-        batch_size: args.batch_size,
-        seed: args.seed,
-        start_epoch: args.start_epoch,
-        epochs: args.epochs,
-        rank: args.rank,
-        world_size: args.world_size,
-        prefetch: args.prefetch,
-        start_batch: args.start_batch,
-        start_position: args.start_position,
-        transport: match args.transport {
-            TransportArg::Inline => v1::Transport::Inline,
-            TransportArg::Shm => v1::Transport::Shm,
-            TransportArg::CudaIpc => v1::Transport::CudaIpc,
-        } as i32,
-        ..Default::default()
-    };
+    let req = stream_request(args, &spec);
     let mut record = match &args.record {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("--record {}", p.display()))?,

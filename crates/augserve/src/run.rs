@@ -2,21 +2,20 @@
 //! with a progress bar, and prints what it did.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use augserve_core::ops::stats::PERCENTILES;
-use augserve_core::pipeline::{CpuBatchOps, CpuResize, PreparedBatch};
-use augserve_core::sampler::batches;
+use augserve_core::pipeline::{run_overlapped, BatchOrder, CpuBatchOps, CpuResize};
 use augserve_core::spec::{ColorJitter, CropSpec, Device, MixSpec};
-use augserve_core::BatchOps;
 use augserve_core::{
-    demo, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec, ShardSpec,
-    StageTimings, TailPolicy,
+    demo, BatchOps, Dataset, DatasetFormat, DecodeLimits, Destination, Pipeline, PipelineOptions,
+    PipelineSpec, ShardSpec, StageTimings, TailPolicy,
 };
-use augserve_cuda::gpu_decode::DecodeSplit;
+use augserve_cuda::jpeg::route::DecodeSplit;
 use augserve_cuda::{open_backend, DeviceRequest};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -268,6 +267,72 @@ pub fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
+    let job = open_job(&args)?;
+    job.print_header(&args);
+    let order = BatchOrder {
+        max_batches: args.max_batches,
+        ..BatchOrder::new(
+            job.shard,
+            args.batch_size,
+            args.drop_last,
+            args.start_epoch..args.start_epoch + args.epochs,
+        )
+    };
+    let bar = progress_bar(&args, &job, &order)?;
+    let mut tally = RunTally::new(args.digest);
+    let started = Instant::now();
+    let mut first_batch = true;
+    let mut failure = None;
+    let len = job.dataset.len();
+    let pipeline = &job.pipeline;
+    // The shared batch loop: batch k+1's per-image stage overlaps batch k's batch ops.
+    run_overlapped(pipeline, args.seed, order.jobs(len), |prepared| {
+        let batch = match prepared.and_then(|p| pipeline.finish_batch(p, Destination::Owned)) {
+            Ok(b) => b,
+            Err(e) => {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+        };
+        if std::mem::take(&mut first_batch) {
+            if let Some(p) = &args.preview {
+                if let Err(e) = crate::preview::write_preview(&batch, &job.spec.normalize, p) {
+                    failure = Some(augserve_core::Error::Backend(format!("preview: {e}")));
+                    return ControlFlow::Break(());
+                }
+                tracing::info!(path = %p.display(), "wrote preview of the first batch");
+            }
+        }
+        tally.add(&batch, &bar, started);
+        pipeline.recycle(batch.tensor.data);
+        ControlFlow::Continue(())
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    tally.end_epoch(&bar);
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let report = tally.report(&job, secs);
+    if let Some(p) = &args.summary_json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// What `run` works on: the dataset, the spec, the pipeline on its backend, the shard.
+struct Job {
+    dataset: Arc<Dataset>,
+    is_demo: bool,
+    spec: PipelineSpec,
+    pipeline: Pipeline,
+    ops: Arc<dyn BatchOps>,
+    ops_line: String,
+    resize: CpuResize,
+    shard: ShardSpec,
+}
+
+fn open_job(args: &RunArgs) -> anyhow::Result<Job> {
     let (path, is_demo) = dataset_path(args.data.as_ref(), args.cache_dir.as_ref())?;
     let format = match args.format {
         FormatArg::Auto => DatasetFormat::detect(&path)?,
@@ -301,16 +366,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         CpuBatchOps::new(resize),
         split,
     )?;
-    let decode_ops = ops.clone();
-    let pipeline = Pipeline::new(
-        dataset.clone(),
-        spec.clone(),
-        PipelineOptions {
-            threads: args.threads,
-            limits,
-        },
-    )?
-    .with_batch_ops(ops);
+    let options = PipelineOptions {
+        threads: args.threads,
+        limits,
+    };
+    let pipeline =
+        Pipeline::new(dataset.clone(), spec.clone(), options)?.with_batch_ops(ops.clone());
     let shard = ShardSpec {
         seed: args.seed,
         shuffle: !args.no_shuffle,
@@ -323,34 +384,47 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     shard.validate()?;
+    Ok(Job {
+        dataset,
+        is_demo,
+        spec,
+        pipeline,
+        ops,
+        ops_line,
+        resize,
+        shard,
+    })
+}
 
-    println!(
-        "dataset: {} ({}, {} samples, {} classes){}",
-        dataset.root().display(),
-        dataset.format().name(),
-        dataset.len(),
-        dataset.num_classes(),
-        if is_demo { " [built-in demo]" } else { "" }
-    );
-    println!("pipeline: {}", describe(&spec));
-    println!(
-        "batch ops: {ops_line}; CPU resize: {}; worker threads: {}; rank {}/{}",
-        match resize {
-            CpuResize::Fast => "fast_image_resize",
-            CpuResize::Reference => "reference",
-        },
-        pipeline.threads(),
-        args.rank,
-        args.world_size
-    );
+impl Job {
+    fn print_header(&self, args: &RunArgs) {
+        let ds = &self.dataset;
+        println!(
+            "dataset: {} ({}, {} samples, {} classes){}",
+            ds.root().display(),
+            ds.format().name(),
+            ds.len(),
+            ds.num_classes(),
+            if self.is_demo { " [built-in demo]" } else { "" }
+        );
+        println!("pipeline: {}", describe(&self.spec));
+        println!(
+            "batch ops: {}; CPU resize: {}; worker threads: {}; rank {}/{}",
+            self.ops_line,
+            match self.resize {
+                CpuResize::Fast => "fast_image_resize",
+                CpuResize::Reference => "reference",
+            },
+            self.pipeline.threads(),
+            args.rank,
+            args.world_size
+        );
+    }
+}
 
-    let per_epoch = shard.epoch_ids(dataset.len(), 0)?.len();
-    let batches_per_epoch = if args.drop_last {
-        per_epoch / args.batch_size
-    } else {
-        per_epoch.div_ceil(args.batch_size)
-    };
-    let mut total_batches = batches_per_epoch as u64 * args.epochs;
+fn progress_bar(args: &RunArgs, job: &Job, order: &BatchOrder) -> anyhow::Result<ProgressBar> {
+    let per_epoch = order.epoch_jobs(job.dataset.len(), 0)?.len() as u64;
+    let mut total_batches = per_epoch * args.epochs;
     if args.max_batches > 0 {
         total_batches = total_batches.min(args.max_batches);
     }
@@ -366,56 +440,81 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    Ok(bar)
+}
 
-    let started = Instant::now();
-    let (mut images, mut out_bytes, mut done) = (0u64, 0u64, 0u64);
-    let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut first_errors = Vec::new();
-    // Damaged images the spec accepts (on_damaged = accept), by reason code.
-    let mut warnings: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut timings = StageTimings::default();
-    let mut last_stats = None;
-    let mut device = String::new();
-    let mut digest = args.digest.then(<sha2::Sha256 as sha2::Digest>::new);
-    // Two stages: a producer thread runs the per-image stage of batch k+1 while this thread
-    // runs the batch ops of batch k. The channel holds one prepared batch, which bounds memory.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<PreparedBatch>>(1);
-    let epochs = args.start_epoch..args.start_epoch + args.epochs;
-    let max_batches = args.max_batches;
-    let result = std::thread::scope(|scope| -> anyhow::Result<()> {
-        let pipeline = &pipeline;
-        let shard = &shard;
-        let epochs = epochs.clone();
-        let (batch_size, drop_last, seed) = (args.batch_size, args.drop_last, args.seed);
-        let len = dataset.len();
-        scope.spawn(move || {
-            let mut sent = 0u64;
-            for epoch in epochs {
-                let ids = match shard.epoch_ids(len, epoch) {
-                    Ok(ids) => ids,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into()));
-                        return;
-                    }
-                };
-                for (i, chunk) in batches(&ids, batch_size, drop_last).into_iter().enumerate() {
-                    if max_batches > 0 && sent >= max_batches {
-                        return;
-                    }
-                    let mix_key = shard.mix_key(0, batch_size, i as u64);
-                    let prepared = pipeline.prepare_batch(seed, epoch, i as u64, mix_key, chunk);
-                    // A failed send means the consumer stopped: stop too.
-                    if tx.send(prepared.map_err(anyhow::Error::from)).is_err() {
-                        return;
-                    }
-                    sent += 1;
-                }
+/// What the batches of a run added up to, for the progress bar and the summary.
+struct RunTally {
+    images: u64,
+    out_bytes: u64,
+    done: u64,
+    errors: BTreeMap<&'static str, u64>,
+    first_errors: Vec<String>,
+    /// Damaged images the spec accepts (on_damaged = accept), by reason code.
+    warnings: BTreeMap<&'static str, u64>,
+    timings: StageTimings,
+    last_stats: Option<augserve_core::ops::stats::BatchStats>,
+    device: String,
+    digest: Option<sha2::Sha256>,
+    /// The epoch in progress: its number, when it started, its images so far.
+    epoch: Option<(u64, Instant, u64)>,
+}
+
+impl RunTally {
+    fn new(digest: bool) -> Self {
+        RunTally {
+            images: 0,
+            out_bytes: 0,
+            done: 0,
+            errors: BTreeMap::new(),
+            first_errors: Vec::new(),
+            warnings: BTreeMap::new(),
+            timings: StageTimings::default(),
+            last_stats: None,
+            device: String::new(),
+            digest: digest.then(<sha2::Sha256 as sha2::Digest>::new),
+            epoch: None,
+        }
+    }
+
+    fn add(&mut self, batch: &augserve_core::Batch, bar: &ProgressBar, started: Instant) {
+        if self.epoch.map(|e| e.0) != Some(batch.epoch) {
+            self.end_epoch(bar);
+            self.epoch = Some((batch.epoch, Instant::now(), 0));
+            bar.set_prefix(batch.epoch.to_string());
+        }
+        for e in &batch.errors {
+            *self.errors.entry(e.kind.reason_code()).or_default() += 1;
+            if self.first_errors.len() < 5 {
+                self.first_errors.push(e.to_string());
             }
-        });
-        let mut current_epoch = None;
-        let mut epoch_start = Instant::now();
-        let mut epoch_images = 0u64;
-        let end_epoch = |epoch: u64, n: u64, start: Instant| {
+            tracing::debug!("{e}");
+        }
+        for w in &batch.warnings {
+            *self.warnings.entry(w.kind.reason_code()).or_default() += 1;
+            tracing::warn!("kept a damaged image (on_damaged = accept): {w}");
+        }
+        if let Some(h) = self.digest.as_mut() {
+            digest_batch(h, batch);
+        }
+        let n = batch.len() as u64;
+        self.images += n;
+        if let Some(e) = self.epoch.as_mut() {
+            e.2 += n;
+        }
+        self.out_bytes += batch.tensor.data.len() as u64;
+        add_timings(&mut self.timings, &batch.timings);
+        self.last_stats = Some(batch.stats);
+        self.device.clone_from(&batch.device);
+        self.done += 1;
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("{:.0} img/s", self.images as f64 / secs));
+        bar.inc(1);
+    }
+
+    /// Prints the finished epoch's line, if one is in progress.
+    fn end_epoch(&mut self, bar: &ProgressBar) {
+        if let Some((epoch, start, n)) = self.epoch.take() {
             let es = start.elapsed().as_secs_f64().max(1e-9);
             bar.suspend(|| {
                 println!(
@@ -423,147 +522,112 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     n as f64 / es
                 )
             });
-        };
-        for prepared in rx {
-            let batch = pipeline.finish_batch(prepared?)?;
-            if current_epoch != Some(batch.epoch) {
-                if let Some(e) = current_epoch {
-                    end_epoch(e, epoch_images, epoch_start);
-                }
-                current_epoch = Some(batch.epoch);
-                bar.set_prefix(batch.epoch.to_string());
-                epoch_start = Instant::now();
-                epoch_images = 0;
-            }
-            if done == 0 {
-                if let Some(p) = &args.preview {
-                    crate::preview::write_preview(&batch, &spec.normalize, p)?;
-                    tracing::info!(path = %p.display(), "wrote preview of the first batch");
-                }
-            }
-            for e in &batch.errors {
-                *errors.entry(e.kind.reason_code()).or_default() += 1;
-                if first_errors.len() < 5 {
-                    first_errors.push(e.to_string());
-                }
-                tracing::debug!("{e}");
-            }
-            for w in &batch.warnings {
-                *warnings.entry(w.kind.reason_code()).or_default() += 1;
-                tracing::warn!("kept a damaged image (on_damaged = accept): {w}");
-            }
-            if let Some(h) = digest.as_mut() {
-                digest_batch(h, &batch);
-            }
-            images += batch.len() as u64;
-            epoch_images += batch.len() as u64;
-            out_bytes += batch.tensor.data.len() as u64;
-            add_timings(&mut timings, &batch.timings);
-            last_stats = Some(batch.stats);
-            device = batch.device;
-            pipeline.recycle(batch.tensor.data);
-            done += 1;
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{:.0} img/s", images as f64 / secs));
-            bar.inc(1);
         }
-        if let Some(e) = current_epoch {
-            end_epoch(e, epoch_images, epoch_start);
-        }
-        Ok(())
-    });
-    result?;
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    let n_err: u64 = errors.values().sum();
-    let per_batch = |d: Duration| {
-        if done == 0 {
+    }
+
+    fn per_batch(&self, d: Duration) -> f64 {
+        if self.done == 0 {
             0.0
         } else {
-            d.as_secs_f64() * 1e3 / done as f64
-        }
-    };
-    println!(
-        "total: {images} images in {done} batches, {secs:.2} s: {:.1} images/s, {:.1} MB/s of output, device {device}",
-        images as f64 / secs,
-        out_bytes as f64 / secs / 1e6
-    );
-    println!(
-        "stages, ms per batch (per-image stages summed over threads): read {:.1}, decode {:.1}, colour {:.1} | per-image wall {:.1} | resize {:.1}, mix+normalise {:.1}, stats {:.1} | total {:.1}",
-        per_batch(timings.read),
-        per_batch(timings.decode),
-        per_batch(timings.color),
-        per_batch(timings.per_image_wall),
-        per_batch(timings.resize),
-        per_batch(timings.mix_normalize),
-        per_batch(timings.stats),
-        per_batch(timings.total)
-    );
-    if let Some(s) = &last_stats {
-        let f = |v: [f32; 3]| format!("[{:.3}, {:.3}, {:.3}]", v[0], v[1], v[2]);
-        println!(
-            "last batch stats: mean {} std {} mad {} clipped {}",
-            f(s.mean),
-            f(s.std),
-            f(s.mad),
-            f(s.clipped)
-        );
-        if let Some(p) = &s.percentiles {
-            let levels: Vec<String> = PERCENTILES.iter().map(|l| format!("p{l}")).collect();
-            let per_channel: Vec<String> = (0..3)
-                .map(|c| {
-                    let v: Vec<String> = p.iter().map(|level| format!("{:.3}", level[c])).collect();
-                    format!("[{}]", v.join(", "))
-                })
-                .collect();
-            println!(
-                "last batch percentiles ({}) per channel: {}",
-                levels.join(", "),
-                per_channel.join(" ")
-            );
+            d.as_secs_f64() * 1e3 / self.done as f64
         }
     }
-    let digest = digest.map(|h| crate::digest::hex(&sha2::Digest::finalize(h)));
-    if let Some(d) = &digest {
-        println!("output digest: sha256 {d}");
-    }
-    let decode_report = decode_ops.decode_report();
-    if let Some(r) = &decode_report {
-        println!("{r}");
-    }
-    if n_err > 0 {
+
+    /// Prints the summary and returns it as JSON (for `--summary-json`).
+    fn report(self, job: &Job, secs: f64) -> serde_json::Value {
+        let (images, done) = (self.images, self.done);
         println!(
-            "image errors: {n_err} ({errors:?}); first: {}",
-            first_errors.join("; ")
+            "total: {images} images in {done} batches, {secs:.2} s: {:.1} images/s, {:.1} MB/s of output, device {}",
+            images as f64 / secs,
+            self.out_bytes as f64 / secs / 1e6,
+            self.device
         );
-    } else {
-        println!("image errors: 0");
-    }
-    if !warnings.is_empty() {
-        let n: u64 = warnings.values().sum();
-        println!("damaged images kept (on_damaged = accept): {n} ({warnings:?})");
-    }
-    if let Some(p) = &args.summary_json {
-        let summary = serde_json::json!({
-            "dataset": dataset.root(), "format": dataset.format().name(), "samples": dataset.len(),
+        let t = &self.timings;
+        let ms = |d: Duration| self.per_batch(d);
+        println!(
+            "stages, ms per batch (per-image stages summed over threads): read {:.1}, decode {:.1}, colour {:.1} | per-image wall {:.1} | resize {:.1}, mix+normalise {:.1}, stats {:.1} | total {:.1}",
+            ms(t.read), ms(t.decode), ms(t.color), ms(t.per_image_wall),
+            ms(t.resize), ms(t.mix_normalize), ms(t.stats), ms(t.total)
+        );
+        if let Some(s) = &self.last_stats {
+            print_stats(s);
+        }
+        let digest = self
+            .digest
+            .clone()
+            .map(|h| crate::digest::hex(&sha2::Digest::finalize(h)));
+        if let Some(d) = &digest {
+            println!("output digest: sha256 {d}");
+        }
+        let decode_report = job.ops.decode_report();
+        if let Some(r) = &decode_report {
+            println!("{r}");
+        }
+        self.print_problems();
+        let ds = &job.dataset;
+        serde_json::json!({
+            "dataset": ds.root(), "format": ds.format().name(), "samples": ds.len(),
             "images": images, "batches": done, "seconds": secs,
-            "images_per_s": images as f64 / secs, "output_mb_per_s": out_bytes as f64 / secs / 1e6,
-            "threads": pipeline.threads(), "device": device, "errors": errors,
-            "warnings": warnings,
+            "images_per_s": images as f64 / secs, "output_mb_per_s": self.out_bytes as f64 / secs / 1e6,
+            "threads": job.pipeline.threads(), "device": self.device, "errors": self.errors,
+            "warnings": self.warnings,
             "decode": decode_report, "output_sha256": digest,
-            "decode_counts": decode_ops.decode_counts().map(|c| serde_json::json!({
+            "decode_counts": job.ops.decode_counts().map(|c| serde_json::json!({
                 "gpu": c.on_device, "cpu_fallback": c.fell_back, "cpu_by_header": c.kept_on_cpu,
                 "gpu_share": c.device_share, "pixel_fraction": c.pixel_fraction,
             })),
             "ms_per_batch": {
-                "read": per_batch(timings.read), "decode": per_batch(timings.decode), "color": per_batch(timings.color),
-                "per_image_wall": per_batch(timings.per_image_wall), "resize": per_batch(timings.resize),
-                "mix_normalize": per_batch(timings.mix_normalize), "stats": per_batch(timings.stats), "total": per_batch(timings.total),
+                "read": ms(t.read), "decode": ms(t.decode), "color": ms(t.color),
+                "per_image_wall": ms(t.per_image_wall), "resize": ms(t.resize),
+                "mix_normalize": ms(t.mix_normalize), "stats": ms(t.stats), "total": ms(t.total),
             },
-            "last_batch_stats": last_stats.map(|s| serde_json::json!({"mean": s.mean, "std": s.std, "mad": s.mad, "clipped": s.clipped,
+            "last_batch_stats": self.last_stats.map(|s| serde_json::json!({"mean": s.mean, "std": s.std, "mad": s.mad, "clipped": s.clipped,
                 "percentile_levels": PERCENTILES, "percentiles": s.percentiles})),
-        });
-        std::fs::write(p, serde_json::to_string_pretty(&summary)?)?;
+        })
     }
-    Ok(())
+
+    fn print_problems(&self) {
+        let n_err: u64 = self.errors.values().sum();
+        if n_err > 0 {
+            println!(
+                "image errors: {n_err} ({:?}); first: {}",
+                self.errors,
+                self.first_errors.join("; ")
+            );
+        } else {
+            println!("image errors: 0");
+        }
+        if !self.warnings.is_empty() {
+            let n: u64 = self.warnings.values().sum();
+            println!(
+                "damaged images kept (on_damaged = accept): {n} ({:?})",
+                self.warnings
+            );
+        }
+    }
+}
+
+fn print_stats(s: &augserve_core::ops::stats::BatchStats) {
+    let f = |v: [f32; 3]| format!("[{:.3}, {:.3}, {:.3}]", v[0], v[1], v[2]);
+    println!(
+        "last batch stats: mean {} std {} mad {} clipped {}",
+        f(s.mean),
+        f(s.std),
+        f(s.mad),
+        f(s.clipped)
+    );
+    if let Some(p) = &s.percentiles {
+        let levels: Vec<String> = PERCENTILES.iter().map(|l| format!("p{l}")).collect();
+        let per_channel: Vec<String> = (0..3)
+            .map(|c| {
+                let v: Vec<String> = p.iter().map(|level| format!("{:.3}", level[c])).collect();
+                format!("[{}]", v.join(", "))
+            })
+            .collect();
+        println!(
+            "last batch percentiles ({}) per channel: {}",
+            levels.join(", "),
+            per_channel.join(" ")
+        );
+    }
 }

@@ -313,6 +313,8 @@ unsafe fn lane_sums_avx(v: &[f32]) -> (f64, f64) {
 /// normalised. Returns the image's sums (of the values as written) for the statistics.
 /// Works one channel of one row at a time, so every inner loop runs over a contiguous f32
 /// slice (vectorised) and half conversion goes through `half`'s slice routines (F16C).
+/// One long function on purpose: it is the CPU batch stage's hot loop, and `multiversion`
+/// clones the whole body per target; helpers split out would run unvectorised.
 #[allow(clippy::too_many_arguments)]
 #[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 pub fn mix_normalize_image(

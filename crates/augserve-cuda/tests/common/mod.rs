@@ -24,6 +24,14 @@ pub fn check_compiled(c: &CompiledKernels, target: Target) {
             "{target:?}: kernel {name} missing from PTX"
         );
     }
+    // And the other way: a kernel written but not registered in `kernels!` is never loaded.
+    for entry in c.ptx.split(".entry ").skip(1) {
+        let name = entry.split('(').next().unwrap_or_default().trim();
+        assert!(
+            KERNEL_NAMES.contains(&name),
+            "{target:?}: kernel {name} is in kernels/ but not registered in kernels.rs"
+        );
+    }
     match (target, &c.cubin) {
         (Target::Cubin(_), Some(elf)) => {
             assert_eq!(

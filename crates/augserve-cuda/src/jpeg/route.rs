@@ -1,7 +1,7 @@
 //! Which images the GPU decodes, and how many: the per-image route (what nvJPEG's backends
 //! take, from the JPEG headers) and the automatic CPU/GPU split of a batch (from measured
 //! rates, so both finish together; DALI's `hw_decoder_load`, found rather than set).
-//! Pure logic: tested on the CPU; the decoder itself is `nvjpeg.rs`.
+//! Pure logic: tested on the CPU; the decoder itself is `decoder.rs`.
 
 use augserve_core::decode::{JpegCoding, JpegInfo};
 

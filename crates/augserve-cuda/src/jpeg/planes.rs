@@ -1,6 +1,6 @@
 //! Where nvJPEG's planar output of an image goes and how the conversion kernel reads it
 //! (`plane_layout`), and which part of an image ROI decode asks for (`roi_for_header`,
-//! `roi_for_region`, `roi_planes`). Pure logic: tested on the CPU; the decoder is `nvjpeg.rs`.
+//! `roi_for_region`, `roi_planes`). Pure logic: tested on the CPU; the decoder is `decoder.rs`.
 
 use augserve_core::decode::JpegInfo;
 

@@ -16,7 +16,8 @@ use std::fmt;
 use augserve_core::decode::{decode_jpeg, DecodeLimits, JpegInfo};
 use jpeg_encoder::{ColorType, Encoder, EncodingError, SamplingFactor};
 
-use crate::jpeg_planes::layout_name;
+use super::planes::{layout_name, roi_for_header, RoiSupport};
+use super::GpuJpegDecoder;
 
 /// Mean absolute difference, in levels, above which a test image fails the check. A correct
 /// GPU decode is within 0.02 of zune-jpeg (libjpeg-turbo's native planes through our kernel:
@@ -30,7 +31,7 @@ pub const TOLERANCE: f64 = 0.5;
 pub struct CheckImage {
     /// What it tests, e.g. "4:2:0 96x80".
     pub name: String,
-    /// Its chroma layout (`jpeg_planes::layout_name`).
+    /// Its chroma layout (`planes::layout_name`).
     pub layout: &'static str,
     pub jpeg: Vec<u8>,
     pub width: u32,
@@ -134,7 +135,7 @@ pub fn test_jpeg(
     Ok(out)
 }
 
-/// The chroma layouts the GPU decodes, by the names `jpeg_planes::layout_name` gives them,
+/// The chroma layouts the GPU decodes, by the names `planes::layout_name` gives them,
 /// with the encoder setting that makes each (`None`: grayscale): what the start-up checks and
 /// ROI support go through one by one.
 pub const GPU_LAYOUTS: [(&str, Option<SamplingFactor>); 5] = [
@@ -248,10 +249,77 @@ where
     Ok(report)
 }
 
+impl GpuJpegDecoder {
+    /// Decodes the start-up check's generated images (every chroma layout the GPU takes, an
+    /// odd size) in one batch and compares them with zune-jpeg's decode (`check_decoder`):
+    /// GPU decoding should be switched on only if this passes. Images nvJPEG refuses are
+    /// reported, not failed.
+    pub fn check_against_cpu(&mut self) -> Result<CheckReport, String> {
+        let images = check_images()?;
+        check_decoder(&images, |batch| {
+            let jpegs: Vec<&[u8]> = batch.iter().map(|i| i.jpeg.as_slice()).collect();
+            let dims: Vec<(u32, u32)> = batch.iter().map(|i| (i.width, i.height)).collect();
+            let decoded = self
+                .decode_batch(&jpegs, &dims)
+                .map_err(|e| e.to_string())?;
+            (0..batch.len())
+                .map(|k| self.download(&decoded, k).map_err(|e| e.to_string()))
+                .collect()
+        })
+    }
+
+    /// Where ROI decode can be used: this nvJPEG has it, and, per chroma layout (4:2:0,
+    /// 4:2:2, 4:4:0, 4:4:4, gray), a part of a generated image decodes to the same pixels as
+    /// the whole image inside the crop region, so a library that places partial planes
+    /// otherwise than [`crate::jpeg::planes::roi_planes`] assumes is found before any batch.
+    pub fn check_roi(&mut self) -> RoiSupport {
+        if self.nv.roi.is_none() {
+            return RoiSupport::off(
+                "this libnvjpeg has no batched ROI decode (nvjpegDecodeBatchedEx)",
+            );
+        }
+        let mut support = RoiSupport::default();
+        for (layout, sampling) in GPU_LAYOUTS {
+            support.record(layout, self.check_roi_on(sampling));
+        }
+        support
+    }
+
+    /// One layout of `check_roi`: a 96x80 image's part around a region at odd offsets
+    /// against its whole decode.
+    fn check_roi_on(&mut self, sampling: Option<SamplingFactor>) -> Result<(), String> {
+        let (w, h) = (96u32, 80u32);
+        let region = (21u32, 19u32, 40u32, 33u32);
+        let jpeg = test_jpeg(w, h, sampling).map_err(|e| format!("test image: {e}"))?;
+        let whole = self
+            .decode_batch(&[&jpeg], &[(w, h)])
+            .and_then(|b| self.download(&b, 0))
+            .map_err(|e| format!("whole image: {e}"))?;
+        let info =
+            augserve_core::decode::jpeg_info(&jpeg).map_err(|e| format!("test image: {e}"))?;
+        let roi = roi_for_header(&info, region);
+        let part = self
+            .decode_part_to_host(&jpeg, (w, h), roi)
+            .map_err(|e| format!("ROI {roi:?}: {e}"))?;
+        let (x, y, rw, rh) = region;
+        for row in y..y + rh {
+            let a = ((row * w + x) * 3) as usize;
+            let b = (((row - roi.y) * roi.width + (x - roi.x)) * 3) as usize;
+            let n = rw as usize * 3;
+            if whole.get(a..a + n) != part.get(b..b + n) {
+                return Err(format!(
+                    "ROI {roi:?} decode differs from the whole-image decode in row {row}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu_decode::{route, DecodeRoute, NvJpegBackend};
+    use crate::jpeg::route::{route, DecodeRoute, NvJpegBackend};
     use augserve_core::decode::jpeg_info;
 
     /// A stand-in GPU decoder: zune-jpeg, passed through `alter`.

@@ -1,253 +1,28 @@
-//! nvJPEG, loaded at run time (dlopen through libloading, like cudarc loads libcuda): the
-//! binary builds and runs without it, and `NvJpeg::load` says why it is unavailable. Only the
-//! functions the batched decoder uses are bound; every call goes through `check`.
-//!
-//! `GpuJpegDecoder::decode_into` decodes a batch straight into the caller's device buffer as
-//! interleaved RGB (the layout the resize kernels read), with the hardware engine where the
-//! GPU has one (A100/H100/H200) and the CUDA backend elsewhere. nvJPEG is asked for planar
-//! YCbCr at the native chroma subsampling (`NVJPEG_OUTPUT_YUV`), and our kernel
-//! (kernels/ycbcr.cu) upsamples the chroma and converts to RGB with zune-jpeg's arithmetic:
-//! nvJPEG's own RGB output replicates chroma, which put colourful images up to 2.8 levels
-//! away from the CPU decoder (measured on an H200; see benches/results/gpu-NVIDIA-H200).
-//! Images `gpu_decode::route` sends to the CPU never reach it.
-//!
-//! The signatures, enum values and `nvjpegImage_t` layout below were checked against the
-//! `nvjpeg.h` of PyPI's nvidia-nvjpeg-cu12 12.4.0.76 and nvidia-nvjpeg 13.2.3.58 (the same
-//! for everything bound here); `tests/cuda_libs.rs` opens both libraries (no GPU needed) and
-//! binds every function, the ROI entry points included.
+//! The batched nvJPEG decoder: `GpuJpegDecoder::decode_into` decodes a batch straight into
+//! the caller's device buffer as interleaved RGB (the layout the resize kernels read), with the
+//! hardware engine where the GPU has one (A100/H100/H200) and the CUDA backend elsewhere.
+//! nvJPEG is asked for planar YCbCr at the native chroma subsampling (`NVJPEG_OUTPUT_YUV`),
+//! and our kernel (kernels/ycbcr.cu) upsamples the chroma and converts to RGB with zune-jpeg's
+//! arithmetic: nvJPEG's own RGB output replicates chroma, which put colourful images up to 2.8
+//! levels away from the CPU decoder (measured on an H200; see benches/results/gpu-NVIDIA-H200).
+//! Images `route::route` sends to the CPU never reach it.
 
-use std::ffi::{c_int, c_uint, c_void};
+use std::ffi::{c_int, c_uint};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cudarc::driver::sys::CUstream;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PushKernelArg};
-use jpeg_encoder::SamplingFactor;
 
-use crate::cuda_libs::{self, CudaLib};
-use crate::decode_check::{check_decoder, check_images, test_jpeg, CheckReport, GPU_LAYOUTS};
 use crate::device::GpuDevice;
-use crate::gpu_decode::{BackendChoice, NvJpegBackend};
-use crate::jpeg_planes::{
-    batch_planes, chroma_layout, plane_destinations, roi_for_header, ChromaLayout, PlaneInfo, Roi,
-    RoiSupport, MAX_COMPONENTS,
+use crate::jpeg::planes::{
+    batch_planes, chroma_layout, plane_destinations, ChromaLayout, PlaneInfo, Roi, MAX_COMPONENTS,
 };
+use crate::jpeg::route::{BackendChoice, NvJpegBackend};
+use crate::kernels::Kernel;
 use crate::launch::{elapsed_ms, grid, launch, timing_event, BLOCK};
 use crate::GpuError;
 
-type Status = c_int;
-type Handle = *mut c_void;
-type State = *mut c_void;
-
-const NVJPEG_BACKEND_DEFAULT: c_int = 0;
-const NVJPEG_BACKEND_HARDWARE: c_int = 3;
-const NVJPEG_OUTPUT_YUV: c_int = 1;
-const NVJPEG_OUTPUT_Y: c_int = 2;
-const NVJPEG_OUTPUT_RGBI: c_int = 5;
-const NVJPEG_OUTPUT_NV12: c_int = 8;
-/// nvjpegChromaSubsampling_t NVJPEG_CSS_420.
-const NVJPEG_CSS_420: c_int = 2;
-
-/// nvjpegImage_t: one destination image (interleaved RGB uses channel 0 only).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct NvJpegImage {
-    channel: [*mut u8; MAX_COMPONENTS],
-    pitch: [usize; MAX_COMPONENTS],
-}
-
-type CreateEx =
-    unsafe extern "C" fn(c_int, *mut c_void, *mut c_void, c_uint, *mut Handle) -> Status;
-type Destroy = unsafe extern "C" fn(Handle) -> Status;
-type StateCreate = unsafe extern "C" fn(Handle, *mut State) -> Status;
-type StateDestroy = unsafe extern "C" fn(State) -> Status;
-type BatchedInitialize = unsafe extern "C" fn(Handle, State, c_int, c_int, c_int) -> Status;
-type GetImageInfo = unsafe extern "C" fn(
-    Handle,
-    *const u8,
-    usize,
-    *mut c_int,
-    *mut c_int,
-    *mut c_int,
-    *mut c_int,
-) -> Status;
-type DecodeBatched = unsafe extern "C" fn(
-    Handle,
-    State,
-    *const *const u8,
-    *const usize,
-    *mut NvJpegImage,
-    CUstream,
-) -> Status;
-
-/// nvjpegGetProperty(libraryPropertyType, int*): MAJOR_VERSION 0, MINOR_VERSION 1,
-/// PATCH_LEVEL 2.
-type GetProperty = unsafe extern "C" fn(c_int, *mut c_int) -> Status;
-
-type Params = *mut c_void;
-type ParamsCreate = unsafe extern "C" fn(Handle, *mut Params) -> Status;
-type ParamsDestroy = unsafe extern "C" fn(Params) -> Status;
-type ParamsSetRoi = unsafe extern "C" fn(Params, c_int, c_int, c_int, c_int) -> Status;
-type ParamsSetOutputFormat = unsafe extern "C" fn(Params, c_int) -> Status;
-type DecodeBatchedEx = unsafe extern "C" fn(
-    Handle,
-    State,
-    *const *const u8,
-    *const usize,
-    *mut NvJpegImage,
-    *mut Params,
-    CUstream,
-) -> Status;
-
-/// nvjpegDecodeBatchedPreAllocate(handle, state, batch_size, width, height, chroma
-/// subsampling, output format).
-type PreAllocate = unsafe extern "C" fn(Handle, State, c_int, c_int, c_int, c_int, c_int) -> Status;
-/// nvjpegGetHardwareDecoderInfo(handle, num_engines, num_cores_per_engine).
-type GetHardwareDecoderInfo = unsafe extern "C" fn(Handle, *mut c_uint, *mut c_uint) -> Status;
-
-/// The region-of-interest entry points (nvJPEG 11.6+; batched ROI decode on the hardware
-/// engine, as nvImageCodec and DALI use it). Optional: without them every image is decoded
-/// whole.
-#[derive(Clone, Copy)]
-struct RoiApi {
-    params_create: ParamsCreate,
-    params_destroy: ParamsDestroy,
-    params_set_roi: ParamsSetRoi,
-    params_set_output_format: ParamsSetOutputFormat,
-    decode_batched_ex: DecodeBatchedEx,
-}
-
-/// The library and the functions we use (valid while `_lib` lives).
-pub struct NvJpeg {
-    create_ex: CreateEx,
-    destroy: Destroy,
-    state_create: StateCreate,
-    state_destroy: StateDestroy,
-    batched_initialize: BatchedInitialize,
-    decode_batched: DecodeBatched,
-    get_image_info: GetImageInfo,
-    roi: Option<RoiApi>,
-    /// Optional (nvJPEG 11.9+): internal buffers allocated up front, engine count.
-    pre_allocate: Option<PreAllocate>,
-    hardware_decoder_info: Option<GetHardwareDecoderInfo>,
-    /// Which file was loaded.
-    pub library: String,
-    /// Its version (major, minor, patch), where it says.
-    pub version: Option<(i32, i32, i32)>,
-    _lib: libloading::Library,
-}
-
-/// nvjpegStatus_t names.
-fn status_name(s: Status) -> String {
-    let name = match s {
-        1 => "NOT_INITIALIZED",
-        2 => "INVALID_PARAMETER",
-        3 => "BAD_JPEG",
-        4 => "JPEG_NOT_SUPPORTED",
-        5 => "ALLOCATOR_FAILURE",
-        6 => "EXECUTION_FAILED",
-        7 => "ARCH_MISMATCH",
-        8 => "INTERNAL_ERROR",
-        9 => "IMPLEMENTATION_NOT_SUPPORTED",
-        10 => "INCOMPLETE_BITSTREAM",
-        _ => return format!("status {s}"),
-    };
-    name.to_string()
-}
-
-fn check(call: &'static str, s: Status) -> Result<(), GpuError> {
-    if s == 0 {
-        Ok(())
-    } else {
-        Err(GpuError::NvJpeg {
-            call,
-            status: status_name(s),
-        })
-    }
-}
-
-/// File names tried, newest CUDA first (CUDA 13 and 12 runtimes; the unversioned dev link).
-pub const LIBRARY_NAMES: &[&str] = &["libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so"];
-
-impl NvJpeg {
-    /// Loads nvJPEG, or says why not (never panics without it): the newest the driver runs,
-    /// by name through the dynamic loader, else from the CUDA toolkit's folder or a Python
-    /// environment's NVIDIA wheels (`cuda_libs::open_first`).
-    pub fn load() -> Result<Arc<Self>, GpuError> {
-        Self::load_for(cuda_libs::driver_cuda_version())
-    }
-
-    /// As `load`, for a driver running CUDA `driver` (major, minor); None: any version.
-    pub fn load_for(driver: Option<(i32, i32)>) -> Result<Arc<Self>, GpuError> {
-        cuda_libs::open_first(
-            CudaLib::NvJpeg,
-            driver,
-            None,
-            &|lib, found| {
-                Self::bind(lib, &found.file()).map_err(|e| match e {
-                    GpuError::NoNvJpeg(why) => why,
-                    other => other.to_string(),
-                })
-            },
-            &|nv| nv.version.map(|v| v.0),
-        )
-        .map(Arc::new)
-        .map_err(GpuError::NoNvJpeg)
-    }
-
-    fn bind(lib: libloading::Library, name: &str) -> Result<Self, GpuError> {
-        fn get<T: Copy>(lib: &libloading::Library, sym: &str) -> Result<T, GpuError> {
-            // SAFETY: each symbol is looked up with the C signature nvjpeg.h declares for it.
-            unsafe { lib.get::<T>(sym.as_bytes()) }
-                .map(|f| *f)
-                .map_err(|e| GpuError::NoNvJpeg(format!("{sym}: {e}")))
-        }
-        Ok(NvJpeg {
-            create_ex: get(&lib, "nvjpegCreateEx")?,
-            destroy: get(&lib, "nvjpegDestroy")?,
-            state_create: get(&lib, "nvjpegJpegStateCreate")?,
-            state_destroy: get(&lib, "nvjpegJpegStateDestroy")?,
-            batched_initialize: get(&lib, "nvjpegDecodeBatchedInitialize")?,
-            decode_batched: get(&lib, "nvjpegDecodeBatched")?,
-            get_image_info: get(&lib, "nvjpegGetImageInfo")?,
-            roi: (|| {
-                Some(RoiApi {
-                    params_create: get(&lib, "nvjpegDecodeParamsCreate").ok()?,
-                    params_destroy: get(&lib, "nvjpegDecodeParamsDestroy").ok()?,
-                    params_set_roi: get(&lib, "nvjpegDecodeParamsSetROI").ok()?,
-                    params_set_output_format: get(&lib, "nvjpegDecodeParamsSetOutputFormat")
-                        .ok()?,
-                    decode_batched_ex: get(&lib, "nvjpegDecodeBatchedEx").ok()?,
-                })
-            })(),
-            pre_allocate: get(&lib, "nvjpegDecodeBatchedPreAllocate").ok(),
-            hardware_decoder_info: get(&lib, "nvjpegGetHardwareDecoderInfo").ok(),
-            library: name.to_string(),
-            version: get::<GetProperty>(&lib, "nvjpegGetProperty")
-                .ok()
-                .and_then(|f| {
-                    let property = |p: c_int| {
-                        let mut v: c_int = 0;
-                        // SAFETY: a plain query (no GPU involved); out-pointer to a local.
-                        (unsafe { f(p, &mut v) } == 0).then_some(v)
-                    };
-                    Some((property(0)?, property(1)?, property(2)?))
-                }),
-            _lib: lib,
-        })
-    }
-
-    /// "12.4.0" style, or "unknown version".
-    pub fn version_string(&self) -> String {
-        self.version
-            .map_or("unknown version".into(), |(a, b, c)| format!("{a}.{b}.{c}"))
-    }
-
-    /// Whether this libnvjpeg has the batched ROI decode entry points.
-    pub fn has_roi_decode(&self) -> bool {
-        self.roi.is_some()
-    }
-}
+use super::ffi::*;
 
 /// A batch decoded on the device: interleaved RGB images back to back in `buffer`.
 pub struct DecodedBatch {
@@ -258,23 +33,23 @@ pub struct DecodedBatch {
 
 /// A batched nvJPEG decoder on one device and stream.
 pub struct GpuJpegDecoder {
-    nv: Arc<NvJpeg>,
-    device: Arc<GpuDevice>,
-    handle: Handle,
+    pub(super) nv: Arc<NvJpeg>,
+    pub(super) device: Arc<GpuDevice>,
+    pub(super) handle: Handle,
     /// One decoding state per output format and chroma layout in use: one state switched
     /// between formats every batch ran 2x slower on an H200 (set up anew each time).
-    states: Vec<FormatState>,
+    pub(super) states: Vec<FormatState>,
     /// The backend in use, and why not the hardware engine when it was asked for.
-    choice: BackendChoice,
-    stream: Arc<CudaStream>,
+    pub(super) choice: BackendChoice,
+    pub(super) stream: Arc<CudaStream>,
     /// Where the time of the last `decode_into` went.
-    last_times: DecodeTimes,
+    pub(super) last_times: DecodeTimes,
     /// Scratch output of `time_nvjpeg_output` (measurements only).
-    raw_scratch: Option<CudaSlice<u8>>,
+    pub(super) raw_scratch: Option<CudaSlice<u8>>,
     /// nvJPEG's planar output, reused across batches (grown, never shrunk).
-    planes: Option<CudaSlice<u8>>,
+    pub(super) planes: Option<CudaSlice<u8>>,
     /// One nvJPEG decode-params object per batch position (ROI decode), created on demand.
-    params: Vec<Params>,
+    pub(super) params: Vec<Params>,
 }
 
 // SAFETY: the handle and state are used by one thread at a time (methods take &mut self);
@@ -501,7 +276,7 @@ impl GpuJpegDecoder {
     }
 
     /// Planar YCbCr of `g`'s images into the scratch buffer, then our conversion into `dst`.
-    fn decode_ycc_into(
+    pub(super) fn decode_ycc_into(
         &mut self,
         g: &Group<'_>,
         dst: &mut CudaSlice<u8>,
@@ -554,7 +329,7 @@ impl GpuJpegDecoder {
                 .unwrap_or(1);
             // Grid stride over each image's pixels: up to 128 blocks per image.
             let cfg = grid(most.min(128 * BLOCK), 1, descs.len() as u32);
-            launch(&stream, &self.device.ycbcr_to_rgb, cfg, |a| {
+            launch(&stream, self.device.kernel(Kernel::YcbcrToRgb), cfg, |a| {
                 a.arg(&planes).arg(&mut *dst).arg(&descs_dev);
             })?;
             let after = timing_event(&stream)?;
@@ -652,7 +427,7 @@ impl GpuJpegDecoder {
     /// A fresh decoding state for `key` in place of one a failed batch may have left
     /// unusable (after the stream's work on it ended). Keeps the old one if nvJPEG cannot
     /// make another.
-    fn renew_state(&mut self, key: StateKey) {
+    pub(super) fn renew_state(&mut self, key: StateKey) {
         let _ = self.stream.synchronize();
         let Some(fs) = self.states.iter_mut().find(|f| f.key == key) else {
             return;
@@ -677,7 +452,7 @@ impl GpuJpegDecoder {
     /// initialisation, so a new count re-initialises (most batches, as the split moves);
     /// NVIDIA's nvImageCodec initialises before every batched hardware decode, so this is the
     /// intended use, not a slow path (measured: no cost on an H200).
-    fn initialize(&mut self, n: usize, key: StateKey) -> Result<State, GpuError> {
+    pub(super) fn initialize(&mut self, n: usize, key: StateKey) -> Result<State, GpuError> {
         let k = match self.states.iter().position(|f| f.key == key) {
             Some(k) => k,
             None => {
@@ -749,160 +524,32 @@ impl GpuJpegDecoder {
         }
         Ok(true)
     }
-
-    /// Times nvJPEG alone decoding `jpegs` whole in `output` into a scratch buffer (no
-    /// conversion kernel; the pixels are not used): what each output format costs on this
-    /// GPU's engines. Measurements only; the pipeline decodes through `decode_into`.
-    pub fn time_nvjpeg_output(
-        &mut self,
-        jpegs: &[&[u8]],
-        output: NvJpegOutput,
-    ) -> Result<DecodeTimes, GpuError> {
-        let n = jpegs.len();
-        let started = Instant::now();
-        let infos = jpegs
-            .iter()
-            .map(|j| self.plane_info(j))
-            .collect::<Result<Vec<_>, _>>()?;
-        let headers_ms = started.elapsed().as_secs_f64() * 1e3;
-        // Per image, per channel: byte offset in the scratch buffer and pitch.
-        let mut layout: Vec<[(usize, usize); MAX_COMPONENTS]> = Vec::with_capacity(n);
-        let mut total = 0usize;
-        for p in &infos {
-            let (w, h) = (p.widths[0].max(0) as usize, p.heights[0].max(0) as usize);
-            let mut channels = [(0usize, 0usize); MAX_COMPONENTS];
-            let mut plane = |k: usize, pitch: usize, rows: usize| {
-                channels[k] = (total, pitch);
-                total += pitch * rows;
-            };
-            match output {
-                NvJpegOutput::Rgbi => plane(0, w * 3, h),
-                NvJpegOutput::Y => plane(0, w, h),
-                NvJpegOutput::Nv12 => {
-                    plane(0, w, h);
-                    plane(1, w.div_ceil(2) * 2, h.div_ceil(2));
-                }
-                // Full-size chroma destinations for grayscale, as `plane_layout` gives them.
-                NvJpegOutput::Yuv if p.components == 1 => (0..3).for_each(|k| plane(k, w, h)),
-                NvJpegOutput::Yuv => {
-                    for k in 0..3 {
-                        plane(k, p.widths[k].max(0) as usize, p.heights[k].max(0) as usize);
-                    }
-                }
-            }
-            layout.push(channels);
-        }
-        let stream = self.stream.clone();
-        if self.raw_scratch.as_ref().is_none_or(|b| b.len() < total) {
-            self.raw_scratch = None;
-            // SAFETY: scratch output, never read.
-            self.raw_scratch = Some(
-                unsafe { stream.alloc::<u8>(total.max(1)) }
-                    .map_err(|e| GpuError::alloc(e, total))?,
-            );
-        }
-        // One state for whatever layouts the measurement mixes.
-        let key = StateKey {
-            format: output.code(),
-            layout: None,
-        };
-        let state = self.initialize(n, key)?;
-        let mut scratch = self
-            .raw_scratch
-            .take()
-            .ok_or_else(|| GpuError::Internal("scratch".into()))?;
-        let result =
-            self.time_into_scratch(jpegs, &layout, &mut scratch, state, headers_ms, started);
-        if result.is_err() {
-            self.renew_state(key);
-        }
-        self.raw_scratch = Some(scratch);
-        result
-    }
-
-    fn time_into_scratch(
-        &mut self,
-        jpegs: &[&[u8]],
-        layout: &[[(usize, usize); MAX_COMPONENTS]],
-        scratch: &mut CudaSlice<u8>,
-        state: State,
-        headers_ms: f64,
-        started: Instant,
-    ) -> Result<DecodeTimes, GpuError> {
-        let n = jpegs.len();
-        let stream = self.stream.clone();
-        let (base, _sync) = scratch.device_ptr_mut(&stream);
-        let mut dest: Vec<NvJpegImage> = layout
-            .iter()
-            .map(|c| {
-                let mut img = NvJpegImage {
-                    channel: [std::ptr::null_mut(); MAX_COMPONENTS],
-                    pitch: [0; MAX_COMPONENTS],
-                };
-                for (k, &(off, pitch)) in c.iter().enumerate() {
-                    if pitch > 0 {
-                        img.channel[k] = (base + off as u64) as *mut u8;
-                        img.pitch[k] = pitch;
-                    }
-                }
-                img
-            })
-            .collect();
-        let data: Vec<*const u8> = jpegs.iter().map(|j| j.as_ptr()).collect();
-        let lengths: Vec<usize> = jpegs.iter().map(|j| j.len()).collect();
-        let before = timing_event(&stream)?;
-        let submitted = Instant::now();
-        // SAFETY: as in decode_into: n live host buffers; every destination channel points
-        // into `scratch` at the size nvJPEG reported for that image and format.
-        let status = unsafe {
-            (self.nv.decode_batched)(
-                self.handle,
-                state,
-                data.as_ptr(),
-                lengths.as_ptr(),
-                dest.as_mut_ptr(),
-                stream.cu_stream(),
-            )
-        };
-        let submit_ms = submitted.elapsed().as_secs_f64() * 1e3;
-        check("nvjpegDecodeBatched", status)?;
-        let after = timing_event(&stream)?;
-        stream.synchronize()?;
-        Ok(DecodeTimes {
-            images: n,
-            headers_ms,
-            submit_ms,
-            nvjpeg_ms: elapsed_ms(&before, &after)?,
-            convert_ms: 0.0,
-            total_ms: started.elapsed().as_secs_f64() * 1e3,
-        })
-    }
 }
 
 /// What a decoding state is for: an output format and chroma layout (None: any, for
 /// measurements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StateKey {
-    format: c_int,
-    layout: Option<ChromaLayout>,
+pub(super) struct StateKey {
+    pub(super) format: c_int,
+    pub(super) layout: Option<ChromaLayout>,
 }
 
 /// A decoding state and what it is set up for.
-struct FormatState {
-    key: StateKey,
-    state: State,
+pub(super) struct FormatState {
+    pub(super) key: StateKey,
+    pub(super) state: State,
     /// The batch size it was initialised for.
-    batch: Option<usize>,
+    pub(super) batch: Option<usize>,
 }
 
 /// One output group of a batch: the images `decode_into` sends to one nvJPEG call.
-struct Group<'a> {
-    layout: ChromaLayout,
-    jpegs: Vec<&'a [u8]>,
-    dims: Vec<(u32, u32)>,
-    rois: Vec<Roi>,
-    offsets: Vec<usize>,
-    infos: Vec<PlaneInfo>,
+pub(super) struct Group<'a> {
+    pub(super) layout: ChromaLayout,
+    pub(super) jpegs: Vec<&'a [u8]>,
+    pub(super) dims: Vec<(u32, u32)>,
+    pub(super) rois: Vec<Roi>,
+    pub(super) offsets: Vec<usize>,
+    pub(super) infos: Vec<PlaneInfo>,
 }
 
 /// Where the time of one batched decode went (milliseconds).
@@ -931,33 +578,13 @@ impl std::fmt::Display for DecodeTimes {
     }
 }
 
-/// nvJPEG output formats `time_nvjpeg_output` measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum NvJpegOutput {
-    /// Planar Y, Cb, Cr at the image's own subsampling (what the pipeline uses).
-    Yuv,
-    /// Interleaved RGB, nvJPEG's conversion (replicated chroma).
-    Rgbi,
-    /// Luma only.
-    Y,
-    /// Y plane + interleaved CbCr at 4:2:0.
-    Nv12,
-}
-
-impl NvJpegOutput {
-    fn code(self) -> c_int {
-        match self {
-            NvJpegOutput::Yuv => NVJPEG_OUTPUT_YUV,
-            NvJpegOutput::Rgbi => NVJPEG_OUTPUT_RGBI,
-            NvJpegOutput::Y => NVJPEG_OUTPUT_Y,
-            NvJpegOutput::Nv12 => NVJPEG_OUTPUT_NV12,
-        }
-    }
-}
-
 impl GpuJpegDecoder {
     /// One decode-params object per image with its ROI set (the whole image: -1 sizes).
-    fn roi_params(&mut self, rois: &[Roi], dims: &[(u32, u32)]) -> Result<Vec<Params>, GpuError> {
+    pub(super) fn roi_params(
+        &mut self,
+        rois: &[Roi],
+        dims: &[(u32, u32)],
+    ) -> Result<Vec<Params>, GpuError> {
         let api = self.nv.roi.ok_or_else(|| {
             GpuError::NoNvJpeg("this libnvjpeg has no nvjpegDecodeBatchedEx".into())
         })?;
@@ -991,93 +618,6 @@ impl GpuJpegDecoder {
         }
         Ok(self.params[..rois.len()].to_vec())
     }
-
-    /// Decodes the start-up check's generated images (every chroma layout the GPU takes, an
-    /// odd size) in one batch and compares them with zune-jpeg's decode
-    /// (`decode_check::check_decoder`): GPU decoding should be switched on only if this
-    /// passes. Images nvJPEG refuses are reported, not failed.
-    pub fn check_against_cpu(&mut self) -> Result<CheckReport, String> {
-        let images = check_images()?;
-        check_decoder(&images, |batch| {
-            let jpegs: Vec<&[u8]> = batch.iter().map(|i| i.jpeg.as_slice()).collect();
-            let dims: Vec<(u32, u32)> = batch.iter().map(|i| (i.width, i.height)).collect();
-            let decoded = self
-                .decode_batch(&jpegs, &dims)
-                .map_err(|e| e.to_string())?;
-            (0..batch.len())
-                .map(|k| self.download(&decoded, k).map_err(|e| e.to_string()))
-                .collect()
-        })
-    }
-
-    /// Where ROI decode can be used: this nvJPEG has it, and, per chroma layout (4:2:0,
-    /// 4:2:2, 4:4:0, 4:4:4, gray), a part of a generated image decodes to the same pixels as
-    /// the whole image inside the crop region, so a library that places partial planes
-    /// otherwise than [`crate::jpeg_planes::roi_planes`] assumes is found before any batch.
-    pub fn check_roi(&mut self) -> RoiSupport {
-        if self.nv.roi.is_none() {
-            return RoiSupport::off(
-                "this libnvjpeg has no batched ROI decode (nvjpegDecodeBatchedEx)",
-            );
-        }
-        let mut support = RoiSupport::default();
-        for (layout, sampling) in GPU_LAYOUTS {
-            support.record(layout, self.check_roi_on(sampling));
-        }
-        support
-    }
-
-    /// One layout of `check_roi`: a 96x80 image's part around a region at odd offsets
-    /// against its whole decode.
-    fn check_roi_on(&mut self, sampling: Option<SamplingFactor>) -> Result<(), String> {
-        let (w, h) = (96u32, 80u32);
-        let region = (21u32, 19u32, 40u32, 33u32);
-        let jpeg = test_jpeg(w, h, sampling).map_err(|e| format!("test image: {e}"))?;
-        let whole = self
-            .decode_batch(&[&jpeg], &[(w, h)])
-            .and_then(|b| self.download(&b, 0))
-            .map_err(|e| format!("whole image: {e}"))?;
-        let info =
-            augserve_core::decode::jpeg_info(&jpeg).map_err(|e| format!("test image: {e}"))?;
-        let roi = roi_for_header(&info, region);
-        let part = self
-            .decode_part_to_host(&jpeg, (w, h), roi)
-            .map_err(|e| format!("ROI {roi:?}: {e}"))?;
-        let (x, y, rw, rh) = region;
-        for row in y..y + rh {
-            let a = ((row * w + x) * 3) as usize;
-            let b = (((row - roi.y) * roi.width + (x - roi.x)) * 3) as usize;
-            let n = rw as usize * 3;
-            if whole.get(a..a + n) != part.get(b..b + n) {
-                return Err(format!(
-                    "ROI {roi:?} decode differs from the whole-image decode in row {row}"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Decodes part `roi` of one image (full size `dims`) and copies it to the host, RGB with
-    /// pitch roi width * 3 (checks only).
-    pub fn decode_part_to_host(
-        &mut self,
-        jpeg: &[u8],
-        dims: (u32, u32),
-        roi: Roi,
-    ) -> Result<Vec<u8>, GpuError> {
-        let b = self.decode_parts(&[jpeg], &[dims], &[roi])?;
-        self.download(&b, 0)
-    }
-
-    /// Copies image `k` of a decoded batch back to the host (checks only: the pipeline keeps
-    /// decoded images on the device).
-    pub fn download(&self, batch: &DecodedBatch, k: usize) -> Result<Vec<u8>, GpuError> {
-        let (off, w, h) = batch.images[k];
-        let len = w as usize * h as usize * 3;
-        Ok(self
-            .stream
-            .clone_dtoh(&batch.buffer.slice(off..off + len))?)
-    }
 }
 
 impl Drop for GpuJpegDecoder {
@@ -1095,24 +635,5 @@ impl Drop for GpuJpegDecoder {
             }
             (self.nv.destroy)(self.handle);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loading_without_nvjpeg_reports_instead_of_panicking() {
-        match NvJpeg::load() {
-            Ok(nv) => assert!(nv.library.contains("libnvjpeg"), "{}", nv.library),
-            Err(e) => {
-                let m = e.to_string();
-                assert!(m.starts_with("GPU JPEG decoding unavailable"), "{m}");
-                assert!(m.contains("libnvjpeg.so.12"), "{m}");
-            }
-        }
-        assert_eq!(status_name(4), "JPEG_NOT_SUPPORTED");
-        assert_eq!(std::mem::size_of::<NvJpegImage>(), 64);
     }
 }

@@ -1,0 +1,225 @@
+//! Batch ops on the CPU: resize (flip fused), mix + normalise, statistics, parallel over
+//! images. The reference the GPU backend matches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use rayon::ThreadPool;
+
+use super::backend::{tensor_bytes, tensor_shape, BatchOps, BatchOutput, Destination};
+use super::prepare::PreparedImage;
+use crate::batch::Tensor;
+use crate::buffers::BufferPool;
+use crate::error::{Error, Result, SampleError};
+use crate::ops::mix::{mix_normalize_image, MixPlan, NormalizeCoeffs};
+use crate::ops::resize::{resize_u8_reference_into, FastResizer};
+use crate::ops::stats::{abs_dev_sums, combine_stats, BatchStats};
+use crate::spec::PipelineSpec;
+
+/// Which CPU resize implementation the CPU batch ops use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuResize {
+    /// The Pillow-exact reference, the arithmetic the GPU kernel copies: CPU and GPU batches
+    /// are then identical byte for byte.
+    #[default]
+    Reference,
+    /// fast_image_resize (SIMD); within one level of the reference; about 2x faster per image
+    /// (0.15 vs 0.31 ms), under 10 % faster over the whole CPU batch stage.
+    Fast,
+}
+
+/// Batch ops on the CPU, parallel over images.
+#[derive(Debug, Default, Clone)]
+pub struct CpuBatchOps {
+    pub resize: CpuResize,
+    /// The resized images' buffer and output tensors given back (`BatchOps::recycle`).
+    pub buffers: Arc<BufferPool>,
+}
+
+impl CpuBatchOps {
+    /// CPU batch ops with the given resize implementation.
+    pub fn new(resize: CpuResize) -> Self {
+        CpuBatchOps {
+            resize,
+            ..Default::default()
+        }
+    }
+
+    /// Resizes every prepared image into one contiguous HWC u8 batch.
+    pub fn resize_batch(
+        &self,
+        images: &[PreparedImage],
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+    ) -> Vec<u8> {
+        let (w, h) = (spec.size.width, spec.size.height);
+        let img_len = w as usize * h as usize * 3;
+        // Every byte is written below (one whole image per chunk), so a reused buffer's old
+        // contents never show.
+        let mut out = self.buffers.take(images.len() * img_len);
+        pool.install(|| {
+            out.par_chunks_mut(img_len.max(1))
+                .zip(images.par_iter())
+                .for_each_init(FastResizer::default, |fast, (dst, im)| {
+                    match self.resize {
+                        CpuResize::Fast => fast.resize_into(&im.region, im.crop, w, h, dst),
+                        CpuResize::Reference => {
+                            resize_u8_reference_into(&im.region, im.crop, w, h, dst)
+                        }
+                    }
+                    if im.flip {
+                        flip_rows(dst, w as usize);
+                    }
+                })
+        });
+        out
+    }
+}
+
+fn flip_rows(img: &mut [u8], width: usize) {
+    for row in img.chunks_exact_mut(width * 3) {
+        for x in 0..width / 2 {
+            let (a, b) = (x * 3, (width - 1 - x) * 3);
+            for c in 0..3 {
+                row.swap(a + c, b + c);
+            }
+        }
+    }
+}
+
+/// Mixes and normalises a contiguous HWC u8 batch into the output tensor (CPU), and
+/// computes its statistics.
+pub fn mix_normalize_batch(
+    resized: &[u8],
+    plan: &MixPlan,
+    spec: &PipelineSpec,
+    pool: &ThreadPool,
+) -> (Tensor, BatchStats) {
+    let mut data = vec![0u8; tensor_bytes(spec, plan.len())];
+    let stats = mix_normalize_batch_to(resized, plan, spec, pool, &mut data);
+    let tensor = Tensor {
+        data,
+        shape: tensor_shape(spec, plan.len()),
+        dtype: spec.output.dtype,
+        layout: spec.output.layout,
+    };
+    (tensor, stats)
+}
+
+/// [`mix_normalize_batch`] into `out`, exactly the tensor's length (`tensor_bytes`); every
+/// byte is written, whatever it held.
+///
+/// # Panics
+/// If `out` has another length (a caller's bug).
+pub fn mix_normalize_batch_to(
+    resized: &[u8],
+    plan: &MixPlan,
+    spec: &PipelineSpec,
+    pool: &ThreadPool,
+    out: &mut [u8],
+) -> BatchStats {
+    let n = plan.len();
+    let (w, h) = (spec.size.width, spec.size.height);
+    let hw = w as usize * h as usize;
+    let (dtype, layout) = (spec.output.dtype, spec.output.layout);
+    let out_img = hw * 3 * dtype.size_bytes();
+    assert_eq!(out.len(), n * out_img, "output buffer size");
+    let norm = NormalizeCoeffs::new(&spec.normalize);
+    let (sums, stats) = pool.install(|| {
+        let sums: Vec<_> = out
+            .par_chunks_mut(out_img.max(1))
+            .enumerate()
+            .map(|(i, img)| mix_normalize_image(resized, h, w, plan, i, &norm, dtype, layout, img))
+            .collect();
+        let stats = combine_stats(&sums, hw, |mean| {
+            out.par_chunks(out_img.max(1))
+                .map(|img| abs_dev_sums(img, hw, dtype, layout, mean))
+                .collect()
+        });
+        (sums, stats)
+    });
+    debug_assert_eq!(sums.len(), n);
+    stats
+}
+
+impl BatchOps for CpuBatchOps {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        self.buffers.give(buf);
+    }
+
+    fn release_idle_memory(&self) {
+        self.buffers.clear();
+    }
+
+    fn run(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        to: Destination<'_>,
+    ) -> Result<BatchOutput> {
+        match to {
+            Destination::Owned => {
+                let mut data = self.buffers.take(tensor_bytes(spec, plan.len()));
+                let mut done = self.run_cpu(images, plan, spec, pool, &mut data)?;
+                done.tensor.data = data;
+                Ok(done)
+            }
+            Destination::Host(out) => self.run_cpu(images, plan, spec, pool, out),
+            Destination::Device { .. } => Err(Error::Backend(
+                "the CPU batch ops cannot write to device memory".into(),
+            )),
+        }
+    }
+}
+
+impl CpuBatchOps {
+    /// The CPU batch ops into `out` (the tensor's length); the returned tensor has no data.
+    fn run_cpu(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        out: &mut [u8],
+    ) -> Result<BatchOutput> {
+        if images.iter().any(|im| im.deferred.is_some()) {
+            // Left for a device decoder that is not here (or gave up): decode them now.
+            let mut owned = images.to_vec();
+            let failed: Vec<SampleError> = pool.install(|| {
+                owned
+                    .par_iter_mut()
+                    .filter_map(|im| im.decode_deferred_on_cpu().err())
+                    .collect()
+            });
+            if !failed.is_empty() {
+                return Err(Error::DeferredImagesFailed(failed));
+            }
+            return self.run_cpu(&owned, plan, spec, pool, out);
+        }
+        let t0 = Instant::now();
+        let resized = self.resize_batch(images, spec, pool);
+        let t1 = Instant::now();
+        let stats = mix_normalize_batch_to(&resized, plan, spec, pool, out);
+        self.buffers.give(resized);
+        let t2 = Instant::now();
+        Ok(BatchOutput {
+            tensor: Tensor {
+                data: Vec::new(),
+                shape: tensor_shape(spec, plan.len()),
+                dtype: spec.output.dtype,
+                layout: spec.output.layout,
+            },
+            stats,
+            resize: t1 - t0,
+            mix_normalize: t2 - t1,
+            stats_time: Duration::ZERO,
+        })
+    }
+}

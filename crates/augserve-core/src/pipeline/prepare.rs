@@ -1,0 +1,281 @@
+//! The per-image stage: read, decode (or leave to a device decoder), crop region, colour
+//! jitter, one image per task on the worker pool.
+
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use rayon::ThreadPool;
+
+use super::deferred::{DeferredDecode, DeviceDecoder};
+use crate::batch::StageTimings;
+use crate::decode::{decode_image, decode_image_accepting_damage, DecodeLimits};
+use crate::error::{SampleError, SampleErrorKind};
+use crate::image::RgbImage;
+use crate::ops::color::{apply_color_jitter, ColorFactors};
+use crate::ops::crop::{choose_crop, CropBox};
+use crate::ops::resize::read_region;
+use crate::rng::{keyed_rng, Purpose};
+use crate::spec::{DamagedPolicy, PipelineSpec};
+
+/// An image after the per-image stage: the region the resize will read, already colour
+/// jittered, and where in it the crop box lies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedImage {
+    pub sample_id: u64,
+    pub label: i64,
+    pub region: RgbImage,
+    /// The crop box in `region`'s coordinates.
+    pub crop: CropBox,
+    pub flip: bool,
+    /// Set when the batch ops decode this image on their device (GPU JPEG decoding): then
+    /// `region` is empty, and the decoder cuts and jitters the region described here.
+    pub deferred: Option<Box<DeferredDecode>>,
+    /// A damaged image the spec accepts (`on_damaged = accept`): what was wrong with it.
+    pub warning: Option<SampleError>,
+}
+
+impl PreparedImage {
+    /// Decodes a deferred image on the CPU, exactly as the per-image stage would have (the
+    /// fallback for images a device decoder refuses). No-op for other images.
+    pub fn decode_deferred_on_cpu(&mut self) -> std::result::Result<(), SampleError> {
+        let Some(d) = self.deferred.take() else {
+            return Ok(());
+        };
+        let img = d.decode_full().map_err(|kind| SampleError {
+            sample_id: self.sample_id,
+            source_name: d.source_name.clone(),
+            kind,
+        })?;
+        let mut region = cut_region(img, d.region);
+        apply_color_jitter(&mut region, &d.color);
+        self.region = region;
+        Ok(())
+    }
+}
+
+/// `region` (x, y, w, h) of `img`, without a copy when it is the whole image.
+pub fn cut_region(img: RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> RgbImage {
+    if (x, y, w, h) == (0, 0, img.width, img.height) {
+        img
+    } else {
+        img.crop(x, y, w, h)
+    }
+}
+
+/// Per-image random decisions, drawn from the (seed, epoch, sample id) stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImagePlan {
+    pub crop: CropBox,
+    pub flip: bool,
+    pub color: ColorFactors,
+}
+
+impl ImagePlan {
+    pub fn draw(
+        spec: &PipelineSpec,
+        seed: u64,
+        epoch: u64,
+        sample_id: u64,
+        width: u32,
+        height: u32,
+    ) -> Self {
+        let mut rng = keyed_rng(seed, epoch, Purpose::Sample, sample_id);
+        let crop = choose_crop(&mut rng, &spec.crop, width, height, spec.size);
+        let flip = spec.flip_prob > 0.0 && rand::Rng::random::<f32>(&mut rng) < spec.flip_prob;
+        let color = ColorFactors::sample(&mut rng, &spec.color);
+        ImagePlan { crop, flip, color }
+    }
+}
+
+/// A region ready for the batch ops: the pixels, the crop box in them, the flip, and what
+/// was wrong with a damaged image the spec accepts.
+pub type PreparedRegion = (RgbImage, CropBox, bool, Option<SampleErrorKind>);
+
+/// Decodes `bytes` and runs the per-image CPU ops under `plan_for(width, height)`.
+pub fn prepare_image(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    spec: &PipelineSpec,
+    plan_for: impl FnOnce(u32, u32) -> ImagePlan,
+    timings: &mut (Duration, Duration),
+) -> Result<PreparedRegion, SampleErrorKind> {
+    let t0 = Instant::now();
+    let (img, damage) = match spec.on_damaged {
+        DamagedPolicy::Reject => (decode_image(bytes, limits)?, None),
+        DamagedPolicy::Accept => decode_image_accepting_damage(bytes, limits)?,
+    };
+    let t1 = Instant::now();
+    let plan = plan_for(img.width, img.height);
+    let region_box = read_region(
+        img.width,
+        img.height,
+        plan.crop,
+        spec.size.width,
+        spec.size.height,
+    );
+    let mut region = cut_region(img, region_box);
+    apply_color_jitter(&mut region, &plan.color);
+    let crop = plan.crop.relative_to(region_box.0, region_box.1);
+    timings.0 += t1 - t0;
+    timings.1 += t1.elapsed();
+    Ok((region, crop, plan.flip, damage))
+}
+
+/// The per-image stage of an image `dec` takes: only its header is read; the crop, flip and
+/// colour draws use the header's size (equal to the decoded size, so they are the CPU path's
+/// draws). Gives the bytes back when the decoder does not take the image; a header the parser
+/// rejects also stays with the CPU decoder, which judges it.
+#[allow(clippy::too_many_arguments)]
+fn defer_image(
+    spec: &PipelineSpec,
+    limits: &DecodeLimits,
+    seed: u64,
+    epoch: u64,
+    id: u64,
+    label: i64,
+    name: &str,
+    bytes: Vec<u8>,
+    dec: &dyn DeviceDecoder,
+) -> std::result::Result<PreparedImage, Vec<u8>> {
+    let Ok(info) = crate::decode::jpeg_info(&bytes) else {
+        return Err(bytes);
+    };
+    let within_limits = u64::from(info.width) * u64::from(info.height) <= limits.max_pixels
+        && bytes.len() as u64 <= limits.max_file_bytes;
+    if !within_limits || !dec.takes(&info, id) {
+        return Err(bytes);
+    }
+    let plan = ImagePlan::draw(spec, seed, epoch, id, info.width, info.height);
+    let region = read_region(
+        info.width,
+        info.height,
+        plan.crop,
+        spec.size.width,
+        spec.size.height,
+    );
+    Ok(PreparedImage {
+        sample_id: id,
+        label,
+        region: RgbImage::new(0, 0),
+        crop: plan.crop.relative_to(region.0, region.1),
+        flip: plan.flip,
+        deferred: Some(Box::new(DeferredDecode {
+            bytes,
+            source_name: name.to_string(),
+            info,
+            region,
+            color: plan.color,
+            limits: *limits,
+        })),
+        warning: None,
+    })
+}
+
+/// What a sample source gives for one id: the sample's name, its label, its encoded bytes.
+pub type SampleRead = (String, i64, std::result::Result<Vec<u8>, SampleErrorKind>);
+
+/// The per-image stage over `ids` in parallel on `pool`: `source(id)` gives the sample's
+/// name, label and encoded bytes. Results keep the order of `ids`.
+#[allow(clippy::type_complexity)]
+pub fn prepare_images<F>(
+    spec: &PipelineSpec,
+    limits: &DecodeLimits,
+    pool: &ThreadPool,
+    seed: u64,
+    epoch: u64,
+    ids: &[u64],
+    source: F,
+) -> (
+    Vec<std::result::Result<PreparedImage, SampleError>>,
+    StageTimings,
+)
+where
+    F: Fn(u64) -> SampleRead + Sync,
+{
+    prepare_images_with(spec, limits, pool, seed, epoch, ids, source, None)
+}
+
+/// `prepare_images`, leaving to `decoder` (a GPU JPEG decoder) the images it takes: those
+/// are only read and header-parsed here, and their random decisions drawn from the header's
+/// size, which equals the decoded size (so the draws are the same as on the CPU path).
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+pub fn prepare_images_with<F>(
+    spec: &PipelineSpec,
+    limits: &DecodeLimits,
+    pool: &ThreadPool,
+    seed: u64,
+    epoch: u64,
+    ids: &[u64],
+    source: F,
+    decoder: Option<&dyn DeviceDecoder>,
+) -> (
+    Vec<std::result::Result<PreparedImage, SampleError>>,
+    StageTimings,
+)
+where
+    F: Fn(u64) -> SampleRead + Sync,
+{
+    let t0 = Instant::now();
+    let results: Vec<_> = pool.install(|| {
+        ids.par_iter()
+            .map(|&id| {
+                let mut t = (Duration::ZERO, Duration::ZERO);
+                let r0 = Instant::now();
+                let (name, label, bytes) = source(id);
+                let fail = |kind| SampleError {
+                    sample_id: id,
+                    source_name: name.clone(),
+                    kind,
+                };
+                let bytes = match bytes {
+                    Ok(b) => b,
+                    Err(k) => return (Err(fail(k)), r0.elapsed(), t, false),
+                };
+                let read = r0.elapsed();
+                let bytes = match decoder {
+                    Some(dec) => {
+                        match defer_image(spec, limits, seed, epoch, id, label, &name, bytes, dec) {
+                            Ok(image) => return (Ok(image), read, t, true),
+                            Err(bytes) => bytes,
+                        }
+                    }
+                    None => bytes,
+                };
+                let res = prepare_image(
+                    &bytes,
+                    limits,
+                    spec,
+                    |w, h| ImagePlan::draw(spec, seed, epoch, id, w, h),
+                    &mut t,
+                );
+                let res = res
+                    .map(|(region, crop, flip, damage)| PreparedImage {
+                        sample_id: id,
+                        label,
+                        region,
+                        crop,
+                        flip,
+                        deferred: None,
+                        warning: damage.map(&fail),
+                    })
+                    .map_err(fail);
+                (res, read, t, false)
+            })
+            .collect()
+    });
+    let mut timings = StageTimings::default();
+    let mut out = Vec::with_capacity(results.len());
+    let mut cpu_decoded = 0;
+    for (r, read, (decode, color), deferred) in results {
+        timings.read += read;
+        timings.decode += decode;
+        timings.color += color;
+        cpu_decoded += usize::from(!deferred);
+        out.push(r);
+    }
+    timings.per_image_wall = t0.elapsed();
+    if let Some(dec) = decoder {
+        dec.observe_cpu(cpu_decoded, timings.per_image_wall);
+    }
+    (out, timings)
+}

@@ -1,0 +1,175 @@
+//! The device stages of one batch, each a small unit on the slot's stream: upload, resize,
+//! mix + normalise, statistics, download. `GpuBatchOps::run_gpu_to` calls them in order
+//! (GPU JPEG decoding, `jpeg/stage.rs`, runs between upload and resize). Adding a GPU op: its
+//! kernel in `kernels/*.cu`, its line in `kernels!` (kernels.rs), a function here, its call
+//! in `run_gpu_to`.
+
+use std::sync::Arc;
+
+use augserve_core::pipeline::PreparedImage;
+use augserve_core::PipelineSpec;
+use cudarc::driver::{CudaStream, DevicePtr, PushKernelArg};
+
+use crate::device::GpuDevice;
+use crate::ipc::IpcRing;
+use crate::kernels::{dtype_code, layout_code, Kernel};
+use crate::launch::{grid, launch};
+use crate::plan::HostPlan;
+use crate::staging::{pack_regions, Buffers};
+use crate::GpuError;
+
+/// Packs the host regions into pinned memory and uploads them, with the descriptors, tables
+/// and normalisation; zeroes the sums.
+pub(crate) fn upload(
+    stream: &Arc<CudaStream>,
+    b: &mut Buffers<'_>,
+    images: &[PreparedImage],
+    plan: &HostPlan,
+) -> Result<(), GpuError> {
+    let cpu_bytes = plan.layout.cpu_bytes;
+    pack_regions(&mut b.stage_in.as_mut_slice()?[..cpu_bytes], images);
+    if cpu_bytes > 0 {
+        let host = &b.stage_in.as_slice()?[..cpu_bytes];
+        stream.memcpy_htod(host, &mut b.src.slice_mut(..cpu_bytes))?;
+    }
+    let (n, rp) = (images.len(), &plan.resize);
+    stream.memcpy_htod(&rp.descs[..], &mut b.descs.slice_mut(..n))?;
+    let tl = rp.tables.len();
+    stream.memcpy_htod(&rp.tables[..], &mut b.coeffs.slice_mut(..tl))?;
+    stream.memcpy_htod(&plan.mix[..], &mut b.mix.slice_mut(..n))?;
+    stream.memcpy_htod(&plan.norm[..], &mut b.norm.slice_mut(..6))?;
+    stream.memset_zeros(&mut *b.sums)?;
+    Ok(())
+}
+
+/// Resizes every image's crop to the output size (u8, flip fused): horizontal then
+/// vertical pass.
+pub(crate) fn resize(
+    d: &GpuDevice,
+    stream: &Arc<CudaStream>,
+    b: &mut Buffers<'_>,
+    plan: &HostPlan,
+    spec: &PipelineSpec,
+    n: usize,
+) -> Result<(), GpuError> {
+    let rp = &plan.resize;
+    let (out_w, out_h) = (spec.size.width, spec.size.height);
+    let (ow, oh) = (out_w as i32, out_h as i32);
+    let coeffs = &*b.coeffs;
+    let (hfirst, hcount) = (coeffs.slice(rp.hfirst..), coeffs.slice(rp.hcount..));
+    let (vfirst, vcount) = (coeffs.slice(rp.vfirst..), coeffs.slice(rp.vcount..));
+    let weights = coeffs.slice(rp.weights..);
+    let (src, tmp, resized, descs) = (&*b.src, &mut *b.tmp, &mut *b.resized, &*b.descs);
+    let cfg = grid(out_w * 3, rp.max_tmp_rows, n as u32);
+    launch(stream, d.kernel(Kernel::ResizeH), cfg, |a| {
+        a.arg(src)
+            .arg(&mut *tmp)
+            .arg(descs)
+            .arg(&hfirst)
+            .arg(&hcount)
+            .arg(&weights)
+            .arg(&ow);
+    })?;
+    let cfg = grid(out_w * 3, out_h, n as u32);
+    launch(stream, d.kernel(Kernel::ResizeV), cfg, |a| {
+        a.arg(&*tmp)
+            .arg(resized)
+            .arg(descs)
+            .arg(&vfirst)
+            .arg(&vcount)
+            .arg(&weights)
+            .arg(&ow)
+            .arg(&oh);
+    })
+}
+
+/// Mixes (mixup/cutmix) and normalises the resized batch into the output tensor, summing
+/// its values for the statistics.
+pub(crate) fn mix_normalize(
+    d: &GpuDevice,
+    stream: &Arc<CudaStream>,
+    b: &mut Buffers<'_>,
+    spec: &PipelineSpec,
+    n: usize,
+) -> Result<(), GpuError> {
+    let (out_w, out_h) = (spec.size.width, spec.size.height);
+    let (ow, oh) = (out_w as i32, out_h as i32);
+    let dtype = dtype_code(spec.output.dtype);
+    let layout = layout_code(spec.output.layout);
+    let (scale, bias) = (b.norm.slice(0..3), b.norm.slice(3..6));
+    let (resized, mix, out) = (&*b.resized, &*b.mix, &mut *b.out);
+    let mut sums = b.sums.slice_mut(0..9);
+    launch(
+        stream,
+        d.kernel(Kernel::MixNormalize),
+        grid(out_w, out_h, n as u32),
+        |a| {
+            a.arg(resized)
+                .arg(mix)
+                .arg(&scale)
+                .arg(&bias)
+                .arg(&dtype)
+                .arg(&layout)
+                .arg(out)
+                .arg(&oh)
+                .arg(&ow)
+                .arg(&mut sums);
+        },
+    )
+}
+
+/// The absolute deviations from the mean (for the MAD), from the sums `mix_normalize` left.
+pub(crate) fn statistics(
+    d: &GpuDevice,
+    stream: &Arc<CudaStream>,
+    b: &mut Buffers<'_>,
+    spec: &PipelineSpec,
+    n: usize,
+) -> Result<(), GpuError> {
+    let (out_w, out_h) = (spec.size.width, spec.size.height);
+    let (ow, oh) = (out_w as i32, out_h as i32);
+    let dtype = dtype_code(spec.output.dtype);
+    let layout = layout_code(spec.output.layout);
+    let count = (n * out_w as usize * out_h as usize) as f64;
+    let (first9, mut last3) = b.sums.split_at_mut(9);
+    let first9 = first9.as_view();
+    let out = &*b.out;
+    launch(
+        stream,
+        d.kernel(Kernel::AbsDev),
+        grid(out_w, out_h, n as u32),
+        |a| {
+            a.arg(out)
+                .arg(&dtype)
+                .arg(&layout)
+                .arg(&oh)
+                .arg(&ow)
+                .arg(&count)
+                .arg(&first9)
+                .arg(&mut last3);
+        },
+    )
+}
+
+/// Enqueues the output's way off the device: into slot `slot` of an IPC ring
+/// (device to device), or into pinned host memory; and the sums to `host_sums`.
+pub(crate) fn download(
+    stream: &Arc<CudaStream>,
+    b: &mut Buffers<'_>,
+    out_bytes: usize,
+    ring: Option<(&IpcRing, u32)>,
+    host_sums: &mut [f64; 12],
+) -> Result<(), GpuError> {
+    match ring {
+        Some((ring, slot)) => {
+            let (src, _sync) = b.out.device_ptr(stream);
+            ring.copy_into(stream, src, out_bytes, slot)?;
+        }
+        None => stream.memcpy_dtoh(
+            &b.out.slice(..out_bytes.max(1)),
+            &mut b.stage_out.as_mut_slice()?[..out_bytes.max(1)],
+        )?,
+    }
+    stream.memcpy_dtoh(&b.sums.slice(0..12), &mut host_sums[..])?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! How a stream's tensors travel to its client: one file per transport, each behind
+//! [`Transport`], chosen once per stream by [`choose`]. A transport gives each batch its
+//! [`Destination`] (the backend writes there directly) and says where the tensor went.
+//!
+//! Adding a transport: a file here implementing `Transport`, its arm in `choose`, its value in
+//! the proto's `Transport` enum, and its reader in the Python client (`clients/python`).
+
+mod cuda_ipc;
+mod inline;
+mod shm;
+
+use std::sync::Arc;
+
+use augserve_core::{Batch, BatchOps, Destination};
+use augserve_proto::v1;
+
+use crate::shm::ShmRegistry;
+
+/// Makes a batch into the destination it is given (the pipeline's batch stage).
+pub(crate) type Finish<'f> = Box<dyn FnOnce(Destination<'_>) -> augserve_core::Result<Batch> + 'f>;
+
+/// A batch made into a transport's destination: the slot it went to (none inline) and the
+/// tensor bytes it carries.
+pub(crate) struct Delivered {
+    pub batch: Batch,
+    pub slot: Option<v1::SlotRef>,
+    pub length: usize,
+}
+
+/// One way of delivering tensors.
+pub(crate) trait Transport: Send + Sync {
+    /// The proto's name for it.
+    fn kind(&self) -> v1::Transport;
+
+    /// Fills in what the client needs to read the tensors (the first batch carries it).
+    fn describe(&self, info: &mut v1::TransportInfo);
+
+    /// The host memory a stream of batches of `batch_bytes` holds at worst, with `prefetch`
+    /// queued: its share of the server's batch memory budget.
+    fn reserved_bytes(&self, prefetch: u32, batch_bytes: usize) -> u64;
+
+    /// Runs `finish` into this transport's next destination, waiting for a free slot where
+    /// there are slots. `None`: `give_up()` said so while waiting.
+    fn deliver(
+        &self,
+        give_up: &dyn Fn() -> bool,
+        finish: Finish<'_>,
+    ) -> Option<augserve_core::Result<Delivered>>;
+
+    /// The `TransportInfo` of a stream on this transport.
+    fn info(&self, fallback_reason: String) -> v1::TransportInfo {
+        let mut info = v1::TransportInfo {
+            transport: self.kind() as i32,
+            fallback_reason,
+            cuda_device: -1,
+            ..Default::default()
+        };
+        self.describe(&mut info);
+        info
+    }
+}
+
+/// The tensor bytes of a batch, from its shape (a batch written into a slot has no data).
+fn tensor_len(b: &Batch) -> usize {
+    b.tensor.shape.iter().product::<usize>() * b.tensor.dtype.size_bytes()
+}
+
+/// Picks a stream's transport: what the client asked for where possible, else the next best
+/// (CUDA IPC -> SHM -> inline), with the reasons. `local`: the client is on this host.
+pub(crate) fn choose(
+    wanted: v1::Transport,
+    local: bool,
+    slots: u32,
+    slot_bytes: usize,
+    ops: &dyn BatchOps,
+    shm: &ShmRegistry,
+) -> (Arc<dyn Transport>, String) {
+    let mut reasons = Vec::new();
+    if wanted == v1::Transport::CudaIpc {
+        match cuda_ipc::CudaIpc::open(local, slots, slot_bytes, ops, shm) {
+            Ok(t) => return (Arc::new(t), String::new()),
+            Err(e) => reasons.push(format!("cuda_ipc: {e}")),
+        }
+    }
+    if wanted != v1::Transport::Inline {
+        match shm::Shm::open(local, slots, slot_bytes, shm) {
+            Ok(t) => return (Arc::new(t), reasons.join("; ")),
+            Err(e) => reasons.push(format!("shm: {e}")),
+        }
+    }
+    (Arc::new(inline::Inline), reasons.join("; "))
+}
