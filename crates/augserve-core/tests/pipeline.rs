@@ -559,3 +559,33 @@ fn the_shared_batch_loop_equals_batches_made_one_by_one() {
     let first = order.jobs(len).next().unwrap();
     assert!(first.unwrap_err().to_string().contains("start_position"));
 }
+
+/// uint8 NHWC without mixing writes the resized batch in place and only measures it: the
+/// same bytes and the same statistics, bit for bit, as the mix + normalise pass gives.
+#[test]
+fn uint8_output_without_mixing_equals_the_mix_pass() {
+    use augserve_core::ops::mix::MixPlan;
+    use augserve_core::pipeline::mix_normalize_batch;
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let mut spec = busy_spec();
+    spec.mix = MixSpec::default();
+    spec.output.dtype = DType::Uint8;
+    spec.output.layout = Layout::Nhwc;
+    let p = Pipeline::new(ds, spec.clone(), PipelineOptions::default()).unwrap();
+    let ids: Vec<u64> = (0..24).collect();
+    let got = p.batch(2, 0, 0, 0, &ids).unwrap();
+    let prepared = p.prepare_batch(2, 0, 0, 0, &ids).unwrap();
+    let pool = augserve_core::pipeline::worker_pool(2).unwrap();
+    let cpu = CpuBatchOps::default();
+    let resized = cpu.resize_batch(&prepared.images, &spec, &pool);
+    let plan = MixPlan::identity(prepared.images.len());
+    let (want, stats) = mix_normalize_batch(&resized, &plan, &spec, &pool);
+    assert!(got.tensor.data == want.data, "tensor bytes");
+    let s = &got.stats;
+    assert_eq!(
+        (s.mean, s.std, s.mad, s.clipped),
+        (stats.mean, stats.std, stats.mad, stats.clipped),
+        "statistics"
+    );
+}

@@ -308,6 +308,43 @@ unsafe fn lane_sums_avx(v: &[f32]) -> (f64, f64) {
     finish_lane_sums(s, q, chunks.remainder())
 }
 
+/// Whether `plan` leaves image `i` as it is (no partner, or mixup with weight 1, no cut):
+/// then a uint8 HWC output is the resized image, byte for byte.
+pub fn keeps_image(plan: &MixPlan, i: usize) -> bool {
+    plan.partner[i] as usize == i || (plan.lam[i] == 1.0 && plan.cut[i].is_none())
+}
+
+/// The statistics sums of one HWC u8 image written unchanged (uint8 NHWC output, no mixing):
+/// what [`mix_normalize_image`] returns for it, without writing anything. Sums of whole pixel
+/// values are exact in f64 (far below 2^53 for any output size allowed), so integer sums give
+/// the float path's bits in any order.
+#[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
+pub fn kept_image_sums(image: &[u8], height: u32, width: u32) -> ImageSums {
+    let len = height as usize * width as usize * 3;
+    let (mut sum, mut sum_sq, mut clipped) = ([0u64; 3], [0u64; 3], [0u64; 3]);
+    // Rows of a few thousand pixels: the u32 partial sums cannot overflow (255^2 x 4096 x 3).
+    for run in image[..len.min(image.len())].chunks(3 * 4096) {
+        let (mut s, mut q, mut k) = ([0u32; 3], [0u32; 3], [0u32; 3]);
+        for px in run.chunks_exact(3) {
+            for c in 0..3 {
+                let v = u32::from(px[c]);
+                s[c] += v;
+                q[c] += v * v;
+                k[c] += u32::from(v == 0 || v == 255);
+            }
+        }
+        for c in 0..3 {
+            (sum[c], sum_sq[c]) = (sum[c] + u64::from(s[c]), sum_sq[c] + u64::from(q[c]));
+            clipped[c] += u64::from(k[c]);
+        }
+    }
+    ImageSums {
+        sum: sum.map(|v| v as f64),
+        sum_sq: sum_sq.map(|v| v as f64),
+        clipped,
+    }
+}
+
 /// Mixes image `i` of a batch of HWC u8 images (`images`, contiguous) per `plan` and writes
 /// it to `out` in `dtype` and `layout`. u8 output rounds the mixed value and is not
 /// normalised. Returns the image's sums (of the values as written) for the statistics.
@@ -597,6 +634,37 @@ mod tests {
                 let kept = 1.0 - c.area() as f32 / 1200.0;
                 assert!((p.lam[i] - kept).abs() < 1e-6);
             }
+        }
+    }
+
+    #[test]
+    fn kept_image_sums_equal_the_mix_pass_bit_for_bit() {
+        let norm = NormalizeCoeffs::new(&Normalize::default());
+        for (w, h) in [(333u32, 7u32), (1, 1), (224, 224), (4097, 2)] {
+            let len = (w * h * 3) as usize;
+            // Ends of the range included, for the clipped counts.
+            let img: Vec<u8> = (0..len)
+                .map(|i| match i % 11 {
+                    0 => 0,
+                    1 => 255,
+                    k => (i * 37 + k) as u8,
+                })
+                .collect();
+            let mut out = vec![0u8; len];
+            let plan = MixPlan::identity(1);
+            let want = mix_normalize_image(
+                &img,
+                h,
+                w,
+                &plan,
+                0,
+                &norm,
+                DType::Uint8,
+                Layout::Nhwc,
+                &mut out,
+            );
+            assert_eq!(out, img, "{w}x{h}: kept as it is");
+            assert_eq!(kept_image_sums(&img, h, w), want, "{w}x{h}");
         }
     }
 

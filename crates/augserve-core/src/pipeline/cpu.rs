@@ -12,10 +12,12 @@ use super::prepare::PreparedImage;
 use crate::batch::Tensor;
 use crate::buffers::BufferPool;
 use crate::error::{Error, Result, SampleError};
-use crate::ops::mix::{mix_normalize_image, MixPlan, NormalizeCoeffs};
+use crate::ops::mix::{
+    keeps_image, kept_image_sums, mix_normalize_image, MixPlan, NormalizeCoeffs,
+};
 use crate::ops::resize::{resize_u8_reference_into, FastResizer};
 use crate::ops::stats::{abs_dev_sums, combine_stats, BatchStats};
-use crate::spec::PipelineSpec;
+use crate::spec::{DType, Layout, PipelineSpec};
 
 /// Which CPU resize implementation the CPU batch ops use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,11 +55,24 @@ impl CpuBatchOps {
         spec: &PipelineSpec,
         pool: &ThreadPool,
     ) -> Vec<u8> {
+        let img_len = spec.size.width as usize * spec.size.height as usize * 3;
+        let mut out = self.buffers.take(images.len() * img_len);
+        self.resize_batch_into(images, spec, pool, &mut out);
+        out
+    }
+
+    /// [`Self::resize_batch`] into `out` (exactly the batch's HWC u8 length).
+    pub fn resize_batch_into(
+        &self,
+        images: &[PreparedImage],
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        out: &mut [u8],
+    ) {
         let (w, h) = (spec.size.width, spec.size.height);
         let img_len = w as usize * h as usize * 3;
         // Every byte is written below (one whole image per chunk), so a reused buffer's old
         // contents never show.
-        let mut out = self.buffers.take(images.len() * img_len);
         pool.install(|| {
             out.par_chunks_mut(img_len.max(1))
                 .zip(images.par_iter())
@@ -73,7 +88,6 @@ impl CpuBatchOps {
                     }
                 })
         });
-        out
     }
 }
 
@@ -204,10 +218,20 @@ impl CpuBatchOps {
             return self.run_cpu(&owned, plan, spec, pool, out);
         }
         let t0 = Instant::now();
-        let resized = self.resize_batch(images, spec, pool);
-        let t1 = Instant::now();
-        let stats = mix_normalize_batch_to(&resized, plan, spec, pool, out);
-        self.buffers.give(resized);
+        let (t1, stats) = if output_is_resized(plan, spec) {
+            // uint8 NHWC, nothing mixed: the output is the resized batch, so the resize
+            // writes it in place and only the statistics read it (no second pass writing
+            // the whole tensor again).
+            self.resize_batch_into(images, spec, pool, out);
+            let t1 = Instant::now();
+            (t1, kept_batch_stats(out, plan.len(), spec, pool))
+        } else {
+            let resized = self.resize_batch(images, spec, pool);
+            let t1 = Instant::now();
+            let stats = mix_normalize_batch_to(&resized, plan, spec, pool, out);
+            self.buffers.give(resized);
+            (t1, stats)
+        };
         let t2 = Instant::now();
         Ok(BatchOutput {
             tensor: Tensor {
@@ -222,4 +246,32 @@ impl CpuBatchOps {
             stats_time: Duration::ZERO,
         })
     }
+}
+
+/// Whether the output tensor is the resized batch itself: uint8 NHWC, every image kept.
+fn output_is_resized(plan: &MixPlan, spec: &PipelineSpec) -> bool {
+    spec.output.dtype == DType::Uint8
+        && spec.output.layout == Layout::Nhwc
+        && (0..plan.len()).all(|i| keeps_image(plan, i))
+}
+
+/// The statistics of a uint8 NHWC batch written unchanged: the same figures, bit for bit,
+/// as `mix_normalize_batch_to` gives for it.
+fn kept_batch_stats(out: &[u8], n: usize, spec: &PipelineSpec, pool: &ThreadPool) -> BatchStats {
+    let (w, h) = (spec.size.width, spec.size.height);
+    let hw = w as usize * h as usize;
+    let img = hw * 3;
+    pool.install(|| {
+        let sums: Vec<_> = out
+            .par_chunks(img.max(1))
+            .take(n)
+            .map(|im| kept_image_sums(im, h, w))
+            .collect();
+        combine_stats(&sums, hw, |mean| {
+            out.par_chunks(img.max(1))
+                .take(n)
+                .map(|im| abs_dev_sums(im, hw, DType::Uint8, Layout::Nhwc, mean))
+                .collect()
+        })
+    })
 }
