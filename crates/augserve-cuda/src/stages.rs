@@ -83,6 +83,28 @@ pub(crate) fn resize(
     })
 }
 
+/// What the output kernels take about the output tensor: one thread per output pixel.
+struct OutputArgs {
+    grid: cudarc::driver::LaunchConfig,
+    width: i32,
+    height: i32,
+    dtype: i32,
+    layout: i32,
+}
+
+impl OutputArgs {
+    fn of(spec: &PipelineSpec, n: usize) -> Self {
+        let (w, h) = (spec.size.width, spec.size.height);
+        OutputArgs {
+            grid: grid(w, h, n as u32),
+            width: w as i32,
+            height: h as i32,
+            dtype: dtype_code(spec.output.dtype),
+            layout: layout_code(spec.output.layout),
+        }
+    }
+}
+
 /// Mixes (mixup/cutmix) and normalises the resized batch into the output tensor, summing
 /// its values for the statistics.
 pub(crate) fn mix_normalize(
@@ -92,30 +114,22 @@ pub(crate) fn mix_normalize(
     spec: &PipelineSpec,
     n: usize,
 ) -> Result<(), GpuError> {
-    let (out_w, out_h) = (spec.size.width, spec.size.height);
-    let (ow, oh) = (out_w as i32, out_h as i32);
-    let dtype = dtype_code(spec.output.dtype);
-    let layout = layout_code(spec.output.layout);
+    let o = OutputArgs::of(spec, n);
     let (scale, bias) = (b.norm.slice(0..3), b.norm.slice(3..6));
     let (resized, mix, out) = (&*b.resized, &*b.mix, &mut *b.out);
     let mut sums = b.sums.slice_mut(0..9);
-    launch(
-        stream,
-        d.kernel(Kernel::MixNormalize),
-        grid(out_w, out_h, n as u32),
-        |a| {
-            a.arg(resized)
-                .arg(mix)
-                .arg(&scale)
-                .arg(&bias)
-                .arg(&dtype)
-                .arg(&layout)
-                .arg(out)
-                .arg(&oh)
-                .arg(&ow)
-                .arg(&mut sums);
-        },
-    )
+    launch(stream, d.kernel(Kernel::MixNormalize), o.grid, |a| {
+        a.arg(resized)
+            .arg(mix)
+            .arg(&scale)
+            .arg(&bias)
+            .arg(&o.dtype)
+            .arg(&o.layout)
+            .arg(out)
+            .arg(&o.height)
+            .arg(&o.width)
+            .arg(&mut sums);
+    })
 }
 
 /// The absolute deviations from the mean (for the MAD), from the sums `mix_normalize` left.
@@ -126,29 +140,21 @@ pub(crate) fn statistics(
     spec: &PipelineSpec,
     n: usize,
 ) -> Result<(), GpuError> {
-    let (out_w, out_h) = (spec.size.width, spec.size.height);
-    let (ow, oh) = (out_w as i32, out_h as i32);
-    let dtype = dtype_code(spec.output.dtype);
-    let layout = layout_code(spec.output.layout);
-    let count = (n * out_w as usize * out_h as usize) as f64;
+    let o = OutputArgs::of(spec, n);
+    let count = (n * spec.size.width as usize * spec.size.height as usize) as f64;
     let (first9, mut last3) = b.sums.split_at_mut(9);
     let first9 = first9.as_view();
     let out = &*b.out;
-    launch(
-        stream,
-        d.kernel(Kernel::AbsDev),
-        grid(out_w, out_h, n as u32),
-        |a| {
-            a.arg(out)
-                .arg(&dtype)
-                .arg(&layout)
-                .arg(&oh)
-                .arg(&ow)
-                .arg(&count)
-                .arg(&first9)
-                .arg(&mut last3);
-        },
-    )
+    launch(stream, d.kernel(Kernel::AbsDev), o.grid, |a| {
+        a.arg(out)
+            .arg(&o.dtype)
+            .arg(&o.layout)
+            .arg(&o.height)
+            .arg(&o.width)
+            .arg(&count)
+            .arg(&first9)
+            .arg(&mut last3);
+    })
 }
 
 /// Enqueues the output's way off the device: into slot `slot` of an IPC ring
