@@ -1,31 +1,50 @@
 #!/usr/bin/env bash
 # The whole CPU comparison, one command, on a fresh machine:
-#   benches/cpu_compare.sh            (IMAGES=1000 by default; MACHINE names the results folder)
-# Builds the release binary, cuts the benchmark corpus from real photographs, installs the peers
-# (Pillow, OpenCV, simplejpeg) and the Python client into target/peersenv from PyPI, then runs in
-# one go: the peers and `augserve run` (1 thread, all cores), `augserve bench` (stages, chart),
-# and the service-level comparison (Rust/Python clients over UDS/TCP vs a DataLoader-style
-# baseline). Writes benches/results/<machine>/summary.md (ratios first), bench.png and the JSON.
+#   benches/cpu_compare.sh      (IMAGES=1000 ImageNet-size, LARGE_IMAGES=300 large photos, REPEATS=3;
+#                                MACHINE names the results folder)
+# Builds the release binary, cuts two corpora from real photographs (ImageNet-size, and large
+# photos with long side 1200-2400), installs the peers (OpenCV, simplejpeg, Pillow, torchvision,
+# NVIDIA DALI's CPU-only pipeline; benches/requirements.txt) and the Python client into the
+# project's venv (target/pyenv, shared with the tests) from PyPI, then measures side by side:
+# for each corpus and output (uint8 HWC crops; float16 NCHW normalised + mixup), every peer and
+# `augserve run`, on one core (everything pinned with taskset) and on all cores, REPEATS times
+# interleaved (medians reported). Then `augserve bench` (stages, chart) and the service-level
+# comparison on the ImageNet-size corpus. Writes benches/results/<machine>/summary.md (ratios
+# first), peers.png and the JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 images=${IMAGES:-1000}
+large_images=${LARGE_IMAGES:-300}
+repeats=${REPEATS:-3}
 cores=$(nproc)
 machine=${MACHINE:-$(hostname)-${cores}c}
-venv=target/peersenv
+venv=target/pyenv
 work=target/bench-run
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-echo "== installing peers and the Python client into $venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check numpy Pillow opencv-python-headless simplejpeg ./clients/python
+echo "== installing the peers and the Python client into $venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt ./clients/python
 echo "== building"
 cargo build --release --locked --quiet
-corpus=target/bench-corpus-$images
-echo "== corpus: $corpus"
-"$venv/bin/python" benches/make_corpus.py --out "$corpus" --images "$images" >/dev/null
 rm -rf "$work" && mkdir -p "$work"
-cat > "$work/spec.toml" <<'TOML'
+"$venv/bin/python" benches/make_corpus.py --out "target/bench-corpus-$images" --images "$images" >/dev/null
+"$venv/bin/python" benches/make_corpus.py --out "target/bench-large-$large_images" --kind large \
+  --images "$large_images" >/dev/null
+cp "target/bench-corpus-$images/manifest.json" "$work/imagenet-manifest.json"
+cp "target/bench-large-$large_images/manifest.json" "$work/large-manifest.json"
+
+# The peers' pipeline: RandomResizedCrop 224, flip 0.5, brightness 0.4; float16 adds mixup 0.2
+# and ImageNet normalisation (augserve's defaults for what is not written here).
+cat > "$work/uint8.toml" <<'TOML'
 [color]
 brightness = 0.4
-contrast = 0.4
+
+[output]
+dtype = "uint8"
+layout = "nhwc"
+TOML
+cat > "$work/float16.toml" <<'TOML'
+[color]
+brightness = 0.4
 
 [mix]
 mixup_alpha = 0.2
@@ -34,18 +53,33 @@ mixup_alpha = 0.2
 dtype = "float16"
 layout = "nchw"
 TOML
-echo "== peers (1 process, $cores processes)"
-"$venv/bin/python" benches/peers.py --corpus "$corpus" --procs "$cores" --out "$work/peers.json"
-echo "== augserve run"
-for t in 1 "$cores"; do
-  # Two epochs; the second runs from the page cache like the peers' in-memory reads.
-  ./target/release/augserve run --data "$corpus" --spec "$work/spec.toml" --threads "$t" \
-    --batch-size 256 --epochs 2 --quiet --summary-json "$work/augserve-$t.json"
-done
-echo "== augserve bench"
-./target/release/augserve bench --data "$corpus" --batches 4 --threads "1,$cores" --batch-sizes 64,256 \
-  --out-dir "$work/bench"
-echo "== service level"
-"$venv/bin/python" benches/service_compare.py --corpus "$corpus" --spec "$work/spec.toml" --threads "$cores" \
-  --out "$work/service.json"
-"$venv/bin/python" benches/summarize.py --work "$work" --corpus "$corpus" --out "benches/results/$machine"
+
+one_corpus() { # name dir
+  local name=$1 dir=$2
+  for mode in uint8 float16; do
+    for r in $(seq "$repeats"); do
+      echo "== $name $mode, run $r of $repeats"
+      taskset -c 0 "$venv/bin/python" benches/peers.py --corpus "$dir" --mode "$mode" --procs 1 \
+        --out "$work/$name-$mode-peers-1-$r.json" 2> >(grep -v -i warning >&2)
+      "$venv/bin/python" benches/peers.py --corpus "$dir" --mode "$mode" --procs "$cores" \
+        --out "$work/$name-$mode-peers-$cores-$r.json" 2> >(grep -v -i warning >&2)
+      # Two epochs; the second reads from the page cache, like the peers' in-memory reads.
+      for t in 1 "$cores"; do
+        pin=(); [ "$t" = 1 ] && pin=(taskset -c 0)
+        "${pin[@]}" ./target/release/augserve run --data "$dir" --spec "$work/$mode.toml" --threads "$t" \
+          --batch-size 256 --epochs 2 --quiet --summary-json "$work/$name-$mode-augserve-$t-$r.json" 2>/dev/null |
+          grep '^total'
+      done
+    done
+  done
+}
+one_corpus imagenet "target/bench-corpus-$images"
+one_corpus large "target/bench-large-$large_images"
+
+echo "== augserve bench (ImageNet-size corpus)"
+./target/release/augserve bench --data "target/bench-corpus-$images" --batches 4 --threads "1,$cores" \
+  --batch-sizes 64,256 --out-dir "$work/bench"
+echo "== service level (ImageNet-size corpus)"
+"$venv/bin/python" benches/service_compare.py --corpus "target/bench-corpus-$images" --spec "$work/float16.toml" \
+  --threads "$cores" --out "$work/service.json"
+"$venv/bin/python" benches/summarize.py --work "$work" --cores "$cores" --repeats "$repeats" --out "benches/results/$machine"

@@ -2,15 +2,15 @@
 
     python benches/service_compare.py --corpus target/bench-corpus-1000 --spec spec.toml --threads 2 --out target/service.json
 
-Same pipeline as peers.py (decode, RandomResizedCrop 224, flip, brightness/contrast 0.4, mixup
-0.2, float16 NCHW, batches of 256), measured as the trainer sees it:
+Same pipeline as peers.py's float16 mode (decode, RandomResizedCrop 224, flip, brightness 0.4,
+mixup 0.2, float16 NCHW, batches of 256), measured as the trainer sees it:
 
 - augserve in process (`augserve run`): the pipeline alone, no transport;
 - `augserve serve` with N worker threads, pulled by the Rust client (`augserve pull`) and by the
   Python client (`augserve.Client`), over the Unix socket and over TCP on loopback, and over
   the Unix socket with shared-memory delivery (`transport="shm"`);
 - the PyTorch-DataLoader-style baseline: N Python worker processes run the Pillow pipeline
-  (peers.py's) and hand each finished batch to the parent through multiprocessing, as
+  (peers.py's, torch-normalised batches) and hand each finished batch to the parent through multiprocessing, as
   DataLoader's workers do (the parent receives every batch; it only counts them).
 
 Each figure is the median of --repeats runs of --epochs epochs over the corpus, after one
@@ -31,8 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -86,13 +84,17 @@ def dataloader_batch(job):
     """One batch in a worker process: the Pillow pipeline, returned to the parent (pickled)."""
     files, seed = job
     rng = random.Random(seed)
-    imgs = [peers.per_image("pillow", pathlib.Path(f).read_bytes(), rng) for f in files]
-    return peers.batch(imgs, np.random.default_rng(seed))
+    imgs = [peers.pillow_image(pathlib.Path(f).read_bytes(), rng) for f in files]
+    return peers.collate(imgs, "float16", seed).numpy()
+
+
+def dataloader_init() -> None:
+    peers.init_worker("pillow")
 
 
 def dataloader_style(files: list[str], procs: int, batch_size: int, epochs: int) -> tuple[float, float]:
     jobs = [(files[i : i + batch_size], k) for k, i in enumerate(range(0, len(files), batch_size))]
-    with mp.get_context("spawn").Pool(procs, initializer=peers.init_worker) as pool:
+    with mp.get_context("spawn").Pool(procs, initializer=dataloader_init) as pool:
         list(pool.imap(dataloader_batch, jobs[:procs]))  # warm up imports and the page cache
         images = nbytes = 0
         started = time.perf_counter()
@@ -116,7 +118,7 @@ def main() -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     binary = pathlib.Path(args.bin)
-    files = peers.corpus_files(args.corpus)
+    files = sorted(str(f) for f in pathlib.Path(args.corpus).rglob("*.jpg"))
     results: dict[str, list[tuple[float, float]]] = {}
 
     def record(name: str, value: tuple[float, float]) -> None:

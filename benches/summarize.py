@@ -1,9 +1,11 @@
 """Writes benches/results/<machine>/summary.md from one run of benches/cpu_compare.sh.
 
-Inputs (all from the same run): the corpus manifest, peers.json (peers.py), the two
-`augserve run` summaries (1 thread, all cores), `augserve bench`'s bench.json/bench.txt/bench.png
-and service.json (service_compare.py). Ratios first, then each figure with the machine, the
-corpus and the command that produced it.
+Inputs (all from the same run, in --work): the two corpus manifests; for each corpus
+(imagenet, large), output (uint8, float16), core count (1, all) and repeat r: peers.py's
+`<corpus>-<mode>-peers-<cores>-<r>.json` and `augserve run`'s
+`<corpus>-<mode>-augserve-<cores>-<r>.json`; `augserve bench`'s bench/ folder; service.json.
+Ratios first (augserve against the fastest peer of each row, medians of the repeats), then every
+figure with the machine, the corpora and the command that produced it, and peers.png.
 """
 
 from __future__ import annotations
@@ -14,8 +16,22 @@ import os
 import pathlib
 import platform
 import shutil
+import statistics
 import subprocess
 import time
+
+CORPORA = {"imagenet": "ImageNet-size", "large": "large photos"}
+MODES = {"uint8": "uint8 HWC crops", "float16": "float16 NCHW, normalised + mixup"}
+PEERS = {
+    "opencv": "OpenCV",
+    "simplejpeg": "simplejpeg + OpenCV",
+    "pillow": "Pillow",
+    "torchvision": "torchvision v2",
+    "dali": "DALI CPU pipeline",
+}
+# The issue's targets: augserve / fastest peer, per (corpus, mode, one core?).
+TARGETS = {("imagenet", "uint8", True): 1.4, ("large", "uint8", True): 2.0}
+FLOAT_TARGET_ALL_CORES = 1.5
 
 
 def cpu_model() -> str:
@@ -28,90 +44,168 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_name() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "none"
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return "none"
+def load_rates(work: pathlib.Path, cores: int, repeats: int) -> tuple[dict, dict]:
+    """{(corpus, mode, cores): {name: [images/s per repeat]}} and the peers' versions."""
+    rates: dict = {}
+    versions: dict = {}
+    for corpus in CORPORA:
+        for mode in MODES:
+            for c in sorted({1, cores}):
+                row = rates.setdefault((corpus, mode, c), {})
+                for r in range(1, repeats + 1):
+                    peers = json.loads((work / f"{corpus}-{mode}-peers-{c}-{r}.json").read_text())
+                    versions = peers.get("versions", versions)
+                    for key, ips in peers["images_per_s"].items():
+                        row.setdefault(key.split("/")[0], []).append(ips)
+                    aug = json.loads((work / f"{corpus}-{mode}-augserve-{c}-{r}.json").read_text())
+                    row.setdefault("augserve", []).append(aug["images_per_s"])
+    return rates, versions
+
+
+def corpus_text(m: dict, name: str) -> str:
+    kind = f" --kind {m['kind']}" if m.get("kind", "imagenet") != "imagenet" else ""
+    return (
+        f"**{CORPORA[name]}**: {m['images']} JPEGs cut from {m['source']} by `benches/make_corpus.py{kind} "
+        f"--images {m['images']}` (seed {m['seed']}, sha256 {m['sha256'][:12]}): mean {m['mean_size'][0]}x{m['mean_size'][1]}, "
+        f"long side {m['long_side_range'][0]}-{m['long_side_range'][1]}, q{m['quality_range'][0]}-{m['quality_range'][1]}, "
+        f"{m['subsampling_420_fraction'] * 100:.0f} % 4:2:0, {m['progressive_fraction'] * 100:.0f} % progressive"
+    )
+
+
+def ratio_rows(rates: dict, cores: int) -> list[str]:
+    med = statistics.median
+    lines = [
+        "| corpus | output | cores | augserve images/s | fastest peer | its images/s | augserve / fastest | target | met |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | --- | --- |",
+    ]
+    for (corpus, mode, c), row in rates.items():
+        peer = max((k for k in row if k != "augserve"), key=lambda k: med(row[k]))
+        ratio = med(row["augserve"]) / med(row[peer])
+        target = TARGETS.get((corpus, mode, c == 1))
+        if mode == "float16" and c == cores:
+            target = FLOAT_TARGET_ALL_CORES
+        met = "-" if target is None else ("yes" if ratio >= target else "**no**")
+        lines.append(
+            f"| {CORPORA[corpus]} | {mode} | {c} | {med(row['augserve']):.0f} | {PEERS[peer]} | {med(row[peer]):.0f} "
+            f"| **{ratio:.2f}x** | {f'>= {target}x' if target else '-'} | {met} |"
+        )
+    return lines
+
+
+def figure_rows(rates: dict, cores: int) -> list[str]:
+    med = statistics.median
+    lines = []
+    for corpus in CORPORA:
+        for mode in MODES:
+            lines += [
+                f"**{CORPORA[corpus]}, {MODES[mode]}** (images/s, median and range of the repeats):",
+                "",
+                f"| pipeline | 1 core | {cores} cores |",
+                "| --- | ---: | ---: |",
+            ]
+            for name in ["augserve", *PEERS]:
+                cells = []
+                for c in sorted({1, cores}):
+                    v = rates[(corpus, mode, c)][name]
+                    cells.append(f"{med(v):.0f} ({min(v):.0f}-{max(v):.0f})")
+                label = "**augserve**" if name == "augserve" else PEERS[name]
+                lines.append(f"| {label} | {' | '.join(cells)} |")
+            lines.append("")
+    return lines
+
+
+def chart(rates: dict, out: pathlib.Path) -> None:
+    """Grouped bars: augserve beside every peer, per corpus, output and core count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["augserve", *PEERS]
+    fig, axes = plt.subplots(1, len(CORPORA) * len(MODES), figsize=(16, 4.5))
+    for ax, (corpus, mode) in zip(axes, [(c, m) for c in CORPORA for m in MODES]):
+        groups = sorted(c for (cc, mm, c) in rates if (cc, mm) == (corpus, mode))
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            ys = [statistics.median(rates[(corpus, mode, c)][name]) for c in groups]
+            xs = [g + (i - len(names) / 2 + 0.5) * width for g in range(len(groups))]
+            ax.bar(xs, ys, width, label=name if name == "augserve" else PEERS[name],
+                   color="black" if name == "augserve" else None)
+        ax.set_xticks(range(len(groups)), [f"{c} core{'s' if c > 1 else ''}" for c in groups])
+        ax.set_title(f"{CORPORA[corpus]}, {mode}")
+        ax.set_ylabel("images/s")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+
+
+def decode_alone_row(bench: dict) -> str:
+    """The 1-thread pipeline against zune-jpeg decoding the same images whole (augserve bench)."""
+    cpu1 = [r for r in bench["rows"] if r["device"] == "cpu" and r["threads"] == 1]
+    if not cpu1:
+        return "| pipeline / decode alone (zune-jpeg, whole images), one thread | n/a | >= 100 % | no |"
+    r = max(cpu1, key=lambda r: r["batch_size"])
+    share = r["images_per_s"] / (r["batch_size"] * 1e3 / r["decode_ms"])
+    return (
+        f"| pipeline / decode alone (zune-jpeg, whole images), one thread | **{share * 100:.0f} %** | >= 100 % "
+        f"| {'yes' if share >= 1 else '**no**'} |"
+    )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=pathlib.Path, required=True, help="folder with the run's JSON files")
-    p.add_argument("--corpus", type=pathlib.Path, required=True)
+    p.add_argument("--cores", type=int, default=os.cpu_count())
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=pathlib.Path, required=True, help="results folder for this machine")
     a = p.parse_args()
-    cores = os.cpu_count() or 1
-    m = json.loads((a.corpus / "manifest.json").read_text())
-    peers_json = json.loads((a.work / "peers.json").read_text())
-    peers = peers_json["images_per_s"]
-    versions = peers_json.get("versions", {})
-    aug = {t: json.loads((a.work / f"augserve-{t}.json").read_text())["images_per_s"] for t in (1, cores)}
+    rates, versions = load_rates(a.work, a.cores, a.repeats)
+    manifests = {c: json.loads((a.work / f"{c}-manifest.json").read_text()) for c in CORPORA}
     bench = json.loads((a.work / "bench" / "bench.json").read_text())
     service = json.loads((a.work / "service.json").read_text())["median"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-    machine = f"{cpu_model()}, {cores} cores, GPU: {gpu_name()}"
-    corpus = (
-        f"{m['images']} JPEGs cut from {m['source']} by `benches/make_corpus.py --images {m['images']}` (seed {m['seed']}, "
-        f"sha256 {m['sha256'][:12]}): mean {m['mean_size'][0]}x{m['mean_size'][1]}, q{m['quality_range'][0]}-{m['quality_range'][1]}, "
-        f"{m['subsampling_420_fraction'] * 100:.0f} % 4:2:0, {m['progressive_fraction'] * 100:.0f} % progressive"
-    )
-    # 1-thread CPU rows of augserve bench: decode alone vs the whole pipeline, at the largest batch.
-    cpu1 = [r for r in bench["rows"] if r["device"] == "cpu" and r["threads"] == 1]
-    cpu1 = max(cpu1, key=lambda r: r["batch_size"]) if cpu1 else None
-    decode_only = cpu1["batch_size"] * 1e3 / cpu1["decode_ms"] if cpu1 else float("nan")
-    s = lambda k: service[k]["images_per_s"]  # noqa: E731
-    in_proc = s("in_process")
-
-    def row(name, value, target, met, source):
-        return f"| {name} | **{value}** | {target} | {'yes' if met else 'no'} | {source} |"
-
+    in_proc = service["in_process"]["images_per_s"]
+    a.out.mkdir(parents=True, exist_ok=True)
+    chart(rates, a.out / "peers.png")
     lines = [
-        f"# augserve benchmarks on {platform.node()}",
+        f"# augserve against the CPU pipelines people run, on {platform.node()}",
         "",
-        f"Machine: {machine}. Date: {time.strftime('%Y-%m-%d')}. Commit: {commit}{' (with uncommitted changes)' if dirty else ''}.",
-        f"Corpus: {corpus}.",
-        "Pipeline everywhere: decode, RandomResizedCrop 224 (antialiased bilinear), flip 0.5, brightness/contrast 0.4, "
-        "mixup 0.2 per batch of 256, normalise to float16 NCHW.",
-        "Everything below comes from one run of `benches/cpu_compare.sh` on this machine; the chart is `bench.png`.",
+        f"Machine: {cpu_model()}, {a.cores} cores, no GPU used. Date: {time.strftime('%Y-%m-%d')}. "
+        f"Commit: {commit}{' (with uncommitted changes)' if dirty else ''}. One run of `benches/cpu_compare.sh`, "
+        f"{a.repeats} interleaved repeats of every measurement; figures are medians.",
+        "",
+        *[f"- {corpus_text(manifests[c], c)}." for c in CORPORA],
+        "",
+        "Pipeline everywhere: decode, RandomResizedCrop 224 (scale 0.08-1, antialiased), flip 0.5, brightness 0.4 on uint8; "
+        "then either the uint8 HWC batch (what timm's prefetcher and DALI users hand to the GPU) or float16 NCHW normalised "
+        "with ImageNet mean/std + batch mixup 0.2 (peers: torch's vectorised ToDtype + Normalize + timm-style mixup on the "
+        "batch tensor; DALI: crop_mirror_normalize + the same mixup). One core: everything pinned with `taskset -c 0` "
+        "(augserve's and DALI's helper threads share it). All cores: Python peers one process per core, DALI one pipeline "
+        "with a thread per core, augserve `--threads N`. augserve runs its default (Pillow-exact) resize.",
+        "",
+        f"Peer versions: {', '.join(f'{k} {v}' for k, v in versions.items())}.",
         "",
         "## Ratios",
         "",
-        "| figure | value | target | met | from |",
-        "| --- | ---: | --- | --- | --- |",
-        row("augserve / OpenCV, one core", f"{aug[1] / peers['opencv/1']:.2f}x", ">= 1.4x", aug[1] / peers["opencv/1"] >= 1.4, "A, B"),
-        row(f"augserve / OpenCV, {cores} cores", f"{aug[cores] / peers[f'opencv/{cores}']:.2f}x", "-", True, "A, B"),
-        row("augserve / Pillow, one core", f"{aug[1] / peers['pillow/1']:.2f}x", "-", True, "A, B"),
-        row(f"augserve / Pillow, {cores} cores", f"{aug[cores] / peers[f'pillow/{cores}']:.2f}x", "-", True, "A, B"),
-        row("augserve / simplejpeg + OpenCV, one core", f"{aug[1] / peers['simplejpeg/1']:.2f}x", "-", True, "A, B"),
-        row(f"augserve / simplejpeg + OpenCV, {cores} cores", f"{aug[cores] / peers[f'simplejpeg/{cores}']:.2f}x", "-", True, "A, B"),
-        row(f"augserve 1 -> {cores} threads", f"{aug[cores] / aug[1]:.2f}x", ">= 1.8x", aug[cores] / aug[1] >= 1.8, "A"),
-        row("pipeline / zune-jpeg decode alone, one thread", f"{cpu1['images_per_s'] / decode_only * 100:.0f} %" if cpu1 else "n/a",
-            ">= 85 %", bool(cpu1) and cpu1["images_per_s"] / decode_only >= 0.85, "C"),
-        row("service (Rust client, UDS) / in process", f"{s('rust_uds') / in_proc:.2f}", ">= 0.90", s("rust_uds") / in_proc >= 0.9, "D"),
-        row("service (Rust client, UDS, shared memory) / in process", f"{s('rust_uds_shm') / in_proc:.2f}", ">= 0.90", s("rust_uds_shm") / in_proc >= 0.9, "D"),
-        row("service (Python client, UDS) / DataLoader-style Pillow", f"{s('python_uds') / s('dataloader_style_pillow'):.2f}x", "-", True, "D"),
-        row("service (Python client, UDS, shared memory) / DataLoader-style Pillow", f"{s('python_uds_shm') / s('dataloader_style_pillow'):.2f}x", "-", True, "D"),
+        *ratio_rows(rates, a.cores),
         "",
-        "GPU rows (resize + mixup + normalise on the GPU, torchvision's GPU pipeline): not on this machine; "
-        "`benches/gpu/run.sh` measures them on a device machine.",
+        "| figure | value | target | met |",
+        "| --- | ---: | --- | --- |",
+        decode_alone_row(bench),
+        "",
+        "![augserve beside every peer](peers.png)",
         "",
         "## Figures",
         "",
-        "A. `augserve run --data <corpus> --spec <bench spec> --threads N --batch-size 256 --epochs 2` (images/s over both epochs; "
-        f"the second reads from the page cache): 1 thread **{aug[1]:.0f}**, {cores} threads **{aug[cores]:.0f}** images/s.",
+        "`benches/peers.py --corpus <corpus> --mode <output> --procs <cores>` (each peer reads the corpus into memory, "
+        "then is warmed up and timed) and `augserve run --data <corpus> --spec <output>.toml --threads <cores> "
+        "--batch-size 256 --epochs 2` (images/s over both epochs, start-up included; the second epoch reads from the "
+        "page cache):",
         "",
-        f"B. `benches/peers.py --corpus <corpus> --procs {cores}` (one process per core; each decodes from bytes in memory):",
-        "",
-        "| peer | 1 core images/s | all cores images/s |",
-        "| --- | ---: | ---: |",
-        *[f"| {lib} | {peers[f'{lib}/1']:.0f} | {peers[f'{lib}/{cores}']:.0f} |" for lib in ("opencv", "pillow", "simplejpeg")],
-        "",
-        *([f"Peer packages: {', '.join(f'{k} {v}' for k, v in versions.items())}.", ""] if versions else []),
-        f"C. `augserve bench --data <corpus> --batches 4 --out-dir bench` (ms per batch per stage; read/decode/colour summed over "
-        f"threads; 'decode alone' = batch size / decode ms of the 1-thread row):",
+        *figure_rows(rates, a.cores),
+        "`augserve bench --data <ImageNet-size corpus> --batches 4` (ms per batch per stage; read/decode/colour summed "
+        "over threads):",
         "",
         "```",
         (a.work / "bench" / "bench.txt").read_text().rstrip(),
@@ -119,21 +213,22 @@ def main() -> int:
         "",
         "![augserve bench](bench.png)",
         "",
-        f"D. `benches/service_compare.py --corpus <corpus> --spec <bench spec> --threads {cores}` (median of 3 runs of 2 epochs; server with {cores} "
-        "worker threads on the same machine as the client; DataLoader-style = "
-        f"{cores} worker processes running the Pillow pipeline, batches pickled to the parent):",
+        f"`benches/service_compare.py --corpus <ImageNet-size corpus> --spec float16.toml --threads {a.cores}` (median of 3 "
+        f"runs of 2 epochs; server with {a.cores} worker threads on the same machine as the client; DataLoader-style = "
+        f"{a.cores} worker processes running the Pillow peer with torch normalisation, batches pickled to the parent):",
         "",
         "| delivered to | images/s | MB/s | / in process |",
         "| --- | ---: | ---: | ---: |",
-        *[f"| {k.replace('_', ' ')} | {v['images_per_s']:.0f} | {v['mb_per_s']:.0f} | {v['images_per_s'] / in_proc:.2f} |" for k, v in service.items()],
+        *[f"| {k.replace('_', ' ')} | {v['images_per_s']:.0f} | {v['mb_per_s']:.0f} | {v['images_per_s'] / in_proc:.2f} |"
+          for k, v in service.items()],
         "",
     ]
-    a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "summary.md").write_text("\n".join(lines))
     for f in ("bench.json", "bench.csv", "bench.png"):
         shutil.copy(a.work / "bench" / f, a.out / f)
     shutil.copy(a.work / "service.json", a.out / "service.json")
-    shutil.copy(a.work / "peers.json", a.out / "peers.json")
+    (a.out / "peers.json").write_text(json.dumps(
+        {"versions": versions, "images_per_s": {"/".join(map(str, k)): v for k, v in rates.items()}}, indent=2) + "\n")
     print((a.out / "summary.md").read_text())
     return 0
 
