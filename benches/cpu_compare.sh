@@ -26,6 +26,8 @@ echo "== installing the peers and the Python client into $venv"
 echo "== building"
 cargo build --release --locked --quiet
 rm -rf "$work" && mkdir -p "$work"
+# The commit the measured binary was built from (and whether the tree differed from it).
+{ git rev-parse --short HEAD; git status --porcelain --untracked-files=no | head -5; } > "$work/build.txt"
 "$venv/bin/python" benches/make_corpus.py --out "target/bench-corpus-$images" --images "$images" >/dev/null
 "$venv/bin/python" benches/make_corpus.py --out "target/bench-large-$large_images" --kind large \
   --images "$large_images" >/dev/null
@@ -75,6 +77,18 @@ one_corpus() { # name dir
 }
 one_corpus imagenet "target/bench-corpus-$images"
 one_corpus large "target/bench-large-$large_images"
+
+# Decoder candidates for decoding only the crop (libjpeg-turbo 3 is built from source: cmake, nasm).
+if command -v cmake >/dev/null && command -v nasm >/dev/null; then
+  echo "== decoder candidates (one core)"
+  cargo build --release --quiet --manifest-path benches/decoder_candidates/Cargo.toml
+  for name in imagenet large; do
+    dir="target/bench-corpus-$images"; [ "$name" = large ] && dir="target/bench-large-$large_images"
+    taskset -c 0 benches/decoder_candidates/target/release/decoder-candidates "$dir" "$work/$name-decoders.json"
+  done
+else
+  echo "== decoder candidates skipped: needs cmake and nasm (apt-get install cmake nasm)"
+fi
 
 echo "== augserve bench (ImageNet-size corpus)"
 ./target/release/augserve bench --data "target/bench-corpus-$images" --batches 4 --threads "1,$cores" \

@@ -134,8 +134,9 @@ def chart(rates: dict, out: pathlib.Path) -> None:
         ax.set_xticks(range(len(groups)), [f"{c} core{'s' if c > 1 else ''}" for c in groups])
         ax.set_title(f"{CORPORA[corpus]}, {mode}")
         ax.set_ylabel("images/s")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(names), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(out, dpi=90)
 
 
@@ -152,6 +153,40 @@ def decode_alone_row(bench: dict) -> str:
     )
 
 
+def decoder_rows(work: pathlib.Path) -> list[str]:
+    """benches/decoder_candidates' one-core rates, when cpu_compare.sh could build it."""
+    found = {c: work / f"{c}-decoders.json" for c in CORPORA}
+    if not all(f.exists() for f in found.values()):
+        return ["Decoder candidates: not measured in this run (benches/decoder_candidates needs cmake and nasm).", ""]
+    runs = {c: json.loads(f.read_text()) for c, f in found.items()}
+    names = list(runs["imagenet"]["images_per_s"])
+    lines = [
+        "Decoder candidates, one core (`benches/decoder_candidates`: each image decoded to RGB after a RandomResizedCrop "
+        "box is drawn; crop = only the crop region, scaled = DCT-domain 1/2-1/8 where the crop stays >= 224 px):",
+        "",
+        f"| decoder | {' | '.join(f'{CORPORA[c]} images/s' for c in CORPORA)} | {' | '.join(f'{CORPORA[c]} / zune whole' for c in CORPORA)} |",
+        "| --- |" + " ---: |" * (2 * len(CORPORA)),
+    ]
+    for n in names:
+        ips = [runs[c]["images_per_s"][n] for c in CORPORA]
+        rel = [runs[c]["images_per_s"][n] / runs[c]["images_per_s"]["zune_whole"] for c in CORPORA]
+        lines.append(f"| {n} | {' | '.join(f'{v:.0f}' for v in ips)} | {' | '.join(f'{v:.2f}x' for v in rel)} |")
+    checks = "; ".join(
+        f"{CORPORA[c]}: {r['scaled_images']} of {r['images']} images scalable, region decode differs from the whole "
+        f"decode's region in {r['region_mismatch'][0]} images (scaled: {r['scaled_region_mismatch'][0]})"
+        for c, r in runs.items()
+    )
+    lock = pathlib.Path(__file__).resolve().parent / "decoder_candidates" / "Cargo.lock"
+    text = lock.read_text() if lock.exists() else ""
+    versions = []
+    for crate in ("zune-jpeg", "turbojpeg-sys", "jpeg-decoder"):
+        marker = f'name = "{crate}"\nversion = "'
+        if marker in text:
+            versions.append(f"{crate} {text.split(marker, 1)[1].split(chr(34), 1)[0]}")
+    note = f"Versions: {', '.join(versions)} (turbojpeg-sys builds the libjpeg-turbo it bundles). " if versions else ""
+    return lines + ["", note + checks + ".", ""]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=pathlib.Path, required=True, help="folder with the run's JSON files")
@@ -163,8 +198,12 @@ def main() -> int:
     manifests = {c: json.loads((a.work / f"{c}-manifest.json").read_text()) for c in CORPORA}
     bench = json.loads((a.work / "bench" / "bench.json").read_text())
     service = json.loads((a.work / "service.json").read_text())["median"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    build = (a.work / "build.txt").read_text().split("\n", 1) if (a.work / "build.txt").exists() else None
+    if build:  # recorded by cpu_compare.sh when it built the binary
+        commit, dirty = build[0].strip(), build[1].strip() if len(build) > 1 else ""
+    else:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
     in_proc = service["in_process"]["images_per_s"]
     a.out.mkdir(parents=True, exist_ok=True)
     chart(rates, a.out / "peers.png")
@@ -204,6 +243,7 @@ def main() -> int:
         "page cache):",
         "",
         *figure_rows(rates, a.cores),
+        *decoder_rows(a.work),
         "`augserve bench --data <ImageNet-size corpus> --batches 4` (ms per batch per stage; read/decode/colour summed "
         "over threads):",
         "",
@@ -227,6 +267,9 @@ def main() -> int:
     for f in ("bench.json", "bench.csv", "bench.png"):
         shutil.copy(a.work / "bench" / f, a.out / f)
     shutil.copy(a.work / "service.json", a.out / "service.json")
+    for c in CORPORA:
+        if (a.work / f"{c}-decoders.json").exists():
+            shutil.copy(a.work / f"{c}-decoders.json", a.out / f"{c}-decoders.json")
     (a.out / "peers.json").write_text(json.dumps(
         {"versions": versions, "images_per_s": {"/".join(map(str, k)): v for k, v in rates.items()}}, indent=2) + "\n")
     print((a.out / "summary.md").read_text())
