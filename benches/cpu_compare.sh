@@ -78,17 +78,15 @@ one_corpus() { # name dir
 one_corpus imagenet "target/bench-corpus-$images"
 one_corpus large "target/bench-large-$large_images"
 
-# Decoder candidates for decoding only the crop (libjpeg-turbo 3 is built from source: cmake, nasm).
-if command -v cmake >/dev/null && command -v nasm >/dev/null; then
-  echo "== decoder candidates (one core)"
-  cargo build --release --quiet --manifest-path benches/decoder_candidates/Cargo.toml
-  for name in imagenet large; do
-    dir="target/bench-corpus-$images"; [ "$name" = large ] && dir="target/bench-large-$large_images"
-    taskset -c 0 benches/decoder_candidates/target/release/decoder-candidates "$dir" "$work/$name-decoders.json"
-  done
-else
-  echo "== decoder candidates skipped: needs cmake and nasm (apt-get install cmake nasm)"
-fi
+# Decoder candidates for decoding only the crop. libjpeg-turbo 3 is built from source: cmake
+# (PyPI) and nasm (Debian's package, unpacked) come from scripts/fetch-build-tools.sh, no root.
+echo "== decoder candidates (one core)"
+tools=$(scripts/fetch-build-tools.sh target/tools "$venv")
+PATH="$tools:$PATH" cargo build --release --locked --quiet --manifest-path benches/decoder_candidates/Cargo.toml
+for name in imagenet large; do
+  dir="target/bench-corpus-$images"; [ "$name" = large ] && dir="target/bench-large-$large_images"
+  taskset -c 0 benches/decoder_candidates/target/release/decoder-candidates "$dir" "$work/$name-decoders.json"
+done
 
 echo "== augserve bench (ImageNet-size corpus)"
 ./target/release/augserve bench --data "target/bench-corpus-$images" --batches 4 --threads "1,$cores" \

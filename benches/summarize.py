@@ -157,7 +157,7 @@ def decoder_rows(work: pathlib.Path) -> list[str]:
     """benches/decoder_candidates' one-core rates, when cpu_compare.sh could build it."""
     found = {c: work / f"{c}-decoders.json" for c in CORPORA}
     if not all(f.exists() for f in found.values()):
-        return ["Decoder candidates: not measured in this run (benches/decoder_candidates needs cmake and nasm).", ""]
+        return ["Decoder candidates: not measured in this run.", ""]
     runs = {c: json.loads(f.read_text()) for c, f in found.items()}
     names = list(runs["imagenet"]["images_per_s"])
     lines = [

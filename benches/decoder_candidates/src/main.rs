@@ -17,7 +17,8 @@
 //! It prints images/s per candidate and checks, for every image, that the crop region decoded
 //! alone equals the same region of the whole decode, bit for bit (also at 1/k); with
 //! OUT.json it writes both there. libjpeg-turbo is built from the source turbojpeg-sys bundles:
-//! cmake and nasm must be installed (`apt-get install cmake nasm`).
+//! cmake and nasm must be on PATH (`scripts/fetch-build-tools.sh target/tools target/pyenv`
+//! fetches both without root and prints their folder).
 
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
