@@ -369,9 +369,10 @@ mod x86 {
                 )
             })
             .collect();
-        // Every tap read lies in the padded row: first * 3 <= in_stride and a pixel's reads
-        // end 6 * tap_pairs + 2 <= ksize * 3 + 5 bytes after its first tap.
-        debug_assert!(plan
+        // Every tap read lies in the padded row: first * 3 <= in_stride (a box inside the
+        // image) and a pixel's reads end 6 * tap_pairs + 2 <= ksize * 3 + 5 bytes after its
+        // first tap. Checked, not assumed: the unchecked reads below rely on it.
+        assert!(plan
             .iter()
             .all(|&(fa, fb, _)| fa.max(fb) + 6 * tap_pairs + 2 <= row.len()));
         for (r, out_row) in out.chunks_exact_mut(out_stride).enumerate() {
