@@ -140,7 +140,8 @@ def to_float16_mixed(batch, gen):
     x = v2.functional.to_dtype(x, torch.float32, scale=True)
     x = v2.functional.normalize(x, MEAN, STD)
     lam = float(np.random.default_rng(gen).beta(MIXUP_ALPHA, MIXUP_ALPHA))
-    x = x.mul_(lam).add_(x.flip(0), alpha=1 - lam)  # timm's Mixup, mode "batch"
+    flipped = x.flip(0)  # a copy, taken before x is scaled in place (timm's order)
+    x = x.mul_(lam).add_(flipped, alpha=1 - lam)  # timm's Mixup, mode "batch"
     return x.to(torch.float16)
 
 
@@ -234,7 +235,8 @@ def measure_dali(corpus: pathlib.Path, mode: str, images: int, procs: int) -> fl
             # Normalised by DALI in float32; mixed and narrowed by torch, as with the other peers.
             x = torch.from_numpy(np.array(out.as_tensor()))
             lam = float(np.random.default_rng(k).beta(MIXUP_ALPHA, MIXUP_ALPHA))
-            x.mul_(lam).add_(x.flip(0), alpha=1 - lam).to(torch.float16)
+            flipped = x.flip(0)
+            x.mul_(lam).add_(flipped, alpha=1 - lam).to(torch.float16)
     return batches * BATCH / (time.perf_counter() - started)
 
 
