@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Puts cmake (PyPI's wheel, into the venv VENV) and nasm (Debian's package, unpacked) under
-# DEST/bin without root, for building libjpeg-turbo from source (benches/decoder_candidates).
+# DEST/bin without root, for building libjpeg-turbo from source (turbojpeg-sys, which
+# augserve-core links; benches/decoder_candidates).
 # Prints the folder to put first on PATH. Idempotent.
 #   scripts/fetch-build-tools.sh target/tools target/pyenv
 set -euo pipefail

@@ -8,6 +8,10 @@
 # nothing is installed and everything runs on the CPU. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# cmake and nasm build the libjpeg-turbo augserve links; fetched under target/ when missing.
+if ! command -v cmake >/dev/null || ! command -v nasm >/dev/null; then
+  PATH="$(./scripts/fetch-build-tools.sh target/tools target/pyenv):$PATH"
+fi
 cargo build --release --locked
 bin=target/release/augserve
 libs=$PWD/target/cuda-libs

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Python + Pillow + torch + NVRTC + nvJPEG in a venv under
-# target/, real photos from Debian's mate-backgrounds, libjpeg-turbo's TurboJPEG library, all
-# under target/), then checks formatting and lints and runs every test. Safe to run again;
+# target/, real photos from Debian's mate-backgrounds, libjpeg-turbo's TurboJPEG library, cmake
+# and nasm for the build, all under target/), then checks formatting and lints and runs every test. Safe to run again;
 # later runs reuse what earlier ones installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,9 @@ echo "== real photos for the resize comparison"
 ./scripts/fetch-photos.sh target/testdata/photos
 echo "== libjpeg-turbo's TurboJPEG (native YCbCr planes, as nvJPEG gives them) for the GPU-decode host test"
 ./scripts/fetch-turbojpeg.sh target/testdata/turbojpeg
+echo "== cmake and nasm, to build the libjpeg-turbo augserve links (turbojpeg-sys)"
+PATH="$(./scripts/fetch-build-tools.sh target/tools "$venv"):$PATH"
+export PATH
 
 # NVRTC from the wheel: dlopen finds it through LD_LIBRARY_PATH (read at process start).
 nvrtc_lib=$("$venv/bin/python" -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')

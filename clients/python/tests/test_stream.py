@@ -248,8 +248,8 @@ def test_datasets_and_info(client):
     assert info.version and info.worker_threads >= 1
     assert info.limits["max_batch_size"] >= 256
     assert "float16" in [d.lower() for d in info.dtypes] or info.dtypes
-    # The test server runs on the CPU: zune-jpeg decodes, and the note says why not the GPU.
-    assert info.jpeg_decoder == "zune-jpeg" and info.jpeg_decoder_note == "gpu_decode is off"
+    # The test server runs on the CPU: libjpeg-turbo decodes, and the note says why not the GPU.
+    assert info.jpeg_decoder == "libjpeg-turbo" and info.jpeg_decoder_note == "gpu_decode is off"
 
 
 def test_tcp_gives_the_same_batches_as_uds(server):

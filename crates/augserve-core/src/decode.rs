@@ -1,6 +1,8 @@
-//! Image decoding to RGB bytes: JPEG with zune-jpeg; PNG and WebP with the image crate's
-//! decoders, for datasets that mix them in (ImageNet's training set itself has one PNG under
-//! a .JPEG name; web-scraped sets carry WebP).
+//! Image decoding to RGB bytes: JPEG with libjpeg-turbo (`turbojpeg.rs`: only the region a
+//! crop needs), and with zune-jpeg for what libjpeg-turbo warns about or does not take
+//! (damaged files, CMYK), which zune-jpeg also judges (`truncated`, `damaged`); PNG and WebP
+//! with the image crate's decoders, for datasets that mix them in (ImageNet's training set
+//! itself has one PNG under a .JPEG name; web-scraped sets carry WebP).
 //! The header is read first so that oversize images are refused before any pixel buffer is
 //! allocated.
 
@@ -72,12 +74,69 @@ pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), SampleErrorKind> {
 
 /// Decodes a JPEG, PNG or WebP to RGB (`decode_jpeg`, `decode_png`, `decode_webp`).
 pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
+    decode_image_with(bytes, limits, decode_jpeg)
+}
+
+/// A JPEG decoder: libjpeg-turbo first (`decode_jpeg`), or zune-jpeg alone (`decode_jpeg_zune`).
+type JpegDecoderFn = fn(&[u8], &DecodeLimits) -> Result<RgbImage, SampleErrorKind>;
+
+fn decode_image_with(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    jpeg: JpegDecoderFn,
+) -> Result<RgbImage, SampleErrorKind> {
     check_file_size(bytes, limits)?;
     match sniff_format(bytes)? {
-        ImageFormat::Jpeg => decode_jpeg(bytes, limits),
+        ImageFormat::Jpeg => jpeg(bytes, limits),
         ImageFormat::Png => decode_png(bytes, limits),
         ImageFormat::WebP => decode_webp(bytes, limits),
     }
+}
+
+/// The region (x, y, width, height) of an image that a caller wants, from its full size.
+pub type RegionFor<'a> = &'a mut dyn FnMut(u32, u32) -> (u32, u32, u32, u32);
+
+/// Decodes the part of an image that `region_for(width, height)` asks for and returns exactly
+/// it: equal byte for byte to that region of `decode_image` (or of
+/// `decode_image_accepting_damage` with `accept_damage`, which also gives the damage). A JPEG
+/// libjpeg-turbo takes cleanly is decoded only there (the crop's region, plus a margin);
+/// anything else is decoded whole and cut.
+pub fn decode_image_region(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    accept_damage: bool,
+    region_for: RegionFor<'_>,
+) -> Result<(RgbImage, Option<SampleErrorKind>), SampleErrorKind> {
+    check_file_size(bytes, limits)?;
+    let is_jpeg = sniff_format(bytes)? == ImageFormat::Jpeg;
+    let turbo = if is_jpeg {
+        turbo_region(bytes, limits, region_for)
+    } else {
+        None
+    };
+    let judged = |jpeg| match accept_damage {
+        true => accepting_damage(bytes, limits, jpeg),
+        false => decode_image_with(bytes, limits, jpeg).map(|img| (img, None)),
+    };
+    let (img, damage) = match turbo {
+        Some((region, None)) => return Ok((region, None)),
+        // libjpeg-turbo warned about the rows it decoded: zune-jpeg judges the file.
+        Some((region, Some(_))) => match judged(decode_jpeg_zune)? {
+            (_, None) => return Ok((region, None)),
+            damaged => damaged,
+        },
+        // libjpeg-turbo declined (or not a JPEG): zune-jpeg decodes and judges it, whole.
+        None => judged(decode_jpeg_zune)?,
+    };
+    let (x, y, w, h) = region_for(img.width, img.height);
+    if x + w > img.width || y + h > img.height {
+        return Err(SampleErrorKind::Decode(format!(
+            "region {x},{y} {w}x{h} outside the {}x{} image",
+            img.width, img.height
+        )));
+    }
+    let whole = (x, y, w, h) == (0, 0, img.width, img.height);
+    Ok((if whole { img } else { img.crop(x, y, w, h) }, damage))
 }
 
 /// A WebP decoder with the file's chunk headers read (no pixels decoded or allocated).
@@ -255,8 +314,22 @@ fn check_signature(bytes: &[u8]) -> Result<(), SampleErrorKind> {
     Err(SampleErrorKind::UnsupportedFormat(what.into()))
 }
 
-/// Decodes a JPEG (baseline or progressive; YCbCr, grayscale, CMYK or YCCK) to RGB.
+/// Decodes a JPEG (baseline or progressive; YCbCr, grayscale, CMYK or YCCK) to RGB: with
+/// libjpeg-turbo, or (a file it warns about or does not take) with zune-jpeg, which judges it.
 pub fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
+    check_file_size(bytes, limits)?;
+    check_signature(bytes)?;
+    match decode_jpeg_turbo(bytes, limits) {
+        Some((img, None)) => Ok(img),
+        // libjpeg-turbo warned: zune-jpeg judges the file; a harmless complaint keeps
+        // libjpeg-turbo's pixels, as for a region (`decode_image_region`).
+        Some((img, Some(_))) => decode_jpeg_zune(bytes, limits).map(|_| img),
+        None => decode_jpeg_zune(bytes, limits),
+    }
+}
+
+/// Decodes a JPEG with zune-jpeg only: strictly, then (a damaged file) leniently to say how.
+pub fn decode_jpeg_zune(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, SampleErrorKind> {
     check_file_size(bytes, limits)?;
     check_signature(bytes)?;
     // A decoder bug on hostile input must fail this image, not the worker thread.
@@ -274,7 +347,15 @@ pub fn decode_image_accepting_damage(
     bytes: &[u8],
     limits: &DecodeLimits,
 ) -> Result<(RgbImage, Option<SampleErrorKind>), SampleErrorKind> {
-    match decode_image(bytes, limits) {
+    accepting_damage(bytes, limits, decode_jpeg)
+}
+
+fn accepting_damage(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    jpeg: JpegDecoderFn,
+) -> Result<(RgbImage, Option<SampleErrorKind>), SampleErrorKind> {
+    match decode_image_with(bytes, limits, jpeg) {
         Err(damage @ SampleErrorKind::Damaged { .. }) => {
             let lenient = std::panic::catch_unwind(|| decode_pixels(bytes, limits, false))
                 .unwrap_or_else(|_| {
@@ -294,18 +375,54 @@ fn check_supported_jpeg(bytes: &[u8]) -> Result<(), SampleErrorKind> {
     let Ok(info) = jpeg_info(bytes) else {
         return Ok(()); // a damaged header: the decoder says what is wrong
     };
+    match unsupported_kind(&info) {
+        Some(k) => Err(SampleErrorKind::UnsupportedJpeg(k)),
+        None => Ok(()),
+    }
+}
+
+fn unsupported_kind(info: &JpegInfo) -> Option<String> {
     let kind = match info.coding {
         JpegCoding::Baseline | JpegCoding::Progressive => None,
         JpegCoding::Lossless => Some("lossless (SOF3)".to_string()),
         JpegCoding::Arithmetic => Some("arithmetic-coded (SOF9-SOF11)".to_string()),
         JpegCoding::Hierarchical => Some("hierarchical (SOF5-SOF7, SOF13-SOF15)".to_string()),
     };
-    let kind =
-        kind.or_else(|| (info.precision != 8).then(|| format!("{}-bit samples", info.precision)));
-    match kind {
-        Some(k) => Err(SampleErrorKind::UnsupportedJpeg(k)),
-        None => Ok(()),
+    kind.or_else(|| (info.precision != 8).then(|| format!("{}-bit samples", info.precision)))
+}
+
+/// Whether libjpeg-turbo decodes `bytes`: a kind augserve takes, with its end marker. A file
+/// cut short goes to zune-jpeg, which reports the truncation whatever the crop (libjpeg-turbo
+/// stops reading after the crop's last row, so it would not see a cut below it).
+fn for_turbo(bytes: &[u8]) -> bool {
+    match jpeg_info(bytes) {
+        Ok(i) => i.ends_with_eoi && unsupported_kind(&i).is_none(),
+        // Headers our parser does not follow (padding between segments): libjpeg-turbo tries,
+        // and what it warns about, zune-jpeg judges.
+        Err(_) => ends_with_eoi(bytes),
     }
+}
+
+/// Decodes a whole JPEG with libjpeg-turbo only, with its warning if it had one; `None` when
+/// it declines the file (CMYK, no end marker, a kind augserve refuses), which `decode_jpeg`
+/// then leaves to zune-jpeg. For tests and benchmarks that need to know which decoder ran.
+pub fn decode_jpeg_turbo(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Option<(RgbImage, Option<String>)> {
+    turbo_region(bytes, limits, &mut |w, h| (0, 0, w, h))
+}
+
+fn turbo_region(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    region_for: RegionFor<'_>,
+) -> Option<(RgbImage, Option<String>)> {
+    if bytes.len() as u64 > limits.max_file_bytes || !for_turbo(bytes) {
+        return None;
+    }
+    let d = crate::turbojpeg::decode_region(bytes, limits, region_for).ok()?;
+    Some((d.image, d.warning))
 }
 
 /// zune-jpeg's strict-mode complaints that leave the pixels intact: padding between header
@@ -492,6 +609,12 @@ mod tests {
     }
 }
 
+/// An EOI marker among the file's last bytes (a file cut short has none).
+fn ends_with_eoi(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(EOI_WINDOW)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
 /// What a JPEG's headers say about how it is coded: enough to choose a decoder (the GPU's
 /// hardware engine takes only some kinds) and the crop before decoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -561,8 +684,7 @@ pub fn jpeg_info(bytes: &[u8]) -> Result<JpegInfo, SampleErrorKind> {
     let mut adobe_transform: Option<u8> = None;
     let mut frame: Option<JpegInfo> = None;
     let mut seen_scan = false;
-    let tail = &bytes[bytes.len().saturating_sub(EOI_WINDOW)..];
-    let ends_with_eoi = tail.windows(2).any(|w| w == [0xFF, 0xD9]);
+    let ends_with_eoi = ends_with_eoi(bytes);
     let finish = |mut f: JpegInfo, restarts: bool, adobe_transform: Option<u8>| {
         f.ends_with_eoi = ends_with_eoi;
         f.restarts = restarts;
@@ -810,7 +932,7 @@ mod info_tests {
         let mut padded = img[..second].to_vec();
         padded.extend_from_slice(&[0, 0]);
         padded.extend_from_slice(&img[second..]);
-        assert_eq!(decode_jpeg(&padded, &l).unwrap(), whole);
+        assert!(decode_jpeg(&padded, &l).unwrap() == whole);
     }
 
     /// Lossless, arithmetic-coded, hierarchical and 12-bit JPEGs are valid files the decoder

@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod rng;
 pub mod sampler;
 pub mod spec;
+mod turbojpeg;
 
 pub use batch::{Batch, StageTimings, Tensor};
 pub use dataset::{Dataset, DatasetFormat};

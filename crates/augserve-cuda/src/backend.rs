@@ -9,8 +9,8 @@ use augserve_core::{BatchOps, CpuBatchOps};
 use crate::jpeg::route::DecodeSplit;
 use crate::{GpuBatchOps, GpuDevice, GpuError};
 
-/// The CPU's JPEG decoder, as reports name it.
-pub const CPU_JPEG_DECODER: &str = "zune-jpeg";
+/// The CPU's JPEG decoder, as reports name it (zune-jpeg takes what libjpeg-turbo declines).
+pub const CPU_JPEG_DECODER: &str = "libjpeg-turbo";
 
 /// Where the batch ops should run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub struct Backend {
     pub ops: Arc<dyn BatchOps>,
     /// Why the batch ops are not on a GPU; `None` when they are.
     pub gpu_unavailable: Option<String>,
-    /// Who decodes JPEGs ("zune-jpeg", "nvjpeg-hardware", "nvjpeg-cuda") and a note: why not
+    /// Who decodes JPEGs ("libjpeg-turbo", "nvjpeg-hardware", "nvjpeg-cuda") and a note: why not
     /// the GPU, or not its hardware engine.
     pub jpeg_decoder: (String, String),
     /// One line for logs: the device and where JPEGs are decoded.

@@ -44,7 +44,7 @@ struct State {
     shutting_down: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
     shm: ShmRegistry,
-    /// Who decodes JPEGs ("zune-jpeg", "nvjpeg-hardware", "nvjpeg-cuda") and why not the
+    /// Who decodes JPEGs ("libjpeg-turbo", "nvjpeg-hardware", "nvjpeg-cuda") and why not the
     /// GPU's hardware engine, for GetServerInfo.
     jpeg_decoder: (String, String),
 }

@@ -53,7 +53,7 @@ class ServerInfo:
     crop_modes: list[str]
     mix_modes: list[str]
     transports: list[str] = field(default_factory=list)
-    # "nvjpeg-hardware", "nvjpeg-cuda" or "zune-jpeg" (CPU only), and why not the hardware engine.
+    # "nvjpeg-hardware", "nvjpeg-cuda" or "libjpeg-turbo" (CPU only), and why not the hardware engine.
     jpeg_decoder: str = ""
     jpeg_decoder_note: str = ""
 

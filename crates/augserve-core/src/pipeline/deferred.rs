@@ -26,7 +26,7 @@ pub struct DeferredDecode {
 }
 
 impl DeferredDecode {
-    /// The whole image decoded on the CPU (zune-jpeg), checked against the header's size:
+    /// The whole image decoded on the CPU (`decode_jpeg`), checked against the header's size:
     /// the fallback for what a device decoder refuses.
     pub fn decode_full(&self) -> std::result::Result<RgbImage, SampleErrorKind> {
         let img = decode_jpeg(&self.bytes, &self.limits)?;

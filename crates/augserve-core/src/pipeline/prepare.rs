@@ -8,7 +8,7 @@ use rayon::ThreadPool;
 
 use super::deferred::{DeferredDecode, DeviceDecoder};
 use crate::batch::StageTimings;
-use crate::decode::{decode_image, decode_image_accepting_damage, DecodeLimits};
+use crate::decode::{decode_image_region, DecodeLimits};
 use crate::error::{SampleError, SampleErrorKind};
 use crate::image::RgbImage;
 use crate::ops::color::{apply_color_jitter, ColorFactors};
@@ -91,29 +91,31 @@ impl ImagePlan {
 /// was wrong with a damaged image the spec accepts.
 pub type PreparedRegion = (RgbImage, CropBox, bool, Option<SampleErrorKind>);
 
-/// Decodes `bytes` and runs the per-image CPU ops under `plan_for(width, height)`.
+/// Decodes the part of `bytes` the crop needs and runs the per-image CPU ops under
+/// `plan_for(width, height)`. The region cut is `read_region`'s (the crop box plus the
+/// resize filter's support) whichever decoder ran, so the pixels are those of a whole decode.
 pub fn prepare_image(
     bytes: &[u8],
     limits: &DecodeLimits,
     spec: &PipelineSpec,
-    plan_for: impl FnOnce(u32, u32) -> ImagePlan,
+    plan_for: impl Fn(u32, u32) -> ImagePlan,
     timings: &mut (Duration, Duration),
 ) -> Result<PreparedRegion, SampleErrorKind> {
     let t0 = Instant::now();
-    let (img, damage) = match spec.on_damaged {
-        DamagedPolicy::Reject => (decode_image(bytes, limits)?, None),
-        DamagedPolicy::Accept => decode_image_accepting_damage(bytes, limits)?,
+    let mut planned = None;
+    let mut region_for = |w: u32, h: u32| {
+        let plan = plan_for(w, h);
+        let (sw, sh) = (spec.size.width, spec.size.height);
+        let region = read_region(w, h, plan.crop, sw, sh);
+        planned = Some((plan, region));
+        region
     };
+    let accept = spec.on_damaged == DamagedPolicy::Accept;
+    let (mut region, damage) = decode_image_region(bytes, limits, accept, &mut region_for)?;
     let t1 = Instant::now();
-    let plan = plan_for(img.width, img.height);
-    let region_box = read_region(
-        img.width,
-        img.height,
-        plan.crop,
-        spec.size.width,
-        spec.size.height,
-    );
-    let mut region = cut_region(img, region_box);
+    let Some((plan, region_box)) = planned else {
+        return Err(SampleErrorKind::Decode("no region was planned".into()));
+    };
     apply_color_jitter(&mut region, &plan.color);
     let crop = plan.crop.relative_to(region_box.0, region_box.1);
     timings.0 += t1 - t0;

@@ -1,6 +1,6 @@
-//! The start-up check of GPU JPEG decoding against the CPU decoder (zune-jpeg): a few
-//! generated images, one of each chroma layout the GPU takes plus an odd size, are decoded
-//! in one batch on the GPU and by zune-jpeg, and GPU decoding is switched on only if every
+//! The start-up check of GPU JPEG decoding against the CPU decoder (libjpeg-turbo,
+//! `decode_jpeg`): a few generated images, one of each chroma layout the GPU takes plus an odd
+//! size, are decoded in one batch on the GPU and by the CPU decoder, and GPU decoding is switched on only if every
 //! image the GPU decodes is within [`TOLERANCE`] of the CPU's pixels.
 //!
 //! Why at start-up: the GPU path depends on the driver, the libnvjpeg version and the
@@ -64,7 +64,7 @@ impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} test images decoded within {:.3} levels of zune-jpeg (worst: {})",
+            "{} test images decoded within {:.3} levels of the CPU decoder (worst: {})",
             self.matched, self.worst, self.worst_image
         )?;
         if !self.refused.is_empty() {
@@ -168,7 +168,7 @@ pub fn check_images() -> Result<Vec<CheckImage>, String> {
         .collect()
 }
 
-/// Checks a GPU decoder against zune-jpeg on `images`. `decode` decodes a batch to
+/// Checks a GPU decoder against the CPU decoder on `images`. `decode` decodes a batch to
 /// interleaved RGB on the host, one buffer per image, or fails the batch (as nvJPEG does
 /// when one image is refused); after a failed batch each image is tried alone, and images
 /// refused alone are reported, not failed (the pipeline sends those to the CPU). Fails when
@@ -236,7 +236,7 @@ where
         let mad = mean_abs_diff(&gpu, &cpu.data);
         if mad > TOLERANCE {
             return Err(format!(
-                "{}: the GPU decode is {mad:.2} levels from zune-jpeg's on average (tolerance {TOLERANCE})",
+                "{}: the GPU decode is {mad:.2} levels from the CPU decoder's on average (tolerance {TOLERANCE})",
                 img.name
             ));
         }
@@ -251,7 +251,7 @@ where
 
 impl GpuJpegDecoder {
     /// Decodes the start-up check's generated images (every chroma layout the GPU takes, an
-    /// odd size) in one batch and compares them with zune-jpeg's decode (`check_decoder`):
+    /// odd size) in one batch and compares them with the CPU decoder's (`check_decoder`):
     /// GPU decoding should be switched on only if this passes. Images nvJPEG refuses are
     /// reported, not failed.
     pub fn check_against_cpu(&mut self) -> Result<CheckReport, String> {
@@ -322,7 +322,7 @@ mod tests {
     use crate::jpeg::route::{route, DecodeRoute, NvJpegBackend};
     use augserve_core::decode::jpeg_info;
 
-    /// A stand-in GPU decoder: zune-jpeg, passed through `alter`.
+    /// A stand-in GPU decoder: the CPU decoder, passed through `alter`.
     fn cpu_decode(img: &CheckImage) -> Vec<u8> {
         decode_jpeg(&img.jpeg, &DecodeLimits::default())
             .expect("test image decodes")
@@ -411,7 +411,7 @@ mod tests {
         });
         let why = shifted.unwrap_err();
         assert!(
-            why.contains("levels from zune-jpeg") && why.contains("4:2:0 96x80"),
+            why.contains("levels from the CPU decoder") && why.contains("4:2:0 96x80"),
             "{why}"
         );
 

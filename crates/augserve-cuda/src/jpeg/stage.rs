@@ -103,7 +103,7 @@ impl GpuDecode {
             _ => d.roi.to_string(),
         };
         format!(
-            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU{} (rates: CPU {} images/s, GPU {} images/s); {roi}; start-up check: worst {:.3} levels from zune-jpeg",
+            "GPU decode (nvJPEG {:?}): {} images on the GPU, {} fell back to the CPU, {} kept on the CPU by their headers; split {:.0} % GPU{} (rates: CPU {} images/s, GPU {} images/s); {roi}; start-up check: worst {:.3} levels from the CPU decoder",
             d.backend,
             c.on_device,
             c.fell_back,

@@ -144,7 +144,7 @@ impl TurboJpeg {
 /// libjpeg-turbo (the planes nvJPEG delivers; on an H200 nvJPEG's planes + libjpeg's
 /// upsampling equalled libjpeg-turbo's RGB to 0.000 mean, worst 0.001, over 380 photos) and
 /// converted by the host build of `ycbcr_to_rgb_u8`, must be within 1.5 levels (mean abs diff)
-/// of zune-jpeg's decode, the CPU path's. nvJPEG's own replicated-chroma RGB was 2.8 off.
+/// of the CPU path's decode (`decode_jpeg`). nvJPEG's own replicated-chroma RGB was 2.8 off.
 #[test]
 fn ycbcr_kernel_on_native_planes_matches_zune_jpeg_on_real_files() {
     use augserve_core::decode::{decode_jpeg, jpeg_info, DecodeLimits};
@@ -258,7 +258,7 @@ fn ycbcr_kernel_on_native_planes_matches_zune_jpeg_on_real_files() {
     }
     let n = f64::from(checked.max(1));
     println!(
-        "native planes (libjpeg-turbo) + ycbcr_to_rgb_u8 vs zune-jpeg: {checked} files (reference files, photographs, corpus cut from them), mean abs diff {:.4} on average, worst {worst:.4} ({worst_file}); with the chroma replicated instead (nvJPEG's RGB output): {:.3} on average, worst {worst_replicated:.3} ({worst_replicated_file})",
+        "native planes (libjpeg-turbo) + ycbcr_to_rgb_u8 vs the CPU decoder: {checked} files (reference files, photographs, corpus cut from them), mean abs diff {:.4} on average, worst {worst:.4} ({worst_file}); with the chroma replicated instead (nvJPEG's RGB output): {:.3} on average, worst {worst_replicated:.3} ({worst_replicated_file})",
         sum / n,
         sum_replicated / n
     );

@@ -4,7 +4,9 @@ use super::*;
 
 /// The start-up check of GPU decoding (`jpeg::check`), with the host build of the
 /// conversion kernel on the check images' exact native planes standing in for nvJPEG + the
-/// kernel: it passes at 0 levels. With the chroma replicated instead (nvJPEG's own RGB
+/// kernel: it passes, within 0.1 levels of the CPU decoder (the kernel keeps zune-jpeg's
+/// upsampling and conversion, libjpeg-turbo's differ at chroma edges: 0.067 on the worst check
+/// image, 4:2:0 75x53; it was 0 when zune-jpeg was the CPU decoder). With the chroma replicated instead (nvJPEG's own RGB
 /// output, which failed the tolerance on the H200) it fails, so the check would catch that
 /// error on a card.
 #[test]
@@ -35,7 +37,7 @@ fn start_up_check_passes_the_conversion_kernel_and_catches_replicated_chroma() {
     })
     .unwrap();
     assert_eq!(report.matched, images.len());
-    assert_eq!(report.worst, 0.0, "{report}");
+    assert!(report.worst <= 0.1, "{report}");
 
     let mut replicated = Vec::new();
     let failed = check_decoder(&images, |batch| {
@@ -52,7 +54,7 @@ fn start_up_check_passes_the_conversion_kernel_and_catches_replicated_chroma() {
             .collect())
     })
     .unwrap_err();
-    assert!(failed.contains("levels from zune-jpeg"), "{failed}");
+    assert!(failed.contains("levels from the CPU decoder"), "{failed}");
     println!(
         "start-up check: conversion kernel on the exact planes: {report}; replicated chroma, mean abs diff per image: {} (tolerance {TOLERANCE}): {failed}",
         replicated.join(", ")

@@ -1,0 +1,307 @@
+//! libjpeg-turbo 3 (TurboJPEG API, linked statically from the source `turbojpeg-sys` bundles):
+//! the CPU path's JPEG decoder for the files it takes cleanly. Its edge over zune-jpeg is the
+//! crop region: `tj3SetCroppingRegion` skips the entropy-decoded blocks left of the region
+//! (no IDCT, upsampling or colour conversion there) and the rows above and below it, so a
+//! RandomResizedCrop costs what its region costs (benches/decoder_candidates: 1.85x zune-jpeg's
+//! whole decode on ImageNet-size files, 1.80x on large photos).
+//!
+//! What libjpeg-turbo warns about comes back with the warning, for the caller to have
+//! zune-jpeg judge the file (one set of error kinds and damage rules whatever decoder ran);
+//! what it refuses (CMYK, a fatal error) is `Declined`, and zune-jpeg decodes it instead.
+
+use std::cell::RefCell;
+use std::ffi::{c_int, CStr};
+
+use turbojpeg_sys as tj;
+
+use crate::decode::DecodeLimits;
+use crate::image::RgbImage;
+
+/// Why libjpeg-turbo did not decode a file: the caller decodes it with zune-jpeg instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Declined(pub String);
+
+/// A region libjpeg-turbo decoded, and its warning if it had one (corrupt data it skipped or
+/// made up: libjpeg's lenient decode, which the caller has judged).
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    pub image: RgbImage,
+    pub warning: Option<String>,
+}
+
+/// Columns decoded beyond the wanted region on each side, in iMCUs. libjpeg-turbo's "fancy"
+/// chroma upsampling of a region's edge column reads the chroma of the column next to it,
+/// which a region that starts at the wanted iMCU does not have: without the margin 772 of
+/// 1000 ImageNet-size files differed from the whole decode at the region's edges (by up to 37
+/// levels); with one iMCU, none (benches/decoder_candidates, both corpora). Rows need no margin:
+/// libjpeg-turbo's row skipping keeps the context rows the upsampler reads.
+const MARGIN_IMCUS: u32 = 1;
+
+/// Scans a progressive file may have before libjpeg-turbo refuses it: a hostile file with
+/// thousands of tiny scans otherwise costs seconds (libjpeg-turbo's own fuzzers use 500).
+const SCAN_LIMIT: c_int = 500;
+
+/// A TurboJPEG decompressor, one per thread (a handle is not thread-safe, and making one per
+/// image would allocate libjpeg's state each time).
+struct Decompressor(tj::tjhandle);
+
+impl Decompressor {
+    fn new() -> Option<Self> {
+        // SAFETY: tj3Init has no preconditions; it returns null on failure, checked here.
+        let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as c_int) };
+        (!h.is_null()).then_some(Decompressor(h))
+    }
+
+    /// libjpeg-turbo's message for the last failure on this handle.
+    fn error(&self) -> Declined {
+        // SAFETY: the handle is live; tj3GetErrorStr returns a NUL-terminated string owned by
+        // the handle (or a static one), read before the next call on it.
+        let msg = unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) };
+        Declined(format!("libjpeg-turbo: {}", msg.to_string_lossy().trim()))
+    }
+
+    fn get(&self, param: tj::TJPARAM) -> c_int {
+        // SAFETY: the handle is live; an unknown parameter returns -1.
+        unsafe { tj::tj3Get(self.0, param as c_int) }
+    }
+
+    fn set(&self, param: tj::TJPARAM, value: c_int) -> Result<(), Declined> {
+        // SAFETY: the handle is live; a bad value returns -1 with a message.
+        match unsafe { tj::tj3Set(self.0, param as c_int, value) } {
+            0 => Ok(()),
+            _ => Err(self.error()),
+        }
+    }
+
+    /// Whether the last call's failure was only a warning (corrupt data libjpeg went past).
+    fn warned(&self) -> bool {
+        // SAFETY: the handle is live.
+        unsafe { tj::tj3GetErrorCode(self.0) == tj::TJERR_TJERR_WARNING as c_int }
+    }
+
+    /// Reads the headers: the image's width and height, and a warning about them (padding
+    /// between segments, say).
+    fn read_header(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+    ) -> Result<((u32, u32), Option<String>), Declined> {
+        let max_pixels = c_int::try_from(limits.max_pixels).unwrap_or(c_int::MAX);
+        self.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 0)?;
+        self.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
+        self.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels)?;
+        // SAFETY: the handle is live and `bytes` outlives the call, which only reads it.
+        let rc = unsafe { tj::tj3DecompressHeader(self.0, bytes.as_ptr(), bytes.len() as _) };
+        if rc != 0 && !self.warned() {
+            return Err(self.error());
+        }
+        let warning = (rc != 0).then(|| self.error().0);
+        let colorspace = self.get(tj::TJPARAM_TJPARAM_COLORSPACE) as tj::TJCS;
+        if !matches!(
+            colorspace,
+            tj::TJCS_TJCS_YCbCr | tj::TJCS_TJCS_GRAY | tj::TJCS_TJCS_RGB
+        ) {
+            // CMYK and YCCK: zune-jpeg converts them to RGB; libjpeg-turbo does not.
+            return Err(Declined(format!("colour space {colorspace}")));
+        }
+        let (w, h) = (
+            self.get(tj::TJPARAM_TJPARAM_JPEGWIDTH),
+            self.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
+        );
+        match (u32::try_from(w), u32::try_from(h)) {
+            (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok(((w, h), warning)),
+            _ => Err(Declined(format!("size {w}x{h}"))),
+        }
+    }
+
+    /// The width of one iMCU column (8, 16 or 32 pixels), or None for a layout TurboJPEG
+    /// cannot crop (unusual sampling factors).
+    fn imcu_width(&self) -> Option<u32> {
+        // turbojpeg.h's tjMCUWidth, indexed by TJSAMP (444, 422, 420, GRAY, 440, 411, 441);
+        // a `static const` in the header, so not a symbol the library exports.
+        const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
+        let subsamp = usize::try_from(self.get(tj::TJPARAM_TJPARAM_SUBSAMP)).ok()?;
+        MCU_WIDTH.get(subsamp).copied()
+    }
+
+    /// Decodes the area (x, y, w, h) of the image whose headers were just read, to RGB;
+    /// `whole` when the area is the whole image.
+    fn decode_area(
+        &self,
+        bytes: &[u8],
+        area: (u32, u32, u32, u32),
+        whole: bool,
+    ) -> Result<Decoded, Declined> {
+        let (_, _, w, h) = area;
+        let to_int = |v: u32| c_int::try_from(v).map_err(|_| Declined(format!("area {area:?}")));
+        // All zeros: uncropped (the region stays set on the handle between images).
+        let (rx, ry, rw, rh) = if whole { (0, 0, 0, 0) } else { area };
+        let region = tj::tjregion {
+            x: to_int(rx)?,
+            y: to_int(ry)?,
+            w: to_int(rw)?,
+            h: to_int(rh)?,
+        };
+        // SAFETY: the handle is live; the region is checked against the image by TurboJPEG.
+        if unsafe { tj::tj3SetCroppingRegion(self.0, region) } != 0 {
+            return Err(self.error());
+        }
+        // Not zeroed first (a memset of every region was 2 % of a one-core run): TurboJPEG
+        // writes every byte of the output on success, and on a warning (the rest made up);
+        // on an error the buffer is dropped unread.
+        let len = w as usize * h as usize * 3;
+        let mut data: Vec<u8> = Vec::with_capacity(len);
+        // SAFETY: the handle is live, `bytes` outlives the call and is only read; `data` has
+        // room for exactly w * h RGB pixels, the cropped output's size at pitch 0 (= w * 3).
+        let rc = unsafe {
+            tj::tj3Decompress8(
+                self.0,
+                bytes.as_ptr(),
+                bytes.len() as _,
+                data.as_mut_ptr(),
+                0,
+                tj::TJPF_TJPF_RGB,
+            )
+        };
+        let warned = rc != 0 && self.warned();
+        if rc != 0 && !warned {
+            return Err(self.error());
+        }
+        // SAFETY: TurboJPEG wrote all `len` bytes (success, or a warning: the rest made up,
+        // as libjpeg does).
+        unsafe { data.set_len(len) };
+        let warning = warned.then(|| self.error().0);
+        let image = RgbImage::from_vec(w, h, data).ok_or_else(|| Declined("output size".into()))?;
+        Ok(Decoded { image, warning })
+    }
+}
+
+impl Drop for Decompressor {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tj3Init and is destroyed once, here.
+        unsafe { tj::tj3Destroy(self.0) }
+    }
+}
+
+thread_local! {
+    static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+}
+
+/// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for(width, height)`
+/// (called with the header's size) asks for: exactly that region (x, y, w, h) comes back,
+/// equal byte for byte to the same region of libjpeg-turbo's whole-image decode. Damage
+/// libjpeg-turbo sees in the rows it decodes comes back as a warning; it stops reading after
+/// the region's last row, so damage below it goes unseen (a missing end is checked before).
+pub(crate) fn decode_region(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    region_for: &mut dyn FnMut(u32, u32) -> (u32, u32, u32, u32),
+) -> Result<Decoded, Declined> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Decompressor::new();
+        }
+        let Some(d) = slot.as_ref() else {
+            return Err(Declined("tj3Init failed".into()));
+        };
+        let result = decode_with(d, bytes, limits, region_for);
+        if !matches!(result, Ok(Decoded { warning: None, .. })) {
+            // A fresh handle after a failure: nothing of a hostile file's state carries over.
+            *slot = None;
+        }
+        result
+    })
+}
+
+fn decode_with(
+    d: &Decompressor,
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    region_for: &mut dyn FnMut(u32, u32) -> (u32, u32, u32, u32),
+) -> Result<Decoded, Declined> {
+    let ((width, height), header_warning) = d.read_header(bytes, limits)?;
+    let (x, y, w, h) = region_for(width, height);
+    if w == 0 || h == 0 || x + w > width || y + h > height {
+        return Err(Declined(format!(
+            "region {x},{y} {w}x{h} of a {width}x{height} image"
+        )));
+    }
+    let area = match d.imcu_width() {
+        Some(imcu) => {
+            let x0 = (x / imcu).saturating_sub(MARGIN_IMCUS) * imcu;
+            let x1 = ((x + w).div_ceil(imcu) + MARGIN_IMCUS) * imcu;
+            (x0, y, x1.min(width) - x0, h)
+        }
+        // TurboJPEG crops no other layout: the whole image.
+        None => (0, 0, width, height),
+    };
+    let mut decoded = d.decode_area(bytes, area, area == (0, 0, width, height))?;
+    decoded.warning = decoded.warning.or(header_warning);
+    if area != (x, y, w, h) {
+        crop_in_place(&mut decoded.image, x - area.0, y - area.1, w, h);
+    }
+    Ok(decoded)
+}
+
+/// Cuts (x, y, w, h) out of `img` in its own buffer: each row moves towards the start, never
+/// over a row not yet moved (a new buffer would cost an allocation and its page faults).
+fn crop_in_place(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
+    let (stride, row) = (img.width as usize * 3, w as usize * 3);
+    for r in 0..h as usize {
+        let from = (y as usize + r) * stride + x as usize * 3;
+        img.data.copy_within(from..from + row, r * row);
+    }
+    img.data.truncate(row * h as usize);
+    // A small region of a whole image (a layout TurboJPEG cannot crop) keeps no more memory
+    // than it needs while it waits for its batch.
+    if img.data.capacity() > 2 * img.data.len() {
+        img.data.shrink_to_fit();
+    }
+    (img.width, img.height) = (w, h);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4:2:0 JPEG of `w` x `h` with detail everywhere.
+    fn jpeg(w: u16, h: u16, progressive: bool, restart: u16) -> Vec<u8> {
+        let rgb: Vec<u8> = (0..u32::from(w) * u32::from(h) * 3)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
+        let mut out = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+        enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+        enc.set_progressive(progressive);
+        if restart > 0 {
+            enc.set_restart_interval(restart);
+        }
+        enc.encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+            .expect("encodes");
+        out
+    }
+
+    /// libjpeg-turbo itself decodes every kind of region of a clean file (a decline would
+    /// hide behind zune-jpeg's fallback and the region test would still pass).
+    #[test]
+    fn clean_files_are_not_declined() {
+        let l = DecodeLimits::default();
+        for (progressive, restart) in [(false, 0), (true, 0), (false, 2)] {
+            let f = jpeg(301, 203, progressive, restart);
+            for r in [
+                (0, 0, 301, 203),
+                (0, 0, 40, 30),
+                (100, 150, 60, 53),
+                (261, 0, 40, 203),
+                (17, 90, 1, 1),
+            ] {
+                let got = decode_region(&f, &l, &mut |_, _| r);
+                assert!(
+                    matches!(got, Ok(Decoded { warning: None, .. })),
+                    "{progressive} {restart} {r:?}: {got:?}"
+                );
+            }
+        }
+    }
+}
