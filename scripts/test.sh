@@ -39,7 +39,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== fuzz targets build (fuzz/; run them with cargo fuzz, see fuzz/README.md)"
-CARGO_TARGET_DIR=target/fuzz-check cargo check --manifest-path fuzz/Cargo.toml --bins --locked --quiet
+# --no-default-features: type-check only, without compiling libFuzzer itself (fuzz/Cargo.toml).
+CARGO_TARGET_DIR=target/fuzz-check cargo check --manifest-path fuzz/Cargo.toml --bins --locked --quiet --no-default-features
 
 echo "== cargo test"
 rm -f target/tmp/robustness-summary.md

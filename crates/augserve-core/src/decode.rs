@@ -108,25 +108,16 @@ pub fn decode_image_region(
     region_for: RegionFor<'_>,
 ) -> Result<(RgbImage, Option<SampleErrorKind>), SampleErrorKind> {
     check_file_size(bytes, limits)?;
-    let is_jpeg = sniff_format(bytes)? == ImageFormat::Jpeg;
-    let turbo = if is_jpeg {
-        turbo_region(bytes, limits, region_for)
+    if sniff_format(bytes)? == ImageFormat::Jpeg {
+        if let Some(region) = turbo_region(bytes, limits, region_for) {
+            return Ok((region, None));
+        }
+    }
+    // libjpeg-turbo declined (or not a JPEG): zune-jpeg decodes and judges it, whole.
+    let (img, damage) = if accept_damage {
+        accepting_damage(bytes, limits, decode_jpeg_zune)?
     } else {
-        None
-    };
-    let judged = |jpeg| match accept_damage {
-        true => accepting_damage(bytes, limits, jpeg),
-        false => decode_image_with(bytes, limits, jpeg).map(|img| (img, None)),
-    };
-    let (img, damage) = match turbo {
-        Some((region, None)) => return Ok((region, None)),
-        // libjpeg-turbo warned about the rows it decoded: zune-jpeg judges the file.
-        Some((region, Some(_))) => match judged(decode_jpeg_zune)? {
-            (_, None) => return Ok((region, None)),
-            damaged => damaged,
-        },
-        // libjpeg-turbo declined (or not a JPEG): zune-jpeg decodes and judges it, whole.
-        None => judged(decode_jpeg_zune)?,
+        (decode_image_with(bytes, limits, decode_jpeg_zune)?, None)
     };
     let (x, y, w, h) = region_for(img.width, img.height);
     if x + w > img.width || y + h > img.height {
@@ -320,10 +311,7 @@ pub fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Samp
     check_file_size(bytes, limits)?;
     check_signature(bytes)?;
     match decode_jpeg_turbo(bytes, limits) {
-        Some((img, None)) => Ok(img),
-        // libjpeg-turbo warned: zune-jpeg judges the file; a harmless complaint keeps
-        // libjpeg-turbo's pixels, as for a region (`decode_image_region`).
-        Some((img, Some(_))) => decode_jpeg_zune(bytes, limits).map(|_| img),
+        Some(img) => Ok(img),
         None => decode_jpeg_zune(bytes, limits),
     }
 }
@@ -403,13 +391,10 @@ fn for_turbo(bytes: &[u8]) -> bool {
     }
 }
 
-/// Decodes a whole JPEG with libjpeg-turbo only, with its warning if it had one; `None` when
-/// it declines the file (CMYK, no end marker, a kind augserve refuses), which `decode_jpeg`
-/// then leaves to zune-jpeg. For tests and benchmarks that need to know which decoder ran.
-pub fn decode_jpeg_turbo(
-    bytes: &[u8],
-    limits: &DecodeLimits,
-) -> Option<(RgbImage, Option<String>)> {
+/// Decodes a whole JPEG with libjpeg-turbo only; `None` when it declines the file (anything
+/// it warns about, CMYK, no end marker, a kind augserve refuses), which `decode_jpeg` then
+/// leaves to zune-jpeg. For tests and benchmarks that need to know which decoder ran.
+pub fn decode_jpeg_turbo(bytes: &[u8], limits: &DecodeLimits) -> Option<RgbImage> {
     turbo_region(bytes, limits, &mut |w, h| (0, 0, w, h))
 }
 
@@ -417,12 +402,11 @@ fn turbo_region(
     bytes: &[u8],
     limits: &DecodeLimits,
     region_for: RegionFor<'_>,
-) -> Option<(RgbImage, Option<String>)> {
+) -> Option<RgbImage> {
     if bytes.len() as u64 > limits.max_file_bytes || !for_turbo(bytes) {
         return None;
     }
-    let d = crate::turbojpeg::decode_region(bytes, limits, region_for).ok()?;
-    Some((d.image, d.warning))
+    crate::turbojpeg::decode_region(bytes, limits, region_for).ok()
 }
 
 /// zune-jpeg's strict-mode complaints that leave the pixels intact: padding between header
@@ -927,12 +911,13 @@ mod info_tests {
         }
         let (same, none) = decode_image_accepting_damage(&img, &l).unwrap();
         assert!(none.is_none() && same.data == whole.data);
-        // Two padding bytes before the second marker segment: pixels as the whole file's.
+        // Two padding bytes before the second marker segment: libjpeg-turbo warns, zune-jpeg
+        // judges it harmless and decodes it, with the pixels it gives the unpadded file.
         let second = 2 + 2 + usize::from(u16::from_be_bytes([img[4], img[5]]));
         let mut padded = img[..second].to_vec();
         padded.extend_from_slice(&[0, 0]);
         padded.extend_from_slice(&img[second..]);
-        assert!(decode_jpeg(&padded, &l).unwrap() == whole);
+        assert!(decode_jpeg(&padded, &l).unwrap() == decode_jpeg_zune(&img, &l).unwrap());
     }
 
     /// Lossless, arithmetic-coded, hierarchical and 12-bit JPEGs are valid files the decoder

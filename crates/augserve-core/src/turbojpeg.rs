@@ -5,9 +5,11 @@
 //! RandomResizedCrop costs what its region costs (benches/decoder_candidates: 1.85x zune-jpeg's
 //! whole decode on ImageNet-size files, 1.80x on large photos).
 //!
-//! What libjpeg-turbo warns about comes back with the warning, for the caller to have
-//! zune-jpeg judge the file (one set of error kinds and damage rules whatever decoder ran);
-//! what it refuses (CMYK, a fatal error) is `Declined`, and zune-jpeg decodes it instead.
+//! What libjpeg-turbo warns about (corrupt data, padding between segments) or refuses (CMYK,
+//! a fatal error) is `Declined`: zune-jpeg then decodes the whole file and judges it, so the
+//! error kinds and damage rules are the same whatever decoder ran. The warning stops the
+//! decode at once (STOPONWARNING), and the handle with its buffers is freed before zune-jpeg
+//! starts: a hostile file never holds both decoders' memory.
 
 use std::cell::RefCell;
 use std::ffi::{c_int, CStr};
@@ -20,14 +22,6 @@ use crate::image::RgbImage;
 /// Why libjpeg-turbo did not decode a file: the caller decodes it with zune-jpeg instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Declined(pub String);
-
-/// A region libjpeg-turbo decoded, and its warning if it had one (corrupt data it skipped or
-/// made up: libjpeg's lenient decode, which the caller has judged).
-#[derive(Debug)]
-pub(crate) struct Decoded {
-    pub image: RgbImage,
-    pub warning: Option<String>,
-}
 
 /// Columns decoded beyond the wanted region on each side, in iMCUs. libjpeg-turbo's "fancy"
 /// chroma upsampling of a region's edge column reads the chroma of the column next to it,
@@ -73,29 +67,17 @@ impl Decompressor {
         }
     }
 
-    /// Whether the last call's failure was only a warning (corrupt data libjpeg went past).
-    fn warned(&self) -> bool {
-        // SAFETY: the handle is live.
-        unsafe { tj::tj3GetErrorCode(self.0) == tj::TJERR_TJERR_WARNING as c_int }
-    }
-
-    /// Reads the headers: the image's width and height, and a warning about them (padding
-    /// between segments, say).
-    fn read_header(
-        &self,
-        bytes: &[u8],
-        limits: &DecodeLimits,
-    ) -> Result<((u32, u32), Option<String>), Declined> {
+    /// Reads the headers: the image's width and height, within the pixel limit.
+    fn read_header(&self, bytes: &[u8], limits: &DecodeLimits) -> Result<(u32, u32), Declined> {
         let max_pixels = c_int::try_from(limits.max_pixels).unwrap_or(c_int::MAX);
-        self.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 0)?;
+        self.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
         self.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
         self.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels)?;
         // SAFETY: the handle is live and `bytes` outlives the call, which only reads it.
         let rc = unsafe { tj::tj3DecompressHeader(self.0, bytes.as_ptr(), bytes.len() as _) };
-        if rc != 0 && !self.warned() {
+        if rc != 0 {
             return Err(self.error());
         }
-        let warning = (rc != 0).then(|| self.error().0);
         let colorspace = self.get(tj::TJPARAM_TJPARAM_COLORSPACE) as tj::TJCS;
         if !matches!(
             colorspace,
@@ -109,7 +91,11 @@ impl Decompressor {
             self.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
         );
         match (u32::try_from(w), u32::try_from(h)) {
-            (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok(((w, h), warning)),
+            // Over the limit: zune-jpeg refuses it from its header, with the error that says so.
+            (Ok(w), Ok(h)) if u64::from(w) * u64::from(h) > limits.max_pixels => {
+                Err(Declined(format!("{w}x{h} over the pixel limit")))
+            }
+            (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
             _ => Err(Declined(format!("size {w}x{h}"))),
         }
     }
@@ -131,7 +117,7 @@ impl Decompressor {
         bytes: &[u8],
         area: (u32, u32, u32, u32),
         whole: bool,
-    ) -> Result<Decoded, Declined> {
+    ) -> Result<RgbImage, Declined> {
         let (_, _, w, h) = area;
         let to_int = |v: u32| c_int::try_from(v).map_err(|_| Declined(format!("area {area:?}")));
         // All zeros: uncropped (the region stays set on the handle between images).
@@ -147,8 +133,8 @@ impl Decompressor {
             return Err(self.error());
         }
         // Not zeroed first (a memset of every region was 2 % of a one-core run): TurboJPEG
-        // writes every byte of the output on success, and on a warning (the rest made up);
-        // on an error the buffer is dropped unread.
+        // writes every byte of the output on success; on an error (a warning is one) the
+        // buffer is dropped unread.
         let len = w as usize * h as usize * 3;
         let mut data: Vec<u8> = Vec::with_capacity(len);
         // SAFETY: the handle is live, `bytes` outlives the call and is only read; `data` has
@@ -163,16 +149,12 @@ impl Decompressor {
                 tj::TJPF_TJPF_RGB,
             )
         };
-        let warned = rc != 0 && self.warned();
-        if rc != 0 && !warned {
+        if rc != 0 {
             return Err(self.error());
         }
-        // SAFETY: TurboJPEG wrote all `len` bytes (success, or a warning: the rest made up,
-        // as libjpeg does).
+        // SAFETY: TurboJPEG returned success, having written all `len` bytes.
         unsafe { data.set_len(len) };
-        let warning = warned.then(|| self.error().0);
-        let image = RgbImage::from_vec(w, h, data).ok_or_else(|| Declined("output size".into()))?;
-        Ok(Decoded { image, warning })
+        RgbImage::from_vec(w, h, data).ok_or_else(|| Declined("output size".into()))
     }
 }
 
@@ -190,13 +172,13 @@ thread_local! {
 /// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for(width, height)`
 /// (called with the header's size) asks for: exactly that region (x, y, w, h) comes back,
 /// equal byte for byte to the same region of libjpeg-turbo's whole-image decode. Damage
-/// libjpeg-turbo sees in the rows it decodes comes back as a warning; it stops reading after
-/// the region's last row, so damage below it goes unseen (a missing end is checked before).
+/// libjpeg-turbo sees in the rows it decodes declines the file; it stops reading after the
+/// region's last row, so damage below it goes unseen (a missing end is checked before).
 pub(crate) fn decode_region(
     bytes: &[u8],
     limits: &DecodeLimits,
     region_for: &mut dyn FnMut(u32, u32) -> (u32, u32, u32, u32),
-) -> Result<Decoded, Declined> {
+) -> Result<RgbImage, Declined> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -206,8 +188,9 @@ pub(crate) fn decode_region(
             return Err(Declined("tj3Init failed".into()));
         };
         let result = decode_with(d, bytes, limits, region_for);
-        if !matches!(result, Ok(Decoded { warning: None, .. })) {
-            // A fresh handle after a failure: nothing of a hostile file's state carries over.
+        if result.is_err() {
+            // A fresh handle after a failure: its buffers are freed before zune-jpeg starts,
+            // and nothing of a hostile file's state carries over.
             *slot = None;
         }
         result
@@ -219,8 +202,8 @@ fn decode_with(
     bytes: &[u8],
     limits: &DecodeLimits,
     region_for: &mut dyn FnMut(u32, u32) -> (u32, u32, u32, u32),
-) -> Result<Decoded, Declined> {
-    let ((width, height), header_warning) = d.read_header(bytes, limits)?;
+) -> Result<RgbImage, Declined> {
+    let (width, height) = d.read_header(bytes, limits)?;
     let (x, y, w, h) = region_for(width, height);
     if w == 0 || h == 0 || x + w > width || y + h > height {
         return Err(Declined(format!(
@@ -237,9 +220,8 @@ fn decode_with(
         None => (0, 0, width, height),
     };
     let mut decoded = d.decode_area(bytes, area, area == (0, 0, width, height))?;
-    decoded.warning = decoded.warning.or(header_warning);
     if area != (x, y, w, h) {
-        crop_in_place(&mut decoded.image, x - area.0, y - area.1, w, h);
+        crop_in_place(&mut decoded, x - area.0, y - area.1, w, h);
     }
     Ok(decoded)
 }
@@ -297,10 +279,7 @@ mod tests {
                 (17, 90, 1, 1),
             ] {
                 let got = decode_region(&f, &l, &mut |_, _| r);
-                assert!(
-                    matches!(got, Ok(Decoded { warning: None, .. })),
-                    "{progressive} {restart} {r:?}: {got:?}"
-                );
+                assert!(got.is_ok(), "{progressive} {restart} {r:?}: {got:?}");
             }
         }
     }
