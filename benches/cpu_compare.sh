@@ -24,6 +24,10 @@ work=target/bench-run
 echo "== installing the peers and the Python client into $venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt ./clients/python
 echo "== building"
+# cmake and nasm build libjpeg-turbo (augserve's and decoder_candidates'): fetched without root.
+tools=$(scripts/fetch-build-tools.sh target/tools "$venv")
+PATH="$tools:$PATH"
+export PATH
 cargo build --release --locked --quiet
 rm -rf "$work" && mkdir -p "$work"
 # The commit the measured binary was built from (and whether the tree differed from it).
@@ -81,8 +85,7 @@ one_corpus large "target/bench-large-$large_images"
 # Decoder candidates for decoding only the crop. libjpeg-turbo 3 is built from source: cmake
 # (PyPI) and nasm (Debian's package, unpacked) come from scripts/fetch-build-tools.sh, no root.
 echo "== decoder candidates (one core)"
-tools=$(scripts/fetch-build-tools.sh target/tools "$venv")
-PATH="$tools:$PATH" cargo build --release --locked --quiet --manifest-path benches/decoder_candidates/Cargo.toml
+cargo build --release --locked --quiet --manifest-path benches/decoder_candidates/Cargo.toml
 for name in imagenet large; do
   dir="target/bench-corpus-$images"; [ "$name" = large ] && dir="target/bench-large-$large_images"
   taskset -c 0 benches/decoder_candidates/target/release/decoder-candidates "$dir" "$work/$name-decoders.json"
