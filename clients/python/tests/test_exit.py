@@ -1,5 +1,6 @@
 """No augserve object keeps a process alive: a script that ends holding an open iterator (at its
-end, by an exception, on Ctrl-C) exits within a second, and an iterator dropped mid-run cancels
+end, by an exception, on Ctrl-C) exits within a second of the bare interpreter's own exit, and an
+iterator dropped mid-run cancels
 its server stream. The server here serves one stream at a time, so a stream left open would
 refuse the next one."""
 
@@ -69,6 +70,27 @@ def the_stream_is_free(server: Server, within_s: float = 5.0) -> float:
 
 MODES = ["stream", "stream-raise", "stream-sigint", "torch", "torch-raise", "torch-sigint"]
 
+BARE_CHILD = r"""
+import sys
+if sys.argv[1].startswith("torch"):
+    import torch  # noqa: F401
+print("ready", flush=True)
+"""
+
+
+def bare_exit_s(mode: str) -> float:
+    """How long the same interpreter takes to exit with nothing of augserve's held: torch's own
+    teardown is most of a second on a 2-core VM (1.07 s there once, failing the bound), and it
+    is not what this test is about."""
+    child = subprocess.Popen([sys.executable, "-c", BARE_CHILD, mode], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        start = time.monotonic()
+        child.wait(timeout=20)
+        return time.monotonic() - start
+    finally:
+        child.kill()
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_script_holding_an_iterator_exits_within_a_second(one_stream, mode):
@@ -86,8 +108,9 @@ def test_a_script_holding_an_iterator_exits_within_a_second(one_stream, mode):
     finally:
         child.kill()
     err = child.stderr.read()
-    print(f"{mode}: exited {rc} {took:.2f} s after its last line")
-    assert took < 1.0, f"{mode}: the process took {took:.1f} s to exit"
+    bare = bare_exit_s(mode)
+    print(f"{mode}: exited {rc} {took:.2f} s after its last line (the bare interpreter: {bare:.2f} s)")
+    assert took - bare < 1.0, f"{mode}: the process took {took:.1f} s to exit ({bare:.1f} s without augserve)"
     if mode.endswith("-raise"):
         assert rc != 0 and "RuntimeError: the training step failed" in err
     elif mode.endswith("-sigint"):

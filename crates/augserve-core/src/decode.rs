@@ -126,8 +126,7 @@ pub fn decode_image_region(
             img.width, img.height
         )));
     }
-    let whole = (x, y, w, h) == (0, 0, img.width, img.height);
-    Ok((if whole { img } else { img.crop(x, y, w, h) }, damage))
+    Ok((img.into_region((x, y, w, h)), damage))
 }
 
 /// A WebP decoder with the file's chunk headers read (no pixels decoded or allocated).

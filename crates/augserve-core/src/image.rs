@@ -30,6 +30,15 @@ impl RgbImage {
         self.width as usize * self.height as usize
     }
 
+    /// The region (x, y, w, h) of the image, without a copy when it is the whole image.
+    pub fn into_region(self, (x, y, w, h): (u32, u32, u32, u32)) -> RgbImage {
+        if (x, y, w, h) == (0, 0, self.width, self.height) {
+            self
+        } else {
+            self.crop(x, y, w, h)
+        }
+    }
+
     /// Copies the rectangle `[x0, x0+w) x [y0, y0+h)`; the caller keeps it inside the image.
     pub fn crop(&self, x0: u32, y0: u32, w: u32, h: u32) -> RgbImage {
         debug_assert!(x0 + w <= self.width && y0 + h <= self.height);

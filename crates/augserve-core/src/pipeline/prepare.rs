@@ -54,12 +54,8 @@ impl PreparedImage {
 }
 
 /// `region` (x, y, w, h) of `img`, without a copy when it is the whole image.
-pub fn cut_region(img: RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> RgbImage {
-    if (x, y, w, h) == (0, 0, img.width, img.height) {
-        img
-    } else {
-        img.crop(x, y, w, h)
-    }
+pub fn cut_region(img: RgbImage, region: (u32, u32, u32, u32)) -> RgbImage {
+    img.into_region(region)
 }
 
 /// Per-image random decisions, drawn from the (seed, epoch, sample id) stream.
