@@ -1,7 +1,6 @@
 """No augserve object keeps a process alive: a script that ends holding an open iterator (at its
 end, by an exception, on Ctrl-C) exits within a second of the bare interpreter's own exit, and an
-iterator dropped mid-run cancels
-its server stream. The server here serves one stream at a time, so a stream left open would
+iterator dropped mid-run cancels its server stream. The server here serves one stream at a time, so a stream left open would
 refuse the next one."""
 
 from __future__ import annotations
