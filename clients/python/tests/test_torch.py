@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 import augserve  # noqa: E402
 from augserve import Crop, Mix, PipelineSpec  # noqa: E402
-from augserve.torch import AugServeIterableDataset, shard_batches  # noqa: E402
+from augserve.torch import AugServeDataLoader, AugServeIterableDataset, shard_batches  # noqa: E402
 from conftest import REPO, Server  # noqa: E402
 
 SMALL = PipelineSpec(width=32, height=32, dtype="uint8")
@@ -92,13 +92,30 @@ def test_dataloader_yields_every_sample_once_as_ready_tensors(server, workers):
     spec = PipelineSpec(width=48, height=48)
     ds = AugServeIterableDataset(server.uds, "demo", spec, batch_size=50, prefetch=3)
     shapes, labels = [], []
-    for x, (la, lb, lam) in DataLoader(ds, batch_size=None, num_workers=workers):
+    # This process has made gRPC calls (the fixtures, earlier tests): its workers must not be
+    # forked from it (gRPC is not fork-safe; a forked worker hung once in 4 full runs), so
+    # they come from AugServeDataLoader's forkserver, as the README says.
+    for x, (la, lb, lam) in AugServeDataLoader(ds, num_workers=workers):
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 48, 48) and torch.isfinite(x).all()
         shapes.append(x.shape[0])
         labels.extend(la.tolist())
     # Each worker streams every other batch of the shard: every sample once.
     assert sum(shapes) == DEMO_SAMPLES
     assert sorted(labels) == sorted(i // 32 for i in range(DEMO_SAMPLES))
+
+
+def test_a_worker_forked_after_grpc_calls_is_warned_about(server, monkeypatch):
+    import augserve.client
+    import augserve.torch
+
+    # As a forked worker sees it: the module's channel pid is its parent's.
+    monkeypatch.setattr(augserve.client, "_channel_pid", os.getpid() + 1)
+    monkeypatch.setattr(augserve.torch, "get_worker_info", lambda: type("W", (), {"num_workers": 1, "id": 0})())
+    ds = AugServeIterableDataset(server.uds, "demo", SMALL, batch_size=32, yield_batches=True)
+    with pytest.warns(RuntimeWarning, match="forked from a process that had made gRPC calls"):
+        it = iter(ds)
+        next(it).release()
+        it.close()
 
 
 def test_dataloader_workers_split_the_shard(server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,18 @@ log = logging.getLogger("augserve")
 _SERVICE = "/augserve.v1.AugServe/"
 # Lost connections are resumed; anything else is the server's verdict and is raised.
 _RESUMABLE = {grpc.StatusCode.UNAVAILABLE}
+
+
+# The process that made this module's first channel. A process that finds another pid here was
+# forked from it: gRPC is not fork-safe, and a channel made in such a child can hang
+# (`forked_after_grpc`).
+_channel_pid: int | None = None
+
+
+def forked_after_grpc() -> bool:
+    """Whether this process was forked from one that had made augserve channels (the case in
+    which gRPC's Python library may hang: use spawn or forkserver workers instead)."""
+    return _channel_pid is not None and _channel_pid != os.getpid()
 
 
 def _target(address: str) -> str:
@@ -91,6 +104,9 @@ class Client:
             # "round_robin" spreads calls over every address a "dns:///" target resolves to
             # (a headless Service's pods): how trainers share a pool of servers.
             opts.append(("grpc.lb_policy_name", load_balancing))
+        global _channel_pid
+        if _channel_pid is None:
+            _channel_pid = os.getpid()
         target = _target(address)
         if target.startswith("unix:"):
             # grpcio's default :authority for a socket is its %-encoded path. augserve accepts it

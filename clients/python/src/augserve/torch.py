@@ -24,13 +24,14 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import warnings
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from augserve.batch import Batch
-from augserve.client import Client
+from augserve.client import Client, forked_after_grpc
 from augserve.prefetch import Prefetcher
 from augserve.spec import PipelineSpec
 from augserve.torch_convert import batch_to_torch  # noqa: F401 (part of this module's API)
@@ -189,6 +190,14 @@ class AugServeIterableDataset(IterableDataset):
         rank, world = self.shard()
         info = get_worker_info()
         stride, offset = (info.num_workers, info.id) if info is not None else (1, 0)
+        if info is not None and forked_after_grpc():
+            warnings.warn(
+                "augserve: this DataLoader worker was forked from a process that had made gRPC "
+                "calls; gRPC is not fork-safe and the worker's stream may hang. Use "
+                "AugServeDataLoader (forkserver workers) or multiprocessing_context='spawn'.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         client = Client(self.address, **self.client_options)
         stream = client.stream(
             self.dataset,
