@@ -24,6 +24,8 @@ pub struct StageTimings {
     pub decode: Duration,
     pub color: Duration,
     pub per_image_wall: Duration,
+    /// The batch stage's resize, plus (CPU batch ops, which resize each image in the
+    /// per-image stage) the per-image resizes summed over images.
     pub resize: Duration,
     pub mix_normalize: Duration,
     pub stats: Duration,

@@ -397,6 +397,13 @@ pub fn decode_jpeg_turbo(bytes: &[u8], limits: &DecodeLimits) -> Option<RgbImage
     turbo_region(bytes, limits, &mut |w, h| (0, 0, w, h))
 }
 
+/// Takes back a decoded region's buffer for the next decode on this thread: the per-image
+/// stage gives it once it has resized the region, so large photos do not fault in fresh pages
+/// for every image.
+pub fn recycle_decode_buffer(buf: Vec<u8>) {
+    crate::turbojpeg::recycle_buffer(buf);
+}
+
 fn turbo_region(
     bytes: &[u8],
     limits: &DecodeLimits,

@@ -136,7 +136,7 @@ impl Decompressor {
         // writes every byte of the output on success; on an error (a warning is one) the
         // buffer is dropped unread.
         let len = w as usize * h as usize * 3;
-        let mut data: Vec<u8> = Vec::with_capacity(len);
+        let mut data = take_spare_buffer(len);
         // SAFETY: the handle is live, `bytes` outlives the call and is only read; `data` has
         // room for exactly w * h RGB pixels, the cropped output's size at pitch 0 (= w * 3).
         let rc = unsafe {
@@ -167,6 +167,33 @@ impl Drop for Decompressor {
 
 thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+    /// A decode output buffer given back (`recycle_buffer`) for this thread's next decode.
+    static SPARE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The largest buffer a thread keeps for its next decode: a region of a 4000x4000 photo. A
+/// fresh buffer of that size costs its page faults (kernel page clearing was 19 % of a one-core
+/// run on large photos); a kept one costs this much memory per worker thread at most.
+const MAX_SPARE_BYTES: usize = 48 << 20;
+
+/// An empty buffer with room for `len` bytes: this thread's spare one when it is there.
+fn take_spare_buffer(len: usize) -> Vec<u8> {
+    let mut buf = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    buf.clear();
+    buf.reserve_exact(len);
+    buf
+}
+
+/// Keeps `buf` (a decoded region the caller is done with) for this thread's next decode.
+pub(crate) fn recycle_buffer(buf: Vec<u8>) {
+    if buf.capacity() <= MAX_SPARE_BYTES {
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if buf.capacity() > spare.capacity() {
+                *spare = buf;
+            }
+        });
+    }
 }
 
 /// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for(width, height)`
@@ -234,12 +261,9 @@ fn crop_in_place(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
         let from = (y as usize + r) * stride + x as usize * 3;
         img.data.copy_within(from..from + row, r * row);
     }
+    // The spare capacity stays: the per-image stage either gives the buffer back at once
+    // (`recycle_buffer`) or trims it before the region waits for its batch.
     img.data.truncate(row * h as usize);
-    // A small region of a whole image (a layout TurboJPEG cannot crop) keeps no more memory
-    // than it needs while it waits for its batch.
-    if img.data.capacity() > 2 * img.data.len() {
-        img.data.shrink_to_fit();
-    }
     (img.width, img.height) = (w, h);
 }
 

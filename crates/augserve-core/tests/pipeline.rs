@@ -589,3 +589,49 @@ fn uint8_output_without_mixing_equals_the_mix_pass() {
         "statistics"
     );
 }
+
+/// The CPU batch ops with the resize left to the batch stage (as before the per-image stage
+/// resized): the batches must be the same bytes either way.
+struct ResizeInBatchStage(CpuBatchOps);
+
+impl augserve_core::BatchOps for ResizeInBatchStage {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+    fn run(
+        &self,
+        images: &[augserve_core::pipeline::PreparedImage],
+        plan: &augserve_core::ops::mix::MixPlan,
+        spec: &PipelineSpec,
+        pool: &rayon::ThreadPool,
+        to: Destination<'_>,
+    ) -> augserve_core::Result<augserve_core::pipeline::BatchOutput> {
+        augserve_core::BatchOps::run(&self.0, images, plan, spec, pool, to)
+    }
+}
+
+#[test]
+fn resizing_in_the_per_image_stage_gives_the_same_batches() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let all: Vec<u64> = (0..ds.len() as u64).collect();
+    let mut uint8 = busy_spec();
+    uint8.mix = MixSpec::default();
+    uint8.output.dtype = DType::Uint8;
+    uint8.output.layout = Layout::Nhwc;
+    for spec in [busy_spec(), uint8] {
+        for kind in [CpuResize::Reference, CpuResize::Fast] {
+            let per_image = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default())
+                .unwrap()
+                .with_batch_ops(Arc::new(CpuBatchOps::new(kind)));
+            let batch_stage = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default())
+                .unwrap()
+                .with_batch_ops(Arc::new(ResizeInBatchStage(CpuBatchOps::new(kind))));
+            let a = per_image.batch(3, 1, 0, 0, &all).unwrap();
+            let b = batch_stage.batch(3, 1, 0, 0, &all).unwrap();
+            assert_eq!(a.sample_ids, b.sample_ids);
+            assert!(a.tensor.data == b.tensor.data, "{kind:?} {:?}", spec.output);
+            assert_eq!(a.stats, b.stats);
+        }
+    }
+}

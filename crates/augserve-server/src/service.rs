@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use augserve_core::pipeline::{
-    finish_batch, prepare_images, worker_pool, BatchOrder, PreparedBatch,
+    finish_batch, prepare_images_with, worker_pool, BatchOrder, PerImageWork, PreparedBatch,
 };
 use augserve_core::sampler::batches;
 use augserve_core::{
@@ -461,15 +461,22 @@ impl AugServe for AugServeService {
             let _reservation = reservation;
             let started = Instant::now();
             let ids: Vec<u64> = (0..r.images.len() as u64).collect();
-            let (prepared, timings) =
-                prepare_images(&spec, &limits, &st.pool, r.seed, r.epoch, &ids, |id| {
-                    let i = id as usize;
-                    (
-                        format!("request[{i}]"),
-                        r.labels.get(i).copied().unwrap_or(-1),
-                        Ok(r.images[i].to_vec()),
-                    )
-                });
+            // The CPU batch ops resize per image; a device decoder is not used for requests.
+            let work = PerImageWork {
+                decoder: None,
+                resize: st.ops.per_image_resize(),
+            };
+            let source = |id: u64| {
+                let i = id as usize;
+                (
+                    format!("request[{i}]"),
+                    r.labels.get(i).copied().unwrap_or(-1),
+                    Ok(r.images[i].to_vec()),
+                )
+            };
+            let (prepared, timings) = prepare_images_with(
+                &spec, &limits, &st.pool, r.seed, r.epoch, &ids, source, work,
+            );
             let mut p = PreparedBatch::collect(&spec, prepared, timings, started)?;
             p.epoch = r.epoch;
             p.seed = r.seed;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rayon::ThreadPool;
 
+use super::cpu::CpuResize;
 use super::deferred::{DecodeCounts, DeviceDecoder};
 use super::prepare::PreparedImage;
 use crate::batch::Tensor;
@@ -22,6 +23,13 @@ pub trait BatchOps: Send + Sync {
 
     /// The device JPEG decoder, when this backend has one and it is enabled.
     fn device_decoder(&self) -> Option<&dyn DeviceDecoder> {
+        None
+    }
+
+    /// Resize each image in the per-image stage with this CPU implementation (the CPU batch
+    /// ops ask for it, so a large region is resized while in cache and never waits for its
+    /// batch); `None`: the batch ops resize the regions (a GPU resizes on the device).
+    fn per_image_resize(&self) -> Option<CpuResize> {
         None
     }
 

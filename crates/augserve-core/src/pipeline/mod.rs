@@ -188,7 +188,7 @@ impl Pipeline {
                 let label = ds.entry(id).map_or(-1, |e| e.label);
                 (name, label, ds.read(id))
             },
-            self.ops.device_decoder(),
+            PerImageWork::of(self.ops.as_ref()),
         )
     }
 
@@ -304,7 +304,8 @@ pub fn finish_batch(
             spec.mix.label_smoothing,
         )
     });
-    timings.resize = out.resize;
+    // The CPU path resizes in the per-image stage (summed there); the batch stage adds its own.
+    timings.resize += out.resize;
     timings.mix_normalize = out.mix_normalize;
     // Percentiles from the output itself (host memory; a CUDA IPC batch has none here), so
     // every backend reports the same figures for the same bytes.

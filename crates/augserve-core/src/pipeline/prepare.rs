@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
+use super::backend::BatchOps;
+use super::cpu::CpuResize;
 use super::deferred::{DeferredDecode, DeviceDecoder};
 use crate::batch::StageTimings;
-use crate::decode::{decode_image_region, DecodeLimits};
+use crate::decode::{decode_image_region, recycle_decode_buffer, DecodeLimits};
 use crate::error::{SampleError, SampleErrorKind};
 use crate::image::RgbImage;
 use crate::ops::color::{apply_color_jitter, ColorFactors};
@@ -18,7 +20,8 @@ use crate::rng::{keyed_rng, Purpose};
 use crate::spec::{DamagedPolicy, PipelineSpec};
 
 /// An image after the per-image stage: the region the resize will read, already colour
-/// jittered, and where in it the crop box lies.
+/// jittered, and where in it the crop box lies; or, when the per-image stage resized it
+/// ([`PerImageWork::resize`]), the image at the output size with a crop box of all of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedImage {
     pub sample_id: u64,
@@ -58,6 +61,37 @@ pub fn cut_region(img: RgbImage, region: (u32, u32, u32, u32)) -> RgbImage {
     img.into_region(region)
 }
 
+/// What the batch ops leave to the per-image stage besides reading, decoding and colour.
+#[derive(Clone, Copy, Default)]
+pub struct PerImageWork<'a> {
+    /// A device JPEG decoder (GPU decoding): the images it takes are only read and
+    /// header-parsed here.
+    pub decoder: Option<&'a dyn DeviceDecoder>,
+    /// Resize each image to the output size here, with this implementation (the CPU batch
+    /// ops ask for it). The region is resized while it is still in cache and its buffer is
+    /// reused for the next decode, instead of every region of the batch (up to 11 MB each
+    /// for large photos) waiting in fresh memory for the batch stage. Same bytes either way.
+    pub resize: Option<CpuResize>,
+}
+
+impl<'a> PerImageWork<'a> {
+    /// What `ops` leaves to the per-image stage.
+    pub fn of(ops: &'a dyn BatchOps) -> Self {
+        PerImageWork {
+            decoder: ops.device_decoder(),
+            resize: ops.per_image_resize(),
+        }
+    }
+}
+
+/// Time one image spent in each per-image step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImageTimes {
+    pub decode: Duration,
+    pub color: Duration,
+    pub resize: Duration,
+}
+
 /// Per-image random decisions, drawn from the (seed, epoch, sample id) stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ImagePlan {
@@ -88,14 +122,16 @@ impl ImagePlan {
 pub type PreparedRegion = (RgbImage, CropBox, bool, Option<SampleErrorKind>);
 
 /// Decodes the part of `bytes` the crop needs and runs the per-image CPU ops under
-/// `plan_for(width, height)`. The region cut is `read_region`'s (the crop box plus the
+/// `plan_for(width, height)`; then, with `resize`, resizes it to the output size (the crop
+/// box is then the whole result). The region cut is `read_region`'s (the crop box plus the
 /// resize filter's support) whichever decoder ran, so the pixels are those of a whole decode.
 pub fn prepare_image(
     bytes: &[u8],
     limits: &DecodeLimits,
     spec: &PipelineSpec,
     plan_for: impl Fn(u32, u32) -> ImagePlan,
-    timings: &mut (Duration, Duration),
+    resize: Option<CpuResize>,
+    timings: &mut ImageTimes,
 ) -> Result<PreparedRegion, SampleErrorKind> {
     let t0 = Instant::now();
     let mut planned = None;
@@ -114,9 +150,24 @@ pub fn prepare_image(
     };
     apply_color_jitter(&mut region, &plan.color);
     let crop = plan.crop.relative_to(region_box.0, region_box.1);
-    timings.0 += t1 - t0;
-    timings.1 += t1.elapsed();
-    Ok((region, crop, plan.flip, damage))
+    let t2 = Instant::now();
+    timings.decode += t1 - t0;
+    timings.color += t2 - t1;
+    let Some(kind) = resize else {
+        // The region waits for its batch: no more memory than its pixels.
+        if region.data.capacity() > 2 * region.data.len() {
+            region.data.shrink_to_fit();
+        }
+        return Ok((region, crop, plan.flip, damage));
+    };
+    let (w, h) = (spec.size.width, spec.size.height);
+    let mut out = vec![0u8; w as usize * h as usize * 3];
+    kind.resize_one(&region, crop, w, h, &mut out);
+    recycle_decode_buffer(region.data);
+    timings.resize += t2.elapsed();
+    let resized = RgbImage::from_vec(w, h, out)
+        .ok_or_else(|| SampleErrorKind::Decode("resized image size".into()))?;
+    Ok((resized, CropBox::full(w, h), plan.flip, damage))
 }
 
 /// The per-image stage of an image `dec` takes: only its header is read; the crop, flip and
@@ -190,12 +241,21 @@ pub fn prepare_images<F>(
 where
     F: Fn(u64) -> SampleRead + Sync,
 {
-    prepare_images_with(spec, limits, pool, seed, epoch, ids, source, None)
+    prepare_images_with(
+        spec,
+        limits,
+        pool,
+        seed,
+        epoch,
+        ids,
+        source,
+        PerImageWork::default(),
+    )
 }
 
-/// `prepare_images`, leaving to `decoder` (a GPU JPEG decoder) the images it takes: those
-/// are only read and header-parsed here, and their random decisions drawn from the header's
-/// size, which equals the decoded size (so the draws are the same as on the CPU path).
+/// `prepare_images`, doing also what `work` asks. A device decoder's images (GPU JPEG
+/// decoding) are only read and header-parsed here, and their random decisions drawn from the
+/// header's size, which equals the decoded size (so the draws are the same as on the CPU path).
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn prepare_images_with<F>(
     spec: &PipelineSpec,
@@ -205,7 +265,7 @@ pub fn prepare_images_with<F>(
     epoch: u64,
     ids: &[u64],
     source: F,
-    decoder: Option<&dyn DeviceDecoder>,
+    work: PerImageWork<'_>,
 ) -> (
     Vec<std::result::Result<PreparedImage, SampleError>>,
     StageTimings,
@@ -214,10 +274,11 @@ where
     F: Fn(u64) -> SampleRead + Sync,
 {
     let t0 = Instant::now();
+    let decoder = work.decoder;
     let results: Vec<_> = pool.install(|| {
         ids.par_iter()
             .map(|&id| {
-                let mut t = (Duration::ZERO, Duration::ZERO);
+                let mut t = ImageTimes::default();
                 let r0 = Instant::now();
                 let (name, label, bytes) = source(id);
                 let fail = |kind| SampleError {
@@ -244,6 +305,7 @@ where
                     limits,
                     spec,
                     |w, h| ImagePlan::draw(spec, seed, epoch, id, w, h),
+                    work.resize,
                     &mut t,
                 );
                 let res = res
@@ -264,10 +326,11 @@ where
     let mut timings = StageTimings::default();
     let mut out = Vec::with_capacity(results.len());
     let mut cpu_decoded = 0;
-    for (r, read, (decode, color), deferred) in results {
+    for (r, read, t, deferred) in results {
         timings.read += read;
-        timings.decode += decode;
-        timings.color += color;
+        timings.decode += t.decode;
+        timings.color += t.color;
+        timings.resize += t.resize;
         cpu_decoded += usize::from(!deferred);
         out.push(r);
     }
