@@ -93,14 +93,38 @@ fn decode_image_with(
     }
 }
 
-/// The region (x, y, width, height) of an image that a caller wants, from its full size.
-pub type RegionFor<'a> = &'a mut dyn FnMut(u32, u32) -> (u32, u32, u32, u32);
+/// The part of an image a caller wants: `area` (x, y, width, height) of the image scaled by
+/// 1/`denom` in libjpeg-turbo's DCT domain (`denom` 1, 2, 4 or 8; the scaled image is
+/// `ceil(size / denom)` on each side, its pixel `i` covering the full image's
+/// `[i * denom, (i + 1) * denom)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionRequest {
+    pub denom: u32,
+    pub area: (u32, u32, u32, u32),
+}
 
-/// Decodes the part of an image that `region_for(width, height)` asks for and returns exactly
-/// it: equal byte for byte to that region of `decode_image` (or of
-/// `decode_image_accepting_damage` with `accept_damage`, which also gives the damage). A JPEG
-/// libjpeg-turbo takes cleanly is decoded only there (the crop's region, plus a margin);
-/// anything else is decoded whole and cut.
+impl RegionRequest {
+    /// `area` of the full-size image.
+    pub fn unscaled(area: (u32, u32, u32, u32)) -> Self {
+        RegionRequest { denom: 1, area }
+    }
+}
+
+/// The part of an image a caller wants, from its full size (width, height) and the largest
+/// DCT scaling denominator the decoder that runs offers (1: none).
+pub type RegionFor<'a> = &'a mut dyn FnMut(u32, u32, u32) -> RegionRequest;
+
+/// The scaling denominators libjpeg-turbo's IDCT offers (of its 1/8 steps, the ones that keep
+/// every 8x8 block a whole number of pixels).
+pub const DCT_DENOMS: [u32; 3] = [8, 4, 2];
+
+/// Decodes the part of an image that `region_for(width, height, max_denom)` asks for and
+/// returns exactly it, at the scale of `region_for`'s last answer. Unscaled, it equals byte for
+/// byte that region of `decode_image` (or of `decode_image_accepting_damage` with
+/// `accept_damage`, which also gives the damage); scaled, that region of libjpeg-turbo's
+/// whole decode at the same scale. A JPEG libjpeg-turbo takes cleanly is decoded only there
+/// (the crop's region, plus a margin), and may be scaled (`max_denom` 8); anything else is
+/// decoded whole, unscaled (`region_for` is asked again with `max_denom` 1), and cut.
 pub fn decode_image_region(
     bytes: &[u8],
     limits: &DecodeLimits,
@@ -119,7 +143,14 @@ pub fn decode_image_region(
     } else {
         (decode_image_with(bytes, limits, decode_jpeg_zune)?, None)
     };
-    let (x, y, w, h) = region_for(img.width, img.height);
+    let asked = region_for(img.width, img.height, 1);
+    let (x, y, w, h) = asked.area;
+    if asked.denom != 1 {
+        return Err(SampleErrorKind::Decode(format!(
+            "a scale of 1/{} asked of a decoder that offers none",
+            asked.denom
+        )));
+    }
     if x + w > img.width || y + h > img.height {
         return Err(SampleErrorKind::Decode(format!(
             "region {x},{y} {w}x{h} outside the {}x{} image",
@@ -394,7 +425,9 @@ fn for_turbo(bytes: &[u8]) -> bool {
 /// it warns about, CMYK, no end marker, a kind augserve refuses), which `decode_jpeg` then
 /// leaves to zune-jpeg. For tests and benchmarks that need to know which decoder ran.
 pub fn decode_jpeg_turbo(bytes: &[u8], limits: &DecodeLimits) -> Option<RgbImage> {
-    turbo_region(bytes, limits, &mut |w, h| (0, 0, w, h))
+    turbo_region(bytes, limits, &mut |w, h, _| {
+        RegionRequest::unscaled((0, 0, w, h))
+    })
 }
 
 /// Takes back a decoded region's buffer for the next decode on this thread: the per-image

@@ -35,6 +35,13 @@ pub struct PipelineSpec {
     /// What a damaged image (truncated, or bad data after its headers) is: an error (reject,
     /// the default), or part of the batch with a warning (accept).
     pub on_damaged: DamagedPolicy,
+    /// Decode a JPEG whose crop is at least twice the output size (each side) at 1/2, 1/4 or
+    /// 1/8 of its size in libjpeg-turbo's IDCT, then resize from that (the resize's
+    /// antialiasing covers the remaining scale). Faster on large photos; the pixels differ
+    /// from decode-then-resize (ARCHITECTURE.md gives by how much). Off by default: the
+    /// output then equals the reference pipeline's, and a GPU's decode (nvJPEG, which does
+    /// not scale) matches the CPU's. Images a GPU decodes are never scaled.
+    pub dct_scaling: bool,
 }
 
 impl Default for PipelineSpec {
@@ -55,6 +62,7 @@ impl Default for PipelineSpec {
             placement: Placement::default(),
             on_error: ErrorPolicy::Skip,
             on_damaged: DamagedPolicy::Reject,
+            dct_scaling: false,
         }
     }
 }

@@ -16,7 +16,7 @@ use std::ffi::{c_int, CStr};
 
 use turbojpeg_sys as tj;
 
-use crate::decode::DecodeLimits;
+use crate::decode::{DecodeLimits, RegionRequest, DCT_DENOMS};
 use crate::image::RgbImage;
 
 /// Why libjpeg-turbo did not decode a file: the caller decodes it with zune-jpeg instead.
@@ -110,8 +110,18 @@ impl Decompressor {
         MCU_WIDTH.get(subsamp).copied()
     }
 
-    /// Decodes the area (x, y, w, h) of the image whose headers were just read, to RGB;
-    /// `whole` when the area is the whole image.
+    /// Decodes the image whose headers were just read at 1/`denom` of its size.
+    fn set_scale(&self, denom: u32) -> Result<(), Declined> {
+        let denom = c_int::try_from(denom).map_err(|_| Declined(format!("scale 1/{denom}")))?;
+        // SAFETY: the handle is live; a factor TurboJPEG does not offer returns -1.
+        match unsafe { tj::tj3SetScalingFactor(self.0, tj::tjscalingfactor { num: 1, denom }) } {
+            0 => Ok(()),
+            _ => Err(self.error()),
+        }
+    }
+
+    /// Decodes the area (x, y, w, h) of the image whose headers were just read (at the scale
+    /// set), to RGB; `whole` when the area is the whole (scaled) image.
     fn decode_area(
         &self,
         bytes: &[u8],
@@ -196,15 +206,16 @@ pub(crate) fn recycle_buffer(buf: Vec<u8>) {
     }
 }
 
-/// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for(width, height)`
-/// (called with the header's size) asks for: exactly that region (x, y, w, h) comes back,
-/// equal byte for byte to the same region of libjpeg-turbo's whole-image decode. Damage
+/// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for(width, height, 8)`
+/// (called with the header's size) asks for: exactly that region comes back, at the scale
+/// asked, equal byte for byte to the same region of libjpeg-turbo's whole-image decode at
+/// that scale. Damage
 /// libjpeg-turbo sees in the rows it decodes declines the file; it stops reading after the
 /// region's last row, so damage below it goes unseen (a missing end is checked before).
 pub(crate) fn decode_region(
     bytes: &[u8],
     limits: &DecodeLimits,
-    region_for: &mut dyn FnMut(u32, u32) -> (u32, u32, u32, u32),
+    region_for: &mut dyn FnMut(u32, u32, u32) -> RegionRequest,
 ) -> Result<RgbImage, Declined> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -228,23 +239,32 @@ fn decode_with(
     d: &Decompressor,
     bytes: &[u8],
     limits: &DecodeLimits,
-    region_for: &mut dyn FnMut(u32, u32) -> (u32, u32, u32, u32),
+    region_for: &mut dyn FnMut(u32, u32, u32) -> RegionRequest,
 ) -> Result<RgbImage, Declined> {
-    let (width, height) = d.read_header(bytes, limits)?;
-    let (x, y, w, h) = region_for(width, height);
+    let (full_w, full_h) = d.read_header(bytes, limits)?;
+    let asked = region_for(full_w, full_h, DCT_DENOMS[0]);
+    let denom = asked.denom;
+    if !(denom == 1 || DCT_DENOMS.contains(&denom)) {
+        return Err(Declined(format!("scale 1/{denom}")));
+    }
+    // TJSCALED: the scaled image's size rounds up.
+    let (width, height) = (full_w.div_ceil(denom), full_h.div_ceil(denom));
+    let (x, y, w, h) = asked.area;
     if w == 0 || h == 0 || x + w > width || y + h > height {
         return Err(Declined(format!(
             "region {x},{y} {w}x{h} of a {width}x{height} image"
         )));
     }
-    let area = match d.imcu_width() {
-        Some(imcu) => {
+    d.set_scale(denom)?;
+    // A crop starts on an iMCU column of the scaled image (8, 16 or 32 pixels / denom).
+    let area = match d.imcu_width().map(|imcu| imcu / denom) {
+        Some(imcu) if imcu > 0 => {
             let x0 = (x / imcu).saturating_sub(MARGIN_IMCUS) * imcu;
             let x1 = ((x + w).div_ceil(imcu) + MARGIN_IMCUS) * imcu;
             (x0, y, x1.min(width) - x0, h)
         }
         // TurboJPEG crops no other layout: the whole image.
-        None => (0, 0, width, height),
+        _ => (0, 0, width, height),
     };
     let mut decoded = d.decode_area(bytes, area, area == (0, 0, width, height))?;
     if area != (x, y, w, h) {
@@ -302,7 +322,7 @@ mod tests {
                 (261, 0, 40, 203),
                 (17, 90, 1, 1),
             ] {
-                let got = decode_region(&f, &l, &mut |_, _| r);
+                let got = decode_region(&f, &l, &mut |_, _, _| RegionRequest::unscaled(r));
                 assert!(got.is_ok(), "{progressive} {restart} {r:?}: {got:?}");
             }
         }

@@ -2,13 +2,16 @@
 //! Region decoding (only the part a crop needs, libjpeg-turbo's cropping region) gives exactly
 //! the same bytes as decoding the whole image with the same decoder and cutting the region:
 //! on every chroma layout, odd sizes, restart markers, progressive files, real photos and the
-//! shared test suites. Regions are drawn at random (fixed seed), plus the edges and corners.
+//! shared test suites; and at each DCT scale (1/2, 1/4, 1/8), the same as the whole decode at
+//! that scale. Regions are drawn at random (fixed seed), plus the edges and corners.
 
 mod common;
 
 use std::path::PathBuf;
 
-use augserve_core::decode::{decode_image_region, decode_jpeg, decode_jpeg_turbo, DecodeLimits};
+use augserve_core::decode::{
+    decode_image_region, decode_jpeg, decode_jpeg_turbo, DecodeLimits, RegionRequest, DCT_DENOMS,
+};
 use augserve_core::image::RgbImage;
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 use rand::{Rng, SeedableRng};
@@ -85,22 +88,45 @@ fn regions(w: u32, h: u32, random: usize, seed: u64) -> Vec<(u32, u32, u32, u32)
     v
 }
 
-/// Checks every region of `jpeg` against libjpeg-turbo's whole decode; returns how many were
-/// checked.
+/// Checks every region of `jpeg`, unscaled and at each DCT scale, against libjpeg-turbo's
+/// whole decode at the same scale; returns how many were checked.
 fn check_regions(name: &str, jpeg: &[u8], random: usize) -> usize {
+    let mut checked = check_regions_at(name, jpeg, random, 1);
+    for denom in DCT_DENOMS {
+        checked += check_regions_at(name, jpeg, random / 4 + 1, denom);
+    }
+    checked
+}
+
+/// libjpeg-turbo's decode of `area` of `jpeg` at 1/`denom`, asserting that libjpeg-turbo ran
+/// (it alone offers scaling) and was asked with the full size.
+fn decode_at(name: &str, jpeg: &[u8], denom: u32, area: Option<(u32, u32, u32, u32)>) -> RgbImage {
     let limits = DecodeLimits::default();
-    let whole = decode_jpeg_turbo(jpeg, &limits).unwrap_or_else(|| panic!("{name}: declined"));
+    let mut asked = None;
+    let mut region_for = |iw: u32, ih: u32, max_denom: u32| {
+        asked = Some(max_denom);
+        let whole = (0, 0, iw.div_ceil(denom), ih.div_ceil(denom));
+        RegionRequest {
+            denom,
+            area: area.unwrap_or(whole),
+        }
+    };
+    let (region, damage) = decode_image_region(jpeg, &limits, false, &mut region_for)
+        .unwrap_or_else(|e| panic!("{name} 1/{denom} {area:?}: {e}"));
+    assert_eq!(asked, Some(8), "{name}: libjpeg-turbo declined");
+    assert!(damage.is_none());
+    region
+}
+
+fn check_regions_at(name: &str, jpeg: &[u8], random: usize, denom: u32) -> usize {
+    let whole = decode_at(name, jpeg, denom, None);
+    if denom == 1 {
+        let turbo = decode_jpeg_turbo(jpeg, &DecodeLimits::default());
+        assert!(turbo.as_ref() == Some(&whole), "{name}: whole decode");
+    }
     let boxes = regions(whole.width, whole.height, random, jpeg.len() as u64);
     for &(x, y, w, h) in &boxes {
-        let mut asked = None;
-        let mut region_for = |iw, ih| {
-            asked = Some((iw, ih));
-            (x, y, w, h)
-        };
-        let (region, damage) = decode_image_region(jpeg, &limits, false, &mut region_for)
-            .unwrap_or_else(|e| panic!("{name} region {x},{y} {w}x{h}: {e}"));
-        assert_eq!(asked, Some((whole.width, whole.height)), "{name}");
-        assert!(damage.is_none());
+        let region = decode_at(name, jpeg, denom, Some((x, y, w, h)));
         let expected: RgbImage = whole.crop(x, y, w, h);
         if region != expected {
             let differing = region
@@ -110,7 +136,7 @@ fn check_regions(name: &str, jpeg: &[u8], random: usize) -> usize {
                 .filter(|(a, b)| a != b)
                 .count();
             panic!(
-                "{name}: region {x},{y} {w}x{h} differs from the whole decode in {differing} bytes"
+                "{name} at 1/{denom}: region {x},{y} {w}x{h} differs from the whole decode in {differing} bytes"
             );
         }
     }

@@ -129,6 +129,7 @@ pub fn spec_from_proto(p: Option<&v1::PipelineSpec>) -> Result<PipelineSpec, Err
             v1::DamagedPolicy::Unspecified | v1::DamagedPolicy::Reject => DamagedPolicy::Reject,
             v1::DamagedPolicy::Accept => DamagedPolicy::Accept,
         },
+        dct_scaling: p.dct_scaling,
     };
     spec.validate()?;
     Ok(spec)
@@ -206,6 +207,7 @@ pub fn spec_to_proto(s: &PipelineSpec) -> v1::PipelineSpec {
             DamagedPolicy::Reject => v1::DamagedPolicy::Reject,
             DamagedPolicy::Accept => v1::DamagedPolicy::Accept,
         }) as i32,
+        dct_scaling: s.dct_scaling,
     }
 }
 

@@ -30,6 +30,17 @@ impl CropBox {
     pub fn height(&self) -> f32 {
         self.y1 - self.y0
     }
+    /// The box in the coordinates of the image scaled by 1/`denom` in the DCT domain, whose
+    /// pixel `i` covers this image's `[i * denom, (i + 1) * denom)` (exact: a power of two).
+    pub fn scaled_down(&self, denom: u32) -> CropBox {
+        let d = denom as f32;
+        CropBox {
+            x0: self.x0 / d,
+            y0: self.y0 / d,
+            x1: self.x1 / d,
+            y1: self.y1 / d,
+        }
+    }
     /// The box in the coordinates of a region whose top-left pixel is (x, y).
     pub fn relative_to(&self, x: u32, y: u32) -> CropBox {
         CropBox {

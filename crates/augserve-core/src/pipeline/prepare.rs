@@ -10,7 +10,9 @@ use super::backend::BatchOps;
 use super::cpu::CpuResize;
 use super::deferred::{DeferredDecode, DeviceDecoder};
 use crate::batch::StageTimings;
-use crate::decode::{decode_image_region, recycle_decode_buffer, DecodeLimits};
+use crate::decode::{
+    decode_image_region, recycle_decode_buffer, DecodeLimits, RegionRequest, DCT_DENOMS,
+};
 use crate::error::{SampleError, SampleErrorKind};
 use crate::image::RgbImage;
 use crate::ops::color::{apply_color_jitter, ColorFactors};
@@ -134,22 +136,29 @@ pub fn prepare_image(
     timings: &mut ImageTimes,
 ) -> Result<PreparedRegion, SampleErrorKind> {
     let t0 = Instant::now();
+    let (sw, sh) = (spec.size.width, spec.size.height);
     let mut planned = None;
-    let mut region_for = |w: u32, h: u32| {
+    // Asked again (max_denom 1) when libjpeg-turbo declines and zune-jpeg decodes whole: the
+    // last answer is the one the region was decoded at.
+    let mut region_for = |w: u32, h: u32, max_denom: u32| {
         let plan = plan_for(w, h);
-        let (sw, sh) = (spec.size.width, spec.size.height);
-        let region = read_region(w, h, plan.crop, sw, sh);
-        planned = Some((plan, region));
-        region
+        let denom = match spec.dct_scaling {
+            true => dct_denom(plan.crop, sw, sh, max_denom),
+            false => 1,
+        };
+        let crop = plan.crop.scaled_down(denom);
+        let area = read_region(w.div_ceil(denom), h.div_ceil(denom), crop, sw, sh);
+        planned = Some((plan, crop, area));
+        RegionRequest { denom, area }
     };
     let accept = spec.on_damaged == DamagedPolicy::Accept;
     let (mut region, damage) = decode_image_region(bytes, limits, accept, &mut region_for)?;
     let t1 = Instant::now();
-    let Some((plan, region_box)) = planned else {
+    let Some((plan, crop, area)) = planned else {
         return Err(SampleErrorKind::Decode("no region was planned".into()));
     };
     apply_color_jitter(&mut region, &plan.color);
-    let crop = plan.crop.relative_to(region_box.0, region_box.1);
+    let crop = crop.relative_to(area.0, area.1);
     let t2 = Instant::now();
     timings.decode += t1 - t0;
     timings.color += t2 - t1;
@@ -168,6 +177,19 @@ pub fn prepare_image(
     let resized = RgbImage::from_vec(w, h, out)
         .ok_or_else(|| SampleErrorKind::Decode("resized image size".into()))?;
     Ok((resized, CropBox::full(w, h), plan.flip, damage))
+}
+
+/// The largest DCT scaling denominator (of those `max_denom` allows) after which `crop` is
+/// still at least the output size on each side; 1 when none is.
+pub fn dct_denom(crop: CropBox, out_w: u32, out_h: u32, max_denom: u32) -> u32 {
+    DCT_DENOMS
+        .into_iter()
+        .find(|&d| {
+            d <= max_denom
+                && crop.width() >= (d * out_w) as f32
+                && crop.height() >= (d * out_h) as f32
+        })
+        .unwrap_or(1)
 }
 
 /// The per-image stage of an image `dec` takes: only its header is read; the crop, flip and

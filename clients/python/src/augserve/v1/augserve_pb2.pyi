@@ -99,7 +99,7 @@ TAIL_DROP: Tail
 TAIL_UNEVEN: Tail
 
 class PipelineSpec(_message.Message):
-    __slots__ = ("width", "height", "crop", "flip_prob", "color", "mix", "normalize", "dtype", "layout", "placement", "on_error", "on_damaged")
+    __slots__ = ("width", "height", "crop", "flip_prob", "color", "mix", "normalize", "dtype", "layout", "placement", "on_error", "on_damaged", "dct_scaling")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class PipelineSpec(_message.Message):
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     ON_ERROR_FIELD_NUMBER: _ClassVar[int]
     ON_DAMAGED_FIELD_NUMBER: _ClassVar[int]
+    DCT_SCALING_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     crop: Crop
@@ -124,7 +125,8 @@ class PipelineSpec(_message.Message):
     placement: Placement
     on_error: ErrorPolicy
     on_damaged: DamagedPolicy
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., flip_prob: _Optional[float] = ..., color: _Optional[_Union[ColorJitter, _Mapping]] = ..., mix: _Optional[_Union[Mix, _Mapping]] = ..., normalize: _Optional[_Union[Normalize, _Mapping]] = ..., dtype: _Optional[_Union[DType, str]] = ..., layout: _Optional[_Union[Layout, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., on_error: _Optional[_Union[ErrorPolicy, str]] = ..., on_damaged: _Optional[_Union[DamagedPolicy, str]] = ...) -> None: ...
+    dct_scaling: bool
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., crop: _Optional[_Union[Crop, _Mapping]] = ..., flip_prob: _Optional[float] = ..., color: _Optional[_Union[ColorJitter, _Mapping]] = ..., mix: _Optional[_Union[Mix, _Mapping]] = ..., normalize: _Optional[_Union[Normalize, _Mapping]] = ..., dtype: _Optional[_Union[DType, str]] = ..., layout: _Optional[_Union[Layout, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., on_error: _Optional[_Union[ErrorPolicy, str]] = ..., on_damaged: _Optional[_Union[DamagedPolicy, str]] = ..., dct_scaling: _Optional[bool] = ...) -> None: ...
 
 class Crop(_message.Message):
     __slots__ = ("mode", "scale", "ratio", "crop_pct")
