@@ -60,6 +60,11 @@ dtype = "float16"
 layout = "nchw"
 TOML
 
+# The same with the spec's dct_scaling (augserve's second row).
+for mode in uint8 float16; do
+  { echo "dct_scaling = true"; cat "$work/$mode.toml"; } > "$work/$mode-dct.toml"
+done
+
 one_corpus() { # name dir
   local name=$1 dir=$2
   for mode in uint8 float16; do
@@ -72,9 +77,12 @@ one_corpus() { # name dir
       # Two epochs; the second reads from the page cache, like the peers' in-memory reads.
       for t in 1 "$cores"; do
         pin=(); [ "$t" = 1 ] && pin=(taskset -c 0)
-        "${pin[@]}" ./target/release/augserve run --data "$dir" --spec "$work/$mode.toml" --threads "$t" \
-          --batch-size 256 --epochs 2 --quiet --summary-json "$work/$name-$mode-augserve-$t-$r.json" 2>/dev/null |
-          grep '^total'
+        for ours in augserve augserve_dct; do
+          spec="$work/$mode.toml"; [ "$ours" = augserve_dct ] && spec="$work/$mode-dct.toml"
+          "${pin[@]}" ./target/release/augserve run --data "$dir" --spec "$spec" --threads "$t" \
+            --batch-size 256 --epochs 2 --quiet --summary-json "$work/$name-$mode-$ours-$t-$r.json" 2>/dev/null |
+            grep '^total'
+        done
       done
     done
   done

@@ -2,6 +2,7 @@
 //! ColorJitter factors, in a fixed order). Each step rounds to bytes and clamps, so the result
 //! is exact integer arithmetic that a GPU kernel can reproduce bit for bit.
 
+use multiversion::multiversion;
 use rand::Rng;
 
 use crate::image::RgbImage;
@@ -55,6 +56,37 @@ fn round_clamp_u8(v: f32) -> u8 {
     v.round().clamp(0.0, 255.0) as u8
 }
 
+/// Fixed-point bits of [`linear_form`]'s multiplier.
+const LINEAR_BITS: u32 = 22;
+
+/// A multiplier `mul` near `slope` for which `min((v * mul + 2^21) >> 22, 255)` is `lut[v]` for every byte
+/// `v`, checked here for all 256: brightness alone is such a table (`round(v * f)`, clamped),
+/// unless a product falls within 2^-22 of a rounding boundary. The formula vectorises; a byte
+/// table lookup does not (jitter on the region was 10 % of a one-core run on large photos).
+fn linear_form(lut: &[u8; 256], slope: f32) -> Option<u32> {
+    // The slope in fixed point, and its neighbours.
+    let guess = (f64::from(slope) * f64::from(1u32 << LINEAR_BITS)).round() as i64;
+    let max_mul = (u32::MAX - (1 << (LINEAR_BITS - 1))) / 255;
+    let fits = |mul: u32| {
+        (0..256u32).all(|v| {
+            ((v * mul + (1 << (LINEAR_BITS - 1))) >> LINEAR_BITS).min(255)
+                == u32::from(lut[v as usize])
+        })
+    };
+    (-64..=64)
+        .map(|k| guess + k)
+        .filter_map(|m| u32::try_from(m).ok().filter(|&m| m <= max_mul))
+        .find(|&m| fits(m))
+}
+
+/// `v = min((v * mul + 2^21) >> 22, 255)` for every byte: [`linear_form`]'s table, vectorised.
+#[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
+fn scale_bytes(data: &mut [u8], mul: u32) {
+    for v in data.iter_mut() {
+        *v = ((u32::from(*v) * mul + (1 << (LINEAR_BITS - 1))) >> LINEAR_BITS).min(255) as u8;
+    }
+}
+
 /// Applies `f` to every pixel of `img`.
 pub fn apply_color_jitter(img: &mut RgbImage, f: &ColorFactors) {
     if f.is_identity() || img.data.is_empty() {
@@ -85,8 +117,15 @@ pub fn apply_color_jitter(img: &mut RgbImage, f: &ColorFactors) {
         }
     }
     if f.saturation == 1.0 {
-        for v in img.data.iter_mut() {
-            *v = lut[*v as usize];
+        // Brightness alone: the table is `round(v * f)`; with contrast it is not linear.
+        let linear = (f.contrast == 1.0).then(|| linear_form(&lut, f.brightness));
+        match linear.flatten() {
+            Some(mul) => scale_bytes(&mut img.data, mul),
+            None => {
+                for v in img.data.iter_mut() {
+                    *v = lut[*v as usize];
+                }
+            }
         }
         return;
     }
@@ -152,6 +191,37 @@ mod tests {
             },
         );
         assert_eq!(b.data, vec![76, 76, 76]); // 0.299 * 255
+    }
+
+    /// The vectorised brightness gives the table's bytes, and is found for nearly every factor.
+    #[test]
+    fn linear_brightness_equals_the_table() {
+        let mut found = 0;
+        for i in 0..2000 {
+            let f = 0.6 + 0.0004 * i as f32 + 1e-7 * (i % 7) as f32;
+            let mut lut = [0u8; 256];
+            for (v, out) in lut.iter_mut().enumerate() {
+                *out = round_clamp_u8(v as f32 * f);
+            }
+            if let Some(mul) = linear_form(&lut, f) {
+                found += 1;
+                let mut all: Vec<u8> = (0..=255).collect();
+                scale_bytes(&mut all, mul);
+                assert_eq!(all, lut, "factor {f}");
+            }
+        }
+        assert!(found > 1900, "{found} of 2000 factors");
+        let mut a = img(&[[10, 100, 200], [0, 255, 3]]);
+        let mut b = a.clone();
+        let f = ColorFactors {
+            brightness: 1.23,
+            ..ColorFactors::IDENTITY
+        };
+        apply_color_jitter(&mut a, &f);
+        for v in b.data.iter_mut() {
+            *v = round_clamp_u8(f32::from(*v) * 1.23);
+        }
+        assert_eq!(a, b);
     }
 
     #[test]
