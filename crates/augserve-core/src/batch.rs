@@ -30,6 +30,33 @@ pub struct StageTimings {
     pub mix_normalize: Duration,
     pub stats: Duration,
     pub total: Duration,
+    /// How the batch's images were decoded.
+    pub decoded: DecodeTally,
+}
+
+/// How many of a batch's images each decode path took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeTally {
+    /// libjpeg-turbo, only the rows and iMCU columns of the crop's region.
+    pub region: u32,
+    /// Of `region`, decoded at 1/2-1/8 scale (the spec's `dct_scaling`).
+    pub scaled: u32,
+    /// Of `region`, progressive files: libjpeg-turbo reads every scan, whatever the region.
+    pub progressive: u32,
+    /// Decoded whole, then cut: zune-jpeg (what libjpeg-turbo declines), PNG, WebP.
+    pub whole: u32,
+    /// Left to the batch ops' device decoder (GPU decoding).
+    pub device: u32,
+}
+
+impl DecodeTally {
+    pub fn add(&mut self, o: &DecodeTally) {
+        self.region += o.region;
+        self.scaled += o.scaled;
+        self.progressive += o.progressive;
+        self.whole += o.whole;
+        self.device += o.device;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

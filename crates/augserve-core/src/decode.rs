@@ -110,15 +110,38 @@ impl RegionRequest {
     }
 }
 
-/// The part of an image a caller wants, from its full size (width, height) and the largest
-/// DCT scaling denominator the decoder that runs offers (1: none).
-pub type RegionFor<'a> = &'a mut dyn FnMut(u32, u32, u32) -> RegionRequest;
+/// What the decoder that runs read from a file's header, for the caller to choose its region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionHeader {
+    /// The full image's size.
+    pub width: u32,
+    pub height: u32,
+    /// The largest DCT scaling denominator the decoder offers (1: none).
+    pub max_denom: u32,
+    /// A progressive JPEG: libjpeg-turbo reads every scan, whatever the region.
+    pub progressive: bool,
+}
+
+impl RegionHeader {
+    /// A header of a decoder that decodes whole images, unscaled.
+    pub fn whole(width: u32, height: u32) -> Self {
+        RegionHeader {
+            width,
+            height,
+            max_denom: 1,
+            progressive: false,
+        }
+    }
+}
+
+/// The part of an image a caller wants, from what the header said.
+pub type RegionFor<'a> = &'a mut dyn FnMut(RegionHeader) -> RegionRequest;
 
 /// The scaling denominators libjpeg-turbo's IDCT offers (of its 1/8 steps, the ones that keep
 /// every 8x8 block a whole number of pixels).
 pub const DCT_DENOMS: [u32; 3] = [8, 4, 2];
 
-/// Decodes the part of an image that `region_for(width, height, max_denom)` asks for and
+/// Decodes the part of an image that `region_for(header)` asks for and
 /// returns exactly it, at the scale of `region_for`'s last answer. Unscaled, it equals byte for
 /// byte that region of `decode_image` (or of `decode_image_accepting_damage` with
 /// `accept_damage`, which also gives the damage); scaled, that region of libjpeg-turbo's
@@ -143,7 +166,7 @@ pub fn decode_image_region(
     } else {
         (decode_image_with(bytes, limits, decode_jpeg_zune)?, None)
     };
-    let asked = region_for(img.width, img.height, 1);
+    let asked = region_for(RegionHeader::whole(img.width, img.height));
     let (x, y, w, h) = asked.area;
     if asked.denom != 1 {
         return Err(SampleErrorKind::Decode(format!(
@@ -425,8 +448,8 @@ fn for_turbo(bytes: &[u8]) -> bool {
 /// it warns about, CMYK, no end marker, a kind augserve refuses), which `decode_jpeg` then
 /// leaves to zune-jpeg. For tests and benchmarks that need to know which decoder ran.
 pub fn decode_jpeg_turbo(bytes: &[u8], limits: &DecodeLimits) -> Option<RgbImage> {
-    turbo_region(bytes, limits, &mut |w, h, _| {
-        RegionRequest::unscaled((0, 0, w, h))
+    turbo_region(bytes, limits, &mut |h| {
+        RegionRequest::unscaled((0, 0, h.width, h.height))
     })
 }
 

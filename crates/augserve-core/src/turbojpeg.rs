@@ -16,7 +16,7 @@ use std::ffi::{c_int, CStr};
 
 use turbojpeg_sys as tj;
 
-use crate::decode::{DecodeLimits, RegionRequest, DCT_DENOMS};
+use crate::decode::{DecodeLimits, RegionHeader, RegionRequest, DCT_DENOMS};
 use crate::image::RgbImage;
 
 /// Why libjpeg-turbo did not decode a file: the caller decodes it with zune-jpeg instead.
@@ -206,8 +206,8 @@ pub(crate) fn recycle_buffer(buf: Vec<u8>) {
     }
 }
 
-/// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for(width, height, 8)`
-/// (called with the header's size) asks for: exactly that region comes back, at the scale
+/// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for` (called with the
+/// header: size, scaling up to 1/8, progressive or not) asks for: exactly that region comes back, at the scale
 /// asked, equal byte for byte to the same region of libjpeg-turbo's whole-image decode at
 /// that scale. Damage
 /// libjpeg-turbo sees in the rows it decodes declines the file; it stops reading after the
@@ -215,7 +215,7 @@ pub(crate) fn recycle_buffer(buf: Vec<u8>) {
 pub(crate) fn decode_region(
     bytes: &[u8],
     limits: &DecodeLimits,
-    region_for: &mut dyn FnMut(u32, u32, u32) -> RegionRequest,
+    region_for: &mut dyn FnMut(RegionHeader) -> RegionRequest,
 ) -> Result<RgbImage, Declined> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -239,10 +239,15 @@ fn decode_with(
     d: &Decompressor,
     bytes: &[u8],
     limits: &DecodeLimits,
-    region_for: &mut dyn FnMut(u32, u32, u32) -> RegionRequest,
+    region_for: &mut dyn FnMut(RegionHeader) -> RegionRequest,
 ) -> Result<RgbImage, Declined> {
     let (full_w, full_h) = d.read_header(bytes, limits)?;
-    let asked = region_for(full_w, full_h, DCT_DENOMS[0]);
+    let asked = region_for(RegionHeader {
+        width: full_w,
+        height: full_h,
+        max_denom: DCT_DENOMS[0],
+        progressive: d.get(tj::TJPARAM_TJPARAM_PROGRESSIVE) == 1,
+    });
     let denom = asked.denom;
     if !(denom == 1 || DCT_DENOMS.contains(&denom)) {
         return Err(Declined(format!("scale 1/{denom}")));
@@ -322,7 +327,7 @@ mod tests {
                 (261, 0, 40, 203),
                 (17, 90, 1, 1),
             ] {
-                let got = decode_region(&f, &l, &mut |_, _, _| RegionRequest::unscaled(r));
+                let got = decode_region(&f, &l, &mut |_| RegionRequest::unscaled(r));
                 assert!(got.is_ok(), "{progressive} {restart} {r:?}: {got:?}");
             }
         }

@@ -10,7 +10,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use augserve_core::decode::{decode_image_region, decode_jpeg_turbo, DecodeLimits, RegionRequest};
+use augserve_core::decode::{
+    decode_image_region, decode_jpeg_turbo, DecodeLimits, RegionHeader, RegionRequest,
+};
 use augserve_core::ops::crop::CropBox;
 use augserve_core::ops::resize::resize_u8_reference;
 use augserve_core::pipeline::{dct_denom, prepare_image, CpuResize, ImagePlan, ImageTimes};
@@ -119,9 +121,14 @@ fn scaled_decodes_stay_close_to_decode_then_resize() {
         }
         // libjpeg-turbo's own scaling against an antialiased resize to the same size.
         for denom in [2u32, 4, 8] {
-            let mut whole_at = |w: u32, h: u32, _| RegionRequest {
+            let mut whole_at = |head: RegionHeader| RegionRequest {
                 denom,
-                area: (0, 0, w.div_ceil(denom), h.div_ceil(denom)),
+                area: (
+                    0,
+                    0,
+                    head.width.div_ceil(denom),
+                    head.height.div_ceil(denom),
+                ),
             };
             let (small, _) = decode_image_region(&bytes, &limits, false, &mut whole_at).unwrap();
             let box_all = CropBox::full(whole.width, whole.height);

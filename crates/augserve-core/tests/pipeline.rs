@@ -632,6 +632,35 @@ fn resizing_in_the_per_image_stage_gives_the_same_batches() {
             assert_eq!(a.sample_ids, b.sample_ids);
             assert!(a.tensor.data == b.tensor.data, "{kind:?} {:?}", spec.output);
             assert_eq!(a.stats, b.stats);
+            let d = a.timings.decoded;
+            assert_eq!((d.region, d.whole, d.device), (all.len() as u32, 0, 0));
         }
     }
+}
+
+/// The batch says how its images were decoded: by region, scaled (dct_scaling), or left to a
+/// device decoder.
+#[test]
+fn batches_count_how_their_images_were_decoded() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let all: Vec<u64> = (0..ds.len() as u64).collect();
+    let mut spec = busy_spec();
+    spec.size = augserve_core::spec::Size {
+        width: 32,
+        height: 32,
+    };
+    spec.dct_scaling = true;
+    let p = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default()).unwrap();
+    let t = p.batch(3, 1, 0, 0, &all).unwrap().timings.decoded;
+    assert_eq!(t.region, all.len() as u32);
+    assert!(t.scaled > all.len() as u32 / 2, "{t:?}");
+    let deferred = Pipeline::new(ds, spec, PipelineOptions::default())
+        .unwrap()
+        .with_batch_ops(Arc::new(TakeEverything {
+            cpu: CpuBatchOps::default(),
+            taken: Default::default(),
+        }));
+    let t = deferred.batch(3, 1, 0, 0, &all).unwrap().timings.decoded;
+    assert_eq!((t.region, t.device), (0, all.len() as u32));
 }

@@ -10,7 +10,8 @@ mod common;
 use std::path::PathBuf;
 
 use augserve_core::decode::{
-    decode_image_region, decode_jpeg, decode_jpeg_turbo, DecodeLimits, RegionRequest, DCT_DENOMS,
+    decode_image_region, decode_jpeg, decode_jpeg_turbo, DecodeLimits, RegionHeader, RegionRequest,
+    DCT_DENOMS,
 };
 use augserve_core::image::RgbImage;
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
@@ -103,9 +104,14 @@ fn check_regions(name: &str, jpeg: &[u8], random: usize) -> usize {
 fn decode_at(name: &str, jpeg: &[u8], denom: u32, area: Option<(u32, u32, u32, u32)>) -> RgbImage {
     let limits = DecodeLimits::default();
     let mut asked = None;
-    let mut region_for = |iw: u32, ih: u32, max_denom: u32| {
-        asked = Some(max_denom);
-        let whole = (0, 0, iw.div_ceil(denom), ih.div_ceil(denom));
+    let mut region_for = |head: RegionHeader| {
+        asked = Some(head.max_denom);
+        let whole = (
+            0,
+            0,
+            head.width.div_ceil(denom),
+            head.height.div_ceil(denom),
+        );
         RegionRequest {
             denom,
             area: area.unwrap_or(whole),

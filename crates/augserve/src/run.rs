@@ -263,6 +263,7 @@ pub fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.mix_normalize += t.mix_normalize;
     acc.stats += t.stats;
     acc.total += t.total;
+    acc.decoded.add(&t.decoded);
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -549,6 +550,11 @@ impl RunTally {
             ms(t.read), ms(t.decode), ms(t.color), ms(t.per_image_wall),
             ms(t.resize), ms(t.mix_normalize), ms(t.stats), ms(t.total)
         );
+        let d = &t.decoded;
+        println!(
+            "decoded: {} by region (libjpeg-turbo; {} of them scaled, {} progressive: every scan read), {} whole (zune-jpeg, PNG, WebP), {} left to the GPU decoder",
+            d.region, d.scaled, d.progressive, d.whole, d.device
+        );
         if let Some(s) = &self.last_stats {
             print_stats(s);
         }
@@ -576,6 +582,8 @@ impl RunTally {
                 "gpu": c.on_device, "cpu_fallback": c.fell_back, "cpu_by_header": c.kept_on_cpu,
                 "gpu_share": c.device_share, "pixel_fraction": c.pixel_fraction,
             })),
+            "decoded": {"region": d.region, "scaled": d.scaled, "progressive": d.progressive,
+                "whole": d.whole, "device": d.device},
             "ms_per_batch": {
                 "read": ms(t.read), "decode": ms(t.decode), "color": ms(t.color),
                 "per_image_wall": ms(t.per_image_wall), "resize": ms(t.resize),

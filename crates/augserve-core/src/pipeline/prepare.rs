@@ -9,9 +9,10 @@ use rayon::ThreadPool;
 use super::backend::BatchOps;
 use super::cpu::CpuResize;
 use super::deferred::{DeferredDecode, DeviceDecoder};
-use crate::batch::StageTimings;
+use crate::batch::{DecodeTally, StageTimings};
 use crate::decode::{
-    decode_image_region, recycle_decode_buffer, DecodeLimits, RegionRequest, DCT_DENOMS,
+    decode_image_region, recycle_decode_buffer, DecodeLimits, RegionHeader, RegionRequest,
+    DCT_DENOMS,
 };
 use crate::error::{SampleError, SampleErrorKind};
 use crate::image::RgbImage;
@@ -86,12 +87,13 @@ impl<'a> PerImageWork<'a> {
     }
 }
 
-/// Time one image spent in each per-image step.
+/// Time one image spent in each per-image step, and how it was decoded.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ImageTimes {
     pub decode: Duration,
     pub color: Duration,
     pub resize: Duration,
+    pub decoded: DecodeTally,
 }
 
 /// Per-image random decisions, drawn from the (seed, epoch, sample id) stream.
@@ -140,22 +142,32 @@ pub fn prepare_image(
     let mut planned = None;
     // Asked again (max_denom 1) when libjpeg-turbo declines and zune-jpeg decodes whole: the
     // last answer is the one the region was decoded at.
-    let mut region_for = |w: u32, h: u32, max_denom: u32| {
+    let mut region_for = |header: RegionHeader| {
+        let (w, h) = (header.width, header.height);
         let plan = plan_for(w, h);
         let denom = match spec.dct_scaling {
-            true => dct_denom(plan.crop, sw, sh, max_denom),
+            true => dct_denom(plan.crop, sw, sh, header.max_denom),
             false => 1,
         };
         let crop = plan.crop.scaled_down(denom);
         let area = read_region(w.div_ceil(denom), h.div_ceil(denom), crop, sw, sh);
-        planned = Some((plan, crop, area));
+        planned = Some((plan, crop, area, header, denom));
         RegionRequest { denom, area }
     };
     let accept = spec.on_damaged == DamagedPolicy::Accept;
     let (mut region, damage) = decode_image_region(bytes, limits, accept, &mut region_for)?;
     let t1 = Instant::now();
-    let Some((plan, crop, area)) = planned else {
+    let Some((plan, crop, area, header, denom)) = planned else {
         return Err(SampleErrorKind::Decode("no region was planned".into()));
+    };
+    // Only libjpeg-turbo offers scaling, and it asks once: its header says it ran.
+    let by_region = header.max_denom > 1;
+    timings.decoded = DecodeTally {
+        region: u32::from(by_region),
+        scaled: u32::from(denom > 1),
+        progressive: u32::from(by_region && header.progressive),
+        whole: u32::from(!by_region),
+        device: 0,
     };
     apply_color_jitter(&mut region, &plan.color);
     let crop = crop.relative_to(area.0, area.1);
@@ -316,7 +328,10 @@ where
                 let bytes = match decoder {
                     Some(dec) => {
                         match defer_image(spec, limits, seed, epoch, id, label, &name, bytes, dec) {
-                            Ok(image) => return (Ok(image), read, t, true),
+                            Ok(image) => {
+                                t.decoded.device = 1;
+                                return (Ok(image), read, t, true);
+                            }
                             Err(bytes) => bytes,
                         }
                     }
@@ -353,6 +368,7 @@ where
         timings.decode += t.decode;
         timings.color += t.color;
         timings.resize += t.resize;
+        timings.decoded.add(&t.decoded);
         cpu_decoded += usize::from(!deferred);
         out.push(r);
     }
