@@ -119,6 +119,15 @@ def root_base(a: np.ndarray):
     return a
 
 
+def test_a_batch_says_how_its_images_were_decoded(client):
+    spec = PipelineSpec(width=64, height=64, dtype="uint8", dct_scaling=True)
+    with client.stream("demo", spec, batch_size=32) as s:
+        b = next(s)
+    t = b.timings
+    assert t["decoded_by_region"] == len(b), t  # the demo's JPEGs: libjpeg-turbo, by region
+    assert 0 < t["decoded_scaled"] <= len(b) and "decoded_whole" not in t  # 0 is left out
+
+
 @pytest.mark.parametrize("dtype,itemsize", [("uint8", 1), ("float16", 2), ("float32", 4)])
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_images_are_a_zero_copy_view_with_the_right_shape_and_dtype(client, dtype, itemsize, layout):

@@ -277,6 +277,11 @@ fn timings_to_proto(t: &StageTimings) -> v1::StageTimings {
         mix_normalize_ms: ms(t.mix_normalize),
         stats_ms: ms(t.stats),
         total_ms: ms(t.total),
+        decoded_by_region: t.decoded.region,
+        decoded_scaled: t.decoded.scaled,
+        decoded_progressive: t.decoded.progressive,
+        decoded_whole: t.decoded.whole,
+        decoded_on_device: t.decoded.device,
     }
 }
 

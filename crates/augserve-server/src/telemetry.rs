@@ -28,6 +28,7 @@ pub mod names {
     pub const BYTES_SENT_TOTAL: &str = "augserve_bytes_sent_total";
     pub const IMAGE_ERRORS_TOTAL: &str = "augserve_image_errors_total";
     pub const IMAGE_WARNINGS_TOTAL: &str = "augserve_image_warnings_total";
+    pub const IMAGES_DECODED_TOTAL: &str = "augserve_images_decoded_total";
     pub const STAGE_SECONDS: &str = "augserve_stage_seconds";
     pub const ACTIVE_STREAMS: &str = "augserve_active_streams";
     pub const STREAMS_TOTAL: &str = "augserve_streams_total";
@@ -76,6 +77,10 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), ServerError> {
     metrics::describe_counter!(
         names::IMAGE_WARNINGS_TOTAL,
         "Damaged images kept in their batch (spec on_damaged = accept), by reason code"
+    );
+    metrics::describe_counter!(
+        names::IMAGES_DECODED_TOTAL,
+        "Images decoded, by path: region (libjpeg-turbo, the crop's region only), scaled and progressive (of region), whole, device"
     );
     metrics::describe_histogram!(
         names::STAGE_SECONDS,
@@ -179,6 +184,19 @@ impl Telemetry {
                 .increment(1);
         }
         let t = &b.timings;
+        let d = &t.decoded;
+        for (path, count) in [
+            ("region", d.region),
+            ("scaled", d.scaled),
+            ("progressive", d.progressive),
+            ("whole", d.whole),
+            ("device", d.device),
+        ] {
+            if count > 0 {
+                counter!(names::IMAGES_DECODED_TOTAL, "dataset" => ds.clone(), "path" => path)
+                    .increment(u64::from(count));
+            }
+        }
         for (stage, d) in [
             ("read", t.read),
             ("decode", t.decode),

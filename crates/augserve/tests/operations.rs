@@ -249,6 +249,8 @@ fn the_binary_runs_as_the_container_image_runs_it() {
         sample(&metrics, "augserve_images_total{dataset=\"demo\"}") == Some(320.0),
         "{metrics}"
     );
+    let decoded = "augserve_images_decoded_total{dataset=\"demo\",path=\"region\"}";
+    assert!(sample(&metrics, decoded) == Some(320.0), "{metrics}");
 
     // JSON logs (AUGSERVE_LOG_FORMAT=json): one line per stream start and end with its totals.
     // SIGTERM: clean exit 0.

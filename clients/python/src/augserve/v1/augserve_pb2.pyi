@@ -449,7 +449,7 @@ class BatchStats(_message.Message):
     def __init__(self, mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., mad: _Optional[_Iterable[float]] = ..., clipped: _Optional[_Iterable[float]] = ..., percentile_levels: _Optional[_Iterable[float]] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("read_ms", "decode_ms", "color_ms", "per_image_wall_ms", "resize_ms", "mix_normalize_ms", "stats_ms", "total_ms")
+    __slots__ = ("read_ms", "decode_ms", "color_ms", "per_image_wall_ms", "resize_ms", "mix_normalize_ms", "stats_ms", "total_ms", "decoded_by_region", "decoded_scaled", "decoded_progressive", "decoded_whole", "decoded_on_device")
     READ_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     COLOR_MS_FIELD_NUMBER: _ClassVar[int]
@@ -458,6 +458,11 @@ class StageTimings(_message.Message):
     MIX_NORMALIZE_MS_FIELD_NUMBER: _ClassVar[int]
     STATS_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    DECODED_BY_REGION_FIELD_NUMBER: _ClassVar[int]
+    DECODED_SCALED_FIELD_NUMBER: _ClassVar[int]
+    DECODED_PROGRESSIVE_FIELD_NUMBER: _ClassVar[int]
+    DECODED_WHOLE_FIELD_NUMBER: _ClassVar[int]
+    DECODED_ON_DEVICE_FIELD_NUMBER: _ClassVar[int]
     read_ms: float
     decode_ms: float
     color_ms: float
@@ -466,4 +471,9 @@ class StageTimings(_message.Message):
     mix_normalize_ms: float
     stats_ms: float
     total_ms: float
-    def __init__(self, read_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., color_ms: _Optional[float] = ..., per_image_wall_ms: _Optional[float] = ..., resize_ms: _Optional[float] = ..., mix_normalize_ms: _Optional[float] = ..., stats_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    decoded_by_region: int
+    decoded_scaled: int
+    decoded_progressive: int
+    decoded_whole: int
+    decoded_on_device: int
+    def __init__(self, read_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., color_ms: _Optional[float] = ..., per_image_wall_ms: _Optional[float] = ..., resize_ms: _Optional[float] = ..., mix_normalize_ms: _Optional[float] = ..., stats_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., decoded_by_region: _Optional[int] = ..., decoded_scaled: _Optional[int] = ..., decoded_progressive: _Optional[int] = ..., decoded_whole: _Optional[int] = ..., decoded_on_device: _Optional[int] = ...) -> None: ...
