@@ -92,8 +92,8 @@ impl CpuBatchOps {
         let img_len = w as usize * h as usize * 3;
         // Every byte is written below (one whole image per chunk), so a reused buffer's old
         // contents never show.
-        // Images the per-image stage resized already are copied (what either resize does
-        // with a whole image at its own size).
+        // Images the per-image stage resized already (the output size, the whole image as
+        // the crop) are copied.
         pool.install(|| {
             out.par_chunks_mut(img_len.max(1))
                 .zip(images.par_iter())

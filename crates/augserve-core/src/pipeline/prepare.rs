@@ -181,14 +181,25 @@ pub fn prepare_image(
         }
         return Ok((region, crop, plan.flip, damage));
     };
-    let (w, h) = (spec.size.width, spec.size.height);
+    let resized = resize_and_recycle(region, crop, kind, sw, sh)?;
+    timings.resize += t2.elapsed();
+    Ok((resized, CropBox::full(sw, sh), plan.flip, damage))
+}
+
+/// `crop` of `region` resized to `w x h` with `kind`; the region's buffer goes back for the
+/// thread's next decode.
+fn resize_and_recycle(
+    region: RgbImage,
+    crop: CropBox,
+    kind: CpuResize,
+    w: u32,
+    h: u32,
+) -> Result<RgbImage, SampleErrorKind> {
     let mut out = vec![0u8; w as usize * h as usize * 3];
     kind.resize_one(&region, crop, w, h, &mut out);
     recycle_decode_buffer(region.data);
-    timings.resize += t2.elapsed();
-    let resized = RgbImage::from_vec(w, h, out)
-        .ok_or_else(|| SampleErrorKind::Decode("resized image size".into()))?;
-    Ok((resized, CropBox::full(w, h), plan.flip, damage))
+    RgbImage::from_vec(w, h, out)
+        .ok_or_else(|| SampleErrorKind::Decode("resized image size".into()))
 }
 
 /// The largest DCT scaling denominator (of those `max_denom` allows) after which `crop` is
