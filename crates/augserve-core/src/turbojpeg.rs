@@ -110,7 +110,7 @@ impl Decompressor {
         MCU_WIDTH.get(subsamp).copied()
     }
 
-    /// Decodes the image whose headers were just read at 1/`denom` of its size.
+    /// Sets the scale of the next decode of the image whose headers were just read: 1/`denom`.
     fn set_scale(&self, denom: u32) -> Result<(), Declined> {
         let denom = c_int::try_from(denom).map_err(|_| Declined(format!("scale 1/{denom}")))?;
         // SAFETY: the handle is live; a factor TurboJPEG does not offer returns -1.
@@ -207,9 +207,9 @@ pub(crate) fn recycle_buffer(buf: Vec<u8>) {
 }
 
 /// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for` (called with the
-/// header: size, scaling up to 1/8, progressive or not) asks for: exactly that region comes back, at the scale
-/// asked, equal byte for byte to the same region of libjpeg-turbo's whole-image decode at
-/// that scale. Damage
+/// header: size, scaling up to 1/8, progressive or not) asks for: exactly that region comes
+/// back, at the scale asked, equal byte for byte to the same region of libjpeg-turbo's
+/// whole-image decode at that scale. Damage
 /// libjpeg-turbo sees in the rows it decodes declines the file; it stops reading after the
 /// region's last row, so damage below it goes unseen (a missing end is checked before).
 pub(crate) fn decode_region(
