@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # A clean clone (CI) gains nothing from incremental builds; they only add gigabytes on disk.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 echo "== disk: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
+# pip's wheel cache would keep a second copy of torch and its CUDA wheels (about 3 GB) that
+# no later step reads; a CI machine with little disk ran out of room writing it (issues ci, stop 30).
+export PIP_NO_CACHE_DIR=1
 
 venv=target/pyenv
 if [ ! -x "$venv/bin/python" ]; then
