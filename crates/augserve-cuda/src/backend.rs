@@ -7,7 +7,7 @@ use std::sync::Arc;
 use augserve_core::{BatchOps, CpuBatchOps};
 
 use crate::jpeg::route::DecodeSplit;
-use crate::{GpuBatchOps, GpuDevice, GpuError};
+use crate::{GpuBatchOps, GpuDevice, GpuError, StandInOps};
 
 /// The CPU's JPEG decoder, as reports name it (zune-jpeg takes what libjpeg-turbo declines).
 pub const CPU_JPEG_DECODER: &str = "libjpeg-turbo";
@@ -20,6 +20,9 @@ pub enum DeviceRequest {
     Cpu,
     /// The GPU, or an error.
     Gpu,
+    /// No device: the GPU path's host side on host memory, every JPEG left to a no-op
+    /// decoder ([`StandInOps`]). Measures host overhead; its tensors hold no pixels.
+    StandIn,
 }
 
 /// An opened backend and what a report says about it.
@@ -36,6 +39,19 @@ pub struct Backend {
     pub gpu: Option<Arc<GpuBatchOps>>,
     /// When GPU decoding was asked for on a GPU: the decoder chosen, or why none.
     pub gpu_decode: Option<Result<String, String>>,
+}
+
+/// The stand-in device's backend (no GPU, no pixels: a benchmark of the host side).
+fn stand_in() -> Backend {
+    let ops = Arc::new(StandInOps::new());
+    Backend {
+        summary: ops.device(),
+        ops,
+        gpu_unavailable: Some("the stand-in device was asked for".into()),
+        jpeg_decoder: ("stand-in (no-op)".into(), "every JPEG nvJPEG takes".into()),
+        gpu: None,
+        gpu_decode: None,
+    }
 }
 
 /// Opens the backend `device` asks for on GPU `cuda_device` (`cpu` otherwise), decoding JPEGs
@@ -66,6 +82,9 @@ pub fn open_backend(
     };
     if device == DeviceRequest::Cpu {
         return Ok(on_cpu("as asked".into()));
+    }
+    if device == DeviceRequest::StandIn {
+        return Ok(stand_in());
     }
     let mut gpu = match GpuDevice::open(cuda_device).and_then(|d| GpuBatchOps::new(d, 2)) {
         Ok(g) => g,

@@ -62,6 +62,8 @@ pub struct RunArgs {
     max_batches: u64,
     /// Where the batch ops (resize, mixup + normalise) run: `auto` uses the GPU when one is
     /// usable (driver, device, NVRTC) and the spec's placement allows, else the CPU.
+    /// `stand-in`: no device, the GPU path's host side only, with every JPEG left to a no-op
+    /// GPU decoder, to measure its host CPU time per image (the tensors hold no pixels).
     #[arg(long, value_enum, default_value = "auto", env = "AUGSERVE_DEVICE")]
     device: DeviceArg,
     /// Which GPU: its CUDA device ordinal, as CUDA_VISIBLE_DEVICES numbers them (e.g. the
@@ -128,6 +130,7 @@ enum DeviceArg {
     Auto,
     Cpu,
     Gpu,
+    StandIn,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -228,6 +231,7 @@ fn choose_batch_ops(
         anyhow::bail!("--device gpu conflicts with the spec's placement (resize/mix = \"cpu\")");
     }
     let request = match (allowed, explicit) {
+        _ if device == DeviceArg::StandIn => DeviceRequest::StandIn,
         (false, _) => DeviceRequest::Cpu,
         (true, true) => DeviceRequest::Gpu,
         (true, false) => DeviceRequest::Auto,
@@ -282,6 +286,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let bar = progress_bar(&args, &job, &order)?;
     let mut tally = RunTally::new(args.digest);
     let started = Instant::now();
+    let cpu_started = process_cpu_time();
     let mut first_batch = true;
     let mut failure = None;
     let len = job.dataset.len();
@@ -314,11 +319,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     tally.end_epoch(&bar);
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
+    tally.host_cpu = process_cpu_time().saturating_sub(cpu_started);
     let report = tally.report(&job, secs);
     if let Some(p) = &args.summary_json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
+}
+
+/// CPU time of this process so far, user + system, all threads (getrusage).
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given, which lives on this stack.
+    let usage = unsafe {
+        let mut u = std::mem::zeroed::<libc::rusage>();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return Duration::ZERO;
+        }
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// What `run` works on: the dataset, the spec, the pipeline on its backend, the shard.
@@ -459,6 +479,8 @@ struct RunTally {
     digest: Option<sha2::Sha256>,
     /// The epoch in progress: its number, when it started, its images so far.
     epoch: Option<(u64, Instant, u64)>,
+    /// The process's CPU time over the run, all threads.
+    host_cpu: Duration,
 }
 
 impl RunTally {
@@ -475,6 +497,7 @@ impl RunTally {
             device: String::new(),
             digest: digest.then(<sha2::Sha256 as sha2::Digest>::new),
             epoch: None,
+            host_cpu: Duration::ZERO,
         }
     }
 
@@ -543,6 +566,12 @@ impl RunTally {
             self.out_bytes as f64 / secs / 1e6,
             self.device
         );
+        let cpu_s = self.host_cpu.as_secs_f64();
+        let cpu_us_per_image = cpu_s * 1e6 / images.max(1) as f64;
+        println!(
+            "host CPU: {cpu_s:.2} s, all threads ({:.2} cores busy), {cpu_us_per_image:.1} us per image",
+            cpu_s / secs
+        );
         let t = &self.timings;
         let ms = |d: Duration| self.per_batch(d);
         println!(
@@ -576,6 +605,7 @@ impl RunTally {
             "images": images, "batches": done, "seconds": secs,
             "images_per_s": images as f64 / secs, "output_mb_per_s": self.out_bytes as f64 / secs / 1e6,
             "threads": job.pipeline.threads(), "device": self.device, "errors": self.errors,
+            "host_cpu_s": cpu_s, "host_cpu_us_per_image": cpu_us_per_image,
             "warnings": self.warnings,
             "decode": decode_report, "output_sha256": digest,
             "decode_counts": job.ops.decode_counts().map(|c| serde_json::json!({

@@ -61,6 +61,31 @@ fn run_on_the_demo_dataset_reports_and_writes_a_preview() {
     assert!(s["images_per_s"].as_f64().unwrap() > 0.0);
 }
 
+/// The stand-in device (the GPU path's host side, no GPU): every JPEG is left to its no-op
+/// decoder, and the run reports its CPU time per image.
+#[test]
+fn the_stand_in_device_leaves_every_jpeg_to_the_gpu_decoder_and_reports_host_cpu() {
+    let d = tempfile::tempdir().unwrap();
+    let summary = d.path().join("summary.json");
+    let out = augserve()
+        .args(["run", "--quiet", "--device", "stand-in", "--batch-size", "64"])
+        .arg("--cache-dir")
+        .arg(d.path().join("cache"))
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    assert!(out.status.success(), "{stdout}\n{}", stderr_of(&out));
+    assert!(stdout.contains("batch ops: stand-in"), "{stdout}");
+    assert!(stdout.contains("320 left to the GPU decoder"), "{stdout}");
+    assert!(stdout.contains("host CPU: "), "{stdout}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["images"], 320);
+    assert_eq!(s["decode_counts"]["gpu"], 320);
+    assert!(s["host_cpu_us_per_image"].as_f64().unwrap() > 0.0, "{s}");
+}
+
 #[test]
 fn bad_inputs_fail_with_a_clear_message() {
     let d = tempfile::tempdir().unwrap();

@@ -1,0 +1,186 @@
+//! A stand-in device for the GPU path's host side: the host steps of `GpuBatchOps::run_gpu_to`
+//! and of GPU JPEG decoding, with host memory in place of pinned and device memory and no-op
+//! kernels and decoder. It measures (and lets us cut) the host CPU time a GPU-decoded image
+//! costs on a machine without a GPU: `augserve run --device stand-in`,
+//! `benches/host_overhead.sh`. Its tensors hold no pixels (zeros): a benchmark, not a backend.
+//!
+//! What stands for what: a host-to-device copy from pageable memory (descriptors, tables) is a
+//! host copy, since the driver stages pageable memory through its own pinned buffer; a copy
+//! the DMA engine does from or to pinned memory (the packed upload, the download) costs the
+//! host nothing and is left out; the copy out of pinned memory into the batch's buffer is the
+//! same copy.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use augserve_core::decode::JpegInfo;
+use augserve_core::ops::mix::MixPlan;
+use augserve_core::pipeline::{
+    tensor_bytes, tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DecodeCounts, Destination,
+    DeviceDecoder, PreparedImage,
+};
+use augserve_core::{PipelineSpec, Tensor};
+use rayon::ThreadPool;
+
+use crate::jpeg::planes::roi_for_header;
+use crate::jpeg::route::{route, DecodeRoute, NvJpegBackend};
+use crate::kernels::{ColorDesc, MixDesc, ResizeDesc};
+use crate::plan::{plan_batch, HostPlan};
+use crate::staging::{copy_bytes, pack_regions};
+
+/// The GPU path's host side on host memory (module docs).
+pub struct StandInOps {
+    slot: Mutex<HostSlot>,
+    cpu: CpuBatchOps,
+    on_device: AtomicU64,
+    kept_on_cpu: AtomicU64,
+}
+
+/// What stands for a slot's pinned buffers and the device buffers the host writes.
+#[derive(Default)]
+struct HostSlot {
+    stage_in: Vec<u8>,
+    stage_out: Vec<u8>,
+    /// The uploads from pageable memory.
+    descs: Vec<ResizeDesc>,
+    tables: Vec<i32>,
+    mix: Vec<MixDesc>,
+    norm: Vec<f32>,
+    colors: Vec<ColorDesc>,
+}
+
+impl Default for StandInOps {
+    fn default() -> Self {
+        StandInOps {
+            slot: Mutex::new(HostSlot::default()),
+            cpu: CpuBatchOps::default(),
+            on_device: AtomicU64::new(0),
+            kept_on_cpu: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StandInOps {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl DeviceDecoder for StandInOps {
+    /// Every image nvJPEG's CUDA backend takes (progressive ones too): all of an ordinary
+    /// corpus, so the figure is per GPU-decoded image.
+    fn takes(&self, info: &JpegInfo, _sample_id: u64) -> bool {
+        let takes = route(info, NvJpegBackend::Cuda) == DecodeRoute::Gpu;
+        let counter = if takes {
+            &self.on_device
+        } else {
+            &self.kept_on_cpu
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        takes
+    }
+
+    fn observe_cpu(&self, _images: usize, _wall: Duration) {}
+}
+
+/// The host copy a pageable host-to-device copy of `items` costs.
+fn upload_pageable<T: Copy>(to: &mut Vec<T>, items: &[T]) {
+    to.clear();
+    to.extend_from_slice(items);
+}
+
+impl StandInOps {
+    /// `run_gpu_to`'s host steps, in its order.
+    fn run_host_steps(&self, images: &[PreparedImage], host: &HostPlan, slot: &mut HostSlot) {
+        let cpu_bytes = host.layout.cpu_bytes;
+        slot.stage_in.resize(cpu_bytes.max(slot.stage_in.len()), 0);
+        pack_regions(&mut slot.stage_in[..cpu_bytes], images);
+        upload_pageable(&mut slot.descs, &host.resize.descs);
+        upload_pageable(&mut slot.tables, &host.resize.tables);
+        upload_pageable(&mut slot.mix, &host.mix);
+        upload_pageable(&mut slot.norm, &host.norm);
+        // GPU JPEG decoding: what `decode_deferred` gathers for nvJPEG (the decoder: no-op).
+        let jpegs: Vec<&[u8]> = host
+            .layout
+            .jobs
+            .iter()
+            .filter_map(|j| images[j.image].deferred.as_deref())
+            .map(|d| d.bytes.as_slice())
+            .collect();
+        std::hint::black_box(&jpegs);
+        upload_pageable(&mut slot.colors, &host.layout.colors);
+    }
+}
+
+impl BatchOps for StandInOps {
+    fn device(&self) -> String {
+        "stand-in (the GPU path's host side; no pixels)".into()
+    }
+
+    fn device_decoder(&self) -> Option<&dyn DeviceDecoder> {
+        Some(self)
+    }
+
+    fn decode_counts(&self) -> Option<DecodeCounts> {
+        Some(DecodeCounts {
+            on_device: self.on_device.load(Ordering::Relaxed),
+            kept_on_cpu: self.kept_on_cpu.load(Ordering::Relaxed),
+            device_share: 1.0,
+            ..DecodeCounts::default()
+        })
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        self.cpu.buffers.give(buf);
+    }
+
+    fn release_idle_memory(&self) {
+        self.cpu.buffers.clear();
+    }
+
+    fn run(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        _pool: &ThreadPool,
+        to: Destination<'_>,
+    ) -> augserve_core::Result<BatchOutput> {
+        let t0 = Instant::now();
+        let n = images.len();
+        let out_bytes = tensor_bytes(spec, n);
+        let host = plan_batch(images, plan, spec, |d| roi_for_header(&d.info, d.region));
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        self.run_host_steps(images, &host, &mut slot);
+        // The download lands in pinned memory (stage_out); then the same copy out of it.
+        if slot.stage_out.len() < out_bytes {
+            slot.stage_out.resize(out_bytes, 0);
+        }
+        let data = match to {
+            Destination::Owned => {
+                let mut data = self.cpu.buffers.take(out_bytes);
+                copy_bytes(&mut data, &slot.stage_out[..out_bytes]);
+                data
+            }
+            Destination::Host(out) => {
+                let len = out.len().min(out_bytes);
+                copy_bytes(&mut out[..len], &slot.stage_out[..len]);
+                Vec::new()
+            }
+            Destination::Device { .. } => Vec::new(),
+        };
+        Ok(BatchOutput {
+            tensor: Tensor {
+                data,
+                shape: tensor_shape(spec, n),
+                dtype: spec.output.dtype,
+                layout: spec.output.layout,
+            },
+            stats: Default::default(),
+            resize: t0.elapsed(),
+            mix_normalize: Duration::ZERO,
+            stats_time: Duration::ZERO,
+        })
+    }
+}
