@@ -68,7 +68,14 @@ fn the_stand_in_device_leaves_every_jpeg_to_the_gpu_decoder_and_reports_host_cpu
     let d = tempfile::tempdir().unwrap();
     let summary = d.path().join("summary.json");
     let out = augserve()
-        .args(["run", "--quiet", "--device", "stand-in", "--batch-size", "64"])
+        .args([
+            "run",
+            "--quiet",
+            "--device",
+            "stand-in",
+            "--batch-size",
+            "64",
+        ])
         .arg("--cache-dir")
         .arg(d.path().join("cache"))
         .arg("--summary-json")
