@@ -70,6 +70,7 @@ pub fn prepared_batch(n: usize) -> Vec<PreparedImage> {
                 flip: i % 2 == 0,
                 deferred: None,
                 warning: None,
+                weights: None,
             }
         })
         .collect()

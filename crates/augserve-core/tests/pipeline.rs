@@ -638,6 +638,55 @@ fn resizing_in_the_per_image_stage_gives_the_same_batches() {
     }
 }
 
+/// Batch ops that ask the per-image stage for resize weights (as a GPU backend does) and
+/// check them: every image has them, equal to the weights of its region, crop and output.
+struct WantsWeights(CpuBatchOps);
+
+impl augserve_core::BatchOps for WantsWeights {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+    fn per_image_weights(&self) -> bool {
+        true
+    }
+    fn run(
+        &self,
+        images: &[augserve_core::pipeline::PreparedImage],
+        plan: &augserve_core::ops::mix::MixPlan,
+        spec: &PipelineSpec,
+        pool: &rayon::ThreadPool,
+        to: Destination<'_>,
+    ) -> augserve_core::Result<augserve_core::pipeline::BatchOutput> {
+        use augserve_core::ops::resize::ResizeWeights;
+        let (ow, oh) = (spec.size.width, spec.size.height);
+        for im in images {
+            let (w, h) = (im.region.width, im.region.height);
+            let want = ResizeWeights::new(w, h, im.crop, ow, oh);
+            assert_eq!(im.weights.as_deref(), Some(&want), "image {}", im.sample_id);
+        }
+        augserve_core::BatchOps::run(&self.0, images, plan, spec, pool, to)
+    }
+}
+
+#[test]
+fn the_per_image_stage_computes_resize_weights_when_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let ids: Vec<u64> = (0..40).collect();
+    let spec = busy_spec();
+    let asked = Pipeline::new(ds.clone(), spec.clone(), PipelineOptions::default())
+        .unwrap()
+        .with_batch_ops(Arc::new(WantsWeights(CpuBatchOps::default())));
+    let plain = Pipeline::new(ds, spec, PipelineOptions::default())
+        .unwrap()
+        .with_batch_ops(Arc::new(ResizeInBatchStage(CpuBatchOps::default())));
+    let (a, b) = (
+        asked.batch(5, 0, 0, 0, &ids).unwrap(),
+        plain.batch(5, 0, 0, 0, &ids).unwrap(),
+    );
+    assert!(a.tensor.data == b.tensor.data);
+}
+
 /// The batch says how its images were decoded: by region, scaled (dct_scaling), or left to a
 /// device decoder.
 #[test]

@@ -319,6 +319,11 @@ impl BatchOps for GpuBatchOps {
         self.decode.as_ref().map(|d| d as &dyn DeviceDecoder)
     }
 
+    /// The per-image workers compute the resize weights, off the thread that plans batches.
+    fn per_image_weights(&self) -> bool {
+        true
+    }
+
     fn decode_counts(&self) -> Option<DecodeCounts> {
         self.decode.as_ref().map(GpuDecode::counts)
     }

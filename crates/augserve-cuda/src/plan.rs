@@ -4,7 +4,7 @@
 //! from the device's sums.
 
 use augserve_core::ops::mix::{MixPlan, NormalizeCoeffs};
-use augserve_core::ops::resize::Coeffs;
+use augserve_core::ops::resize::ResizeWeights;
 use augserve_core::ops::stats::BatchStats;
 use augserve_core::pipeline::{DeferredDecode, PreparedImage};
 use augserve_core::PipelineSpec;
@@ -147,24 +147,38 @@ pub fn plan_resize_sources(
 ) -> ResizePlan {
     let n = images.len();
     let (ow, oh) = (out_w as usize, out_h as usize);
-    let mut hfirst = Vec::with_capacity(n * ow);
-    let mut hcount = Vec::with_capacity(n * ow);
-    let mut vfirst = Vec::with_capacity(n * oh);
-    let mut vcount = Vec::with_capacity(n * oh);
-    let mut weights: Vec<i32> = Vec::new();
+    // One table, written in place: hfirst, hcount (n*ow each), vfirst, vcount (n*oh each),
+    // then the weights, appended image by image.
+    let (hf, hc, vf, vc, w) = (
+        0,
+        n * ow,
+        2 * n * ow,
+        2 * n * ow + n * oh,
+        2 * (n * ow + n * oh),
+    );
+    let mut tables = vec![0i32; w];
     let mut descs = Vec::with_capacity(n);
     let (mut tmp_off, mut max_rows) = (0usize, 0u32);
-    for (im, src) in images.iter().zip(sources) {
-        // The same Rust code as the CPU reference computes the weights, so they are equal.
-        let h = Coeffs::new(src.width, im.crop.x0, im.crop.x1, out_w);
-        let v = Coeffs::new(src.height, im.crop.y0, im.crop.y1, out_h);
+    for (i, (im, src)) in images.iter().zip(sources).enumerate() {
+        // The same Rust code as the CPU reference computes the weights, so they are equal:
+        // here, or already in the per-image stage (`PerImageWork::weights`).
+        let key = (src.width, src.height, im.crop, out_w, out_h);
+        let computed;
+        let (h, v) = match im.weights.as_deref().filter(|w| w.key == key) {
+            Some(w) => (&w.h, &w.v),
+            None => {
+                computed = ResizeWeights::new(src.width, src.height, im.crop, out_w, out_h);
+                (&computed.h, &computed.v)
+            }
+        };
         let (row_lo, row_hi) = v.span();
         let rows = row_hi - row_lo;
+        let hw_off = tables.len() - w;
         descs.push(ResizeDesc {
             src_off: src.offset as u64,
             tmp_off: tmp_off as u64,
-            hw_off: weights.len() as u64,
-            vw_off: (weights.len() + h.weights.len()) as u64,
+            hw_off: hw_off as u64,
+            vw_off: (hw_off + h.weights.len()) as u64,
             src_w: src.width as i32,
             row_lo: row_lo as i32,
             tmp_rows: rows as i32,
@@ -173,26 +187,20 @@ pub fn plan_resize_sources(
             flip: i32::from(im.flip),
             src_pitch: src.pitch as i32,
         });
-        hfirst.extend(h.first.iter().map(|&x| x as i32));
-        hcount.extend(h.count.iter().map(|&x| x as i32));
-        vfirst.extend(v.first.iter().map(|&x| x as i32));
-        vcount.extend(v.count.iter().map(|&x| x as i32));
-        weights.extend_from_slice(&h.weights);
-        weights.extend_from_slice(&v.weights);
+        let put = |t: &mut [i32], at: usize, v: &[u32]| {
+            for (d, &x) in t[at..at + v.len()].iter_mut().zip(v) {
+                *d = x as i32;
+            }
+        };
+        put(&mut tables, hf + i * ow, &h.first);
+        put(&mut tables, hc + i * ow, &h.count);
+        put(&mut tables, vf + i * oh, &v.first);
+        put(&mut tables, vc + i * oh, &v.count);
+        tables.extend_from_slice(&h.weights);
+        tables.extend_from_slice(&v.weights);
         tmp_off += rows as usize * ow * 3;
         max_rows = max_rows.max(rows);
     }
-    let mut tables = Vec::with_capacity(hfirst.len() * 2 + vfirst.len() * 2 + weights.len());
-    let at = |t: &mut Vec<i32>, v: &[i32]| {
-        let start = t.len();
-        t.extend_from_slice(v);
-        start
-    };
-    let hf = at(&mut tables, &hfirst);
-    let hc = at(&mut tables, &hcount);
-    let vf = at(&mut tables, &vfirst);
-    let vc = at(&mut tables, &vcount);
-    let w = at(&mut tables, &weights);
     ResizePlan {
         descs,
         tables,
@@ -298,6 +306,7 @@ mod tests {
             flip: false,
             deferred: None,
             warning: None,
+            weights: None,
         }
     }
 
@@ -322,6 +331,7 @@ mod tests {
                 limits: DecodeLimits::default(),
             })),
             warning: None,
+            weights: None,
         }
     }
 
@@ -350,6 +360,36 @@ mod tests {
             copy_bytes(&mut dst, &src);
             assert!(dst == src, "{len} bytes");
         }
+    }
+
+    /// Weights the per-image stage computed give the plan computing them here gives; weights
+    /// computed for another crop or size are not used.
+    #[test]
+    fn per_image_weights_give_the_same_plan() {
+        use jpeg_encoder::SamplingFactor::F_2_2;
+        let plain = vec![
+            host_image(0, 40, 30),
+            deferred_image(1, jpeg(200, 150, F_2_2), (37, 21, 101, 77)),
+            host_image(2, 170, 90),
+        ];
+        let want = plan_resize(&plain, 64, 48);
+        let mut with = plain.clone();
+        for im in &mut with {
+            let (w, h) = match im.deferred.as_deref() {
+                Some(d) => (d.region.2, d.region.3),
+                None => (im.region.width, im.region.height),
+            };
+            im.weights = Some(Box::new(ResizeWeights::new(w, h, im.crop, 64, 48)));
+        }
+        // Stale: another output size.
+        with[2].weights = Some(Box::new(ResizeWeights::new(170, 90, with[2].crop, 32, 48)));
+        let got = plan_resize(&with, 64, 48);
+        assert_eq!(got.descs, want.descs);
+        assert_eq!(got.tables, want.tables);
+        assert_eq!(
+            (got.tmp_bytes, got.max_tmp_rows),
+            (want.tmp_bytes, want.max_tmp_rows)
+        );
     }
 
     #[test]

@@ -122,6 +122,10 @@ impl BatchOps for StandInOps {
         Some(self)
     }
 
+    fn per_image_weights(&self) -> bool {
+        true
+    }
+
     fn decode_counts(&self) -> Option<DecodeCounts> {
         Some(DecodeCounts {
             on_device: self.on_device.load(Ordering::Relaxed),

@@ -91,6 +91,7 @@ fn batch(seed: u64, n: usize) -> Vec<PreparedImage> {
                 flip: rng.random(),
                 deferred: None,
                 warning: None,
+                weights: None,
             }
         })
         .collect()

@@ -465,6 +465,7 @@ impl AugServe for AugServeService {
             let work = PerImageWork {
                 decoder: None,
                 resize: st.ops.per_image_resize(),
+                weights: st.ops.per_image_weights(),
             };
             let source = |id: u64| {
                 let i = id as usize;

@@ -33,6 +33,12 @@ pub trait BatchOps: Send + Sync {
         None
     }
 
+    /// Whether the per-image stage computes each image's resize weights
+    /// ([`PreparedImage::weights`]) for these batch ops (a GPU backend uploads them).
+    fn per_image_weights(&self) -> bool {
+        false
+    }
+
     /// A one-line report of where images were decoded (GPU decoding), for logs and summaries.
     fn decode_report(&self) -> Option<String> {
         None

@@ -18,7 +18,7 @@ use crate::error::{SampleError, SampleErrorKind};
 use crate::image::RgbImage;
 use crate::ops::color::{apply_color_jitter, ColorFactors};
 use crate::ops::crop::{choose_crop, CropBox};
-use crate::ops::resize::read_region;
+use crate::ops::resize::{read_region, ResizeWeights};
 use crate::rng::{keyed_rng, Purpose};
 use crate::spec::{DamagedPolicy, PipelineSpec};
 
@@ -38,6 +38,9 @@ pub struct PreparedImage {
     pub deferred: Option<Box<DeferredDecode>>,
     /// A damaged image the spec accepts (`on_damaged = accept`): what was wrong with it.
     pub warning: Option<SampleError>,
+    /// The resize weights for `crop`, when the batch ops asked the per-image stage for them
+    /// ([`PerImageWork::weights`]).
+    pub weights: Option<Box<ResizeWeights>>,
 }
 
 impl PreparedImage {
@@ -75,6 +78,9 @@ pub struct PerImageWork<'a> {
     /// reused for the next decode, instead of every region of the batch (up to 11 MB each
     /// for large photos) waiting in fresh memory for the batch stage. Same bytes either way.
     pub resize: Option<CpuResize>,
+    /// Compute each image's resize weights here (a GPU backend asks for them): in parallel,
+    /// off the thread that plans the batch.
+    pub weights: bool,
 }
 
 impl<'a> PerImageWork<'a> {
@@ -83,6 +89,7 @@ impl<'a> PerImageWork<'a> {
         PerImageWork {
             decoder: ops.device_decoder(),
             resize: ops.per_image_resize(),
+            weights: ops.per_image_weights(),
         }
     }
 }
@@ -262,7 +269,26 @@ fn defer_image(
             limits: *limits,
         })),
         warning: None,
+        weights: None,
     })
+}
+
+/// `image` with its resize weights when `work` asks for them: from its region's size (a
+/// deferred image's region, which the device decodes) and its crop.
+fn with_weights(
+    mut image: PreparedImage,
+    spec: &PipelineSpec,
+    work: PerImageWork<'_>,
+) -> PreparedImage {
+    if work.weights {
+        let (w, h) = match image.deferred.as_deref() {
+            Some(d) => (d.region.2, d.region.3),
+            None => (image.region.width, image.region.height),
+        };
+        let (ow, oh) = (spec.size.width, spec.size.height);
+        image.weights = Some(Box::new(ResizeWeights::new(w, h, image.crop, ow, oh)));
+    }
+    image
 }
 
 /// What a sample source gives for one id: the sample's name, its label, its encoded bytes.
@@ -341,7 +367,7 @@ where
                         match defer_image(spec, limits, seed, epoch, id, label, &name, bytes, dec) {
                             Ok(image) => {
                                 t.decoded.device = 1;
-                                return (Ok(image), read, t, true);
+                                return (Ok(with_weights(image, spec, work)), read, t, true);
                             }
                             Err(bytes) => bytes,
                         }
@@ -365,7 +391,9 @@ where
                         flip,
                         deferred: None,
                         warning: damage.map(&fail),
+                        weights: None,
                     })
+                    .map(|image| with_weights(image, spec, work))
                     .map_err(fail);
                 (res, read, t, false)
             })

@@ -95,6 +95,7 @@ fn resize_kernels_on_the_host_equal_the_rust_reference() {
                 flip: rng.random(),
                 deferred: None,
                 warning: None,
+                weights: None,
             });
         }
         let rp = plan_resize(&images, out_w, out_h);
