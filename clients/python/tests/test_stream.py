@@ -126,6 +126,8 @@ def test_a_batch_says_how_its_images_were_decoded(client):
     t = b.timings
     assert t["decoded_by_region"] == len(b), t  # the demo's JPEGs: libjpeg-turbo, by region
     assert 0 < t["decoded_scaled"] <= len(b) and "decoded_whole" not in t  # 0 is left out
+    # gpu_busy_ms: what the batch cost the GPU; none on the CPU (left out, as every 0).
+    assert "gpu_busy_ms" not in t and t["total_ms"] > 0, t
 
 
 @pytest.mark.parametrize("dtype,itemsize", [("uint8", 1), ("float16", 2), ("float32", 4)])

@@ -32,6 +32,9 @@ pub struct StageTimings {
     pub total: Duration,
     /// How the batch's images were decoded.
     pub decoded: DecodeTally,
+    /// How long the batch kept the GPU busy ([`crate::pipeline::BatchOutput::device_busy`]);
+    /// zero on the CPU.
+    pub device_busy: Duration,
 }
 
 /// How many of a batch's images each decode path took.

@@ -45,6 +45,9 @@ pub struct GpuTimings {
     pub mix_normalize_ms: f64,
     pub stats_ms: f64,
     pub download_ms: f64,
+    /// The stream's time from the first upload to the last download (what the batch cost
+    /// the GPU: kernels, copies, nvJPEG, and any gap between them).
+    pub device_busy_ms: f64,
     pub upload_bytes: usize,
     pub output_bytes: usize,
     pub total: Duration,
@@ -207,6 +210,7 @@ impl GpuBatchOps {
             mix_normalize_ms: ms(&e_resize, &e_mix)?,
             stats_ms: ms(&e_mix, &e_stats)?,
             download_ms: ms(&e_stats, &e_done)?,
+            device_busy_ms: ms(&e_start, &e_done)?,
             upload_bytes: host.layout.cpu_bytes + host.resize.tables.len() * 4,
             output_bytes: out_bytes,
             total: t_end,
@@ -223,6 +227,7 @@ impl GpuBatchOps {
             resize: Duration::from_secs_f64((timings.upload_ms + timings.resize_ms) / 1e3),
             mix_normalize: Duration::from_secs_f64(timings.mix_normalize_ms / 1e3),
             stats_time: Duration::from_secs_f64(timings.stats_ms / 1e3),
+            device_busy: Some(Duration::from_secs_f64(timings.device_busy_ms / 1e3)),
         };
         Ok((out, timings))
     }
@@ -276,7 +281,7 @@ impl std::fmt::Display for GpuTimings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gpu batch: prepare={:.3} slot_wait={:.3} alloc={:.3} upload={:.3} resize={:.3} mix={:.3} stats={:.3} download={:.3} sync_wait={:.3} finish={:.3} total={:.3}",
+            "gpu batch: prepare={:.3} slot_wait={:.3} alloc={:.3} upload={:.3} resize={:.3} mix={:.3} stats={:.3} download={:.3} sync_wait={:.3} finish={:.3} total={:.3} gpu_busy={:.3}",
             self.prepare_host_ms,
             self.slot_wait_ms,
             self.alloc_ms,
@@ -287,7 +292,8 @@ impl std::fmt::Display for GpuTimings {
             self.download_ms,
             self.sync_wait_ms,
             self.finish_host_ms,
-            self.total.as_secs_f64() * 1e3
+            self.total.as_secs_f64() * 1e3,
+            self.device_busy_ms
         )?;
         if let Some(d) = &self.decode {
             write!(

@@ -185,6 +185,7 @@ impl BatchOps for StandInOps {
             resize: t0.elapsed(),
             mix_normalize: Duration::ZERO,
             stats_time: Duration::ZERO,
+            device_busy: None,
         })
     }
 }

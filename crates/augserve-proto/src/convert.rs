@@ -282,6 +282,7 @@ fn timings_to_proto(t: &StageTimings) -> v1::StageTimings {
         decoded_progressive: t.decoded.progressive,
         decoded_whole: t.decoded.whole,
         decoded_on_device: t.decoded.device,
+        gpu_busy_ms: ms(t.device_busy),
     }
 }
 
@@ -457,6 +458,25 @@ mod tests {
             }
         }
         assert_eq!(checked, 6 * 4 * 8 * 3);
+    }
+
+    /// Every stage time and count reaches the wire, GPU busy time included.
+    #[test]
+    fn stage_timings_reach_the_wire() {
+        use std::time::Duration;
+        let t = StageTimings {
+            read: Duration::from_millis(1),
+            total: Duration::from_millis(9),
+            device_busy: Duration::from_micros(2500),
+            decoded: augserve_core::batch::DecodeTally {
+                device: 7,
+                ..Default::default()
+            },
+            ..StageTimings::default()
+        };
+        let p = timings_to_proto(&t);
+        assert_eq!((p.read_ms, p.total_ms, p.gpu_busy_ms), (1.0, 9.0, 2.5));
+        assert_eq!(p.decoded_on_device, 7);
     }
 
     #[test]

@@ -209,6 +209,11 @@ impl Telemetry {
         ] {
             histogram!(names::STAGE_SECONDS, "stage" => stage).record(d.as_secs_f64());
         }
+        // What augmentation costs the GPU a trainer shares (CPU batches record nothing).
+        if !t.device_busy.is_zero() {
+            let busy = t.device_busy.as_secs_f64();
+            histogram!(names::STAGE_SECONDS, "stage" => "gpu_busy").record(busy);
+        }
         if n > 0 {
             let s = &b.stats;
             for (c, ch) in CHANNELS.iter().enumerate() {

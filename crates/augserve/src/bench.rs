@@ -97,6 +97,8 @@ struct Row {
     mix_normalize_ms: f64,
     stats_ms: f64,
     total_ms: f64,
+    /// What a batch kept the GPU busy (CUDA events); 0 on the CPU.
+    gpu_busy_ms: f64,
 }
 
 fn ms(d: Duration, n: usize) -> f64 {
@@ -227,6 +229,8 @@ fn time_gpu_decode(
         mix_normalize_ms: 0.0,
         stats_ms: 0.0,
         total_ms: ms_per_batch,
+        // Decoding alone, synchronously: its wall time bounds the GPU's busy time.
+        gpu_busy_ms: ms_per_batch,
     })
 }
 
@@ -456,18 +460,19 @@ fn measure(
         mix_normalize_ms: ms(acc.mix_normalize, n),
         stats_ms: ms(acc.stats, n),
         total_ms: ms(acc.total, n),
+        gpu_busy_ms: ms(acc.device_busy, n),
     })
 }
 
 /// The rows as a text table.
 fn table_text(rows: &[Row]) -> String {
     let mut table = String::from(
-        "device              threads  batch   images/s   MB/s | ms/batch: read  decode  colour  per-image | resize  mix+norm  stats | total\n",
+        "device              threads  batch   images/s   MB/s | ms/batch: read  decode  colour  per-image | resize  mix+norm  stats | total | GPU busy\n",
     );
     for r in rows {
         let _ = writeln!(
             table,
-            "{:<20}{:>7}{:>7}{:>11.1}{:>7.0} | {:>14.1}{:>8.1}{:>8.1}{:>11.1} | {:>6.1}{:>10.1}{:>7.1} | {:>5.1}",
+            "{:<20}{:>7}{:>7}{:>11.1}{:>7.0} | {:>14.1}{:>8.1}{:>8.1}{:>11.1} | {:>6.1}{:>10.1}{:>7.1} | {:>5.1} | {:>8.1}",
             r.device.chars().take(19).collect::<String>(),
             r.threads,
             r.batch_size,
@@ -480,7 +485,8 @@ fn table_text(rows: &[Row]) -> String {
             r.resize_ms,
             r.mix_normalize_ms,
             r.stats_ms,
-            r.total_ms
+            r.total_ms,
+            r.gpu_busy_ms
         );
     }
     table
@@ -508,11 +514,11 @@ fn write_results(
         "rows": rows,
     });
     std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&doc)?)?;
-    let mut csv = String::from("device,threads,batch_size,images_per_s,output_mb_per_s,read_ms,decode_ms,color_ms,per_image_wall_ms,resize_ms,mix_normalize_ms,stats_ms,total_ms\n");
+    let mut csv = String::from("device,threads,batch_size,images_per_s,output_mb_per_s,read_ms,decode_ms,color_ms,per_image_wall_ms,resize_ms,mix_normalize_ms,stats_ms,total_ms,gpu_busy_ms\n");
     for r in rows {
         let _ = writeln!(
             csv,
-            "\"{}\",{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}",
+            "\"{}\",{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}",
             r.device.replace('"', "'"),
             r.threads,
             r.batch_size,
@@ -525,7 +531,8 @@ fn write_results(
             r.resize_ms,
             r.mix_normalize_ms,
             r.stats_ms,
-            r.total_ms
+            r.total_ms,
+            r.gpu_busy_ms
         );
     }
     std::fs::write(dir.join("bench.csv"), csv)?;

@@ -268,6 +268,7 @@ pub fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.stats += t.stats;
     acc.total += t.total;
     acc.decoded.add(&t.decoded);
+    acc.device_busy += t.device_busy;
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -579,6 +580,12 @@ impl RunTally {
             ms(t.read), ms(t.decode), ms(t.color), ms(t.per_image_wall),
             ms(t.resize), ms(t.mix_normalize), ms(t.stats), ms(t.total)
         );
+        if !t.device_busy.is_zero() {
+            println!(
+                "GPU busy: {:.2} ms per batch (CUDA events, first upload to last download: what augmentation costs the GPU a trainer shares)",
+                ms(t.device_busy)
+            );
+        }
         let d = &t.decoded;
         println!(
             "decoded: {} by region (libjpeg-turbo; {} of them scaled, {} progressive: every scan read), {} whole (zune-jpeg, PNG, WebP), {} left to the GPU decoder",
@@ -619,6 +626,7 @@ impl RunTally {
                 "per_image_wall": ms(t.per_image_wall), "resize": ms(t.resize),
                 "mix_normalize": ms(t.mix_normalize), "stats": ms(t.stats), "total": ms(t.total),
             },
+            "gpu_busy_ms_per_batch": ms(t.device_busy),
             "last_batch_stats": self.last_stats.map(|s| serde_json::json!({"mean": s.mean, "std": s.std, "mad": s.mad, "clipped": s.clipped,
                 "percentile_levels": PERCENTILES, "percentiles": s.percentiles})),
         })

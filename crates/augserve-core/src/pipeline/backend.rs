@@ -145,6 +145,10 @@ pub struct BatchOutput {
     pub mix_normalize: Duration,
     /// Statistics, when a backend computes them separately.
     pub stats_time: Duration,
+    /// How long the batch kept the device busy (a GPU: its stream's time from the first upload
+    /// to the last download, by CUDA events: kernels, copies, nvJPEG, and any gap between
+    /// them); `None` without a device.
+    pub device_busy: Option<Duration>,
 }
 
 /// Output tensor size in bytes for `n` images.

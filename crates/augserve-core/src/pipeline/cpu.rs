@@ -270,6 +270,7 @@ impl CpuBatchOps {
             resize: t1 - t0,
             mix_normalize: t2 - t1,
             stats_time: Duration::ZERO,
+            device_busy: None,
         })
     }
 }

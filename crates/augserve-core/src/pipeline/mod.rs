@@ -307,6 +307,7 @@ pub fn finish_batch(
     // The CPU path resizes in the per-image stage (summed there); the batch stage adds its own.
     timings.resize += out.resize;
     timings.mix_normalize = out.mix_normalize;
+    timings.device_busy = out.device_busy.unwrap_or_default();
     // Percentiles from the output itself (host memory; a CUDA IPC batch has none here), so
     // every backend reports the same figures for the same bytes.
     let t_percentiles = Instant::now();
@@ -376,6 +377,7 @@ fn run_batch_ops(
             resize: Duration::ZERO,
             mix_normalize: Duration::ZERO,
             stats_time: Duration::ZERO,
+            device_busy: None,
         }
     } else {
         let to = to.for_len(tensor_bytes(spec, n))?;

@@ -449,7 +449,7 @@ class BatchStats(_message.Message):
     def __init__(self, mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., mad: _Optional[_Iterable[float]] = ..., clipped: _Optional[_Iterable[float]] = ..., percentile_levels: _Optional[_Iterable[float]] = ..., percentiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("read_ms", "decode_ms", "color_ms", "per_image_wall_ms", "resize_ms", "mix_normalize_ms", "stats_ms", "total_ms", "decoded_by_region", "decoded_scaled", "decoded_progressive", "decoded_whole", "decoded_on_device")
+    __slots__ = ("read_ms", "decode_ms", "color_ms", "per_image_wall_ms", "resize_ms", "mix_normalize_ms", "stats_ms", "total_ms", "decoded_by_region", "decoded_scaled", "decoded_progressive", "decoded_whole", "decoded_on_device", "gpu_busy_ms")
     READ_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     COLOR_MS_FIELD_NUMBER: _ClassVar[int]
@@ -463,6 +463,7 @@ class StageTimings(_message.Message):
     DECODED_PROGRESSIVE_FIELD_NUMBER: _ClassVar[int]
     DECODED_WHOLE_FIELD_NUMBER: _ClassVar[int]
     DECODED_ON_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    GPU_BUSY_MS_FIELD_NUMBER: _ClassVar[int]
     read_ms: float
     decode_ms: float
     color_ms: float
@@ -476,4 +477,5 @@ class StageTimings(_message.Message):
     decoded_progressive: int
     decoded_whole: int
     decoded_on_device: int
-    def __init__(self, read_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., color_ms: _Optional[float] = ..., per_image_wall_ms: _Optional[float] = ..., resize_ms: _Optional[float] = ..., mix_normalize_ms: _Optional[float] = ..., stats_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., decoded_by_region: _Optional[int] = ..., decoded_scaled: _Optional[int] = ..., decoded_progressive: _Optional[int] = ..., decoded_whole: _Optional[int] = ..., decoded_on_device: _Optional[int] = ...) -> None: ...
+    gpu_busy_ms: float
+    def __init__(self, read_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., color_ms: _Optional[float] = ..., per_image_wall_ms: _Optional[float] = ..., resize_ms: _Optional[float] = ..., mix_normalize_ms: _Optional[float] = ..., stats_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., decoded_by_region: _Optional[int] = ..., decoded_scaled: _Optional[int] = ..., decoded_progressive: _Optional[int] = ..., decoded_whole: _Optional[int] = ..., decoded_on_device: _Optional[int] = ..., gpu_busy_ms: _Optional[float] = ...) -> None: ...
