@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU path's host CPU time per GPU-decoded image, measured without a GPU:
-#   benches/host_overhead.sh [BASELINE_REV]     (REPEATS=3, EPOCHS=3; MACHINE names the folder)
+#   benches/host_overhead.sh [BASELINE_REV]     (REPEATS=3, EPOCHS=10; MACHINE names the folder;
+#                                                BASELINE_BIN: a binary already built from BASELINE_REV)
 # `augserve run --device stand-in` runs the whole pipeline with the GPU backend's host side on
 # host memory and no-op kernels and nvJPEG (crates/augserve-cuda/src/stand_in.rs): every image
 # the GPU would decode is read, header-parsed and drawn for on the CPU, and each batch's host
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 baseline=${1:-}
 repeats=${REPEATS:-3}
-epochs=${EPOCHS:-3}
+epochs=${EPOCHS:-10}
 cores=$(nproc)
 machine=${MACHINE:-$(hostname)-${cores}c}
 venv=target/pyenv
@@ -30,7 +31,10 @@ rm -rf "$work" && mkdir -p "$work" "$out"
 cp target/release/augserve "$work/augserve-current"
 current="$(git rev-parse --short HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo '+changes' || true)"
 bins=(current)
-if [ -n "$baseline" ]; then
+if [ -n "$baseline" ] && [ -n "${BASELINE_BIN:-}" ]; then
+  cp "$BASELINE_BIN" "$work/augserve-baseline"
+  bins=(baseline current)
+elif [ -n "$baseline" ]; then
   echo "== building the baseline $baseline"
   tree=target/host-overhead-baseline
   git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
