@@ -27,6 +27,17 @@ void host_resize_batch(const u8* src, u8* tmp, u8* out, const ResizeDesc* descs,
                                xc);
 }
 
+// resize_weights over a whole batch.
+void host_resize_weights(const ResizeDesc* descs, int batch, int* hfirst, int* hcount,
+                         int* vfirst, int* vcount, int* weights, int out_w, int out_h) {
+    const int longer = out_w > out_h ? out_w : out_h;
+    for (int img = 0; img < batch; ++img)
+        for (int axis = 0; axis < 2; ++axis)
+            for (int xx = 0; xx < longer; ++xx)
+                resize_weights_value(descs, hfirst, hcount, vfirst, vcount, weights, out_w,
+                                     out_h, img, axis, xx);
+}
+
 // mix_normalize over a whole batch; sums as the kernel accumulates them (double).
 void host_mix_normalize(const u8* images, const MixDesc* mix, const float* scale,
                         const float* bias, int dtype, int layout, u8* out, int batch, int height,

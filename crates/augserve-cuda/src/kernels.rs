@@ -38,6 +38,8 @@ macro_rules! kernels {
 }
 
 kernels! {
+    /// The resize weights of every image, axis and output pixel (resize.cu).
+    ResizeWeights => "resize_weights",
     /// Horizontal pass of the u8 resize (resize.cu).
     ResizeH => "resize_horizontal_u8",
     /// Vertical pass of the u8 resize, flip fused (resize.cu).
@@ -225,7 +227,7 @@ pub fn compile(target: Target) -> Result<CompiledKernels, GpuError> {
 
 /// Mirrors `ResizeDesc` in kernels/resize.cuh.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ResizeDesc {
     pub src_off: u64,
     pub tmp_off: u64,
@@ -239,6 +241,12 @@ pub struct ResizeDesc {
     pub flip: i32,
     /// Source row length in pixels (the region's width, or the decoded image's).
     pub src_pitch: i32,
+    pub src_h: i32,
+    /// The crop box in the region, what `Coeffs::new` takes per axis (`resize_weights`).
+    pub crop_x0: f32,
+    pub crop_x1: f32,
+    pub crop_y0: f32,
+    pub crop_y1: f32,
 }
 
 /// Mirrors `ColorDesc` in kernels/color.cuh: colour jitter of a region of a GPU-decoded image.

@@ -18,6 +18,7 @@ mod plan;
 mod stages;
 mod staging;
 mod stand_in;
+pub mod weights_check;
 
 pub use backend::{open_backend, Backend, DeviceRequest, CPU_JPEG_DECODER};
 pub use device::{nvrtc_available, GpuDevice, GpuInfo};
@@ -26,5 +27,6 @@ pub use ipc::IpcRing;
 pub use ops::{GpuBatchOps, GpuTimings};
 pub use plan::{
     mix_descs, packed_sources, plan_resize, plan_resize_sources, ResizePlan, ResizeSource,
+    WeightsOn,
 };
 pub use stand_in::StandInOps;

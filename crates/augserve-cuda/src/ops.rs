@@ -19,9 +19,10 @@ use crate::device::GpuDevice;
 use crate::ipc::IpcRing;
 use crate::jpeg::stage::GpuDecode;
 use crate::launch::{elapsed_ms, timing_event};
-use crate::plan::{plan_batch, stats_from_sums};
+use crate::plan::{plan_batch, stats_from_sums, WeightsOn};
 use crate::stages;
 use crate::staging::{copy_bytes, BufferSizes, Slot};
+use crate::weights_check::device_weights_differ;
 use crate::GpuError;
 
 /// Device-side time of each step of one batch (CUDA events), and the bytes moved.
@@ -60,6 +61,9 @@ pub struct GpuBatchOps {
     pub(crate) cpu: CpuBatchOps,
     /// GPU JPEG decoding, when enabled (`jpeg/stage.rs`).
     pub(crate) decode: Option<GpuDecode>,
+    /// Who computes the resize weights: the device, unless its weights failed the start-up
+    /// check (`weights_check.rs`), with why.
+    weights_on: (WeightsOn, Option<String>),
 }
 
 impl GpuBatchOps {
@@ -68,11 +72,33 @@ impl GpuBatchOps {
         let slots = (0..slots.max(1))
             .map(|_| Ok(Mutex::new(Slot::new(device.ctx.new_stream()?))))
             .collect::<Result<Vec<_>, GpuError>>()?;
+        let weights_on = Self::choose_weights(&device, &slots[0])?;
         Ok(GpuBatchOps {
             device,
             slots,
             cpu: CpuBatchOps::default(),
             decode: None,
+            weights_on,
+        })
+    }
+
+    /// The device's resize weights where they equal the host's on the start-up probe, else
+    /// the host's (a driver fault in the check fails the backend, as any other would).
+    fn choose_weights(
+        device: &GpuDevice,
+        slot: &Mutex<Slot>,
+    ) -> Result<(WeightsOn, Option<String>), GpuError> {
+        let stream = slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stream()
+            .clone();
+        Ok(match device_weights_differ(device, &stream)? {
+            None => (WeightsOn::Device, None),
+            Some(why) => {
+                tracing::warn!("the device's resize weights differ from the CPU's ({why}); the host computes them");
+                (WeightsOn::Host, Some(why))
+            }
         })
     }
 
@@ -83,8 +109,15 @@ impl GpuBatchOps {
     /// One line: the device, compute capability, memory, driver and kernels' target.
     pub fn describe(&self) -> String {
         let i = self.device_info();
+        let weights = match &self.weights_on {
+            (WeightsOn::Device, _) => "resize weights on the device".to_string(),
+            (WeightsOn::Host, why) => format!(
+                "resize weights on the host: the device's differed ({})",
+                why.as_deref().unwrap_or("")
+            ),
+        };
         format!(
-            "{} (compute {}.{}, {:.0} GiB, driver CUDA {}.{}, kernels compiled to {})",
+            "{} (compute {}.{}, {:.0} GiB, driver CUDA {}.{}, kernels compiled to {}; {weights})",
             self.device(),
             i.compute_capability.0,
             i.compute_capability.1,
@@ -150,7 +183,7 @@ impl GpuBatchOps {
         let ring = check_destination(&to, out_bytes)?;
         let t0 = Instant::now();
         // Host regions first, packed; then each deferred image's decoded part.
-        let host = plan_batch(images, plan, spec, |d| self.plan_roi(d));
+        let host = plan_batch(images, plan, spec, self.weights_on.0, |d| self.plan_roi(d));
         let t_host = t0.elapsed();
         let mut guard = self.acquire();
         let slot = &mut *guard;
@@ -165,7 +198,7 @@ impl GpuBatchOps {
             resized: n * hw * 3,
             out: out_bytes,
             images: n,
-            coeffs: host.resize.tables.len(),
+            coeffs: host.resize.table_len,
         })?;
         let t_alloc = t0.elapsed();
         let ev = || timing_event(&stream);
@@ -325,9 +358,10 @@ impl BatchOps for GpuBatchOps {
         self.decode.as_ref().map(|d| d as &dyn DeviceDecoder)
     }
 
-    /// The per-image workers compute the resize weights, off the thread that plans batches.
+    /// Host weights are computed by the per-image workers, off the thread that plans
+    /// batches; device weights need nothing of them.
     fn per_image_weights(&self) -> bool {
-        true
+        self.weights_on.0 == WeightsOn::Host
     }
 
     fn decode_counts(&self) -> Option<DecodeCounts> {

@@ -4,7 +4,7 @@
 //! from the device's sums.
 
 use augserve_core::ops::mix::{MixPlan, NormalizeCoeffs};
-use augserve_core::ops::resize::ResizeWeights;
+use augserve_core::ops::resize::{AxisExtent, Coeffs, ResizeWeights};
 use augserve_core::ops::stats::BatchStats;
 use augserve_core::pipeline::{DeferredDecode, PreparedImage};
 use augserve_core::PipelineSpec;
@@ -17,8 +17,12 @@ use crate::kernels::{ColorDesc, MixDesc, ResizeDesc};
 /// can run the host build of the kernels on exactly what the device gets).
 pub struct ResizePlan {
     pub descs: Vec<ResizeDesc>,
-    /// hfirst, hcount (n*out_w each), vfirst, vcount (n*out_h each), then all weights.
+    /// hfirst, hcount (n*out_w each), vfirst, vcount (n*out_h each), then all weights; empty
+    /// when the device computes them (`weights_on`).
     pub tables: Vec<i32>,
+    /// The table's length in i32s, on the host or the device.
+    pub table_len: usize,
+    pub weights_on: WeightsOn,
     pub hfirst: usize,
     pub hcount: usize,
     pub vfirst: usize,
@@ -59,9 +63,14 @@ pub fn packed_sources(images: &[PreparedImage]) -> (Vec<ResizeSource>, usize) {
 }
 
 /// The resize plan for host regions packed back to back (see [`plan_resize_sources`]).
-pub fn plan_resize(images: &[PreparedImage], out_w: u32, out_h: u32) -> ResizePlan {
+pub fn plan_resize(
+    images: &[PreparedImage],
+    out_w: u32,
+    out_h: u32,
+    weights_on: WeightsOn,
+) -> ResizePlan {
     let (sources, bytes) = packed_sources(images);
-    plan_resize_sources(images, &sources, bytes, out_w, out_h)
+    plan_resize_sources(images, &sources, bytes, out_w, out_h, weights_on)
 }
 
 /// Where every image's pixels lie in a batch's source buffer: the host regions packed first
@@ -137,6 +146,17 @@ pub(crate) fn layout_sources(
     }
 }
 
+/// Who computes a GPU batch's resize weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsOn {
+    /// The `resize_weights` kernel, from the descriptors: the host works out only each
+    /// axis's taps and span ([`AxisExtent`]) and uploads no table.
+    Device,
+    /// The host, by the CPU reference's code (the per-image workers, or the plan), uploaded
+    /// as a table: where the device's weights failed the start-up check.
+    Host,
+}
+
 /// The resize plan for `images` whose regions lie at `sources` in a buffer of `src_bytes`.
 pub fn plan_resize_sources(
     images: &[PreparedImage],
@@ -144,11 +164,12 @@ pub fn plan_resize_sources(
     src_bytes: usize,
     out_w: u32,
     out_h: u32,
+    weights_on: WeightsOn,
 ) -> ResizePlan {
     let n = images.len();
     let (ow, oh) = (out_w as usize, out_h as usize);
-    // One table, written in place: hfirst, hcount (n*ow each), vfirst, vcount (n*oh each),
-    // then the weights, appended image by image.
+    // One table: hfirst, hcount (n*ow each), vfirst, vcount (n*oh each), then the weights,
+    // image by image. Written here in place (host weights), or on the device.
     let (hf, hc, vf, vc, w) = (
         0,
         n * ow,
@@ -156,54 +177,62 @@ pub fn plan_resize_sources(
         2 * n * ow + n * oh,
         2 * (n * ow + n * oh),
     );
-    let mut tables = vec![0i32; w];
+    let mut tables = match weights_on {
+        WeightsOn::Host => vec![0i32; w],
+        WeightsOn::Device => Vec::new(),
+    };
     let mut descs = Vec::with_capacity(n);
-    let (mut tmp_off, mut max_rows) = (0usize, 0u32);
+    let (mut tmp_off, mut max_rows, mut table_len) = (0usize, 0u32, w);
     for (i, (im, src)) in images.iter().zip(sources).enumerate() {
-        // The same Rust code as the CPU reference computes the weights, so they are equal:
-        // here, or already in the per-image stage (`PerImageWork::weights`).
-        let key = (src.width, src.height, im.crop, out_w, out_h);
-        let computed;
-        let (h, v) = match im.weights.as_deref().filter(|w| w.key == key) {
-            Some(w) => (&w.h, &w.v),
-            None => {
-                computed = ResizeWeights::new(src.width, src.height, im.crop, out_w, out_h);
-                (&computed.h, &computed.v)
+        let c = im.crop;
+        let (hk, vk, row_lo, row_hi) = match weights_on {
+            WeightsOn::Device => {
+                let h = AxisExtent::new(src.width, c.x0, c.x1, out_w);
+                let v = AxisExtent::new(src.height, c.y0, c.y1, out_h);
+                (h.ksize, v.ksize, v.lo, v.hi)
+            }
+            WeightsOn::Host => {
+                let (h, v) = host_weights(im, src, out_w, out_h);
+                let (put, t) = (put_u32s, &mut tables);
+                put(t, hf + i * ow, &h.first);
+                put(t, hc + i * ow, &h.count);
+                put(t, vf + i * oh, &v.first);
+                put(t, vc + i * oh, &v.count);
+                t.extend_from_slice(&h.weights);
+                t.extend_from_slice(&v.weights);
+                let (lo, hi) = v.span();
+                (h.ksize, v.ksize, lo, hi)
             }
         };
-        let (row_lo, row_hi) = v.span();
         let rows = row_hi - row_lo;
-        let hw_off = tables.len() - w;
+        let hw_off = table_len - w;
         descs.push(ResizeDesc {
             src_off: src.offset as u64,
             tmp_off: tmp_off as u64,
             hw_off: hw_off as u64,
-            vw_off: (hw_off + h.weights.len()) as u64,
+            vw_off: (hw_off + ow * hk) as u64,
             src_w: src.width as i32,
             row_lo: row_lo as i32,
             tmp_rows: rows as i32,
-            hk: h.ksize as i32,
-            vk: v.ksize as i32,
+            hk: hk as i32,
+            vk: vk as i32,
             flip: i32::from(im.flip),
             src_pitch: src.pitch as i32,
+            src_h: src.height as i32,
+            crop_x0: c.x0,
+            crop_x1: c.x1,
+            crop_y0: c.y0,
+            crop_y1: c.y1,
         });
-        let put = |t: &mut [i32], at: usize, v: &[u32]| {
-            for (d, &x) in t[at..at + v.len()].iter_mut().zip(v) {
-                *d = x as i32;
-            }
-        };
-        put(&mut tables, hf + i * ow, &h.first);
-        put(&mut tables, hc + i * ow, &h.count);
-        put(&mut tables, vf + i * oh, &v.first);
-        put(&mut tables, vc + i * oh, &v.count);
-        tables.extend_from_slice(&h.weights);
-        tables.extend_from_slice(&v.weights);
+        table_len += ow * hk + oh * vk;
         tmp_off += rows as usize * ow * 3;
         max_rows = max_rows.max(rows);
     }
     ResizePlan {
         descs,
         tables,
+        table_len,
+        weights_on,
         hfirst: hf,
         hcount: hc,
         vfirst: vf,
@@ -212,6 +241,32 @@ pub fn plan_resize_sources(
         src_bytes,
         tmp_bytes: tmp_off,
         max_tmp_rows: max_rows,
+    }
+}
+
+/// An image's weights on the host: those the per-image stage computed
+/// (`PerImageWork::weights`) where they are for this crop and size, else computed here, by
+/// the CPU reference's code either way.
+fn host_weights<'a>(
+    im: &'a PreparedImage,
+    src: &ResizeSource,
+    out_w: u32,
+    out_h: u32,
+) -> (std::borrow::Cow<'a, Coeffs>, std::borrow::Cow<'a, Coeffs>) {
+    use std::borrow::Cow;
+    let key = (src.width, src.height, im.crop, out_w, out_h);
+    match im.weights.as_deref().filter(|w| w.key == key) {
+        Some(w) => (Cow::Borrowed(&w.h), Cow::Borrowed(&w.v)),
+        None => {
+            let w = ResizeWeights::new(src.width, src.height, im.crop, out_w, out_h);
+            (Cow::Owned(w.h), Cow::Owned(w.v))
+        }
+    }
+}
+
+fn put_u32s(t: &mut [i32], at: usize, v: &[u32]) {
+    for (d, &x) in t[at..at + v.len()].iter_mut().zip(v) {
+        *d = x as i32;
     }
 }
 
@@ -247,11 +302,12 @@ pub(crate) fn plan_batch(
     images: &[PreparedImage],
     plan: &MixPlan,
     spec: &PipelineSpec,
+    weights_on: WeightsOn,
     plan_roi: impl Fn(&DeferredDecode) -> Roi,
 ) -> HostPlan {
     let layout = layout_sources(images, plan_roi);
     let (w, h) = (spec.size.width, spec.size.height);
-    let resize = plan_resize_sources(images, &layout.sources, layout.src_bytes, w, h);
+    let resize = plan_resize_sources(images, &layout.sources, layout.src_bytes, w, h, weights_on);
     let norm = NormalizeCoeffs::new(&spec.normalize);
     HostPlan {
         layout,
@@ -372,7 +428,7 @@ mod tests {
             deferred_image(1, jpeg(200, 150, F_2_2), (37, 21, 101, 77)),
             host_image(2, 170, 90),
         ];
-        let want = plan_resize(&plain, 64, 48);
+        let want = plan_resize(&plain, 64, 48, WeightsOn::Host);
         let mut with = plain.clone();
         for im in &mut with {
             let (w, h) = match im.deferred.as_deref() {
@@ -383,13 +439,18 @@ mod tests {
         }
         // Stale: another output size.
         with[2].weights = Some(Box::new(ResizeWeights::new(170, 90, with[2].crop, 32, 48)));
-        let got = plan_resize(&with, 64, 48);
+        let got = plan_resize(&with, 64, 48, WeightsOn::Host);
         assert_eq!(got.descs, want.descs);
         assert_eq!(got.tables, want.tables);
         assert_eq!(
             (got.tmp_bytes, got.max_tmp_rows),
             (want.tmp_bytes, want.max_tmp_rows)
         );
+        // Weights left to the device: the same descriptors and table size, no table.
+        let device = plan_resize(&plain, 64, 48, WeightsOn::Device);
+        assert_eq!(device.descs, want.descs);
+        assert_eq!(device.table_len, want.tables.len());
+        assert!(device.tables.is_empty());
     }
 
     #[test]

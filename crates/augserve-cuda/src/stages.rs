@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use augserve_core::pipeline::PreparedImage;
 use augserve_core::PipelineSpec;
-use cudarc::driver::{CudaStream, DevicePtr, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, PushKernelArg};
 
 use crate::device::GpuDevice;
 use crate::ipc::IpcRing;
-use crate::kernels::{dtype_code, layout_code, Kernel};
+use crate::kernels::{dtype_code, layout_code, Kernel, ResizeDesc};
 use crate::launch::{grid, launch};
-use crate::plan::HostPlan;
+use crate::plan::{HostPlan, ResizePlan, WeightsOn};
 use crate::staging::{pack_regions, Buffers};
 use crate::GpuError;
 
@@ -34,16 +34,48 @@ pub(crate) fn upload(
     }
     let (n, rp) = (images.len(), &plan.resize);
     stream.memcpy_htod(&rp.descs[..], &mut b.descs.slice_mut(..n))?;
+    // Host weights only: the device computes its own (`resize`).
     let tl = rp.tables.len();
-    stream.memcpy_htod(&rp.tables[..], &mut b.coeffs.slice_mut(..tl))?;
+    if tl > 0 {
+        stream.memcpy_htod(&rp.tables[..], &mut b.coeffs.slice_mut(..tl))?;
+    }
     stream.memcpy_htod(&plan.mix[..], &mut b.mix.slice_mut(..n))?;
     stream.memcpy_htod(&plan.norm[..], &mut b.norm.slice_mut(..6))?;
     stream.memset_zeros(&mut *b.sums)?;
     Ok(())
 }
 
-/// Resizes every image's crop to the output size (u8, flip fused): horizontal then
-/// vertical pass.
+/// Computes the resize weights of `rp`'s images from their descriptors into the coefficient
+/// table (`WeightsOn::Device`).
+pub(crate) fn resize_weights(
+    d: &GpuDevice,
+    stream: &Arc<CudaStream>,
+    descs: &CudaSlice<ResizeDesc>,
+    coeffs: &mut CudaSlice<i32>,
+    rp: &ResizePlan,
+    (out_w, out_h): (u32, u32),
+) -> Result<(), GpuError> {
+    let (ow, oh) = (out_w as i32, out_h as i32);
+    // The table's four index arrays and the weights, each its own view (rp's offsets).
+    let (mut head, mut weights) = coeffs.split_at_mut(rp.weights);
+    let (mut hfirst, mut rest) = head.split_at_mut(rp.hcount);
+    let (mut hcount, mut rest) = rest.split_at_mut(rp.vfirst - rp.hcount);
+    let (mut vfirst, mut vcount) = rest.split_at_mut(rp.vcount - rp.vfirst);
+    let cfg = grid(out_w.max(out_h), 2, rp.descs.len() as u32);
+    launch(stream, d.kernel(Kernel::ResizeWeights), cfg, |a| {
+        a.arg(descs)
+            .arg(&mut hfirst)
+            .arg(&mut hcount)
+            .arg(&mut vfirst)
+            .arg(&mut vcount)
+            .arg(&mut weights)
+            .arg(&ow)
+            .arg(&oh);
+    })
+}
+
+/// Resizes every image's crop to the output size (u8, flip fused), the weights first where
+/// the device computes them: horizontal then vertical pass.
 pub(crate) fn resize(
     d: &GpuDevice,
     stream: &Arc<CudaStream>,
@@ -54,6 +86,9 @@ pub(crate) fn resize(
 ) -> Result<(), GpuError> {
     let rp = &plan.resize;
     let (out_w, out_h) = (spec.size.width, spec.size.height);
+    if rp.weights_on == WeightsOn::Device {
+        resize_weights(d, stream, b.descs, b.coeffs, rp, (out_w, out_h))?;
+    }
     let (ow, oh) = (out_w as i32, out_h as i32);
     let coeffs = &*b.coeffs;
     let (hfirst, hcount) = (coeffs.slice(rp.hfirst..), coeffs.slice(rp.hcount..));

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use augserve_core::decode::JpegInfo;
 use augserve_core::ops::mix::MixPlan;
 use augserve_core::pipeline::{
-    tensor_bytes, tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DecodeCounts, Destination,
-    DeviceDecoder, PreparedImage,
+    tensor_bytes, tensor_shape, BatchOps, BatchOutput, CpuBatchOps, DecodeCounts, DeferredDecode,
+    Destination, DeviceDecoder, PreparedImage,
 };
 use augserve_core::{PipelineSpec, Tensor};
 use rayon::ThreadPool;
@@ -26,7 +26,7 @@ use rayon::ThreadPool;
 use crate::jpeg::planes::roi_for_header;
 use crate::jpeg::route::{route, DecodeRoute, NvJpegBackend};
 use crate::kernels::{ColorDesc, MixDesc, ResizeDesc};
-use crate::plan::{plan_batch, HostPlan};
+use crate::plan::{plan_batch, HostPlan, WeightsOn};
 use crate::staging::{copy_bytes, pack_regions};
 
 /// The GPU path's host side on host memory (module docs).
@@ -97,6 +97,7 @@ impl StandInOps {
         slot.stage_in.resize(cpu_bytes.max(slot.stage_in.len()), 0);
         pack_regions(&mut slot.stage_in[..cpu_bytes], images);
         upload_pageable(&mut slot.descs, &host.resize.descs);
+        // Empty: the device computes the weights from the descriptors.
         upload_pageable(&mut slot.tables, &host.resize.tables);
         upload_pageable(&mut slot.mix, &host.mix);
         upload_pageable(&mut slot.norm, &host.norm);
@@ -122,8 +123,9 @@ impl BatchOps for StandInOps {
         Some(self)
     }
 
+    /// As on a GPU whose weights passed the start-up check: the device computes them.
     fn per_image_weights(&self) -> bool {
-        true
+        false
     }
 
     fn decode_counts(&self) -> Option<DecodeCounts> {
@@ -154,7 +156,8 @@ impl BatchOps for StandInOps {
         let t0 = Instant::now();
         let n = images.len();
         let out_bytes = tensor_bytes(spec, n);
-        let host = plan_batch(images, plan, spec, |d| roi_for_header(&d.info, d.region));
+        let roi = |d: &DeferredDecode| roi_for_header(&d.info, d.region);
+        let host = plan_batch(images, plan, spec, WeightsOn::Device, roi);
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         self.run_host_steps(images, &host, &mut slot);
         // The download lands in pinned memory (stage_out); then the same copy out of it.

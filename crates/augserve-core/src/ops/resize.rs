@@ -89,14 +89,89 @@ impl ResizeWeights {
 /// Output pixels whose weights [`coeffs_new`] computes together.
 const LANES: usize = 4;
 
+/// The per-axis constants of Pillow's `precompute_coeffs`, and each output pixel's input
+/// range: shared by [`coeffs_new`] and [`AxisExtent`] so both give the same ranges, and
+/// copied by the device's weights kernel (`resize_weights_pixel`, kernels/resize.cuh).
+struct AxisParams {
+    in0: f64,
+    scale: f64,
+    support: f64,
+    ss: f64,
+    ksize: usize,
+}
+
+impl AxisParams {
+    #[inline(always)]
+    fn new(in0: f32, in1: f32, out_size: u32) -> Self {
+        // Pillow subtracts in single precision, then widens.
+        let scale = f64::from(in1 - in0) / f64::from(out_size);
+        let filterscale = scale.max(1.0);
+        let support = BILINEAR_SUPPORT * filterscale;
+        AxisParams {
+            in0: f64::from(in0),
+            scale,
+            support,
+            ss: 1.0 / filterscale,
+            ksize: support.ceil() as usize * 2 + 1,
+        }
+    }
+
+    /// Output pixel `xx`'s filter centre, first input and input count.
+    #[inline(always)]
+    fn pixel(&self, in_size: u32, xx: usize) -> (f64, i32, usize) {
+        let center = self.in0 + (xx as f64 + 0.5) * self.scale;
+        // C's (int) truncates toward zero; `as i32` does too.
+        let xmin = ((center - self.support + 0.5) as i32).max(0);
+        let xmax = ((center + self.support + 0.5) as i32).min(in_size as i32);
+        (
+            center,
+            xmin,
+            ((xmax - xmin).max(0) as usize).min(self.ksize),
+        )
+    }
+}
+
+/// What the host needs of an axis's weights when the device computes them: the taps per
+/// output pixel and the input span `[lo, hi)` read, as [`Coeffs::new`]'s `ksize` and
+/// [`Coeffs::span`] give them, without a division per tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AxisExtent {
+    pub ksize: usize,
+    pub lo: u32,
+    pub hi: u32,
+}
+
+impl AxisExtent {
+    pub fn new(in_size: u32, in0: f32, in1: f32, out_size: u32) -> Self {
+        let p = AxisParams::new(in0, in1, out_size);
+        let end = |xx: usize| {
+            let (_, xmin, n) = p.pixel(in_size, xx);
+            (xmin as u32, xmin as u32 + n as u32)
+        };
+        let last = (out_size as usize).max(1) - 1;
+        let (lo, hi) = if out_size == 0 {
+            (0, 0)
+        } else if p.scale > 0.0 {
+            // A pixel's first input and its end (first + count: the lesser of xmax and
+            // xmin + ksize, at least xmin) never decrease with the pixel, as the centre
+            // grows: the first pixel starts the span, the last ends it.
+            (end(0).0, end(last).1)
+        } else {
+            let hi = (0..=last).map(|xx| end(xx).1).max().unwrap_or(0);
+            (end(0).0, hi)
+        };
+        AxisExtent {
+            ksize: p.ksize,
+            lo,
+            hi: hi.max(lo),
+        }
+    }
+}
+
 #[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 fn coeffs_new(in_size: u32, in0: f32, in1: f32, out_size: u32) -> Coeffs {
-    // Pillow subtracts in single precision, then widens.
-    let scale = f64::from(in1 - in0) / f64::from(out_size);
-    let filterscale = scale.max(1.0);
-    let support = BILINEAR_SUPPORT * filterscale;
-    let ksize = support.ceil() as usize * 2 + 1;
-    let ss = 1.0 / filterscale;
+    let p = AxisParams::new(in0, in1, out_size);
+    let (ksize, ss) = (p.ksize, p.ss);
     let out = out_size as usize;
     let mut first = Vec::with_capacity(out);
     let mut count = Vec::with_capacity(out);
@@ -105,12 +180,7 @@ fn coeffs_new(in_size: u32, in0: f32, in1: f32, out_size: u32) -> Coeffs {
     for (group, rows) in weights.chunks_mut(LANES * ksize).enumerate() {
         let (mut center, mut xmin, mut n) = ([0f64; LANES], [0i32; LANES], [0usize; LANES]);
         for l in 0..rows.len() / ksize {
-            let xx = group * LANES + l;
-            center[l] = f64::from(in0) + (xx as f64 + 0.5) * scale;
-            // C's (int) truncates toward zero; `as i32` does too.
-            xmin[l] = ((center[l] - support + 0.5) as i32).max(0);
-            let xmax = ((center[l] + support + 0.5) as i32).min(in_size as i32);
-            n[l] = ((xmax - xmin[l]).max(0) as usize).min(ksize);
+            (center[l], xmin[l], n[l]) = p.pixel(in_size, group * LANES + l);
         }
         let taps = n.iter().copied().max().unwrap_or(0);
         let mut ww = [0f64; LANES];
@@ -548,9 +618,9 @@ pub fn read_region(
     out_w: u32,
     out_h: u32,
 ) -> (u32, u32, u32, u32) {
-    let (x_lo, x_hi) = Coeffs::new(width, bx.x0, bx.x1, out_w).span();
-    let (y_lo, y_hi) = Coeffs::new(height, bx.y0, bx.y1, out_h).span();
-    (x_lo, y_lo, (x_hi - x_lo).max(1), (y_hi - y_lo).max(1))
+    let x = AxisExtent::new(width, bx.x0, bx.x1, out_w);
+    let y = AxisExtent::new(height, bx.y0, bx.y1, out_h);
+    (x.lo, y.lo, (x.hi - x.lo).max(1), (y.hi - y.lo).max(1))
 }
 
 #[cfg(test)]
@@ -613,6 +683,10 @@ mod tests {
             let want = coeffs_one_at_a_time(in_size, a, b, out_size);
             let got = Coeffs::new(in_size, a, b, out_size);
             assert_eq!(got, want, "in {in_size}, [{a}, {b}) -> {out_size}");
+            // The extent the host plans a device-weights batch with is the weights' own.
+            let (lo, hi) = want.span();
+            let extent = AxisExtent::new(in_size, a, b, out_size);
+            assert_eq!((extent.ksize, extent.lo, extent.hi), (want.ksize, lo, hi));
         }
     }
 

@@ -48,6 +48,112 @@ fn half_conversions_match_the_half_crate() {
     }
 }
 
+type WeightsFn = unsafe extern "C" fn(
+    *const ResizeDesc,
+    i32,
+    *mut i32,
+    *mut i32,
+    *mut i32,
+    *mut i32,
+    *mut i32,
+    i32,
+    i32,
+);
+
+/// The table `resize_weights` fills from `plan`'s descriptors (its host build).
+fn device_weights(
+    lib: &libloading::Library,
+    plan: &ResizePlan,
+    out_w: u32,
+    out_h: u32,
+) -> Vec<i32> {
+    let weights: WeightsFn = sym(lib, b"host_resize_weights");
+    // Not zero: every entry must be written.
+    let mut t = vec![i32::MIN; plan.table_len];
+    let base = t.as_mut_ptr();
+    // SAFETY: the table has the plan's length; the kernel writes inside the offsets given.
+    unsafe {
+        weights(
+            plan.descs.as_ptr(),
+            plan.descs.len() as i32,
+            base.add(plan.hfirst),
+            base.add(plan.hcount),
+            base.add(plan.vfirst),
+            base.add(plan.vcount),
+            base.add(plan.weights),
+            out_w as i32,
+            out_h as i32,
+        )
+    };
+    t
+}
+
+/// The device's weights equal `Coeffs::new`'s on crops of sources up to 6,000 pixels a side
+/// (downscales to 1/27), upscales, boxes past the edges, one-pixel sources.
+#[test]
+fn resize_weights_kernel_on_the_host_equals_the_rust_weights() {
+    let lib = host_library();
+    let mut rng = keyed_rng(11, 0, Purpose::Sample, 2);
+    for (out_w, out_h) in [(224u32, 224u32), (61, 97), (512, 3), (1, 1)] {
+        let mut images = Vec::new();
+        let mut sources = Vec::new();
+        for i in 0..200u64 {
+            let big = if i % 5 == 0 { 8 } else { 6000 };
+            let (w, h) = (rng.random_range(1..=big), rng.random_range(1..=6000u32));
+            let x0 = rng.random_range(0..w * 4) as f32 / 4.0 - if i % 9 == 0 { 2.5 } else { 0.0 };
+            let y0 = rng.random_range(0..h * 4) as f32 / 4.0;
+            let crop = CropBox {
+                x0,
+                y0,
+                x1: x0 + rng.random_range(0.25..=w as f32 + 1.0),
+                y1: y0 + rng.random_range(0.25..=h as f32),
+            };
+            images.push(PreparedImage {
+                sample_id: i,
+                label: 0,
+                region: RgbImage::new(0, 0),
+                crop,
+                flip: false,
+                deferred: None,
+                warning: None,
+                weights: None,
+            });
+            sources.push(ResizeSource {
+                offset: 0,
+                width: w,
+                height: h,
+                pitch: w,
+            });
+        }
+        let host = plan_resize_sources(&images, &sources, 0, out_w, out_h, WeightsOn::Host);
+        let device = plan_resize_sources(&images, &sources, 0, out_w, out_h, WeightsOn::Device);
+        assert_eq!(device.descs, host.descs);
+        let got = device_weights(&lib, &device, out_w, out_h);
+        assert_eq!(got.len(), host.tables.len());
+        if let Some(at) = got.iter().zip(&host.tables).position(|(g, w)| g != w) {
+            panic!(
+                "{out_w}x{out_h}: entry {at}: {} vs {}",
+                got[at], host.tables[at]
+            );
+        }
+    }
+}
+
+/// The start-up check passes the kernel's host build and catches one wrong weight.
+#[test]
+fn start_up_check_passes_the_weights_kernel_and_catches_a_wrong_weight() {
+    use augserve_cuda::weights_check::weights_differ;
+    let lib = host_library();
+    let ok = weights_differ(|plan, (w, h)| Ok::<_, ()>(device_weights(&lib, plan, w, h)));
+    assert_eq!(ok, Ok(None));
+    let off_by_one = weights_differ(|plan, (w, h)| {
+        let mut t = device_weights(&lib, plan, w, h);
+        t[plan.weights + 7] += 1;
+        Ok::<_, ()>(t)
+    });
+    assert!(matches!(off_by_one, Ok(Some(_))), "{off_by_one:?}");
+}
+
 #[test]
 fn resize_kernels_on_the_host_equal_the_rust_reference() {
     let lib = host_library();
@@ -98,7 +204,11 @@ fn resize_kernels_on_the_host_equal_the_rust_reference() {
                 weights: None,
             });
         }
-        let rp = plan_resize(&images, out_w, out_h);
+        let rp = plan_resize(&images, out_w, out_h, WeightsOn::Host);
+        // The weights the device computes from the descriptors alone are these, bit for bit.
+        let on_device = plan_resize(&images, out_w, out_h, WeightsOn::Device);
+        assert_eq!(on_device.descs, rp.descs);
+        assert_eq!(device_weights(&lib, &on_device, out_w, out_h), rp.tables);
         let src: Vec<u8> = images
             .iter()
             .flat_map(|im| im.region.data.iter().copied())

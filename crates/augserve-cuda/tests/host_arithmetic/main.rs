@@ -23,7 +23,9 @@ use augserve_core::pipeline::{mix_normalize_batch, PreparedImage};
 use augserve_core::rng::{keyed_rng, Purpose};
 use augserve_core::spec::{DType, EpochMix, Layout, MixMode, OutputSpec, PipelineSpec, Size};
 use augserve_cuda::kernels::{dtype_code, layout_code, MixDesc, ResizeDesc, YccDesc};
-use augserve_cuda::{mix_descs, plan_resize};
+use augserve_cuda::{
+    mix_descs, plan_resize, plan_resize_sources, ResizePlan, ResizeSource, WeightsOn,
+};
 use rand::{Rng, RngCore};
 
 type ResizeBatchFn = unsafe extern "C" fn(
