@@ -54,6 +54,32 @@ fn symlinks_out_of_the_root_are_never_followed() {
         "{err}"
     );
     assert_eq!(ds.read(1).unwrap(), b"ok");
+    // The kernel-checked open never opens an escaping link (nor a directory link's file).
+    assert!(ds.open_beneath(Path::new("cls/link.jpg")).is_none());
+    assert!(ds
+        .open_beneath(Path::new("cls/dirlink/secret.jpg"))
+        .is_none());
+}
+
+#[test]
+fn symlinks_inside_the_root_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    write(&d.path().join("cls/ok.jpg"), b"ok");
+    std::os::unix::fs::symlink("ok.jpg", d.path().join("cls/rel.jpg")).unwrap();
+    // Absolute, but inside the root: openat2's RESOLVE_BENEATH refuses it, the resolved
+    // path accepts it, as before.
+    let abs = d.path().canonicalize().unwrap().join("cls/ok.jpg");
+    std::os::unix::fs::symlink(abs, d.path().join("cls/abs.jpg")).unwrap();
+    write(
+        &d.path().join("list.txt"),
+        b"cls/rel.jpg 0\ncls/abs.jpg 1\ncls/gone.jpg 2\n",
+    );
+    let ds = Dataset::open(&d.path().join("list.txt"), DatasetFormat::FileList, 1 << 20).unwrap();
+    assert_eq!(ds.read(0).unwrap(), b"ok");
+    assert_eq!(ds.read(1).unwrap(), b"ok");
+    // A missing file: the same error as before, from the resolved path.
+    let err = ds.read(2).unwrap_err().to_string();
+    assert!(err.contains("No such file"), "{err}");
 }
 
 #[test]

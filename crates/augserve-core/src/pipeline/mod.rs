@@ -324,6 +324,12 @@ pub fn finish_batch(
         out.tensor.layout,
     );
     timings.stats = out.stats_time + t_percentiles.elapsed();
+    let sample_ids = images.iter().map(|p| p.sample_id).collect();
+    let warnings = images.iter().filter_map(|p| p.warning.clone()).collect();
+    // The device-decoded images' files, read into recycled buffers, go back for the next reads.
+    for d in images.into_iter().filter_map(|p| p.deferred) {
+        crate::buffers::recycle_read_buffer(d.bytes);
+    }
     timings.total = t0.elapsed();
     Ok(Batch {
         epoch,
@@ -333,8 +339,8 @@ pub fn finish_batch(
         labels_b,
         lam: plan.lam,
         soft_targets: soft,
-        sample_ids: images.iter().map(|p| p.sample_id).collect(),
-        warnings: images.iter().filter_map(|p| p.warning.clone()).collect(),
+        sample_ids,
+        warnings,
         errors,
         stats,
         timings,

@@ -10,6 +10,7 @@ use super::backend::BatchOps;
 use super::cpu::CpuResize;
 use super::deferred::{DeferredDecode, DeviceDecoder};
 use crate::batch::{DecodeTally, StageTimings};
+use crate::buffers::recycle_read_buffer;
 use crate::decode::{
     decode_image_region, recycle_decode_buffer, DecodeLimits, RegionHeader, RegionRequest,
     DCT_DENOMS,
@@ -382,6 +383,7 @@ where
                     work.resize,
                     &mut t,
                 );
+                recycle_read_buffer(bytes);
                 let res = res
                     .map(|(region, crop, flip, damage)| PreparedImage {
                         sample_id: id,
