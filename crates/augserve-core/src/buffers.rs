@@ -127,6 +127,13 @@ impl ReadBuffers {
     fn kept(&self) -> usize {
         self.classes.lock().map_or(0, |pool| pool.1)
     }
+
+    fn clear(&self) {
+        if let Ok(mut pool) = self.classes.lock() {
+            pool.0.iter_mut().for_each(Vec::clear);
+            pool.1 = 0;
+        }
+    }
 }
 
 /// An empty buffer with room for `len` bytes, for reading a file: one given back earlier
@@ -141,6 +148,11 @@ pub fn take_read_buffer(len: usize) -> Vec<u8> {
 /// [`MAX_KEPT_READ_BYTES`], else freed.
 pub fn recycle_read_buffer(buf: Vec<u8>) {
     READ_BUFFERS.give(buf);
+}
+
+/// Frees every read buffer waiting for reuse (the server's last stream ended).
+pub fn release_read_buffers() {
+    READ_BUFFERS.clear();
 }
 
 /// Bytes (capacity) of read buffers waiting for reuse now.
@@ -181,6 +193,8 @@ mod tests {
             pool.give(Vec::with_capacity(16 << 20));
         }
         assert_eq!(pool.kept(), MAX_KEPT_READ_BYTES);
+        pool.clear();
+        assert_eq!(pool.kept(), 0);
         drop((b, c));
     }
 

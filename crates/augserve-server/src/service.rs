@@ -120,6 +120,7 @@ impl AugServeService {
         // The last stream ended: pooled buffers go back to the OS.
         let memory = BatchMemory::new(memory_bytes, move || {
             idle_ops.release_idle_memory();
+            augserve_core::buffers::release_read_buffers();
             release_freed_memory();
         });
         Ok(AugServeService {
