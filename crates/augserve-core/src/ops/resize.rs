@@ -497,32 +497,84 @@ mod x86 {
         assert!(plan
             .iter()
             .all(|&(fa, fb, _)| fa.max(fb) + 6 * tap_pairs + 2 <= row.len()));
-        for (r, out_row) in out.chunks_exact_mut(out_stride).enumerate() {
-            let start = (row_lo + r) * in_stride;
+        let mut row2 = row.clone();
+        // Two rows at a time: each weight load serves both.
+        for (block, outs) in out.chunks_mut(2 * out_stride).enumerate() {
+            let start = (row_lo + 2 * block) * in_stride;
             row[..in_stride].copy_from_slice(&src[start..start + in_stride]);
-            let mut pairs = out_row.chunks_exact_mut(6);
-            for ((pair, px), &(fa, fb, steps)) in (&mut pairs).enumerate().zip(&plan) {
-                // SAFETY: AVX2 is enabled; the row reads stay in `row` (the bound above), the
-                // weight reads in `w_hi`/`w_lo` (pair * tap_pairs + steps <= their length / 8).
-                unsafe {
-                    let (mut ta, mut tb) = (row.as_ptr().add(fa), row.as_ptr().add(fb));
-                    let at = pair * tap_pairs * 8;
-                    let (mut hi, mut lo) = (w_hi.as_ptr().add(at), w_lo.as_ptr().add(at));
-                    let (mut acc_hi, mut acc_lo) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                    for _ in 0..steps {
+            let ctx = PassContext {
+                plan: &plan,
+                w_hi: &w_hi,
+                w_lo: &w_lo,
+                tap_pairs,
+                spread,
+                coeffs,
+            };
+            if outs.len() == 2 * out_stride {
+                let next = start + in_stride;
+                row2[..in_stride].copy_from_slice(&src[next..next + in_stride]);
+                let (o0, o1) = outs.split_at_mut(out_stride);
+                // SAFETY: AVX2 is enabled here; `ctx.plan` was checked against the rows'
+                // padded length above (both rows have it).
+                unsafe { row_block_avx2([&row, &row2], [o0, o1], &ctx) };
+            } else {
+                // SAFETY: as above.
+                unsafe { row_block_avx2([&row], [outs], &ctx) };
+            }
+        }
+    }
+
+    /// What every row block of one horizontal pass shares.
+    struct PassContext<'a> {
+        /// Per pixel pair: where its two pixels' taps start in a row, and its steps.
+        plan: &'a [(usize, usize, usize)],
+        w_hi: &'a [i32],
+        w_lo: &'a [i32],
+        tap_pairs: usize,
+        spread: __m256i,
+        coeffs: &'a Coeffs,
+    }
+
+    /// `R` padded rows resampled into `outs`, two output pixels per register, the weights
+    /// loaded once per step for all rows.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, and every pixel pair's reads (`fa.max(fb) + 6 * tap_pairs
+    /// + 2`) must lie in each row.
+    #[target_feature(enable = "avx2")]
+    #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
+    unsafe fn row_block_avx2<const R: usize>(
+        rows: [&[u8]; R],
+        outs: [&mut [u8]; R],
+        ctx: &PassContext<'_>,
+    ) {
+        let out_w = outs[0].len() / 3;
+        for (pair, &(fa, fb, steps)) in ctx.plan.iter().enumerate() {
+            // SAFETY: AVX2 is enabled; the row reads stay in each row (the caller's bound),
+            // the weight reads in `w_hi`/`w_lo` (pair * tap_pairs + steps <= their length / 8).
+            unsafe {
+                let at = pair * ctx.tap_pairs * 8;
+                let (mut hi, mut lo) = (ctx.w_hi.as_ptr().add(at), ctx.w_lo.as_ptr().add(at));
+                let mut acc_hi = [_mm256_setzero_si256(); R];
+                let mut acc_lo = [_mm256_setzero_si256(); R];
+                for step in 0..steps {
+                    let (h, l) = (_mm256_loadu_si256(hi.cast()), _mm256_loadu_si256(lo.cast()));
+                    for k in 0..R {
+                        let row = rows[k].as_ptr();
                         let bytes = _mm256_set_m128i(
-                            _mm_loadl_epi64(tb.cast()),
-                            _mm_loadl_epi64(ta.cast()),
+                            _mm_loadl_epi64(row.add(fb + 6 * step).cast()),
+                            _mm_loadl_epi64(row.add(fa + 6 * step).cast()),
                         );
-                        let v = _mm256_shuffle_epi8(bytes, spread);
-                        let (h, l) = (_mm256_loadu_si256(hi.cast()), _mm256_loadu_si256(lo.cast()));
-                        acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(v, h));
-                        acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(v, l));
-                        (ta, tb, hi, lo) = (ta.add(6), tb.add(6), hi.add(8), lo.add(8));
+                        let v = _mm256_shuffle_epi8(bytes, ctx.spread);
+                        acc_hi[k] = _mm256_add_epi32(acc_hi[k], _mm256_madd_epi16(v, h));
+                        acc_lo[k] = _mm256_add_epi32(acc_lo[k], _mm256_madd_epi16(v, l));
                     }
+                    (hi, lo) = (hi.add(8), lo.add(8));
+                }
+                for k in 0..R {
                     let acc = _mm256_add_epi32(
-                        _mm256_slli_epi32::<SPLIT_BITS>(acc_hi),
-                        _mm256_add_epi32(acc_lo, _mm256_set1_epi32(1 << (PRECISION_BITS - 1))),
+                        _mm256_slli_epi32::<SPLIT_BITS>(acc_hi[k]),
+                        _mm256_add_epi32(acc_lo[k], _mm256_set1_epi32(1 << (PRECISION_BITS - 1))),
                     );
                     let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
                     // Lanes 0-3 (pixel a) and 4-7 (pixel b) to bytes, saturating: clip8.
@@ -532,13 +584,18 @@ mod x86 {
                     );
                     let bytes = _mm_packus_epi16(words, _mm_setzero_si128());
                     let [a0, a1, a2, _, b0, b1, b2, _] = _mm_cvtsi128_si64(bytes).to_le_bytes();
-                    px.copy_from_slice(&[a0, a1, a2, b0, b1, b2]);
+                    outs[k][pair * 6..pair * 6 + 6].copy_from_slice(&[a0, a1, a2, b0, b1, b2]);
                 }
             }
-            // An odd last pixel: on its own.
-            let rest = pairs.into_remainder();
-            if !rest.is_empty() {
-                rest.copy_from_slice(&super::resample_pixel(&row, coeffs, out_w - 1));
+        }
+        // An odd last pixel: on its own.
+        if out_w % 2 == 1 {
+            for (row, out) in rows.iter().zip(outs) {
+                out[3 * (out_w - 1)..].copy_from_slice(&super::resample_pixel(
+                    row,
+                    ctx.coeffs,
+                    out_w - 1,
+                ));
             }
         }
     }
