@@ -244,7 +244,9 @@ impl GpuBatchOps {
             stats_ms: ms(&e_mix, &e_stats)?,
             download_ms: ms(&e_stats, &e_done)?,
             device_busy_ms: ms(&e_start, &e_done)?,
-            upload_bytes: host.layout.cpu_bytes + host.resize.tables.len() * 4,
+            upload_bytes: host.layout.cpu_bytes
+                + host.resize.tables.len() * 4
+                + std::mem::size_of_val(&host.resize.descs[..]),
             output_bytes: out_bytes,
             total: t_end,
         };

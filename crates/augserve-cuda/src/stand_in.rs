@@ -61,12 +61,6 @@ impl Default for StandInOps {
     }
 }
 
-impl StandInOps {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
 impl DeviceDecoder for StandInOps {
     /// Every image nvJPEG's CUDA backend takes (progressive ones too): all of an ordinary
     /// corpus, so the figure is per GPU-decoded image.
@@ -91,6 +85,10 @@ fn upload_pageable<T: Copy>(to: &mut Vec<T>, items: &[T]) {
 }
 
 impl StandInOps {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// `run_gpu_to`'s host steps, in its order.
     fn run_host_steps(&self, images: &[PreparedImage], host: &HostPlan, slot: &mut HostSlot) {
         let cpu_bytes = host.layout.cpu_bytes;
@@ -170,9 +168,15 @@ impl BatchOps for StandInOps {
                 copy_bytes(&mut data, &slot.stage_out[..out_bytes]);
                 data
             }
+            // The GPU path's check: a host output of another size is refused.
+            Destination::Host(out) if out.len() != out_bytes => {
+                return Err(augserve_core::Error::Backend(format!(
+                    "a {}-byte host output for a {out_bytes}-byte tensor",
+                    out.len()
+                )))
+            }
             Destination::Host(out) => {
-                let len = out.len().min(out_bytes);
-                copy_bytes(&mut out[..len], &slot.stage_out[..len]);
+                copy_bytes(out, &slot.stage_out[..out_bytes]);
                 Vec::new()
             }
             Destination::Device { .. } => Vec::new(),
