@@ -35,6 +35,9 @@ pub struct StageTimings {
     /// How long the batch kept the GPU busy ([`crate::pipeline::BatchOutput::device_busy`]);
     /// zero on the CPU.
     pub device_busy: Duration,
+    /// Bytes the host copied for the batch on a device path
+    /// ([`crate::pipeline::BatchOutput::host_copy_bytes`]); zero on the CPU.
+    pub host_copy_bytes: u64,
 }
 
 /// How many of a batch's images each decode path took.

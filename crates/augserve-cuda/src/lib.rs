@@ -8,6 +8,7 @@ mod backend;
 pub mod cuda_libs;
 mod device;
 mod error;
+mod host_output;
 mod ipc;
 pub mod jpeg;
 pub mod kernels;

@@ -16,11 +16,12 @@ use cudarc::driver::PinnedHostSlice;
 use rayon::ThreadPool;
 
 use crate::device::GpuDevice;
+use crate::host_output::{HostRegistration, RegisteredRanges};
 use crate::ipc::IpcRing;
 use crate::jpeg::stage::GpuDecode;
 use crate::launch::{elapsed_ms, timing_event};
 use crate::plan::{plan_batch, stats_from_sums, WeightsOn};
-use crate::stages;
+use crate::stages::{self, DownloadTo};
 use crate::staging::{copy_bytes, BufferSizes, Slot};
 use crate::weights_check::device_weights_differ;
 use crate::GpuError;
@@ -51,6 +52,9 @@ pub struct GpuTimings {
     pub device_busy_ms: f64,
     pub upload_bytes: usize,
     pub output_bytes: usize,
+    /// Bytes the host copied for the batch (`HostPlan::upload_copy_bytes`, plus the output
+    /// out of pinned memory unless the device wrote it in place).
+    pub host_copy_bytes: usize,
     pub total: Duration,
 }
 
@@ -64,6 +68,9 @@ pub struct GpuBatchOps {
     /// Who computes the resize weights: the device, unless its weights failed the start-up
     /// check (`weights_check.rs`), with why.
     weights_on: (WeightsOn, Option<String>),
+    /// Host output memory registered with the device (shared-memory rings): downloads go
+    /// straight there.
+    registered: Arc<RegisteredRanges>,
 }
 
 impl GpuBatchOps {
@@ -79,6 +86,7 @@ impl GpuBatchOps {
             cpu: CpuBatchOps::default(),
             decode: None,
             weights_on,
+            registered: Arc::default(),
         })
     }
 
@@ -181,6 +189,8 @@ impl GpuBatchOps {
         }
         let out_bytes = tensor_bytes(spec, n);
         let ring = check_destination(&to, out_bytes)?;
+        // A registered host destination (a shared-memory slot) takes the download itself.
+        let in_place = matches!(&to, Destination::Host(out) if self.registered.contains(out));
         let t0 = Instant::now();
         // Host regions first, packed; then each deferred image's decoded part.
         let host = plan_batch(images, plan, spec, self.weights_on.0, |d| self.plan_roi(d));
@@ -222,12 +232,24 @@ impl GpuBatchOps {
         stages::statistics(d, &stream, &mut b, spec, n)?;
         let e_stats = ev()?;
         let mut host_sums = [0f64; 12];
-        stages::download(&stream, &mut b, out_bytes, ring, &mut host_sums)?;
+        let target = match (&mut to, ring) {
+            (_, Some((ring, slot))) => DownloadTo::Ring(ring, slot),
+            (Destination::Host(out), None) if in_place => DownloadTo::Registered(out),
+            _ => DownloadTo::Staging,
+        };
+        stages::download(&stream, &mut b, out_bytes, target, &mut host_sums)?;
         let e_done = ev()?;
         let t_sync = t0.elapsed();
         stream.synchronize()?;
         let t_synced = t0.elapsed();
-        let data = self.copy_out(&mut to, b.stage_out, out_bytes)?;
+        let data = match in_place {
+            true => Vec::new(),
+            false => self.copy_out(&mut to, b.stage_out, out_bytes)?,
+        };
+        let copied_out = match (&to, in_place) {
+            (Destination::Owned, _) | (Destination::Host(_), false) => out_bytes,
+            (Destination::Host(_), true) | (Destination::Device { .. }, _) => 0,
+        };
         let t_end = t0.elapsed();
         let ms = elapsed_ms;
         let ms_between = |a: Duration, b: Duration| (b.saturating_sub(a)).as_secs_f64() * 1e3;
@@ -248,6 +270,7 @@ impl GpuBatchOps {
                 + host.resize.tables.len() * 4
                 + std::mem::size_of_val(&host.resize.descs[..]),
             output_bytes: out_bytes,
+            host_copy_bytes: host.upload_copy_bytes(images) + copied_out,
             total: t_end,
         };
         tracing::debug!(target: "augserve_cuda::timing", "{timings}");
@@ -263,6 +286,7 @@ impl GpuBatchOps {
             mix_normalize: Duration::from_secs_f64(timings.mix_normalize_ms / 1e3),
             stats_time: Duration::from_secs_f64(timings.stats_ms / 1e3),
             device_busy: Some(Duration::from_secs_f64(timings.device_busy_ms / 1e3)),
+            host_copy_bytes: Some(timings.host_copy_bytes as u64),
         };
         Ok((out, timings))
     }
@@ -316,7 +340,7 @@ impl std::fmt::Display for GpuTimings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gpu batch: prepare={:.3} slot_wait={:.3} alloc={:.3} upload={:.3} resize={:.3} mix={:.3} stats={:.3} download={:.3} sync_wait={:.3} finish={:.3} total={:.3} gpu_busy={:.3}",
+            "gpu batch: prepare={:.3} slot_wait={:.3} alloc={:.3} upload={:.3} resize={:.3} mix={:.3} stats={:.3} download={:.3} sync_wait={:.3} finish={:.3} total={:.3} gpu_busy={:.3} host_copy_mb={:.3}",
             self.prepare_host_ms,
             self.slot_wait_ms,
             self.alloc_ms,
@@ -328,7 +352,8 @@ impl std::fmt::Display for GpuTimings {
             self.sync_wait_ms,
             self.finish_host_ms,
             self.total.as_secs_f64() * 1e3,
-            self.device_busy_ms
+            self.device_busy_ms,
+            self.host_copy_bytes as f64 / 1e6
         )?;
         if let Some(d) = &self.decode {
             write!(
@@ -388,6 +413,24 @@ impl BatchOps for GpuBatchOps {
 
     fn recycle(&self, buf: Vec<u8>) {
         self.cpu.buffers.give(buf);
+    }
+
+    /// Page-locks the memory for the device (`cuMemHostRegister`); where the driver refuses
+    /// (a locked-memory limit, say), batches keep going through pinned staging memory.
+    unsafe fn register_host_output(
+        &self,
+        start: *mut u8,
+        len: usize,
+    ) -> Option<augserve_core::pipeline::HostOutputRegistration> {
+        let ctx = Some(self.device.ctx.clone());
+        // SAFETY: the caller keeps the memory mapped until the registration is dropped.
+        match unsafe { HostRegistration::new(ctx, start, len, self.registered.clone()) } {
+            Ok(r) => Some(Box::new(r)),
+            Err(e) => {
+                tracing::info!(error = %e, bytes = len, "could not register host output memory with the device; its batches are copied out of pinned memory");
+                None
+            }
+        }
     }
 
     fn release_idle_memory(&self) {

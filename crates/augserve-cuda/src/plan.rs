@@ -296,6 +296,29 @@ pub(crate) struct HostPlan {
     pub norm: Vec<f32>,
 }
 
+impl HostPlan {
+    /// The bytes the host copies to send this plan's batch to the device: the CPU-decoded
+    /// regions packed into pinned memory, and what goes from pageable memory (descriptors,
+    /// tables, mixing, normalisation, colour descriptors, the JPEG files for nvJPEG), which
+    /// the driver stages through its own pinned buffer.
+    pub(crate) fn upload_copy_bytes(&self, images: &[PreparedImage]) -> usize {
+        let jpeg_bytes: usize = self
+            .layout
+            .jobs
+            .iter()
+            .filter_map(|j| images[j.image].deferred.as_deref())
+            .map(|d| d.bytes.len())
+            .sum();
+        self.layout.cpu_bytes
+            + std::mem::size_of_val(&self.resize.descs[..])
+            + std::mem::size_of_val(&self.resize.tables[..])
+            + std::mem::size_of_val(&self.mix[..])
+            + std::mem::size_of_val(&self.norm[..])
+            + std::mem::size_of_val(&self.layout.colors[..])
+            + jpeg_bytes
+    }
+}
+
 /// The host plan of `images` under `plan` and `spec`; `plan_roi` picks each deferred
 /// image's decoded part.
 pub(crate) fn plan_batch(

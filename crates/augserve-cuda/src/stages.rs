@@ -18,6 +18,16 @@ use crate::plan::{HostPlan, ResizePlan, WeightsOn};
 use crate::staging::{pack_regions, Buffers};
 use crate::GpuError;
 
+/// Where the batch's output tensor is downloaded to.
+pub(crate) enum DownloadTo<'a> {
+    /// The slot's pinned staging memory (copied out after).
+    Staging,
+    /// Host memory registered with the device (`host_output.rs`): the tensor's final place.
+    Registered(&'a mut [u8]),
+    /// A slot of a CUDA IPC ring, device to device.
+    Ring(&'a IpcRing, u32),
+}
+
 /// Packs the host regions into pinned memory and uploads them, with the descriptors, tables
 /// and normalisation; zeroes the sums.
 pub(crate) fn upload(
@@ -198,18 +208,23 @@ pub(crate) fn download(
     stream: &Arc<CudaStream>,
     b: &mut Buffers<'_>,
     out_bytes: usize,
-    ring: Option<(&IpcRing, u32)>,
+    to: DownloadTo<'_>,
     host_sums: &mut [f64; 12],
 ) -> Result<(), GpuError> {
-    match ring {
-        Some((ring, slot)) => {
+    match to {
+        DownloadTo::Ring(ring, slot) => {
             let (src, _sync) = b.out.device_ptr(stream);
             ring.copy_into(stream, src, out_bytes, slot)?;
         }
-        None => stream.memcpy_dtoh(
+        DownloadTo::Staging => stream.memcpy_dtoh(
             &b.out.slice(..out_bytes.max(1)),
             &mut b.stage_out.as_mut_slice()?[..out_bytes.max(1)],
         )?,
+        // Registered memory: a DMA straight into it (the stream is synchronised after).
+        DownloadTo::Registered(out) if out_bytes > 0 => {
+            stream.memcpy_dtoh(&b.out.slice(..out_bytes), &mut out[..out_bytes])?
+        }
+        DownloadTo::Registered(_) => {}
     }
     stream.memcpy_dtoh(&b.sums.slice(0..12), &mut host_sums[..])?;
     Ok(())

@@ -8,7 +8,8 @@
 //! host copy, since the driver stages pageable memory through its own pinned buffer; a copy
 //! the DMA engine does from or to pinned memory (the packed upload, the download) costs the
 //! host nothing and is left out; the copy out of pinned memory into the batch's buffer is the
-//! same copy.
+//! same copy. A registered host destination (a shared-memory ring) is written in place, as
+//! the device's DMA would: no copy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -23,6 +24,7 @@ use augserve_core::pipeline::{
 use augserve_core::{PipelineSpec, Tensor};
 use rayon::ThreadPool;
 
+use crate::host_output::{HostRegistration, RegisteredRanges};
 use crate::jpeg::planes::roi_for_header;
 use crate::jpeg::route::{route, DecodeRoute, NvJpegBackend};
 use crate::kernels::{ColorDesc, MixDesc, ResizeDesc};
@@ -35,6 +37,7 @@ pub struct StandInOps {
     cpu: CpuBatchOps,
     on_device: AtomicU64,
     kept_on_cpu: AtomicU64,
+    registered: std::sync::Arc<RegisteredRanges>,
 }
 
 /// What stands for a slot's pinned buffers and the device buffers the host writes.
@@ -57,6 +60,7 @@ impl Default for StandInOps {
             cpu: CpuBatchOps::default(),
             on_device: AtomicU64::new(0),
             kept_on_cpu: AtomicU64::new(0),
+            registered: Default::default(),
         }
     }
 }
@@ -143,6 +147,17 @@ impl BatchOps for StandInOps {
         self.cpu.buffers.clear();
     }
 
+    /// Records the range, as the GPU backend does after registering it.
+    unsafe fn register_host_output(
+        &self,
+        start: *mut u8,
+        len: usize,
+    ) -> Option<augserve_core::pipeline::HostOutputRegistration> {
+        // SAFETY: no driver call without a context; the caller's contract covers the rest.
+        let r = unsafe { HostRegistration::new(None, start, len, self.registered.clone()) };
+        r.ok().map(|r| Box::new(r) as _)
+    }
+
     fn run(
         &self,
         images: &[PreparedImage],
@@ -162,6 +177,7 @@ impl BatchOps for StandInOps {
         if slot.stage_out.len() < out_bytes {
             slot.stage_out.resize(out_bytes, 0);
         }
+        let mut copied_out = out_bytes;
         let data = match to {
             Destination::Owned => {
                 let mut data = self.cpu.buffers.take(out_bytes);
@@ -175,11 +191,19 @@ impl BatchOps for StandInOps {
                     out.len()
                 )))
             }
+            // The device would have written it there.
+            Destination::Host(out) if self.registered.contains(out) => {
+                copied_out = 0;
+                Vec::new()
+            }
             Destination::Host(out) => {
                 copy_bytes(out, &slot.stage_out[..out_bytes]);
                 Vec::new()
             }
-            Destination::Device { .. } => Vec::new(),
+            Destination::Device { .. } => {
+                copied_out = 0;
+                Vec::new()
+            }
         };
         Ok(BatchOutput {
             tensor: Tensor {
@@ -193,6 +217,58 @@ impl BatchOps for StandInOps {
             mix_normalize: Duration::ZERO,
             stats_time: Duration::ZERO,
             device_busy: None,
+            host_copy_bytes: Some((host.upload_copy_bytes(images) + copied_out) as u64),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use augserve_core::image::RgbImage;
+    use augserve_core::ops::crop::CropBox;
+
+    fn batch(n: usize) -> Vec<PreparedImage> {
+        (0..n as u64)
+            .map(|i| PreparedImage {
+                sample_id: i,
+                label: 0,
+                region: RgbImage::new(40, 30),
+                crop: CropBox::full(40, 30),
+                flip: false,
+                deferred: None,
+                warning: None,
+                weights: None,
+            })
+            .collect()
+    }
+
+    /// The host copies a batch costs: the packed regions and descriptors always, the output
+    /// out of pinned memory unless the destination is registered (written in place).
+    #[test]
+    fn a_registered_host_destination_costs_no_output_copy() {
+        let ops = StandInOps::new();
+        let spec = PipelineSpec::default();
+        let pool = augserve_core::pipeline::worker_pool(1).unwrap();
+        let images = batch(4);
+        let plan = MixPlan::identity(4);
+        let out_bytes = tensor_bytes(&spec, 4);
+        let copied = |to: Destination<'_>| {
+            let out = ops.run(&images, &plan, &spec, &pool, to).unwrap();
+            out.host_copy_bytes.unwrap() as usize
+        };
+        let owned = copied(Destination::Owned);
+        let mut slot = vec![0u8; out_bytes];
+        let unregistered = copied(Destination::Host(&mut slot));
+        assert_eq!(owned, unregistered);
+        assert!(owned > out_bytes + 4 * 40 * 30 * 3, "{owned}");
+        // SAFETY: `slot` outlives the registration (dropped below, before it).
+        let registration = unsafe { ops.register_host_output(slot.as_mut_ptr(), slot.len()) };
+        assert!(registration.is_some());
+        let in_place = copied(Destination::Host(&mut slot));
+        assert_eq!(in_place, owned - out_bytes);
+        drop(registration);
+        assert_eq!(copied(Destination::Host(&mut slot)), owned);
     }
 }

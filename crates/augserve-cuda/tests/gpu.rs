@@ -172,6 +172,16 @@ fn gpu_equals_cpu_reference_on_random_inputs() {
     }
 }
 
+/// Where the server puts its shared-memory rings (tmpfs), else the temporary folder.
+fn shm_dir() -> std::path::PathBuf {
+    let dev_shm = std::path::PathBuf::from("/dev/shm");
+    if dev_shm.is_dir() {
+        dev_shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 #[test]
 fn ipc_ring_slots_and_host_memory_hold_the_same_bytes_as_the_downloaded_output() {
     let Some(dev) = device() else { return };
@@ -221,8 +231,29 @@ fn ipc_ring_slots_and_host_memory_hold_the_same_bytes_as_the_downloaded_output()
         want,
         "recycled buffer"
     );
+    // A shared-memory ring as the server maps it, registered with the device: the batch is
+    // downloaded straight into the slot (no copy out of pinned memory), the same bytes.
+    let file = tempfile::tempfile_in(shm_dir()).unwrap();
+    file.set_len(2 * want.len() as u64).unwrap();
+    let map = memmap2::MmapRaw::map_raw(&file).unwrap();
+    // SAFETY: `map` outlives the registration (dropped first, below).
+    let registration = unsafe { gpu.register_host_output(map.as_mut_ptr(), map.len()) };
+    assert!(
+        registration.is_some(),
+        "cuMemHostRegister refused a shared mapping"
+    );
+    // SAFETY: the second half of the mapping, which nothing else in this process touches.
+    let slot =
+        unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr().add(want.len()), want.len()) };
+    let (_, t) = gpu
+        .run_gpu_to(&images, &plan, &spec, Destination::Host(slot))
+        .unwrap();
+    assert_eq!(&slot[..], &want[..], "into a registered shared mapping");
+    let (_, staged) = gpu.run_gpu_timed(&images, &plan, &spec).unwrap();
+    assert_eq!(t.host_copy_bytes + want.len(), staged.host_copy_bytes);
+    drop(registration);
     println!(
-        "IPC ring: {} bytes per slot, handle exported, slots equal the downloaded batch; so do host memory and a recycled buffer",
+        "IPC ring: {} bytes per slot, handle exported, slots equal the downloaded batch; so do host memory, a recycled buffer and a registered shared mapping",
         want.len()
     );
 }

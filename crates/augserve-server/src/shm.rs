@@ -174,6 +174,12 @@ impl ShmRing {
         self.slot_bytes
     }
 
+    /// The whole mapping, for registering it with the device: its start and length. Valid as
+    /// long as the ring lives.
+    pub fn mapping(&self) -> (*mut u8, usize) {
+        (self.map.as_mut_ptr(), self.map.len())
+    }
+
     pub fn slots(&self) -> u32 {
         self.book.slots()
     }

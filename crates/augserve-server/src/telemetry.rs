@@ -30,6 +30,7 @@ pub mod names {
     pub const IMAGE_WARNINGS_TOTAL: &str = "augserve_image_warnings_total";
     pub const IMAGES_DECODED_TOTAL: &str = "augserve_images_decoded_total";
     pub const STAGE_SECONDS: &str = "augserve_stage_seconds";
+    pub const HOST_COPY_BYTES_TOTAL: &str = "augserve_host_copy_bytes_total";
     pub const ACTIVE_STREAMS: &str = "augserve_active_streams";
     pub const STREAMS_TOTAL: &str = "augserve_streams_total";
     pub const QUEUED_BATCHES: &str = "augserve_queued_batches";
@@ -86,6 +87,10 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), ServerError> {
         names::STAGE_SECONDS,
         metrics::Unit::Seconds,
         "Time per batch and stage; read/decode/color are summed over worker threads, send is the wait for the client"
+    );
+    metrics::describe_counter!(
+        names::HOST_COPY_BYTES_TOTAL,
+        "Bytes the host copied for GPU batches: packing uploads into pinned memory, pageable uploads, JPEG bytes for nvJPEG, output out of pinned memory (none for a shared-memory slot the device writes into)"
     );
     metrics::describe_gauge!(names::ACTIVE_STREAMS, "Streams being served");
     metrics::describe_gauge!(
@@ -213,6 +218,10 @@ impl Telemetry {
         if !t.device_busy.is_zero() {
             let busy = t.device_busy.as_secs_f64();
             histogram!(names::STAGE_SECONDS, "stage" => "gpu_busy").record(busy);
+        }
+        if t.host_copy_bytes > 0 {
+            counter!(names::HOST_COPY_BYTES_TOTAL, "dataset" => ds.clone())
+                .increment(t.host_copy_bytes);
         }
         if n > 0 {
             let s = &b.stats;

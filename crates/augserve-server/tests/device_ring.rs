@@ -9,13 +9,13 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use augserve_client::v1;
 use augserve_core::ops::mix::MixPlan;
-use augserve_core::pipeline::{BatchOutput, PreparedImage};
+use augserve_core::pipeline::{BatchOutput, HostOutputRegistration, PreparedImage};
 use augserve_core::{BatchOps, CpuBatchOps, Destination, DeviceOutput, PipelineSpec};
 use augserve_server::{AugServeService, ServerConfig};
 use rayon::ThreadPool;
@@ -54,6 +54,33 @@ struct FakeGpu {
     cpu: CpuBatchOps,
     pool: Arc<ThreadPool>,
     rings: Mutex<Vec<Weak<HostRing>>>,
+    /// Host output memory registered now (start, length), as a GPU would page-lock it.
+    registered: Arc<Mutex<Vec<(usize, usize)>>>,
+    registrations: AtomicUsize,
+    /// Host destinations that lay inside a registered range (a GPU downloads into them).
+    in_place: AtomicUsize,
+}
+
+impl FakeGpu {
+    fn new() -> Self {
+        FakeGpu {
+            cpu: CpuBatchOps::default(),
+            pool: augserve_core::pipeline::worker_pool(1).unwrap(),
+            rings: Mutex::new(Vec::new()),
+            registered: Arc::default(),
+            registrations: AtomicUsize::new(0),
+            in_place: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Takes its range off the list when dropped, as the GPU's registration unregisters it.
+struct Registered(Arc<Mutex<Vec<(usize, usize)>>>, (usize, usize));
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().retain(|r| *r != self.1);
+    }
 }
 
 impl BatchOps for FakeGpu {
@@ -68,6 +95,13 @@ impl BatchOps for FakeGpu {
         pool: &ThreadPool,
         to: Destination<'_>,
     ) -> augserve_core::Result<BatchOutput> {
+        if let Destination::Host(out) = &to {
+            let (a, b) = (out.as_ptr() as usize, out.as_ptr() as usize + out.len());
+            let regs = self.registered.lock().unwrap();
+            if regs.iter().any(|&(s, len)| s <= a && b <= s + len) {
+                self.in_place.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let Destination::Device { memory, slot } = to else {
             return self.cpu.run(images, plan, spec, pool, to);
         };
@@ -79,6 +113,16 @@ impl BatchOps for FakeGpu {
         ring.mem.lock().unwrap()[at..at + out.tensor.data.len()].copy_from_slice(&out.tensor.data);
         out.tensor.data = Vec::new();
         Ok(out)
+    }
+    unsafe fn register_host_output(
+        &self,
+        start: *mut u8,
+        len: usize,
+    ) -> Option<HostOutputRegistration> {
+        self.registrations.fetch_add(1, Ordering::Relaxed);
+        let range = (start as usize, len);
+        self.registered.lock().unwrap().push(range);
+        Some(Box::new(Registered(self.registered.clone(), range)))
     }
     fn device_output(
         &self,
@@ -108,11 +152,7 @@ fn cuda_ipc_slots_carry_the_inline_bytes_and_are_reclaimed() {
     });
     cfg.threads = 2;
     cfg.shm_dir = d.path().to_path_buf();
-    let fake = Arc::new(FakeGpu {
-        cpu: CpuBatchOps::default(),
-        pool: augserve_core::pipeline::worker_pool(1).unwrap(),
-        rings: Mutex::new(Vec::new()),
-    });
+    let fake = Arc::new(FakeGpu::new());
     let service =
         AugServeService::with_batch_ops(&cfg, Arc::new(AtomicBool::new(false)), fake.clone(), None)
             .unwrap();
@@ -227,5 +267,79 @@ fn cuda_ipc_slots_carry_the_inline_bytes_and_are_reclaimed() {
             .all(|w| w.strong_count() == 0));
         // From TCP a remote client would get no device ring: checked by the shm tests'
         // loopback/remote rules; here, a CPU-only server is covered by tests/shm.rs.
+    });
+}
+
+/// A shared-memory ring is registered with the batch ops once, for its stream's life: every
+/// batch's slot lies inside it (a GPU downloads straight into the slot, no copy out of pinned
+/// memory), and the registration ends with the stream.
+#[test]
+fn a_shm_ring_is_registered_for_its_stream_and_every_slot_written_in_place() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    augserve_core::demo::write_demo_dataset(&data, 3).unwrap();
+    let mut cfg = ServerConfig::default();
+    cfg.datasets.push(augserve_server::config::DatasetConfig {
+        name: "demo".into(),
+        path: data,
+        format: None,
+    });
+    cfg.threads = 2;
+    cfg.shm_dir = d.path().to_path_buf();
+    let fake = Arc::new(FakeGpu::new());
+    let service =
+        AugServeService::with_batch_ops(&cfg, Arc::new(AtomicBool::new(false)), fake.clone(), None)
+            .unwrap();
+    let sock = d.path().join("s.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = common::serve_and_connect(service, &sock).await;
+        let mut releaser = c.clone();
+        let req = v1::StreamBatchesRequest {
+            dataset: "demo".into(),
+            batch_size: 8,
+            epochs: 1,
+            seed: 9,
+            transport: v1::Transport::Shm as i32,
+            slots: 2,
+            ..Default::default()
+        };
+        let mut s = c.stream_batches(req).await.unwrap().into_inner();
+        let mut batches = 0;
+        let mut stream_id = String::new();
+        while let Some(m) = s.message().await.unwrap() {
+            if let Some(t) = &m.transport {
+                assert_eq!(t.transport, v1::Transport::Shm as i32, "{t:?}");
+                stream_id = t.stream_id.clone();
+            }
+            batches += 1;
+            // While the producer waits for a slot (two slots, four batches), the ring is
+            // registered; by the last message the stream may have ended already.
+            if batches == 1 {
+                assert_eq!(fake.registered.lock().unwrap().len(), 1);
+            }
+            let release = v1::ReleaseSlotsRequest {
+                stream_id: stream_id.clone(),
+                slots: vec![m.slot.unwrap()],
+            };
+            // The last release may come after the stream ended (ring gone).
+            let _ = releaser.release_slots(release).await;
+        }
+        assert_eq!(batches, 4);
+        assert_eq!(fake.registrations.load(Ordering::Relaxed), 1);
+        assert_eq!(fake.in_place.load(Ordering::Relaxed), 4);
+        for _ in 0..100 {
+            if fake.registered.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            fake.registered.lock().unwrap().is_empty(),
+            "the ring stayed registered after its stream ended"
+        );
     });
 }

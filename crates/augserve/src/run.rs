@@ -269,6 +269,7 @@ pub fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.total += t.total;
     acc.decoded.add(&t.decoded);
     acc.device_busy += t.device_busy;
+    acc.host_copy_bytes += t.host_copy_bytes;
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -558,6 +559,11 @@ impl RunTally {
         }
     }
 
+    /// The host's copies per batch on a device path, in bytes (zero on the CPU).
+    fn host_copy_bytes_per_batch(&self) -> f64 {
+        self.timings.host_copy_bytes as f64 / self.done.max(1) as f64
+    }
+
     /// Prints the summary and returns it as JSON (for `--summary-json`).
     fn report(self, job: &Job, secs: f64) -> serde_json::Value {
         let (images, done) = (self.images, self.done);
@@ -584,6 +590,12 @@ impl RunTally {
             println!(
                 "GPU busy: {:.2} ms per batch (CUDA events, first upload to last download: what augmentation costs the GPU a trainer shares)",
                 ms(t.device_busy)
+            );
+        }
+        let copied_mb = self.host_copy_bytes_per_batch() / 1e6;
+        if t.host_copy_bytes > 0 {
+            println!(
+                "host copies: {copied_mb:.1} MB per batch (packing the upload into pinned memory, pageable uploads, JPEG bytes for the device decoder, the output out of pinned memory)"
             );
         }
         let d = &t.decoded;
@@ -627,6 +639,7 @@ impl RunTally {
                 "mix_normalize": ms(t.mix_normalize), "stats": ms(t.stats), "total": ms(t.total),
             },
             "gpu_busy_ms_per_batch": ms(t.device_busy),
+            "host_copy_mb_per_batch": copied_mb,
             "last_batch_stats": self.last_stats.map(|s| serde_json::json!({"mean": s.mean, "std": s.std, "mad": s.mad, "clipped": s.clipped,
                 "percentile_levels": PERCENTILES, "percentiles": s.percentiles})),
         })

@@ -72,6 +72,22 @@ pub trait BatchOps: Send + Sync {
         to: Destination<'_>,
     ) -> Result<BatchOutput>;
 
+    /// Lets the device write the tensors of [`Destination::Host`] buffers inside
+    /// `len` bytes at `start` (a shared-memory ring) straight there, skipping the copy out of
+    /// the backend's staging memory, until the returned value is dropped. `None`: nothing
+    /// changes (the CPU writes in place anyway, or the device could not register it).
+    ///
+    /// # Safety
+    /// The memory must be mapped and writable, and stay mapped (neither unmapped nor freed
+    /// nor remapped) until the returned value is dropped.
+    unsafe fn register_host_output(
+        &self,
+        _start: *mut u8,
+        _len: usize,
+    ) -> Option<HostOutputRegistration> {
+        None
+    }
+
     /// Output memory of `slots` x `slot_bytes` bytes on this backend's device, which a
     /// process on the same device can map, for [`Destination::Device`]. `None`: this backend
     /// keeps no output on a device (the CPU).
@@ -83,6 +99,10 @@ pub trait BatchOps: Send + Sync {
         None
     }
 }
+
+/// Host memory registered for direct device writes ([`BatchOps::register_host_output`]);
+/// dropping it ends the registration. Drop it before the memory goes.
+pub type HostOutputRegistration = Box<dyn Send + Sync>;
 
 /// Where a batch's output tensor goes. The one type for it: the fronts (`augserve run`, the
 /// server's transports, `bench`) choose one per batch, and the backends write there directly,
@@ -149,6 +169,10 @@ pub struct BatchOutput {
     /// to the last download, by CUDA events: kernels, copies, nvJPEG, and any gap between
     /// them); `None` without a device.
     pub device_busy: Option<Duration>,
+    /// Bytes the host copied for the batch on a device path: packing the upload into pinned
+    /// memory, pageable uploads (which the driver stages), JPEG bytes for the device decoder,
+    /// and the output out of pinned memory. `None` on the CPU, which writes in place.
+    pub host_copy_bytes: Option<u64>,
 }
 
 /// Output tensor size in bytes for `n` images.

@@ -271,6 +271,7 @@ impl CpuBatchOps {
             mix_normalize: t2 - t1,
             stats_time: Duration::ZERO,
             device_busy: None,
+            host_copy_bytes: None,
         })
     }
 }

@@ -308,6 +308,7 @@ pub fn finish_batch(
     timings.resize += out.resize;
     timings.mix_normalize = out.mix_normalize;
     timings.device_busy = out.device_busy.unwrap_or_default();
+    timings.host_copy_bytes = out.host_copy_bytes.unwrap_or_default();
     // Percentiles from the output itself (host memory; a CUDA IPC batch has none here), so
     // every backend reports the same figures for the same bytes.
     let t_percentiles = Instant::now();
@@ -384,6 +385,7 @@ fn run_batch_ops(
             mix_normalize: Duration::ZERO,
             stats_time: Duration::ZERO,
             device_busy: None,
+            host_copy_bytes: None,
         }
     } else {
         let to = to.for_len(tensor_bytes(spec, n))?;

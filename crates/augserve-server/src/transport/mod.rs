@@ -83,7 +83,7 @@ pub(crate) fn choose(
         }
     }
     if wanted != v1::Transport::Inline {
-        match shm::Shm::open(local, slots, slot_bytes, shm) {
+        match shm::Shm::open(local, slots, slot_bytes, ops, shm) {
             Ok(t) => return (Arc::new(t), reasons.join("; ")),
             Err(e) => reasons.push(format!("shm: {e}")),
         }

@@ -1,21 +1,29 @@
 //! Shared-memory delivery: the batch ops write each tensor straight into a free slot of a
-//! ring the client maps (`crate::shm`); the message says which slot.
+//! ring the client maps (`crate::shm`); the message says which slot. The ring is registered
+//! with the batch ops for its whole life, so a GPU downloads each batch straight into its slot.
 
 use std::sync::Arc;
 
+use augserve_core::pipeline::{BatchOps, HostOutputRegistration};
 use augserve_core::Destination;
 use augserve_proto::v1;
 
 use super::{tensor_len, Delivered, Finish, Transport};
 use crate::shm::{ShmRegistry, ShmRing};
 
-pub(crate) struct Shm(Arc<ShmRing>);
+pub(crate) struct Shm {
+    /// Dropped before `ring` (declaration order): the registration ends while the ring's
+    /// mapping is still there.
+    _registration: Option<HostOutputRegistration>,
+    ring: Arc<ShmRing>,
+}
 
 impl Shm {
     pub(crate) fn open(
         local: bool,
         slots: u32,
         slot_bytes: usize,
+        ops: &dyn BatchOps,
         registry: &ShmRegistry,
     ) -> Result<Self, String> {
         if !local {
@@ -24,7 +32,15 @@ impl Shm {
         if let Some(why) = registry.unavailable() {
             return Err(why);
         }
-        registry.create(slots, slot_bytes).map(Shm)
+        let ring = registry.create(slots, slot_bytes)?;
+        let (start, len) = ring.mapping();
+        // SAFETY: the mapping is the ring's, which `Shm` keeps alive (its `ring`) until after
+        // the registration is dropped (field order).
+        let registration = unsafe { ops.register_host_output(start, len) };
+        Ok(Shm {
+            _registration: registration,
+            ring,
+        })
     }
 }
 
@@ -34,14 +50,14 @@ impl Transport for Shm {
     }
 
     fn describe(&self, t: &mut v1::TransportInfo) {
-        t.stream_id = self.0.id().to_string();
-        t.shm_path = self.0.path().display().to_string();
-        t.slot_bytes = self.0.slot_bytes() as u64;
-        t.slots = self.0.slots();
+        t.stream_id = self.ring.id().to_string();
+        t.shm_path = self.ring.path().display().to_string();
+        t.slot_bytes = self.ring.slot_bytes() as u64;
+        t.slots = self.ring.slots();
     }
 
     fn reserved_bytes(&self, _prefetch: u32, _batch_bytes: usize) -> u64 {
-        u64::from(self.0.slots()) * self.0.slot_bytes() as u64
+        u64::from(self.ring.slots()) * self.ring.slot_bytes() as u64
     }
 
     fn deliver(
@@ -49,7 +65,7 @@ impl Transport for Shm {
         give_up: &dyn Fn() -> bool,
         finish: Finish<'_>,
     ) -> Option<augserve_core::Result<Delivered>> {
-        let filled = self.0.fill(give_up, |buf| {
+        let filled = self.ring.fill(give_up, |buf| {
             finish(Destination::Host(buf)).map(|b| {
                 let written = tensor_len(&b);
                 (b, written)
