@@ -297,18 +297,24 @@ pub(crate) struct HostPlan {
 }
 
 impl HostPlan {
+    /// The files of the images the device decodes, in the decode jobs' order.
+    pub(crate) fn jpegs<'a>(
+        &'a self,
+        images: &'a [PreparedImage],
+    ) -> impl Iterator<Item = &'a [u8]> {
+        self.layout
+            .jobs
+            .iter()
+            .filter_map(|j| images[j.image].deferred.as_deref())
+            .map(|d| d.bytes.as_slice())
+    }
+
     /// The bytes the host copies to send this plan's batch to the device: the CPU-decoded
     /// regions packed into pinned memory, and what goes from pageable memory (descriptors,
     /// tables, mixing, normalisation, colour descriptors, the JPEG files for nvJPEG), which
     /// the driver stages through its own pinned buffer.
     pub(crate) fn upload_copy_bytes(&self, images: &[PreparedImage]) -> usize {
-        let jpeg_bytes: usize = self
-            .layout
-            .jobs
-            .iter()
-            .filter_map(|j| images[j.image].deferred.as_deref())
-            .map(|d| d.bytes.len())
-            .sum();
+        let jpeg_bytes: usize = self.jpegs(images).map(<[u8]>::len).sum();
         self.layout.cpu_bytes
             + std::mem::size_of_val(&self.resize.descs[..])
             + std::mem::size_of_val(&self.resize.tables[..])

@@ -104,13 +104,7 @@ impl StandInOps {
         upload_pageable(&mut slot.mix, &host.mix);
         upload_pageable(&mut slot.norm, &host.norm);
         // GPU JPEG decoding: what `decode_deferred` gathers for nvJPEG (the decoder: no-op).
-        let jpegs: Vec<&[u8]> = host
-            .layout
-            .jobs
-            .iter()
-            .filter_map(|j| images[j.image].deferred.as_deref())
-            .map(|d| d.bytes.as_slice())
-            .collect();
+        let jpegs: Vec<&[u8]> = host.jpegs(images).collect();
         std::hint::black_box(&jpegs);
         upload_pageable(&mut slot.colors, &host.layout.colors);
     }

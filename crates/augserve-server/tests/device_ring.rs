@@ -139,10 +139,9 @@ impl BatchOps for FakeGpu {
     }
 }
 
-#[test]
-fn cuda_ipc_slots_carry_the_inline_bytes_and_are_reclaimed() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
+/// A server over a 3-per-class demo dataset in `dir` (its shm rings there too) on fake GPU ops.
+fn demo_service(dir: &std::path::Path) -> (Arc<FakeGpu>, AugServeService) {
+    let data = dir.join("data");
     augserve_core::demo::write_demo_dataset(&data, 3).unwrap();
     let mut cfg = ServerConfig::default();
     cfg.datasets.push(augserve_server::config::DatasetConfig {
@@ -151,11 +150,18 @@ fn cuda_ipc_slots_carry_the_inline_bytes_and_are_reclaimed() {
         format: None,
     });
     cfg.threads = 2;
-    cfg.shm_dir = d.path().to_path_buf();
+    cfg.shm_dir = dir.to_path_buf();
     let fake = Arc::new(FakeGpu::new());
     let service =
         AugServeService::with_batch_ops(&cfg, Arc::new(AtomicBool::new(false)), fake.clone(), None)
             .unwrap();
+    (fake, service)
+}
+
+#[test]
+fn cuda_ipc_slots_carry_the_inline_bytes_and_are_reclaimed() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, service) = demo_service(d.path());
     let sock = d.path().join("s.sock");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -276,20 +282,7 @@ fn cuda_ipc_slots_carry_the_inline_bytes_and_are_reclaimed() {
 #[test]
 fn a_shm_ring_is_registered_for_its_stream_and_every_slot_written_in_place() {
     let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    augserve_core::demo::write_demo_dataset(&data, 3).unwrap();
-    let mut cfg = ServerConfig::default();
-    cfg.datasets.push(augserve_server::config::DatasetConfig {
-        name: "demo".into(),
-        path: data,
-        format: None,
-    });
-    cfg.threads = 2;
-    cfg.shm_dir = d.path().to_path_buf();
-    let fake = Arc::new(FakeGpu::new());
-    let service =
-        AugServeService::with_batch_ops(&cfg, Arc::new(AtomicBool::new(false)), fake.clone(), None)
-            .unwrap();
+    let (fake, service) = demo_service(d.path());
     let sock = d.path().join("s.sock");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
