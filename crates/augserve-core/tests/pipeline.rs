@@ -478,10 +478,10 @@ fn png_and_webp_images_give_the_output_of_their_pixels() {
 
 /// The shared batch loop (`pipeline::schedule`): `BatchOrder` lists the batches a reader
 /// makes exactly as the sampler cuts them (resume point, position, worker stride, limit), and
-/// `run_overlapped` delivers the same bytes, in the same order, as making each batch in turn.
+/// `run_in_flight` delivers the same bytes, in the same order, as making each batch in turn.
 #[test]
 fn the_shared_batch_loop_equals_batches_made_one_by_one() {
-    use augserve_core::pipeline::{run_overlapped, BatchOrder};
+    use augserve_core::pipeline::{run_in_flight, BatchOrder};
     use std::ops::ControlFlow;
     let d = tempfile::tempdir().unwrap();
     let ds = demo_dataset(d.path());
@@ -522,13 +522,23 @@ fn the_shared_batch_loop_equals_batches_made_one_by_one() {
     assert!(got.len() >= 4, "{} batches", got.len());
     // The overlapped loop gives the batches made one by one, byte for byte, in order.
     let mut delivered = Vec::new();
-    let done = run_overlapped(&p, shard.seed, order.jobs(len), |prepared| {
-        delivered.push(
-            p.finish_batch(prepared.unwrap(), Destination::Owned)
-                .unwrap(),
-        );
-        ControlFlow::Continue(())
-    });
+    let make = |prepared: augserve_core::Result<_>| {
+        p.finish_batch(prepared.unwrap(), Destination::Owned)
+            .unwrap()
+    };
+    let jobs_again = order.jobs(len);
+    let done = run_in_flight(
+        &p,
+        shard.seed,
+        jobs_again,
+        1,
+        ControlFlow::Continue,
+        make,
+        |b| {
+            delivered.push(b);
+            ControlFlow::Continue(())
+        },
+    );
     assert!(done);
     assert_eq!(delivered.len(), jobs.len());
     for (b, j) in delivered.iter().zip(&jobs) {
@@ -548,16 +558,142 @@ fn the_shared_batch_loop_equals_batches_made_one_by_one() {
     order.max_batches = 2;
     assert_eq!(order.jobs(len).count(), 2);
     let mut seen = 0;
-    let done = run_overlapped(&p, shard.seed, order.jobs(len), |_| {
-        seen += 1;
-        ControlFlow::Break(())
-    });
+    let done = run_in_flight(
+        &p,
+        shard.seed,
+        order.jobs(len),
+        1,
+        ControlFlow::Continue,
+        make,
+        |_| {
+            seen += 1;
+            ControlFlow::Break(())
+        },
+    );
     assert!(!done);
     assert_eq!(seen, 1);
     // An epoch whose shard cannot be drawn ends the list with its error.
     order.start_position = len as u64 + 1;
     let first = order.jobs(len).next().unwrap();
     assert!(first.unwrap_err().to_string().contains("start_position"));
+}
+
+/// CPU batch ops posing as a backend that takes three batches at once (a GPU's streams),
+/// counting how many run together and what the loop reserved.
+struct ThreeAtOnce {
+    cpu: CpuBatchOps,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    reserved: std::sync::Mutex<Option<usize>>,
+}
+
+impl augserve_core::BatchOps for ThreeAtOnce {
+    fn device(&self) -> String {
+        "three at once".into()
+    }
+    fn per_image_resize(&self) -> Option<CpuResize> {
+        self.cpu.per_image_resize()
+    }
+    fn batches_in_flight(&self) -> usize {
+        3
+    }
+    fn reserve_for_batches(&self, _spec: &PipelineSpec, batch_size: usize) {
+        *self.reserved.lock().unwrap() = Some(batch_size);
+    }
+    fn run(
+        &self,
+        images: &[augserve_core::pipeline::PreparedImage],
+        plan: &augserve_core::ops::mix::MixPlan,
+        spec: &PipelineSpec,
+        pool: &rayon::ThreadPool,
+        to: Destination<'_>,
+    ) -> augserve_core::Result<augserve_core::pipeline::BatchOutput> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        // Long enough for the next batches to be prepared and admitted meanwhile; a batch
+        // that starts alone takes longest, so later ones finish before it.
+        std::thread::sleep(std::time::Duration::from_millis(if now == 1 {
+            150
+        } else {
+            60
+        }));
+        let out = self.cpu.run(images, plan, spec, pool, to);
+        self.running.fetch_sub(1, SeqCst);
+        out
+    }
+}
+
+/// With batch ops that take three batches at once, the loop makes up to three concurrently
+/// and still delivers the bytes of batches made one by one, in order; `Break` stops it.
+#[test]
+fn batches_made_three_at_once_are_delivered_in_order() {
+    use augserve_core::pipeline::{run_in_flight, BatchOrder};
+    use std::ops::ControlFlow;
+    let d = tempfile::tempdir().unwrap();
+    let ds = demo_dataset(d.path());
+    let ops = Arc::new(ThreeAtOnce {
+        cpu: CpuBatchOps::default(),
+        running: Default::default(),
+        most: Default::default(),
+        reserved: Default::default(),
+    });
+    let p = Pipeline::new(ds, busy_spec(), PipelineOptions::default())
+        .unwrap()
+        .with_batch_ops(ops.clone());
+    let len = p.dataset().len();
+    let shard = ShardSpec {
+        seed: 5,
+        ..ShardSpec::default()
+    };
+    let order = BatchOrder::new(shard, 3, false, 0..2);
+    let jobs: Vec<_> = order.jobs(len).map(Result::unwrap).collect();
+    assert!(jobs.len() >= 6, "{} batches", jobs.len());
+    let make = |prepared: augserve_core::Result<_>| {
+        prepared.and_then(|b| p.finish_batch(b, Destination::Owned))
+    };
+    let mut delivered = Vec::new();
+    let mut admitted = Vec::new();
+    let admit = |prepared: augserve_core::Result<augserve_core::pipeline::PreparedBatch>| {
+        admitted.push(prepared.as_ref().map(|b| b.index).unwrap_or(u64::MAX));
+        ControlFlow::Continue(prepared)
+    };
+    let done = run_in_flight(&p, shard.seed, order.jobs(len), 8, admit, make, |b| {
+        delivered.push(b.unwrap());
+        ControlFlow::Continue(())
+    });
+    assert!(done);
+    assert_eq!(*ops.reserved.lock().unwrap(), Some(3));
+    let most = ops.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=3).contains(&most), "{most} batches at once");
+    assert_eq!(delivered.len(), jobs.len());
+    for (i, (b, j)) in delivered.iter().zip(&jobs).enumerate() {
+        assert_eq!((b.epoch, b.index), (j.epoch, j.index), "batch {i}");
+        assert_eq!(admitted[i], j.index, "admitted in order");
+        let one = p
+            .batch(shard.seed, j.epoch, j.index, j.mix_key, &j.ids)
+            .unwrap();
+        assert!(b.tensor.data == one.tensor.data, "batch {i}");
+        assert_eq!((&b.labels_a, &b.lam), (&one.labels_a, &one.lam));
+    }
+    // The caller's cap wins over the ops' own; a stop at the first delivery ends the loop.
+    ops.most.store(0, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = 0;
+    let done = run_in_flight(
+        &p,
+        shard.seed,
+        order.jobs(len),
+        1,
+        ControlFlow::Continue,
+        make,
+        |_| {
+            seen += 1;
+            ControlFlow::Break(())
+        },
+    );
+    assert!(!done);
+    assert_eq!(seen, 1);
+    assert_eq!(ops.most.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 /// uint8 NHWC without mixing writes the resized batch in place and only measures it: the

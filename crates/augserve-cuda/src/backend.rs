@@ -86,7 +86,9 @@ pub fn open_backend(
     if device == DeviceRequest::StandIn {
         return Ok(stand_in());
     }
-    let mut gpu = match GpuDevice::open(cuda_device).and_then(|d| GpuBatchOps::new(d, 2)) {
+    let mut gpu = match GpuDevice::open(cuda_device)
+        .and_then(|d| GpuBatchOps::new(d, crate::staging::BATCHES_IN_FLIGHT))
+    {
         Ok(g) => g,
         Err(e) if device == DeviceRequest::Gpu => return Err(e),
         Err(e) => {

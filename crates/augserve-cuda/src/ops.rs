@@ -3,7 +3,7 @@
 //! is `plan.rs`, the buffers `staging.rs`, each device stage a function in `stages.rs`, GPU
 //! JPEG decoding `jpeg/`.
 
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augserve_core::ops::mix::MixPlan;
@@ -22,7 +22,7 @@ use crate::jpeg::stage::GpuDecode;
 use crate::launch::{elapsed_ms, timing_event};
 use crate::plan::{plan_batch, stats_from_sums, WeightsOn};
 use crate::stages::{self, DownloadTo};
-use crate::staging::{copy_bytes, BufferSizes, Slot};
+use crate::staging::{copy_bytes, BufferSizes, Slot, SlotPool};
 use crate::weights_check::device_weights_differ;
 use crate::GpuError;
 
@@ -61,7 +61,7 @@ pub struct GpuTimings {
 /// Batch ops on a GPU, with the CPU ops as the fallback when the device runs out of memory.
 pub struct GpuBatchOps {
     pub(crate) device: Arc<GpuDevice>,
-    slots: Vec<Mutex<Slot>>,
+    slots: SlotPool<Slot>,
     pub(crate) cpu: CpuBatchOps,
     /// GPU JPEG decoding, when enabled (`jpeg/stage.rs`).
     pub(crate) decode: Option<GpuDecode>,
@@ -74,12 +74,14 @@ pub struct GpuBatchOps {
 }
 
 impl GpuBatchOps {
-    /// `slots` batches can be in flight at once (2 gives upload/compute overlap).
+    /// `slots` batches can be in flight at once, each on its own stream (3: the upload of one,
+    /// the kernels of another and the download of a third overlap).
     pub fn new(device: Arc<GpuDevice>, slots: usize) -> Result<Self, GpuError> {
         let slots = (0..slots.max(1))
-            .map(|_| Ok(Mutex::new(Slot::new(device.ctx.new_stream()?))))
+            .map(|_| Ok(Slot::new(device.ctx.new_stream()?)))
             .collect::<Result<Vec<_>, GpuError>>()?;
-        let weights_on = Self::choose_weights(&device, &slots[0])?;
+        let slots = SlotPool::new(slots);
+        let weights_on = Self::choose_weights(&device, &slots)?;
         Ok(GpuBatchOps {
             device,
             slots,
@@ -94,13 +96,9 @@ impl GpuBatchOps {
     /// the host's (a driver fault in the check fails the backend, as any other would).
     fn choose_weights(
         device: &GpuDevice,
-        slot: &Mutex<Slot>,
+        slots: &SlotPool<Slot>,
     ) -> Result<(WeightsOn, Option<String>), GpuError> {
-        let stream = slot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stream()
-            .clone();
+        let stream = slots.lock(0).stream().clone();
         Ok(match device_weights_differ(device, &stream)? {
             None => (WeightsOn::Device, None),
             Some(why) => {
@@ -134,18 +132,6 @@ impl GpuBatchOps {
             i.driver_cuda.1,
             i.kernels
         )
-    }
-
-    /// A free slot, or (all busy) the first one once it frees up.
-    fn acquire(&self) -> MutexGuard<'_, Slot> {
-        for s in &self.slots {
-            match s.try_lock() {
-                Ok(g) => return g,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => {}
-            }
-        }
-        self.slots[0].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs the batch on the GPU.
@@ -195,7 +181,7 @@ impl GpuBatchOps {
         // Host regions first, packed; then each deferred image's decoded part.
         let host = plan_batch(images, plan, spec, self.weights_on.0, |d| self.plan_roi(d));
         let t_host = t0.elapsed();
-        let mut guard = self.acquire();
+        let mut guard = self.slots.acquire();
         let slot = &mut *guard;
         let stream = slot.stream().clone();
         let t_slot = t0.elapsed();
@@ -393,6 +379,28 @@ impl BatchOps for GpuBatchOps {
 
     fn decode_counts(&self) -> Option<DecodeCounts> {
         self.decode.as_ref().map(GpuDecode::counts)
+    }
+
+    fn batches_in_flight(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every slot's output-shaped buffers (pinned and device), for full batches; the ones
+    /// the source images size (packed regions, decoded images) grow at the first batches.
+    fn reserve_for_batches(&self, spec: &PipelineSpec, batch_size: usize) {
+        let started = Instant::now();
+        let need = BufferSizes::for_output(spec, batch_size);
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.slots.lock(i).buffers(&need) {
+                tracing::warn!(error = %e, "could not size the GPU buffers at start-up; the first batches grow them");
+                return;
+            }
+        }
+        tracing::debug!(
+            slots = self.slots.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "GPU output buffers sized"
+        );
     }
 
     fn decode_report(&self) -> Option<String> {

@@ -1,13 +1,49 @@
 //! A batch slot's buffers on the device and in pinned host memory, grown to what a batch
 //! needs and reused across batches, and the host copies into and out of them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-use augserve_core::pipeline::PreparedImage;
+use augserve_core::pipeline::{tensor_bytes, PreparedImage};
+use augserve_core::PipelineSpec;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice};
 
 use crate::kernels::{MixDesc, ResizeDesc};
 use crate::GpuError;
+
+/// How many batches the GPU backend (and its stand-in) has in flight, each in its own slot on
+/// its own stream: one uploading, one computing, one downloading.
+pub(crate) const BATCHES_IN_FLIGHT: usize = 3;
+
+/// A backend's batch slots, each behind its own lock: a batch takes a free one, or waits for
+/// the first.
+pub(crate) struct SlotPool<T>(Vec<Mutex<T>>);
+
+impl<T> SlotPool<T> {
+    pub(crate) fn new(slots: Vec<T>) -> Self {
+        SlotPool(slots.into_iter().map(Mutex::new).collect())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// A free slot, or (all busy) the first one once it frees up.
+    pub(crate) fn acquire(&self) -> MutexGuard<'_, T> {
+        for s in &self.0 {
+            match s.try_lock() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.lock(0)
+    }
+
+    /// Slot `i`, once it is free.
+    pub(crate) fn lock(&self, i: usize) -> MutexGuard<'_, T> {
+        self.0[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Per-batch buffers, reused across batches (grown, never shrunk). Each slot has its own
 /// stream, so two batches in two slots overlap: one uploads while the other computes.
@@ -36,6 +72,25 @@ pub(crate) struct BufferSizes {
     pub out: usize,
     pub images: usize,
     pub coeffs: usize,
+}
+
+impl BufferSizes {
+    /// What a batch of `n` images under `spec` needs of the buffers the output shape sizes;
+    /// the others (packed regions, source images, tables) zero.
+    pub(crate) fn for_output(spec: &PipelineSpec, n: usize) -> Self {
+        let out = tensor_bytes(spec, n);
+        let hw = spec.size.width as usize * spec.size.height as usize;
+        BufferSizes {
+            stage_in: 0,
+            stage_out: out,
+            src: 0,
+            tmp: 0,
+            resized: n * hw * 3,
+            out,
+            images: n,
+            coeffs: 0,
+        }
+    }
 }
 
 /// A slot's buffers for one batch, each at least the size it needs.

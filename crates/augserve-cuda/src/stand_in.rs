@@ -12,7 +12,6 @@
 //! the device's DMA would: no copy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use augserve_core::decode::JpegInfo;
@@ -29,11 +28,11 @@ use crate::jpeg::planes::roi_for_header;
 use crate::jpeg::route::{route, DecodeRoute, NvJpegBackend};
 use crate::kernels::{ColorDesc, MixDesc, ResizeDesc};
 use crate::plan::{plan_batch, HostPlan, WeightsOn};
-use crate::staging::{copy_bytes, pack_regions};
+use crate::staging::{copy_bytes, pack_regions, SlotPool, BATCHES_IN_FLIGHT};
 
 /// The GPU path's host side on host memory (module docs).
 pub struct StandInOps {
-    slot: Mutex<HostSlot>,
+    slots: SlotPool<HostSlot>,
     cpu: CpuBatchOps,
     on_device: AtomicU64,
     kept_on_cpu: AtomicU64,
@@ -56,7 +55,11 @@ struct HostSlot {
 impl Default for StandInOps {
     fn default() -> Self {
         StandInOps {
-            slot: Mutex::new(HostSlot::default()),
+            slots: SlotPool::new(
+                (0..BATCHES_IN_FLIGHT)
+                    .map(|_| HostSlot::default())
+                    .collect(),
+            ),
             cpu: CpuBatchOps::default(),
             on_device: AtomicU64::new(0),
             kept_on_cpu: AtomicU64::new(0),
@@ -137,6 +140,21 @@ impl BatchOps for StandInOps {
         self.cpu.buffers.give(buf);
     }
 
+    /// As the GPU backend: its slots' batches in flight, their output buffers sized first.
+    fn batches_in_flight(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn reserve_for_batches(&self, spec: &PipelineSpec, batch_size: usize) {
+        let out_bytes = tensor_bytes(spec, batch_size);
+        for i in 0..self.slots.len() {
+            let mut slot = self.slots.lock(i);
+            if slot.stage_out.len() < out_bytes {
+                slot.stage_out.resize(out_bytes, 0);
+            }
+        }
+    }
+
     fn release_idle_memory(&self) {
         self.cpu.buffers.clear();
     }
@@ -165,7 +183,7 @@ impl BatchOps for StandInOps {
         let out_bytes = tensor_bytes(spec, n);
         let roi = |d: &DeferredDecode| roi_for_header(&d.info, d.region);
         let host = plan_batch(images, plan, spec, WeightsOn::Device, roi);
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.slots.acquire();
         self.run_host_steps(images, &host, &mut slot);
         // The download lands in pinned memory (stage_out); then the same copy out of it.
         if slot.stage_out.len() < out_bytes {

@@ -1,9 +1,10 @@
 //! Batch memory under a budget. Two bounds:
 //!
-//! - Per stream, [`InFlight`]: at most `prefetch + 1` batches exist at once, counted from the
-//!   moment the producer starts one until tonic asks for the batch after it (hyper asks only
-//!   once h2 has nearly sent the previous one). So a stream holds its queued batches and the
-//!   one being sent, not more.
+//! - Per stream, [`InFlight`]: at most `prefetch + in_flight` batches exist at once (in_flight:
+//!   those the batch ops make at once, 1 on the CPU), counted from the moment the producer
+//!   starts one until tonic asks for the batch after it (hyper asks only once h2 has nearly
+//!   sent the previous one). So a stream holds its queued batches and those being made, not
+//!   more.
 //! - Server-wide, [`BatchMemory`]: a stream reserves its worst case (those batches, plus the
 //!   copy tonic encodes a message into) before it starts; beyond `max_batch_memory_bytes` it
 //!   is refused with RESOURCE_EXHAUSTED instead of growing the process towards an OOM kill.

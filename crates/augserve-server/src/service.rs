@@ -198,6 +198,8 @@ struct StreamPlan {
     wanted: v1::Transport,
     pipeline: Pipeline,
     prefetch: u32,
+    /// Batches made at once.
+    in_flight: u32,
     slots: u32,
     slot_bytes: usize,
     order: BatchOrder,
@@ -234,14 +236,26 @@ impl AugServeService {
             tail: tail_from_proto(r.tail)?,
         };
         shard.validate()?;
-        let max_slots = st.limits.max_prefetch + 2;
-        let slots = if r.slots == 0 { prefetch + 2 } else { r.slots };
+        // A slot for each queued batch, each batch being made, and the one the client reads.
+        let made_at_once = u32::try_from(st.ops.batches_in_flight().max(1)).unwrap_or(1);
+        let max_slots = st.limits.max_prefetch + 1 + made_at_once;
+        let slots = if r.slots == 0 {
+            prefetch + 1 + made_at_once
+        } else {
+            r.slots
+        };
         if slots > max_slots {
             return Err(ServerError::InvalidArgument {
                 field: "slots",
-                message: format!("must be <= {max_slots} (max_prefetch + 2)"),
+                message: format!(
+                    "must be <= {max_slots} (max_prefetch + 1 + the {made_at_once} batches the \
+                     backend makes at once)"
+                ),
             });
         }
+        // Fewer slots than that, fewer batches made at once: a batch being made must never
+        // hold the slot an earlier one waits for.
+        let in_flight = made_at_once.min(slots.saturating_sub(prefetch + 1)).max(1);
         let slot_bytes = spec.output_image_bytes() * r.batch_size as usize;
         let pipeline = Pipeline::with_pool(ds, spec, self.decode_limits(), st.pool.clone())?
             .with_batch_ops(st.ops.clone());
@@ -250,6 +264,7 @@ impl AugServeService {
             wanted,
             pipeline,
             prefetch,
+            in_flight,
             slots,
             slot_bytes,
             order,
@@ -378,7 +393,7 @@ impl AugServe for AugServeService {
             tracing::info!(asked = plan.wanted.as_str_name(), chosen = transport.kind().as_str_name(), reason = %fallback_reason, "transport fallback");
         }
         // The stream's worst case, reserved from the server-wide budget before any work.
-        let need = transport.reserved_bytes(plan.prefetch, plan.slot_bytes);
+        let need = transport.reserved_bytes(plan.prefetch, plan.in_flight, plan.slot_bytes);
         let reservation = Arc::new(
             st.memory
                 .reserve(need, STREAM_ADMISSION_WAIT, "this stream")
@@ -394,7 +409,7 @@ impl AugServe for AugServeService {
                 ops,
                 transport,
                 transport_info,
-                in_flight: InFlight::new(plan.prefetch as usize + 1),
+                in_flight: InFlight::new((plan.prefetch + plan.in_flight) as usize),
                 tx,
                 stop: st.shutting_down.clone(),
                 telemetry: st.telemetry.clone(),
@@ -404,6 +419,7 @@ impl AugServe for AugServeService {
             },
             pipeline: plan.pipeline,
             order: plan.order,
+            in_flight: plan.in_flight as usize,
         };
         producer.spawn()?;
         Ok(Response::new(BatchStream {

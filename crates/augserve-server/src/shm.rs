@@ -96,6 +96,17 @@ impl SlotBook {
         Some((slot, generation))
     }
 
+    /// `acquire`, as a lease: dropped without [`BookLease::keep`], the slot is free again.
+    pub fn lease(&self, give_up: impl Fn() -> bool) -> Option<BookLease<'_>> {
+        let (slot, generation) = self.acquire(give_up)?;
+        Some(BookLease {
+            book: self,
+            slot,
+            generation,
+            kept: false,
+        })
+    }
+
     /// Frees `slot` if it is out with `generation`; false for anything else (already released,
     /// never sent, or a stale generation), which changes nothing.
     pub fn release(&self, slot: u32, generation: u64) -> bool {
@@ -109,6 +120,38 @@ impl SlotBook {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+/// A slot taken from a [`SlotBook`] for one batch; freed on drop unless kept (announced to
+/// the client, which releases it).
+pub struct BookLease<'b> {
+    book: &'b SlotBook,
+    slot: u32,
+    generation: u64,
+    kept: bool,
+}
+
+impl BookLease<'_> {
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The batch went into the slot: it stays out until the client releases it.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for BookLease<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.book.release(self.slot, self.generation);
         }
     }
 }
@@ -216,33 +259,57 @@ impl ShmRing {
         give_up: impl Fn() -> bool,
         fill: impl FnOnce(&mut [u8]) -> Result<(T, usize), E>,
     ) -> Option<Result<(T, SlotWrite), E>> {
-        let (slot, generation) = self.book.acquire(give_up)?;
-        let offset = slot as usize * self.slot_bytes;
+        Some(self.lease(give_up)?.fill(fill))
+    }
+
+    /// Waits for a free slot and takes it for one batch, to be written later
+    /// ([`SlotLease::fill`], on another thread, say): a stream takes its slots in batch order
+    /// while batches are made concurrently. A lease dropped unfilled frees its slot.
+    pub fn lease(&self, give_up: impl Fn() -> bool) -> Option<SlotLease<'_>> {
+        Some(SlotLease {
+            ring: self,
+            lease: self.book.lease(give_up)?,
+        })
+    }
+}
+
+/// A free slot of an [`ShmRing`] taken for one batch.
+pub struct SlotLease<'r> {
+    ring: &'r ShmRing,
+    lease: BookLease<'r>,
+}
+
+impl SlotLease<'_> {
+    /// `ShmRing::fill` into this slot.
+    pub fn fill<T, E>(
+        self,
+        fill: impl FnOnce(&mut [u8]) -> Result<(T, usize), E>,
+    ) -> Result<(T, SlotWrite), E> {
+        let ring = self.ring;
+        let (slot, generation) = (self.lease.slot(), self.lease.generation());
+        let offset = slot as usize * ring.slot_bytes;
         // SAFETY: the slot lies inside the mapping (`slot < slots`, `slots * slot_bytes` is
         // its length), and this is the only reference to it in this process: the book handed
-        // the free slot to this call alone, and it is not announced (so not released, not
+        // the free slot to this lease alone, and it is not announced (so not released, not
         // acquired again) before `fill` returns. The client has released the slot, so it is
         // not read through this process either. A misbehaving client may still read its own
         // read-only mapping meanwhile and see the new bytes: its contract violation, not
         // memory unsafety here.
         let buf = unsafe {
-            std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset), self.slot_bytes)
+            std::slice::from_raw_parts_mut(ring.map.as_mut_ptr().add(offset), ring.slot_bytes)
         };
-        Some(match fill(buf) {
-            Ok((value, length)) => Ok((
-                value,
-                SlotWrite {
-                    slot,
-                    generation,
-                    offset: offset as u64,
-                    length: length.min(self.slot_bytes) as u64,
-                },
-            )),
-            Err(e) => {
-                self.book.release(slot, generation);
-                Err(e)
-            }
-        })
+        // A failed fill drops the lease, which frees the slot.
+        let (value, length) = fill(buf)?;
+        self.lease.keep();
+        Ok((
+            value,
+            SlotWrite {
+                slot,
+                generation,
+                offset: offset as u64,
+                length: length.min(ring.slot_bytes) as u64,
+            },
+        ))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The producer of one StreamBatches call: a thread that runs the shared batch loop
-//! (`augserve_core::pipeline::run_overlapped`: batch k+1's per-image stage overlaps batch k's
-//! batch ops) and `blocking_send`s each batch into the stream's bounded channel (a failed send
-//! means the client left). The stream's transport gives each batch its destination. The
+//! (`augserve_core::pipeline::run_in_flight`: batch k+1's per-image stage overlaps the batch
+//! ops, of several batches at once on a GPU) and `blocking_send`s each batch into the stream's
+//! bounded channel in order (a failed send means the client left). The stream's transport gives each batch its destination. The
 //! shutdown contract's last word (`shutdown_status`) and the tensor buffers' way back to the
 //! batch ops live here too.
 
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use augserve_core::pipeline::{run_overlapped, BatchOrder, PreparedBatch};
+use augserve_core::pipeline::{run_in_flight, BatchOrder, PreparedBatch};
 use augserve_core::{Batch, BatchOps, Pipeline};
 use augserve_proto::convert::{align_tensor_data, batch_to_proto};
 use augserve_proto::v1;
@@ -19,7 +19,7 @@ use tonic::Status;
 
 use crate::memory::{InFlight, InFlightToken, Reservation};
 use crate::telemetry::Telemetry;
-use crate::transport::{Delivered, Finish, Transport};
+use crate::transport::{Delivered, Finish, Reserved, Transport};
 use crate::ServerError;
 
 /// How a stream the shutdown cut ends (the proto's shutdown contract): UNAVAILABLE, which
@@ -111,6 +111,8 @@ pub(crate) struct StreamProducer {
     pub pipeline: Pipeline,
     /// Which batches, in which order, with which mixing keys.
     pub order: BatchOrder,
+    /// Batches made at once (the batch ops' own limit, and the stream's slots').
+    pub in_flight: usize,
     pub sender: BatchSender,
 }
 
@@ -131,6 +133,41 @@ pub(crate) struct BatchSender {
     pub _reservation: Arc<Reservation>,
 }
 
+/// When a stream stops making batches: the client left, or the server stops.
+struct StopCheck {
+    tx: mpsc::Sender<Outgoing>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StopCheck {
+    fn give_up(&self) -> bool {
+        self.tx.is_closed() || self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// A batch let into the stream, in batch order: its in-flight token and, for a prepared
+/// batch, the transport destination taken for it.
+struct Admitted<'t> {
+    token: InFlightToken,
+    work: augserve_core::Result<(Box<dyn Reserved + 't>, PreparedBatch)>,
+}
+
+/// A batch made for the stream, ready to send in order.
+struct MadeBatch {
+    made: Made,
+    token: InFlightToken,
+    images: u64,
+    errors: u64,
+}
+
+/// What making a batch needs of the stream (shared by the threads that make its batches).
+struct BatchMaker {
+    ops: Arc<dyn BatchOps>,
+    telemetry: Arc<Telemetry>,
+    dataset_name: String,
+    num_classes: u32,
+}
+
 impl StreamProducer {
     /// Starts the producer thread.
     pub fn spawn(self) -> Result<(), ServerError> {
@@ -146,14 +183,35 @@ impl StreamProducer {
             })
     }
 
+    /// The shared batch loop: tokens and slots taken in batch order here, batches made on up
+    /// to `in_flight` threads, sent in order here.
     fn run(mut self) {
         let started = Instant::now();
         let len = self.pipeline.dataset().len();
         let seed = self.order.shard.seed;
-        let (pipeline, sender) = (&self.pipeline, &mut self.sender);
-        let completed = run_overlapped(pipeline, seed, self.order.jobs(len), |prepared| {
-            sender.send_batch(pipeline, prepared)
-        });
+        let s = &self.sender;
+        let stop = StopCheck {
+            tx: s.tx.clone(),
+            stop: s.stop.clone(),
+        };
+        let (transport, tokens) = (s.transport.clone(), s.in_flight.clone());
+        let maker = BatchMaker {
+            ops: s.ops.clone(),
+            telemetry: s.telemetry.clone(),
+            dataset_name: s.dataset_name.clone(),
+            num_classes: s.num_classes,
+        };
+        let (pipeline, order, sender) = (&self.pipeline, &self.order, &mut self.sender);
+        let completed = run_in_flight(
+            pipeline,
+            seed,
+            order.jobs(len),
+            self.in_flight,
+            |prepared| admit(&stop, &tokens, transport.as_ref(), prepared),
+            |admitted| maker.make(pipeline, admitted),
+            |made| sender.send(made),
+        );
+        drop(stop);
         self.sender.finish(completed, started);
         // Unlinks the SHM ring's file / frees the device ring (slots the client still held are
         // reclaimed here), frees the pipeline, closes the channel, returns the reservation.
@@ -162,30 +220,69 @@ impl StreamProducer {
     }
 }
 
-impl BatchSender {
-    /// The client left, or the server stops.
-    fn give_up(&self) -> bool {
-        self.tx.is_closed() || self.stop.load(Ordering::Relaxed)
+/// Lets a batch into the stream: an in-flight token (at most prefetch + in_flight batches
+/// exist at once) and its transport destination; `Break` when the stream must end.
+fn admit<'t>(
+    stop: &StopCheck,
+    tokens: &Arc<InFlight>,
+    transport: &'t dyn Transport,
+    prepared: augserve_core::Result<PreparedBatch>,
+) -> ControlFlow<(), Admitted<'t>> {
+    let give_up = || stop.give_up();
+    if give_up() {
+        return ControlFlow::Break(());
     }
+    let Some(token) = tokens.acquire(give_up) else {
+        return ControlFlow::Break(());
+    };
+    let work = match prepared {
+        Ok(p) => match transport.reserve(&give_up) {
+            Some(to) => Ok((to, p)),
+            None => return ControlFlow::Break(()),
+        },
+        Err(e) => Err(e),
+    };
+    ControlFlow::Continue(Admitted { token, work })
+}
 
-    /// Finishes a prepared batch into the transport and sends it; `Break` when the stream
-    /// must end.
-    fn send_batch(
-        &mut self,
-        pipeline: &Pipeline,
-        prepared: augserve_core::Result<PreparedBatch>,
-    ) -> ControlFlow<()> {
-        if self.give_up() {
-            return ControlFlow::Break(());
+impl BatchMaker {
+    /// Runs the batch stage into the destination taken for it, and makes the message.
+    fn make(&self, pipeline: &Pipeline, admitted: Admitted<'_>) -> MadeBatch {
+        let Admitted { token, work } = admitted;
+        let delivered = work.and_then(|(to, prepared)| {
+            let finish: Finish<'_> = Box::new(|to| pipeline.finish_batch(prepared, to));
+            to.deliver(finish)
+        });
+        let (mut images, mut errors) = (0, 0);
+        let made = delivered
+            .map_err(|e| Status::from(ServerError::from(e)))
+            .map(
+                |Delivered {
+                     batch,
+                     slot,
+                     length,
+                 }| {
+                    images = batch.len() as u64;
+                    errors = batch.errors.len() as u64;
+                    self.telemetry.record_batch(&self.dataset_name, &batch);
+                    let mut m = batch_to_proto_recycled(batch, self.num_classes, &self.ops);
+                    m.slot = slot;
+                    (m, length)
+                },
+            );
+        MadeBatch {
+            made,
+            token,
+            images,
+            errors,
         }
-        // At most prefetch + 1 batches of this stream exist at once.
-        let Some(token) = self.in_flight.acquire(|| self.give_up()) else {
-            return ControlFlow::Break(());
-        };
-        let Some(made) = self.make_batch(pipeline, prepared) else {
-            return ControlFlow::Break(());
-        };
-        let (msg, len, at) = match made {
+    }
+}
+
+impl BatchSender {
+    /// Sends a made batch (in batch order); `Break` when the stream must end.
+    fn send(&mut self, made: MadeBatch) -> ControlFlow<()> {
+        let (msg, len, at) = match made.made {
             Ok((mut m, len)) => {
                 m.transport = self.transport_info.take();
                 let at = (m.epoch, m.index as usize);
@@ -194,9 +291,11 @@ impl BatchSender {
             Err(s) if s.code() == tonic::Code::Cancelled => return ControlFlow::Break(()),
             Err(s) => (Err(s), 0, None),
         };
+        self.counts.images += made.images;
+        self.counts.errors += made.errors;
         let wait = Instant::now();
         // A failed send means the client left: stop at once.
-        if self.tx.blocking_send((msg, Some(token))).is_err() {
+        if self.tx.blocking_send((msg, Some(made.token))).is_err() {
             return ControlFlow::Break(());
         }
         let Some(at) = at else {
@@ -210,41 +309,6 @@ impl BatchSender {
         (c.queued, c.sent, c.bytes) = (now, c.sent + 1, c.bytes + len as u64);
         c.last_sent = Some(at);
         ControlFlow::Continue(())
-    }
-
-    /// Runs the batch stage into the transport's destination; `None` when it gave up waiting
-    /// for a free slot (the client left, or the server stops).
-    fn make_batch(
-        &mut self,
-        pipeline: &Pipeline,
-        prepared: augserve_core::Result<PreparedBatch>,
-    ) -> Option<Made> {
-        let delivered = match prepared {
-            Ok(prepared) => {
-                let give_up = || self.give_up();
-                let finish: Finish<'_> = Box::new(|to| pipeline.finish_batch(prepared, to));
-                self.transport.deliver(&give_up, finish)?
-            }
-            Err(e) => Err(e),
-        };
-        Some(
-            delivered
-                .map_err(|e| Status::from(ServerError::from(e)))
-                .map(
-                    |Delivered {
-                         batch,
-                         slot,
-                         length,
-                     }| {
-                        self.counts.images += batch.len() as u64;
-                        self.counts.errors += batch.errors.len() as u64;
-                        self.telemetry.record_batch(&self.dataset_name, &batch);
-                        let mut m = batch_to_proto_recycled(batch, self.num_classes, &self.ops);
-                        m.slot = slot;
-                        (m, length)
-                    },
-                ),
-        )
     }
 
     /// The stream's last word and log line, then its memory goes back.

@@ -59,11 +59,22 @@ struct FakeGpu {
     registrations: AtomicUsize,
     /// Host destinations that lay inside a registered range (a GPU downloads into them).
     in_place: AtomicUsize,
+    /// Batches it takes at once (a GPU's streams), how many run now, and the most that did.
+    in_flight: usize,
+    running: AtomicUsize,
+    most: AtomicUsize,
 }
 
 impl FakeGpu {
     fn new() -> Self {
+        Self::with_in_flight(1)
+    }
+
+    fn with_in_flight(in_flight: usize) -> Self {
         FakeGpu {
+            in_flight,
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
             cpu: CpuBatchOps::default(),
             pool: augserve_core::pipeline::worker_pool(1).unwrap(),
             rings: Mutex::new(Vec::new()),
@@ -74,20 +85,9 @@ impl FakeGpu {
     }
 }
 
-/// Takes its range off the list when dropped, as the GPU's registration unregisters it.
-struct Registered(Arc<Mutex<Vec<(usize, usize)>>>, (usize, usize));
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.0.lock().unwrap().retain(|r| *r != self.1);
-    }
-}
-
-impl BatchOps for FakeGpu {
-    fn device(&self) -> String {
-        "gpu:0 (host ring stand-in)".into()
-    }
-    fn run(
+impl FakeGpu {
+    /// The batch: into a registered host range or a host ring's slot as a GPU would.
+    fn run_batch(
         &self,
         images: &[PreparedImage],
         plan: &MixPlan,
@@ -95,6 +95,10 @@ impl BatchOps for FakeGpu {
         pool: &ThreadPool,
         to: Destination<'_>,
     ) -> augserve_core::Result<BatchOutput> {
+        if self.in_flight > 1 {
+            // Long enough for the next batches to be admitted meanwhile.
+            std::thread::sleep(Duration::from_millis(30));
+        }
         if let Destination::Host(out) = &to {
             let (a, b) = (out.as_ptr() as usize, out.as_ptr() as usize + out.len());
             let regs = self.registered.lock().unwrap();
@@ -113,6 +117,38 @@ impl BatchOps for FakeGpu {
         ring.mem.lock().unwrap()[at..at + out.tensor.data.len()].copy_from_slice(&out.tensor.data);
         out.tensor.data = Vec::new();
         Ok(out)
+    }
+}
+
+/// Takes its range off the list when dropped, as the GPU's registration unregisters it.
+struct Registered(Arc<Mutex<Vec<(usize, usize)>>>, (usize, usize));
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().retain(|r| *r != self.1);
+    }
+}
+
+impl BatchOps for FakeGpu {
+    fn device(&self) -> String {
+        "gpu:0 (host ring stand-in)".into()
+    }
+    fn batches_in_flight(&self) -> usize {
+        self.in_flight
+    }
+    fn run(
+        &self,
+        images: &[PreparedImage],
+        plan: &MixPlan,
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        to: Destination<'_>,
+    ) -> augserve_core::Result<BatchOutput> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let out = self.run_batch(images, plan, spec, pool, to);
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        out
     }
     unsafe fn register_host_output(
         &self,
@@ -141,6 +177,11 @@ impl BatchOps for FakeGpu {
 
 /// A server over a 3-per-class demo dataset in `dir` (its shm rings there too) on fake GPU ops.
 fn demo_service(dir: &std::path::Path) -> (Arc<FakeGpu>, AugServeService) {
+    demo_service_on(dir, FakeGpu::new())
+}
+
+/// `demo_service` on these fake GPU ops.
+fn demo_service_on(dir: &std::path::Path, fake: FakeGpu) -> (Arc<FakeGpu>, AugServeService) {
     let data = dir.join("data");
     augserve_core::demo::write_demo_dataset(&data, 3).unwrap();
     let mut cfg = ServerConfig::default();
@@ -151,7 +192,7 @@ fn demo_service(dir: &std::path::Path) -> (Arc<FakeGpu>, AugServeService) {
     });
     cfg.threads = 2;
     cfg.shm_dir = dir.to_path_buf();
-    let fake = Arc::new(FakeGpu::new());
+    let fake = Arc::new(fake);
     let service =
         AugServeService::with_batch_ops(&cfg, Arc::new(AtomicBool::new(false)), fake.clone(), None)
             .unwrap();
@@ -334,5 +375,96 @@ fn a_shm_ring_is_registered_for_its_stream_and_every_slot_written_in_place() {
             fake.registered.lock().unwrap().is_empty(),
             "the ring stayed registered after its stream ended"
         );
+    });
+}
+
+/// A backend that makes three batches at once (a GPU's streams): every transport still gets
+/// every batch, in order, with the inline bytes; the rings get a slot for each batch being
+/// made (prefetch 2 + 3 + the one the client reads).
+#[test]
+fn three_batches_in_flight_reach_every_transport_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, service) = demo_service_on(d.path(), FakeGpu::with_in_flight(3));
+    let sock = d.path().join("s.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = common::serve_and_connect(service, &sock).await;
+        let mut releaser = c.clone();
+        let req = |t: v1::Transport| v1::StreamBatchesRequest {
+            dataset: "demo".into(),
+            batch_size: 4,
+            epochs: 2,
+            seed: 9,
+            transport: t as i32,
+            ..Default::default()
+        };
+        let mut streams = Vec::new();
+        for t in [
+            v1::Transport::Inline,
+            v1::Transport::Shm,
+            v1::Transport::CudaIpc,
+        ] {
+            let mut s = c.stream_batches(req(t)).await.unwrap().into_inner();
+            let (mut order, mut bytes, mut info) = (Vec::new(), Vec::new(), None);
+            // Opened at the first batch, as a client maps them: the stream may end (its ring
+            // unlinked, dropped) before the last messages are read.
+            let (mut shm, mut ring) = (None, None);
+            while let Some(m) = s.message().await.unwrap() {
+                if let Some(t) = &m.transport {
+                    info = Some(t.clone());
+                    shm = std::fs::File::open(&t.shm_path).ok();
+                    ring = fake.rings.lock().unwrap().last().and_then(Weak::upgrade);
+                }
+                order.push((m.epoch, m.index));
+                let data = m.images.as_ref().unwrap().data.clone();
+                bytes.push(match (t, m.slot) {
+                    (v1::Transport::Inline, _) => data.to_vec(),
+                    (_, Some(slot)) => {
+                        let info = info.as_ref().unwrap();
+                        let mut got = vec![0u8; slot.length as usize];
+                        match (&shm, &ring) {
+                            (Some(f), _) if t == v1::Transport::Shm => {
+                                use std::os::unix::fs::FileExt;
+                                f.read_exact_at(&mut got, slot.offset).unwrap();
+                            }
+                            (_, Some(r)) => got.copy_from_slice(
+                                &r.mem.lock().unwrap()[slot.offset as usize..]
+                                    [..slot.length as usize],
+                            ),
+                            _ => panic!("no ring for a {t:?} batch"),
+                        }
+                        let release = v1::ReleaseSlotsRequest {
+                            stream_id: info.stream_id.clone(),
+                            slots: vec![slot],
+                        };
+                        // The last release may come after the stream ended (ring gone).
+                        let _ = releaser.release_slots(release).await;
+                        got
+                    }
+                    (_, None) => panic!("a {t:?} batch without a slot"),
+                });
+            }
+            let info = info.unwrap();
+            assert_eq!(info.transport, t as i32, "{}", info.fallback_reason);
+            if t != v1::Transport::Inline {
+                assert_eq!(info.slots, 2 + 3 + 1, "{t:?}");
+            }
+            streams.push((order, bytes));
+        }
+        let (order, inline) = &streams[0];
+        let want: Vec<(u64, u64)> = (0..2)
+            .flat_map(|e| (0..order.len() as u64 / 2).map(move |i| (e, i)))
+            .collect();
+        assert_eq!(order, &want, "inline batches out of order");
+        assert!(order.len() >= 8, "{} batches", order.len());
+        for (got_order, got) in &streams[1..] {
+            assert_eq!(got_order, order);
+            assert!(got == inline, "slot batches differ from inline ones");
+        }
+        let most = fake.most.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&most), "{most} batches at once");
     });
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use augserve_core::pipeline::{run_overlapped, BatchJob, CpuBatchOps};
+use augserve_core::pipeline::{run_in_flight, BatchJob, CpuBatchOps};
 use augserve_core::spec::{ColorJitter, DType, Layout, MixSpec, OutputSpec};
 use augserve_core::{
     BatchOps, Dataset, DatasetFormat, DecodeLimits, Destination, Pipeline, PipelineOptions,
@@ -423,24 +423,35 @@ fn measure(
     });
     let started = Instant::now();
     // The batch loop `augserve run` and the server use: preparing batch k+1 overlaps
-    // batch k's batch ops.
-    run_overlapped(&pipeline, 0, jobs, |prepared| {
-        match prepared.and_then(|p| pipeline.finish_batch(p, Destination::Owned)) {
-            Ok(b) => {
-                images += b.len();
-                bytes += b.tensor.data.len();
-                crate::run::add_timings(&mut acc, &b.timings);
-                // As a trainer's loop would (the server does it once a batch is sent).
-                pipeline.recycle(b.tensor.data);
-                bar.inc(1);
-                ControlFlow::Continue(())
+    // batch k's batch ops, and a GPU has several batches in its batch ops at once.
+    let make = |prepared: augserve_core::Result<_>| {
+        prepared.and_then(|p| pipeline.finish_batch(p, Destination::Owned))
+    };
+    run_in_flight(
+        &pipeline,
+        0,
+        jobs,
+        usize::MAX,
+        ControlFlow::Continue,
+        make,
+        |made| {
+            match made {
+                Ok(b) => {
+                    images += b.len();
+                    bytes += b.tensor.data.len();
+                    crate::run::add_timings(&mut acc, &b.timings);
+                    // As a trainer's loop would (the server does it once a batch is sent).
+                    pipeline.recycle(b.tensor.data);
+                    bar.inc(1);
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
             }
-            Err(e) => {
-                failure = Some(e);
-                ControlFlow::Break(())
-            }
-        }
-    });
+        },
+    );
     if let Some(e) = failure {
         return Err(e.into());
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use augserve_core::ops::stats::PERCENTILES;
-use augserve_core::pipeline::{run_overlapped, BatchOrder, CpuBatchOps, CpuResize};
+use augserve_core::pipeline::{run_in_flight, BatchOrder, CpuBatchOps, CpuResize};
 use augserve_core::spec::{ColorJitter, CropSpec, Device, MixSpec};
 use augserve_core::{
     demo, BatchOps, Dataset, DatasetFormat, DecodeLimits, Destination, Pipeline, PipelineOptions,
@@ -293,28 +293,41 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut failure = None;
     let len = job.dataset.len();
     let pipeline = &job.pipeline;
-    // The shared batch loop: batch k+1's per-image stage overlaps batch k's batch ops.
-    run_overlapped(pipeline, args.seed, order.jobs(len), |prepared| {
-        let batch = match prepared.and_then(|p| pipeline.finish_batch(p, Destination::Owned)) {
-            Ok(b) => b,
-            Err(e) => {
-                failure = Some(e);
-                return ControlFlow::Break(());
-            }
-        };
-        if std::mem::take(&mut first_batch) {
-            if let Some(p) = &args.preview {
-                if let Err(e) = crate::preview::write_preview(&batch, &job.spec.normalize, p) {
-                    failure = Some(augserve_core::Error::Backend(format!("preview: {e}")));
+    // The shared batch loop: batch k+1's per-image stage overlaps batch k's batch ops, and a
+    // GPU has several batches in its batch ops at once (delivered in order).
+    let make = |prepared: augserve_core::Result<_>| {
+        prepared.and_then(|p| pipeline.finish_batch(p, Destination::Owned))
+    };
+    let jobs = order.jobs(len);
+    run_in_flight(
+        pipeline,
+        args.seed,
+        jobs,
+        usize::MAX,
+        ControlFlow::Continue,
+        make,
+        |made| {
+            let batch = match made {
+                Ok(b) => b,
+                Err(e) => {
+                    failure = Some(e);
                     return ControlFlow::Break(());
                 }
-                tracing::info!(path = %p.display(), "wrote preview of the first batch");
+            };
+            if std::mem::take(&mut first_batch) {
+                if let Some(p) = &args.preview {
+                    if let Err(e) = crate::preview::write_preview(&batch, &job.spec.normalize, p) {
+                        failure = Some(augserve_core::Error::Backend(format!("preview: {e}")));
+                        return ControlFlow::Break(());
+                    }
+                    tracing::info!(path = %p.display(), "wrote preview of the first batch");
+                }
             }
-        }
-        tally.add(&batch, &bar, started);
-        pipeline.recycle(batch.tensor.data);
-        ControlFlow::Continue(())
-    });
+            tally.add(&batch, &bar, started);
+            pipeline.recycle(batch.tensor.data);
+            ControlFlow::Continue(())
+        },
+    );
     if let Some(e) = failure {
         return Err(e.into());
     }

@@ -256,8 +256,8 @@ class Client:
         (`resume`, up to `max_retries` tries with backoff); server errors raise at once.
 
         `transport="shm"` (same host: the Unix socket, or loopback TCP) delivers each batch
-        through a shared-memory ring of `slots` slots (0 = prefetch + 2): `batch.images` is then
-        a read-only view of the slot, valid until `batch.release()`, which `auto_release` does
+        through a shared-memory ring of `slots` slots (0 = prefetch + 1 + the batches the
+        server makes at once): `batch.images` is then a read-only view of the slot, valid until `batch.release()`, which `auto_release` does
         when the next batch is asked for. `"cuda_ipc"` asks for device memory (falls back to
         shm, then inline). `stream.transport` and `stream.fallback_reason` say what the server
         chose.

@@ -54,6 +54,18 @@ pub trait BatchOps: Send + Sync {
         None
     }
 
+    /// How many batches these ops take at once, each on its own thread
+    /// ([`crate::pipeline::run_in_flight`]): a GPU's streams (upload, compute and download of
+    /// three batches overlap). 1 on the CPU, whose batch ops use every core already.
+    fn batches_in_flight(&self) -> usize {
+        1
+    }
+
+    /// Sizes the buffers a batch of `batch_size` images under `spec` needs, before the first
+    /// batch (a GPU's pinned and device output buffers, for every stream), so the first
+    /// batches do not grow them. A failure here is left for the first batch to report.
+    fn reserve_for_batches(&self, _spec: &PipelineSpec, _batch_size: usize) {}
+
     /// Takes back a finished batch's tensor buffer (`Pipeline::recycle`) for a later batch.
     fn recycle(&self, _buf: Vec<u8>) {}
 

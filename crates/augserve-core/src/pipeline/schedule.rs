@@ -1,7 +1,8 @@
 //! The batch loop every front shares (`augserve run`, the server's streams, `bench`): which
 //! batches a reader makes and in what order ([`BatchOrder`]), the key of each batch's mixing
-//! draws ([`ShardSpec::mix_key`]: the reproducibility invariant), and the overlap of batch
-//! k+1's per-image stage with batch k's batch ops ([`run_overlapped`]).
+//! draws ([`ShardSpec::mix_key`]: the reproducibility invariant), and [`run_in_flight`]: batch
+//! k+1's per-image stage overlaps the batch ops, which a GPU runs for several batches at once,
+//! delivered in order.
 
 use std::ops::{ControlFlow, Range};
 
@@ -106,24 +107,161 @@ impl BatchOrder {
     }
 }
 
-/// Runs `jobs` through `pipeline` in two stages: a second thread prepares batch k+1 (read,
-/// decode, per-image ops) while the calling thread's `finish` runs batch k's batch ops and
-/// delivers it. At most one prepared batch waits, which bounds memory. `finish` gets each
-/// prepared batch (or the error that stopped its preparation) in order and returns `Break` to
-/// stop; the preparing thread then stops after the batch in hand. Returns whether every job
-/// reached `finish` and none was refused.
-pub fn run_overlapped<I, F>(pipeline: &Pipeline, seed: u64, jobs: I, mut finish: F) -> bool
+/// The batch loop every front shares: `jobs` through `pipeline`, with up to `max_in_flight`
+/// batches in their batch ops at once (capped by
+/// [`crate::pipeline::BatchOps::batches_in_flight`]: a GPU's streams, so one batch uploads
+/// while another computes and a third downloads). Three stages per batch:
+/// - `admit`, in order on the calling thread: what must be taken in batch order (a stream's
+///   in-flight token, its transport slot), so a later batch never holds what an earlier one
+///   waits for; `Break` stops.
+/// - `make`, on its own thread, up to `max_in_flight` at once: the batch ops (the host steps of
+///   a GPU batch run there, off the scheduler's thread).
+/// - `deliver`, in order on the calling thread; `Break` stops.
+///
+/// A second thread prepares batch k+1 (read, decode, per-image ops) meanwhile; at most one
+/// prepared batch waits, which bounds memory. With one batch in flight (the CPU ops, which use
+/// every core themselves) the loop is prepare k+1 while making and delivering k. Before the
+/// first batch the batch ops size their buffers for the first
+/// job's batch size ([`crate::pipeline::BatchOps::reserve_for_batches`]). Returns whether
+/// every job was delivered and none was refused; `admit` waits with fewer than
+/// `max_in_flight` batches outstanding, so it may wait for resources that many hold.
+pub fn run_in_flight<I, A, T, M, R, D>(
+    pipeline: &Pipeline,
+    seed: u64,
+    jobs: I,
+    max_in_flight: usize,
+    mut admit: A,
+    make: M,
+    mut deliver: D,
+) -> bool
 where
     I: Iterator<Item = Result<BatchJob>> + Send,
-    F: FnMut(Result<PreparedBatch>) -> ControlFlow<()>,
+    A: FnMut(Result<PreparedBatch>) -> ControlFlow<(), T>,
+    T: Send,
+    M: Fn(T) -> R + Sync,
+    R: Send,
+    D: FnMut(R) -> ControlFlow<()>,
+{
+    let ops = pipeline.batch_ops();
+    let mut jobs = jobs.peekable();
+    if let Some(Ok(first)) = jobs.peek() {
+        ops.reserve_for_batches(pipeline.spec(), first.ids.len());
+    }
+    let depth = max_in_flight.min(ops.batches_in_flight()).max(1);
+    with_prepared(pipeline, seed, jobs, |prepared| {
+        std::thread::scope(|scope| {
+            let Some(mut makers) = Makers::spawn(scope, depth, &make) else {
+                // No threads for the makers (a thread limit): one batch at a time, here.
+                return prepared.into_iter().all(|p| match admit(p) {
+                    ControlFlow::Continue(t) => deliver(make(t)).is_continue(),
+                    ControlFlow::Break(()) => false,
+                });
+            };
+            for p in prepared {
+                let ControlFlow::Continue(t) = admit(p) else {
+                    return false;
+                };
+                if !makers.submit(t) {
+                    return false;
+                }
+                if makers.outstanding() == depth && !makers.deliver_oldest(&mut deliver) {
+                    return false;
+                }
+            }
+            while makers.outstanding() > 0 {
+                if !makers.deliver_oldest(&mut deliver) {
+                    return false;
+                }
+            }
+            true
+        })
+    })
+}
+
+/// The `make` threads of [`run_in_flight`]: batch `k` goes to thread `k % n`, so each
+/// thread's results come back in batch order and each holds at most one batch.
+struct Makers<T, R> {
+    work: Vec<std::sync::mpsc::SyncSender<T>>,
+    done: Vec<std::sync::mpsc::Receiver<R>>,
+    submitted: usize,
+    delivered: usize,
+}
+
+impl<T: Send, R: Send> Makers<T, R> {
+    /// `n` threads in `scope` running `make`; `None` when a thread could not be started.
+    fn spawn<'scope, M>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        n: usize,
+        make: &'scope M,
+    ) -> Option<Self>
+    where
+        M: Fn(T) -> R + Sync,
+        T: 'scope,
+        R: 'scope,
+    {
+        let mut makers = Makers {
+            work: Vec::with_capacity(n),
+            done: Vec::with_capacity(n),
+            submitted: 0,
+            delivered: 0,
+        };
+        for i in 0..n {
+            let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<T>(1);
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<R>(1);
+            std::thread::Builder::new()
+                .name(format!("augserve-batch-{i}"))
+                .spawn_scoped(scope, move || {
+                    // Ends when the scheduler drops its sender (done, or stopped); a failed
+                    // send means it stopped waiting for results.
+                    for t in work_rx {
+                        if done_tx.send(make(t)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .ok()?;
+            makers.work.push(work_tx);
+            makers.done.push(done_rx);
+        }
+        Some(makers)
+    }
+
+    fn outstanding(&self) -> usize {
+        self.submitted - self.delivered
+    }
+
+    /// Hands the next batch to its thread; false when that thread is gone (it panicked).
+    fn submit(&mut self, t: T) -> bool {
+        let sent = self.work[self.submitted % self.work.len()].send(t).is_ok();
+        self.submitted += 1;
+        sent
+    }
+
+    /// Waits for the oldest outstanding batch and delivers it; false to stop.
+    fn deliver_oldest(&mut self, deliver: &mut impl FnMut(R) -> ControlFlow<()>) -> bool {
+        let got = self.done[self.delivered % self.done.len()].recv();
+        self.delivered += 1;
+        match got {
+            Ok(r) => deliver(r).is_continue(),
+            // Its thread panicked; the scope re-raises the panic when it ends.
+            Err(_) => false,
+        }
+    }
+}
+
+/// Starts the thread that prepares `jobs` one after another and hands `consume` the prepared
+/// batches in order (at most one waiting); returns what `consume` returns. Dropping the
+/// iterator stops the preparing thread after the batch in hand.
+fn with_prepared<I, C>(pipeline: &Pipeline, seed: u64, jobs: I, consume: C) -> bool
+where
+    I: Iterator<Item = Result<BatchJob>> + Send,
+    C: FnOnce(std::sync::mpsc::IntoIter<Result<PreparedBatch>>) -> bool,
 {
     let prepare = move |job: Result<BatchJob>| {
         job.and_then(|j| pipeline.prepare_batch(seed, j.epoch, j.index, j.mix_key, &j.ids))
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
-        // Owned by this closure, so it is dropped before the scope waits for the thread.
-        let rx = rx;
         let spawned = std::thread::Builder::new()
             .name("augserve-prepare".into())
             .spawn_scoped(scope, {
@@ -132,7 +270,7 @@ where
                     for job in jobs {
                         let prepared = prepare(job);
                         let failed = prepared.is_err();
-                        // A failed send means `finish` stopped: stop too.
+                        // A failed send means the consumer stopped: stop too.
                         if tx.send(prepared).is_err() || failed {
                             return;
                         }
@@ -140,16 +278,16 @@ where
                 }
             });
         if let Err(e) = spawned {
-            // No second thread (a thread limit): `finish` reports it like any other failure.
-            let _ = finish(Err(Error::Io(e)));
+            // No second thread (a thread limit): the consumer reports it like any other
+            // failure.
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let _ = tx.send(Err(Error::Io(e)));
+            drop(tx);
+            consume(rx.into_iter());
             return false;
         }
-        for prepared in rx.iter() {
-            if finish(prepared).is_break() {
-                // Dropping `rx` (on return) fails the preparing thread's next send.
-                return false;
-            }
-        }
-        true
+        // `consume` owns the receiver, so it is dropped (failing the preparing thread's next
+        // send) before the scope waits for that thread.
+        consume(rx.into_iter())
     })
 }

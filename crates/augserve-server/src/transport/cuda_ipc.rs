@@ -6,8 +6,8 @@ use std::sync::Arc;
 use augserve_core::{BatchOps, Destination, DeviceOutput};
 use augserve_proto::v1;
 
-use super::{tensor_len, Delivered, Finish, Transport};
-use crate::shm::{ShmRegistry, SlotBook};
+use super::{tensor_len, Delivered, Finish, Reserved, Transport};
+use crate::shm::{BookLease, ShmRegistry, SlotBook};
 
 pub(crate) struct CudaIpc {
     /// Which slots the client holds (released through ReleaseSlots, like SHM's).
@@ -48,40 +48,45 @@ impl Transport for CudaIpc {
         t.cuda_device = self.ring.device_ordinal();
     }
 
-    fn reserved_bytes(&self, _prefetch: u32, _batch_bytes: usize) -> u64 {
+    fn reserved_bytes(&self, _prefetch: u32, _in_flight: u32, _batch_bytes: usize) -> u64 {
         // Device memory, outside the host budget.
         0
     }
 
-    fn deliver(
-        &self,
-        give_up: &dyn Fn() -> bool,
-        finish: Finish<'_>,
-    ) -> Option<augserve_core::Result<Delivered>> {
-        let (slot, generation) = self.book.acquire(give_up)?;
+    fn reserve(&self, give_up: &dyn Fn() -> bool) -> Option<Box<dyn Reserved + '_>> {
+        Some(Box::new(IpcBatch {
+            ring: self.ring.as_ref(),
+            lease: self.book.lease(give_up)?,
+        }))
+    }
+}
+
+/// A CUDA IPC batch's destination: a slot of the device ring, taken for it.
+struct IpcBatch<'t> {
+    ring: &'t dyn DeviceOutput,
+    lease: BookLease<'t>,
+}
+
+impl Reserved for IpcBatch<'_> {
+    fn deliver(self: Box<Self>, finish: Finish<'_>) -> augserve_core::Result<Delivered> {
+        let (slot, generation) = (self.lease.slot(), self.lease.generation());
         let to = Destination::Device {
-            memory: self.ring.as_ref(),
+            memory: self.ring,
             slot,
         };
-        Some(match finish(to) {
-            Ok(batch) => {
-                let length = tensor_len(&batch);
-                Ok(Delivered {
-                    slot: Some(v1::SlotRef {
-                        slot,
-                        generation,
-                        offset: (slot as usize * self.ring.slot_bytes()) as u64,
-                        length: length as u64,
-                    }),
-                    length,
-                    batch,
-                })
-            }
-            Err(e) => {
-                // Nothing was announced in the slot: it is free again.
-                self.book.release(slot, generation);
-                Err(e)
-            }
+        // A failed batch drops the lease: nothing was announced in the slot, it is free again.
+        let batch = finish(to)?;
+        self.lease.keep();
+        let length = tensor_len(&batch);
+        Ok(Delivered {
+            slot: Some(v1::SlotRef {
+                slot,
+                generation,
+                offset: (slot as usize * self.ring.slot_bytes()) as u64,
+                length: length as u64,
+            }),
+            length,
+            batch,
         })
     }
 }

@@ -3,7 +3,7 @@
 use augserve_core::Destination;
 use augserve_proto::v1;
 
-use super::{Delivered, Finish, Transport};
+use super::{Delivered, Finish, Reserved, Transport};
 
 pub(crate) struct Inline;
 
@@ -14,20 +14,25 @@ impl Transport for Inline {
 
     fn describe(&self, _info: &mut v1::TransportInfo) {}
 
-    fn reserved_bytes(&self, prefetch: u32, batch_bytes: usize) -> u64 {
-        // Queued batches and the one being sent, plus the copy tonic encodes it into.
-        (u64::from(prefetch) + 2) * batch_bytes as u64
+    fn reserved_bytes(&self, prefetch: u32, in_flight: u32, batch_bytes: usize) -> u64 {
+        // Queued batches, those being made, and the copy tonic encodes the one being sent into.
+        (u64::from(prefetch) + u64::from(in_flight) + 1) * batch_bytes as u64
     }
 
-    fn deliver(
-        &self,
-        _give_up: &dyn Fn() -> bool,
-        finish: Finish<'_>,
-    ) -> Option<augserve_core::Result<Delivered>> {
-        Some(finish(Destination::Owned).map(|batch| Delivered {
+    fn reserve(&self, _give_up: &dyn Fn() -> bool) -> Option<Box<dyn Reserved + '_>> {
+        Some(Box::new(InlineBatch))
+    }
+}
+
+/// An inline batch's destination: a buffer of its own.
+struct InlineBatch;
+
+impl Reserved for InlineBatch {
+    fn deliver(self: Box<Self>, finish: Finish<'_>) -> augserve_core::Result<Delivered> {
+        finish(Destination::Owned).map(|batch| Delivered {
             length: batch.tensor.data.len(),
             batch,
             slot: None,
-        }))
+        })
     }
 }

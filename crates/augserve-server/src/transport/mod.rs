@@ -27,6 +27,13 @@ pub(crate) struct Delivered {
     pub length: usize,
 }
 
+/// A transport's destination for one batch ([`Transport::reserve`]); dropped unused, it is
+/// free again.
+pub(crate) trait Reserved: Send {
+    /// Runs `finish` into the destination; a failed batch leaves it free again.
+    fn deliver(self: Box<Self>, finish: Finish<'_>) -> augserve_core::Result<Delivered>;
+}
+
 /// One way of delivering tensors.
 pub(crate) trait Transport: Send + Sync {
     /// The proto's name for it.
@@ -36,16 +43,14 @@ pub(crate) trait Transport: Send + Sync {
     fn describe(&self, info: &mut v1::TransportInfo);
 
     /// The host memory a stream of batches of `batch_bytes` holds at worst, with `prefetch`
-    /// queued: its share of the server's batch memory budget.
-    fn reserved_bytes(&self, prefetch: u32, batch_bytes: usize) -> u64;
+    /// queued and `in_flight` being made at once: its share of the server's batch memory
+    /// budget.
+    fn reserved_bytes(&self, prefetch: u32, in_flight: u32, batch_bytes: usize) -> u64;
 
-    /// Runs `finish` into this transport's next destination, waiting for a free slot where
-    /// there are slots. `None`: `give_up()` said so while waiting.
-    fn deliver(
-        &self,
-        give_up: &dyn Fn() -> bool,
-        finish: Finish<'_>,
-    ) -> Option<augserve_core::Result<Delivered>>;
+    /// Takes this transport's next destination for one batch, waiting for a free slot where
+    /// there are slots: the stream takes them in batch order, then makes its batches
+    /// concurrently into them. `None`: `give_up()` said so while waiting.
+    fn reserve(&self, give_up: &dyn Fn() -> bool) -> Option<Box<dyn Reserved + '_>>;
 
     /// The `TransportInfo` of a stream on this transport.
     fn info(&self, fallback_reason: String) -> v1::TransportInfo {

@@ -8,8 +8,8 @@ use augserve_core::pipeline::{BatchOps, HostOutputRegistration};
 use augserve_core::Destination;
 use augserve_proto::v1;
 
-use super::{tensor_len, Delivered, Finish, Transport};
-use crate::shm::{ShmRegistry, ShmRing};
+use super::{tensor_len, Delivered, Finish, Reserved, Transport};
+use crate::shm::{ShmRegistry, ShmRing, SlotLease};
 
 pub(crate) struct Shm {
     /// Dropped before `ring` (declaration order): the registration ends while the ring's
@@ -56,22 +56,27 @@ impl Transport for Shm {
         t.slots = self.ring.slots();
     }
 
-    fn reserved_bytes(&self, _prefetch: u32, _batch_bytes: usize) -> u64 {
+    fn reserved_bytes(&self, _prefetch: u32, _in_flight: u32, _batch_bytes: usize) -> u64 {
         u64::from(self.ring.slots()) * self.ring.slot_bytes() as u64
     }
 
-    fn deliver(
-        &self,
-        give_up: &dyn Fn() -> bool,
-        finish: Finish<'_>,
-    ) -> Option<augserve_core::Result<Delivered>> {
-        let filled = self.ring.fill(give_up, |buf| {
+    fn reserve(&self, give_up: &dyn Fn() -> bool) -> Option<Box<dyn Reserved + '_>> {
+        Some(Box::new(ShmBatch(self.ring.lease(give_up)?)))
+    }
+}
+
+/// A shared-memory batch's destination: a slot of the ring, taken for it.
+struct ShmBatch<'r>(SlotLease<'r>);
+
+impl Reserved for ShmBatch<'_> {
+    fn deliver(self: Box<Self>, finish: Finish<'_>) -> augserve_core::Result<Delivered> {
+        let filled = self.0.fill(|buf| {
             finish(Destination::Host(buf)).map(|b| {
                 let written = tensor_len(&b);
                 (b, written)
             })
-        })?;
-        Some(filled.map(|(batch, w)| Delivered {
+        });
+        filled.map(|(batch, w)| Delivered {
             batch,
             slot: Some(v1::SlotRef {
                 slot: w.slot,
@@ -80,6 +85,6 @@ impl Transport for Shm {
                 length: w.length,
             }),
             length: w.length as usize,
-        }))
+        })
     }
 }

@@ -81,9 +81,10 @@ class AugServeServicer:
         the resumed stream continues byte for byte, no sample lost or repeated. A connection
         lost any other way is UNAVAILABLE too, and resumed the same way.
 
-        Memory: a stream holds at most prefetch + 1 batches (those queued and the one being
-        sent). Before it starts, it reserves its worst case from the server's
-        max_batch_memory_bytes: (prefetch + 2) x its batch size in bytes for INLINE (the extra one
+        Memory: a stream holds at most prefetch + in_flight batches (those queued and those being
+        made: 1 on the CPU, 3 on a GPU). Before it starts, it reserves its worst case from the
+        server's max_batch_memory_bytes: (prefetch + in_flight + 1) x its batch size in bytes for
+        INLINE (the extra one
         is the copy gRPC encodes a message into), slots x slot size for SHM, none for CUDA_IPC
         (device memory). A stream that does not fit is refused with RESOURCE_EXHAUSTED saying how
         much it needs and how much is held.
