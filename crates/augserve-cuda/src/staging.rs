@@ -46,7 +46,7 @@ impl<T> SlotPool<T> {
 }
 
 /// Per-batch buffers, reused across batches (grown, never shrunk). Each slot has its own
-/// stream, so two batches in two slots overlap: one uploads while the other computes.
+/// stream, so batches in different slots overlap: one uploads while another computes.
 pub(crate) struct Slot {
     stream: Arc<CudaStream>,
     stage_in: Option<PinnedHostSlice<u8>>,
