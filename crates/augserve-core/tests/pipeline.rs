@@ -476,6 +476,52 @@ fn png_and_webp_images_give_the_output_of_their_pixels() {
     );
 }
 
+/// Each delivered batch equals the batch its job makes on its own, byte for byte, in order.
+fn assert_made_one_by_one(
+    p: &Pipeline,
+    seed: u64,
+    delivered: &[augserve_core::Batch],
+    jobs: &[augserve_core::pipeline::BatchJob],
+) {
+    assert_eq!(delivered.len(), jobs.len());
+    for (b, j) in delivered.iter().zip(jobs) {
+        let one = p.batch(seed, j.epoch, j.index, j.mix_key, &j.ids).unwrap();
+        assert_eq!((b.epoch, b.index), (j.epoch, j.index));
+        assert!(
+            b.tensor.data == one.tensor.data,
+            "batch {} of epoch {}",
+            j.index,
+            j.epoch
+        );
+        assert_eq!((&b.labels_a, &b.lam), (&one.labels_a, &one.lam));
+    }
+}
+
+/// Runs the loop (one batch at a time) with a `deliver` that stops at once: whether it said
+/// it completed, and how many batches it delivered.
+fn stopped_at_first_delivery<R: Send>(
+    p: &Pipeline,
+    seed: u64,
+    jobs: impl Iterator<Item = augserve_core::Result<augserve_core::pipeline::BatchJob>> + Send,
+    make: impl Fn(augserve_core::Result<augserve_core::pipeline::PreparedBatch>) -> R + Sync,
+) -> (bool, usize) {
+    use std::ops::ControlFlow;
+    let mut seen = 0;
+    let done = augserve_core::pipeline::run_in_flight(
+        p,
+        seed,
+        jobs,
+        1,
+        ControlFlow::Continue,
+        make,
+        |_| {
+            seen += 1;
+            ControlFlow::Break(())
+        },
+    );
+    (done, seen)
+}
+
 /// The shared batch loop (`pipeline::schedule`): `BatchOrder` lists the batches a reader
 /// makes exactly as the sampler cuts them (resume point, position, worker stride, limit), and
 /// `run_in_flight` delivers the same bytes, in the same order, as making each batch in turn.
@@ -540,38 +586,12 @@ fn the_shared_batch_loop_equals_batches_made_one_by_one() {
         },
     );
     assert!(done);
-    assert_eq!(delivered.len(), jobs.len());
-    for (b, j) in delivered.iter().zip(&jobs) {
-        let one = p
-            .batch(shard.seed, j.epoch, j.index, j.mix_key, &j.ids)
-            .unwrap();
-        assert_eq!((b.epoch, b.index), (j.epoch, j.index));
-        assert!(
-            b.tensor.data == one.tensor.data,
-            "batch {} of epoch {}",
-            j.index,
-            j.epoch
-        );
-        assert_eq!((&b.labels_a, &b.lam), (&one.labels_a, &one.lam));
-    }
+    assert_made_one_by_one(&p, shard.seed, &delivered, &jobs);
     // A limit, and a stop: `Break` ends the loop early and says so.
     order.max_batches = 2;
     assert_eq!(order.jobs(len).count(), 2);
-    let mut seen = 0;
-    let done = run_in_flight(
-        &p,
-        shard.seed,
-        order.jobs(len),
-        1,
-        ControlFlow::Continue,
-        make,
-        |_| {
-            seen += 1;
-            ControlFlow::Break(())
-        },
-    );
-    assert!(!done);
-    assert_eq!(seen, 1);
+    let stopped = stopped_at_first_delivery(&p, shard.seed, order.jobs(len), make);
+    assert_eq!(stopped, (false, 1));
     // An epoch whose shard cannot be drawn ends the list with its error.
     order.start_position = len as u64 + 1;
     let first = order.jobs(len).next().unwrap();
@@ -666,33 +686,12 @@ fn batches_made_three_at_once_are_delivered_in_order() {
     assert_eq!(*ops.reserved.lock().unwrap(), Some(3));
     let most = ops.most.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=3).contains(&most), "{most} batches at once");
-    assert_eq!(delivered.len(), jobs.len());
-    for (i, (b, j)) in delivered.iter().zip(&jobs).enumerate() {
-        assert_eq!((b.epoch, b.index), (j.epoch, j.index), "batch {i}");
-        assert_eq!(admitted[i], j.index, "admitted in order");
-        let one = p
-            .batch(shard.seed, j.epoch, j.index, j.mix_key, &j.ids)
-            .unwrap();
-        assert!(b.tensor.data == one.tensor.data, "batch {i}");
-        assert_eq!((&b.labels_a, &b.lam), (&one.labels_a, &one.lam));
-    }
+    assert_eq!(admitted, jobs.iter().map(|j| j.index).collect::<Vec<_>>());
+    assert_made_one_by_one(&p, shard.seed, &delivered, &jobs);
     // The caller's cap wins over the ops' own; a stop at the first delivery ends the loop.
     ops.most.store(0, std::sync::atomic::Ordering::SeqCst);
-    let mut seen = 0;
-    let done = run_in_flight(
-        &p,
-        shard.seed,
-        order.jobs(len),
-        1,
-        ControlFlow::Continue,
-        make,
-        |_| {
-            seen += 1;
-            ControlFlow::Break(())
-        },
-    );
-    assert!(!done);
-    assert_eq!(seen, 1);
+    let stopped = stopped_at_first_delivery(&p, shard.seed, order.jobs(len), make);
+    assert_eq!(stopped, (false, 1));
     assert_eq!(ops.most.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
