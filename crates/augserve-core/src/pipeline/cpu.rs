@@ -100,26 +100,47 @@ impl CpuBatchOps {
                 .for_each(|(dst, im)| {
                     let resized = (im.region.width, im.region.height) == (w, h)
                         && im.crop == CropBox::full(w, h);
-                    if resized {
-                        dst.copy_from_slice(&im.region.data);
-                    } else {
-                        self.resize.resize_one(&im.region, im.crop, w, h, dst);
-                    }
-                    if im.flip {
-                        flip_rows(dst, w as usize);
+                    match (resized, im.flip) {
+                        (true, false) => dst.copy_from_slice(&im.region.data),
+                        // The flip fused into the copy: one pass instead of two.
+                        (true, true) => copy_flipped(&im.region.data, dst, w as usize),
+                        (false, flip) => {
+                            self.resize.resize_one(&im.region, im.crop, w, h, dst);
+                            if flip {
+                                flip_rows(dst, w as usize);
+                            }
+                        }
                     }
                 })
         });
     }
 }
 
+/// Mirrors each row of an HWC u8 image in place, pixel by pixel.
 fn flip_rows(img: &mut [u8], width: usize) {
+    let half = width / 2 * 3;
     for row in img.chunks_exact_mut(width * 3) {
-        for x in 0..width / 2 {
-            let (a, b) = (x * 3, (width - 1 - x) * 3);
-            for c in 0..3 {
-                row.swap(a + c, b + c);
-            }
+        // The middle pixel of an odd width stays where it is.
+        let (left, rest) = row.split_at_mut(half);
+        let skip = rest.len() - half;
+        let right = &mut rest[skip..];
+        for (a, b) in left
+            .chunks_exact_mut(3)
+            .zip(right.chunks_exact_mut(3).rev())
+        {
+            a.swap_with_slice(b);
+        }
+    }
+}
+
+/// `src` mirrored row by row into `dst` (both HWC u8, `width` pixels a row).
+fn copy_flipped(src: &[u8], dst: &mut [u8], width: usize) {
+    for (s, d) in src
+        .chunks_exact(width * 3)
+        .zip(dst.chunks_exact_mut(width * 3))
+    {
+        for (sp, dp) in s.chunks_exact(3).rev().zip(d.chunks_exact_mut(3)) {
+            dp.copy_from_slice(sp);
         }
     }
 }
@@ -302,4 +323,37 @@ fn kept_batch_stats(out: &[u8], n: usize, spec: &PipelineSpec, pool: &ThreadPool
                 .collect()
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pixel `(x, y)` of the mirror is pixel `(width - 1 - x, y)` of the image.
+    fn mirrored_reference(img: &[u8], width: usize) -> Vec<u8> {
+        let mut out = vec![0u8; img.len()];
+        for (y, row) in img.chunks_exact(width * 3).enumerate() {
+            for x in 0..width {
+                let (d, s) = ((y * width + x) * 3, (width - 1 - x) * 3);
+                out[d..d + 3].copy_from_slice(&row[s..s + 3]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn flips_match_the_reference_for_odd_and_even_widths() {
+        for (width, height) in [(1, 2), (2, 3), (5, 4), (224, 3), (7, 1)] {
+            let img: Vec<u8> = (0..width * height * 3)
+                .map(|i| (i * 7 % 251) as u8)
+                .collect();
+            let want = mirrored_reference(&img, width);
+            let mut in_place = img.clone();
+            flip_rows(&mut in_place, width);
+            assert_eq!(in_place, want, "flip_rows, width {width}");
+            let mut copied = vec![0u8; img.len()];
+            copy_flipped(&img, &mut copied, width);
+            assert_eq!(copied, want, "copy_flipped, width {width}");
+        }
+    }
 }
