@@ -57,14 +57,23 @@ impl RgbImage {
 
     /// Mirrors the image left to right, in place.
     pub fn flip_horizontal(&mut self) {
-        let w = self.width as usize;
-        for row in self.data.chunks_exact_mut(w * 3) {
-            for x in 0..w / 2 {
-                let (a, b) = (x * 3, (w - 1 - x) * 3);
-                for c in 0..3 {
-                    row.swap(a + c, b + c);
-                }
-            }
+        flip_rows(&mut self.data, self.width as usize);
+    }
+}
+
+/// Mirrors each row of HWC u8 pixels (`width` a row) in place, pixel by pixel.
+pub fn flip_rows(img: &mut [u8], width: usize) {
+    let half = width / 2 * 3;
+    for row in img.chunks_exact_mut(width * 3) {
+        // The middle pixel of an odd width stays where it is.
+        let (left, rest) = row.split_at_mut(half);
+        let skip = rest.len() - half;
+        let right = &mut rest[skip..];
+        for (a, b) in left
+            .chunks_exact_mut(3)
+            .zip(right.chunks_exact_mut(3).rev())
+        {
+            a.swap_with_slice(b);
         }
     }
 }

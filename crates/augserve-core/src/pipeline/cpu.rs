@@ -12,7 +12,7 @@ use super::prepare::PreparedImage;
 use crate::batch::Tensor;
 use crate::buffers::BufferPool;
 use crate::error::{Error, Result, SampleError};
-use crate::image::RgbImage;
+use crate::image::{flip_rows, RgbImage};
 use crate::ops::crop::CropBox;
 use crate::ops::mix::{
     keeps_image, kept_image_sums, mix_normalize_image, MixPlan, NormalizeCoeffs,
@@ -113,23 +113,6 @@ impl CpuBatchOps {
                     }
                 })
         });
-    }
-}
-
-/// Mirrors each row of an HWC u8 image in place, pixel by pixel.
-fn flip_rows(img: &mut [u8], width: usize) {
-    let half = width / 2 * 3;
-    for row in img.chunks_exact_mut(width * 3) {
-        // The middle pixel of an odd width stays where it is.
-        let (left, rest) = row.split_at_mut(half);
-        let skip = rest.len() - half;
-        let right = &mut rest[skip..];
-        for (a, b) in left
-            .chunks_exact_mut(3)
-            .zip(right.chunks_exact_mut(3).rev())
-        {
-            a.swap_with_slice(b);
-        }
     }
 }
 
