@@ -78,6 +78,18 @@ pub fn flip_rows(img: &mut [u8], width: usize) {
     }
 }
 
+/// `src` mirrored row by row into `dst` (both HWC u8, `width` pixels a row).
+pub fn copy_flipped(src: &[u8], dst: &mut [u8], width: usize) {
+    for (s, d) in src
+        .chunks_exact(width * 3)
+        .zip(dst.chunks_exact_mut(width * 3))
+    {
+        for (sp, dp) in s.chunks_exact(3).rev().zip(d.chunks_exact_mut(3)) {
+            dp.copy_from_slice(sp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

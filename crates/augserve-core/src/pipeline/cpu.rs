@@ -12,7 +12,7 @@ use super::prepare::PreparedImage;
 use crate::batch::Tensor;
 use crate::buffers::BufferPool;
 use crate::error::{Error, Result, SampleError};
-use crate::image::{flip_rows, RgbImage};
+use crate::image::{copy_flipped, flip_rows, RgbImage};
 use crate::ops::crop::CropBox;
 use crate::ops::mix::{
     keeps_image, kept_image_sums, mix_normalize_image, MixPlan, NormalizeCoeffs,
@@ -113,18 +113,6 @@ impl CpuBatchOps {
                     }
                 })
         });
-    }
-}
-
-/// `src` mirrored row by row into `dst` (both HWC u8, `width` pixels a row).
-fn copy_flipped(src: &[u8], dst: &mut [u8], width: usize) {
-    for (s, d) in src
-        .chunks_exact(width * 3)
-        .zip(dst.chunks_exact_mut(width * 3))
-    {
-        for (sp, dp) in s.chunks_exact(3).rev().zip(d.chunks_exact_mut(3)) {
-            dp.copy_from_slice(sp);
-        }
     }
 }
 
