@@ -16,6 +16,14 @@ pub struct Tensor {
     pub layout: Layout,
 }
 
+impl Tensor {
+    /// The tensor's size in bytes, from its shape (a tensor written into a caller's buffer
+    /// has no `data`).
+    pub fn byte_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size_bytes()
+    }
+}
+
 /// Wall-clock time per stage. Per-image stages are summed over images (CPU time across
 /// threads); `per_image_wall` is the wall time of the whole parallel per-image stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

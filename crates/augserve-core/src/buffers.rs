@@ -3,9 +3,12 @@
 //! per 4 KiB, each page zeroed by the kernel first: about a fifth of the CPU batch stage.
 //! Buffers given back here are handed out again instead. [`BufferPool`]: a backend's batch
 //! buffers; [`take_read_buffer`] / [`recycle_read_buffer`]: encoded files' bytes, read by the
-//! per-image workers and freed by the batch stage.
+//! per-image workers and freed by the batch stage; [`OutputSlots`]: tensor buffers a front
+//! hands on, registered with the batch ops so a GPU downloads into them directly.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::pipeline::{BatchOps, HostOutputRegistration};
 
 /// At most this many buffers wait for reuse (a batch in flight needs two: the resized
 /// images and the output tensor).
@@ -160,6 +163,138 @@ pub fn kept_read_bytes() -> usize {
     READ_BUFFERS.kept()
 }
 
+/// Host memory for batch tensors that a front hands on (the inline gRPC transport, `augserve
+/// run`): `count` buffers of `bytes` each, registered with the batch ops once
+/// ([`BatchOps::register_host_output`]), so a GPU downloads each batch straight into one
+/// instead of into pinned staging memory and then out again, the largest host cost of a
+/// GPU-decoded batch. Each buffer is lent to one batch at a time ([`OutputSlots::take`]).
+pub struct OutputSlots {
+    /// Dropped before `free` (declaration order): each registration ends while its buffer is
+    /// still allocated. A lent buffer keeps this alive through its `Arc`.
+    _registrations: Vec<HostOutputRegistration>,
+    free: Mutex<Vec<AlignedBuffer>>,
+    returned: Condvar,
+    bytes: usize,
+}
+
+/// A buffer whose usable part starts on a page boundary (what `cuMemHostRegister` pins).
+struct AlignedBuffer {
+    memory: Vec<u8>,
+    start: usize,
+}
+
+const PAGE: usize = 4096;
+
+impl AlignedBuffer {
+    fn new(bytes: usize) -> Self {
+        let memory = vec![0u8; bytes + PAGE];
+        let start = memory.as_ptr().align_offset(PAGE).min(PAGE);
+        AlignedBuffer { memory, start }
+    }
+
+    fn usable(&mut self, bytes: usize) -> &mut [u8] {
+        &mut self.memory[self.start..self.start + bytes]
+    }
+}
+
+impl OutputSlots {
+    /// `count` buffers of `bytes`, each registered with `ops` (where it registers nothing,
+    /// the CPU or a device that refused, batches are copied into them as before).
+    pub fn new(ops: &dyn BatchOps, count: usize, bytes: usize) -> Arc<Self> {
+        let mut buffers: Vec<AlignedBuffer> = (0..count.max(1))
+            .map(|_| AlignedBuffer::new(bytes))
+            .collect();
+        let registrations = buffers
+            .iter_mut()
+            .filter_map(|b| {
+                let usable = b.usable(bytes);
+                // SAFETY: the buffer is allocated by this `OutputSlots` and never freed or
+                // moved before it is dropped, after the registrations (field order); a lent
+                // buffer holds the `Arc`, so it comes back first.
+                unsafe { ops.register_host_output(usable.as_mut_ptr(), usable.len()) }
+            })
+            .collect();
+        Arc::new(OutputSlots {
+            _registrations: registrations,
+            free: Mutex::new(buffers),
+            returned: Condvar::new(),
+            bytes,
+        })
+    }
+
+    /// The size of each buffer.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// A free buffer, waiting for one to come back while all are lent; `None` once
+    /// `give_up()` says so while waiting.
+    pub fn take(self: &Arc<Self>, give_up: &dyn Fn() -> bool) -> Option<OutputSlot> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(buffer) = free.pop() {
+                return Some(OutputSlot {
+                    buffer: Some(buffer),
+                    len: 0,
+                    slots: self.clone(),
+                });
+            }
+            if give_up() {
+                return None;
+            }
+            free = self
+                .returned
+                .wait_timeout(free, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// One buffer of [`OutputSlots`], lent to one batch: the batch ops write the tensor into
+/// [`OutputSlot::buffer`], the front reads it back as bytes (`AsRef<[u8]>`, a gRPC
+/// message's `Bytes` owner), and dropping it gives the buffer back.
+pub struct OutputSlot {
+    buffer: Option<AlignedBuffer>,
+    len: usize,
+    slots: Arc<OutputSlots>,
+}
+
+impl OutputSlot {
+    /// The whole buffer, for [`crate::Destination::Host`].
+    pub fn buffer(&mut self) -> &mut [u8] {
+        let bytes = self.slots.bytes;
+        match &mut self.buffer {
+            Some(b) => b.usable(bytes),
+            None => &mut [],
+        }
+    }
+
+    /// Says how many of its bytes the batch wrote (what `as_ref` then shows).
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.slots.bytes);
+    }
+}
+
+impl AsRef<[u8]> for OutputSlot {
+    fn as_ref(&self) -> &[u8] {
+        match &self.buffer {
+            Some(b) => &b.memory[b.start..b.start + self.len],
+            None => &[],
+        }
+    }
+}
+
+impl Drop for OutputSlot {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            let mut free = self.slots.free.lock().unwrap_or_else(|p| p.into_inner());
+            free.push(b);
+            self.slots.returned.notify_one();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +355,39 @@ mod tests {
         assert!(pool.kept_bytes() > 0);
         pool.clear();
         assert_eq!(pool.kept_bytes(), 0);
+    }
+
+    #[test]
+    fn output_slots_lend_page_aligned_buffers_and_wait_for_one_back() {
+        let ops = crate::pipeline::CpuBatchOps::default();
+        let slots = OutputSlots::new(&ops, 2, 10_000);
+        let mut a = slots.take(&|| false).unwrap();
+        assert_eq!(a.buffer().len(), 10_000);
+        assert_eq!(a.buffer().as_ptr() as usize % PAGE, 0);
+        a.buffer()[..3].copy_from_slice(&[1, 2, 3]);
+        a.set_len(3);
+        assert_eq!(a.as_ref(), &[1, 2, 3]);
+        let b = slots.take(&|| false).unwrap();
+        // Both lent: a third waits, and gives up when told to.
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let give_up = || asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 1;
+        assert!(slots.take(&give_up).is_none());
+        let ptr = a.buffer().as_ptr();
+        drop(a);
+        let mut c = slots.take(&|| false).unwrap();
+        assert_eq!(
+            c.buffer().as_ptr(),
+            ptr,
+            "the buffer given back is lent again"
+        );
+        // A waiting taker wakes when one comes back.
+        let waiter = {
+            let slots = slots.clone();
+            std::thread::spawn(move || slots.take(&|| false).is_some())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(b);
+        assert!(waiter.join().unwrap());
+        drop(c);
     }
 }

@@ -283,4 +283,27 @@ mod tests {
         drop(registration);
         assert_eq!(copied(Destination::Host(&mut slot)), owned);
     }
+
+    /// `augserve run` and the inline transport's buffers: registered once, so every batch
+    /// written into one costs no output copy; a full batch's buffer takes a short last batch.
+    #[test]
+    fn output_slots_are_written_in_place() {
+        let ops = StandInOps::new();
+        let spec = PipelineSpec::default();
+        let pool = augserve_core::pipeline::worker_pool(1).unwrap();
+        let slots = augserve_core::buffers::OutputSlots::new(&ops, 2, tensor_bytes(&spec, 4));
+        let images = batch(3);
+        let plan = MixPlan::identity(3);
+        let mut slot = slots.take(&|| false).unwrap();
+        let mut to = Destination::Host(slot.buffer());
+        let to = to.for_len(tensor_bytes(&spec, 3)).unwrap();
+        let in_place = ops.run(&images, &plan, &spec, &pool, to).unwrap();
+        let owned = ops
+            .run(&images, &plan, &spec, &pool, Destination::Owned)
+            .unwrap();
+        assert_eq!(
+            in_place.host_copy_bytes.unwrap() as usize,
+            owned.host_copy_bytes.unwrap() as usize - tensor_bytes(&spec, 3)
+        );
+    }
 }

@@ -500,7 +500,7 @@ impl AugServe for AugServeService {
             p.seed = r.seed;
             let b = finish_batch(&spec, st.ops.as_ref(), &st.pool, p, Destination::Owned)?;
             st.telemetry.record_batch("request", &b);
-            Ok(batch_to_proto_recycled(b, num_classes, &st.ops))
+            Ok(batch_to_proto_recycled(b, num_classes, &st.ops, None))
         })
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))??;

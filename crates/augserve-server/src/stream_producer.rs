@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use augserve_core::buffers::OutputSlot;
 use augserve_core::pipeline::{run_in_flight, BatchOrder, PreparedBatch};
 use augserve_core::{Batch, BatchOps, Pipeline};
 use augserve_proto::convert::{align_tensor_data, batch_to_proto};
@@ -71,19 +72,25 @@ impl Drop for RecycledTensor {
     }
 }
 
-/// `batch_to_proto`, with the tensor buffer going back to `ops` after the send.
+/// `batch_to_proto`, the tensor bytes owned by the message: `inline_data` (the buffer the
+/// batch was written into, lent back after the send) or else the batch's own buffer, which
+/// goes back to `ops` after the send.
 pub(crate) fn batch_to_proto_recycled(
     mut b: Batch,
     num_classes: u32,
     ops: &Arc<dyn BatchOps>,
+    inline_data: Option<OutputSlot>,
 ) -> v1::Batch {
     let buf = std::mem::take(&mut b.tensor.data);
     let mut m = batch_to_proto(b, num_classes);
     if let Some(t) = m.images.as_mut() {
-        t.data = bytes::Bytes::from_owner(RecycledTensor {
-            buf,
-            ops: ops.clone(),
-        });
+        t.data = match inline_data {
+            Some(lent) => bytes::Bytes::from_owner(lent),
+            None => bytes::Bytes::from_owner(RecycledTensor {
+                buf,
+                ops: ops.clone(),
+            }),
+        };
     }
     // The data field was empty above, so the alignment is worked out only now.
     align_tensor_data(&mut m);
@@ -261,11 +268,13 @@ impl BatchMaker {
                      batch,
                      slot,
                      length,
+                     inline_data,
                  }| {
                     images = batch.len() as u64;
                     errors = batch.errors.len() as u64;
                     self.telemetry.record_batch(&self.dataset_name, &batch);
-                    let mut m = batch_to_proto_recycled(batch, self.num_classes, &self.ops);
+                    let mut m =
+                        batch_to_proto_recycled(batch, self.num_classes, &self.ops, inline_data);
                     m.slot = slot;
                     (m, length)
                 },

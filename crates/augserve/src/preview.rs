@@ -6,7 +6,12 @@ use augserve_core::spec::{DType, Layout, Normalize};
 use augserve_core::Batch;
 
 /// Writes up to 32 images of `batch` in a grid of 8 columns, undoing the normalisation.
-pub fn write_preview(batch: &Batch, norm: &Normalize, path: &Path) -> anyhow::Result<()> {
+pub fn write_preview(
+    batch: &Batch,
+    data: &[u8],
+    norm: &Normalize,
+    path: &Path,
+) -> anyhow::Result<()> {
     let t = &batch.tensor;
     let (n, h, w) = match t.layout {
         Layout::Nchw => (t.shape[0], t.shape[2], t.shape[3]),
@@ -30,19 +35,18 @@ pub fn write_preview(batch: &Batch, norm: &Normalize, path: &Path) -> anyhow::Re
                         Layout::Nhwc => (i * hw + y * w + x) * 3 + c,
                     };
                     let f = match t.dtype {
-                        DType::Uint8 => f32::from(t.data[idx]),
+                        DType::Uint8 => f32::from(data[idx]),
                         DType::Float16 => {
-                            let h =
-                                half::f16::from_le_bytes([t.data[idx * 2], t.data[idx * 2 + 1]])
-                                    .to_f32();
+                            let h = half::f16::from_le_bytes([data[idx * 2], data[idx * 2 + 1]])
+                                .to_f32();
                             (h * norm.std[c] + norm.mean[c]) * 255.0
                         }
                         DType::Float32 => {
                             let b = [
-                                t.data[idx * 4],
-                                t.data[idx * 4 + 1],
-                                t.data[idx * 4 + 2],
-                                t.data[idx * 4 + 3],
+                                data[idx * 4],
+                                data[idx * 4 + 1],
+                                data[idx * 4 + 2],
+                                data[idx * 4 + 3],
                             ];
                             (f32::from_le_bytes(b) * norm.std[c] + norm.mean[c]) * 255.0
                         }

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use augserve_core::buffers::{OutputSlot, OutputSlots};
 use augserve_core::ops::stats::PERCENTILES;
-use augserve_core::pipeline::{run_in_flight, BatchOrder, CpuBatchOps, CpuResize};
+use augserve_core::pipeline::{
+    run_in_flight, tensor_bytes, BatchOrder, CpuBatchOps, CpuResize, PreparedBatch,
+};
 use augserve_core::spec::{ColorJitter, CropSpec, Device, MixSpec};
 use augserve_core::{
     demo, BatchOps, Dataset, DatasetFormat, DecodeLimits, Destination, Pipeline, PipelineOptions,
@@ -201,9 +204,9 @@ fn parse_share(v: &str) -> Result<f64, String> {
 }
 
 /// Adds what a trainer receives of `b` to the output digest (`--digest`).
-fn digest_batch(h: &mut sha2::Sha256, b: &augserve_core::Batch) {
+fn digest_batch(h: &mut sha2::Sha256, b: &augserve_core::Batch, data: &[u8]) {
     use sha2::Digest;
-    h.update(&b.tensor.data);
+    h.update(data);
     for label in b.labels_a.iter().chain(&b.labels_b) {
         h.update(label.to_le_bytes());
     }
@@ -272,6 +275,17 @@ pub fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.host_copy_bytes += t.host_copy_bytes;
 }
 
+/// The batch stage of `p`, its tensor written into `slot`.
+fn finish_into_slot(
+    pipeline: &Pipeline,
+    p: PreparedBatch,
+    mut slot: OutputSlot,
+) -> augserve_core::Result<(augserve_core::Batch, OutputSlot)> {
+    let batch = pipeline.finish_batch(p, Destination::Host(slot.buffer()))?;
+    slot.set_len(batch.tensor.byte_len());
+    Ok((batch, slot))
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
     let job = open_job(&args)?;
@@ -295,39 +309,47 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let pipeline = &job.pipeline;
     // The shared batch loop: batch k+1's per-image stage overlaps batch k's batch ops, and a
     // GPU has several batches in its batch ops at once (delivered in order).
-    let make = |prepared: augserve_core::Result<_>| {
-        prepared.and_then(|p| pipeline.finish_batch(p, Destination::Owned))
+    // Each batch goes straight into one of these (a GPU downloads into it), one per batch the
+    // ops make at once: a slot is taken in batch order and given back once the batch is tallied.
+    let out_slots = OutputSlots::new(
+        pipeline.batch_ops().as_ref(),
+        pipeline.batch_ops().batches_in_flight().max(1),
+        tensor_bytes(&job.spec, args.batch_size),
+    );
+    let admit = |prepared: augserve_core::Result<_>| {
+        ControlFlow::Continue(prepared.and_then(|p| {
+            // Never `None`: nothing here gives up waiting.
+            let slot = out_slots.take(&|| false);
+            slot.map(|s| (p, s))
+                .ok_or_else(|| augserve_core::Error::Backend("no output slot".into()))
+        }))
+    };
+    let make = |admitted: augserve_core::Result<_>| {
+        admitted.and_then(|(p, slot)| finish_into_slot(pipeline, p, slot))
     };
     let jobs = order.jobs(len);
-    run_in_flight(
-        pipeline,
-        args.seed,
-        jobs,
-        usize::MAX,
-        ControlFlow::Continue,
-        make,
-        |made| {
-            let batch = match made {
-                Ok(b) => b,
-                Err(e) => {
-                    failure = Some(e);
+    run_in_flight(pipeline, args.seed, jobs, usize::MAX, admit, make, |made| {
+        let (batch, slot) = match made {
+            Ok(b) => b,
+            Err(e) => {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+        };
+        if std::mem::take(&mut first_batch) {
+            if let Some(p) = &args.preview {
+                let shown =
+                    crate::preview::write_preview(&batch, slot.as_ref(), &job.spec.normalize, p);
+                if let Err(e) = shown {
+                    failure = Some(augserve_core::Error::Backend(format!("preview: {e}")));
                     return ControlFlow::Break(());
                 }
-            };
-            if std::mem::take(&mut first_batch) {
-                if let Some(p) = &args.preview {
-                    if let Err(e) = crate::preview::write_preview(&batch, &job.spec.normalize, p) {
-                        failure = Some(augserve_core::Error::Backend(format!("preview: {e}")));
-                        return ControlFlow::Break(());
-                    }
-                    tracing::info!(path = %p.display(), "wrote preview of the first batch");
-                }
+                tracing::info!(path = %p.display(), "wrote preview of the first batch");
             }
-            tally.add(&batch, &bar, started);
-            pipeline.recycle(batch.tensor.data);
-            ControlFlow::Continue(())
-        },
-    );
+        }
+        tally.add(&batch, slot.as_ref(), &bar, started);
+        ControlFlow::Continue(())
+    });
     if let Some(e) = failure {
         return Err(e.into());
     }
@@ -516,7 +538,14 @@ impl RunTally {
         }
     }
 
-    fn add(&mut self, batch: &augserve_core::Batch, bar: &ProgressBar, started: Instant) {
+    /// Counts `batch`, whose tensor bytes are `data`.
+    fn add(
+        &mut self,
+        batch: &augserve_core::Batch,
+        data: &[u8],
+        bar: &ProgressBar,
+        started: Instant,
+    ) {
         if self.epoch.map(|e| e.0) != Some(batch.epoch) {
             self.end_epoch(bar);
             self.epoch = Some((batch.epoch, Instant::now(), 0));
@@ -534,14 +563,14 @@ impl RunTally {
             tracing::warn!("kept a damaged image (on_damaged = accept): {w}");
         }
         if let Some(h) = self.digest.as_mut() {
-            digest_batch(h, batch);
+            digest_batch(h, batch, data);
         }
         let n = batch.len() as u64;
         self.images += n;
         if let Some(e) = self.epoch.as_mut() {
             e.2 += n;
         }
-        self.out_bytes += batch.tensor.data.len() as u64;
+        self.out_bytes += data.len() as u64;
         add_timings(&mut self.timings, &batch.timings);
         self.last_stats = Some(batch.stats);
         self.device.clone_from(&batch.device);

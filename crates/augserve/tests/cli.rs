@@ -91,14 +91,14 @@ fn the_stand_in_device_leaves_every_jpeg_to_the_gpu_decoder_and_reports_host_cpu
     assert_eq!(s["images"], 320);
     assert_eq!(s["decode_counts"]["gpu"], 320);
     assert!(s["host_cpu_us_per_image"].as_f64().unwrap() > 0.0, "{s}");
-    // The host's copies: the JPEG files for the decoder and descriptors on top of the output
-    // copied out of pinned memory (an owned tensor; a registered shm slot would skip it).
+    // The host's copies: the JPEG files for the decoder and the descriptors, and not the
+    // output, which `run` has the device write into its registered output slots.
     assert!(stdout.contains("host copies: "), "{stdout}");
     let f = |k: &str| s[k].as_f64().unwrap();
     let output_mb_per_batch = f("output_mb_per_s") * f("seconds") / f("batches");
     let copied = f("host_copy_mb_per_batch");
     assert!(
-        copied > output_mb_per_batch * 1.001,
+        copied > 0.0 && copied < output_mb_per_batch,
         "{copied} MB copied, output {output_mb_per_batch}"
     );
 }

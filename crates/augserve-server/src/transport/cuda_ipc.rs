@@ -6,7 +6,7 @@ use std::sync::Arc;
 use augserve_core::{BatchOps, Destination, DeviceOutput};
 use augserve_proto::v1;
 
-use super::{tensor_len, Delivered, Finish, Reserved, Transport};
+use super::{Delivered, Finish, Reserved, Transport};
 use crate::shm::{BookLease, ShmRegistry, SlotBook};
 
 pub(crate) struct CudaIpc {
@@ -77,7 +77,7 @@ impl Reserved for IpcBatch<'_> {
         // A failed batch drops the lease: nothing was announced in the slot, it is free again.
         let batch = finish(to)?;
         self.lease.keep();
-        let length = tensor_len(&batch);
+        let length = batch.tensor.byte_len();
         Ok(Delivered {
             slot: Some(v1::SlotRef {
                 slot,
@@ -87,6 +87,7 @@ impl Reserved for IpcBatch<'_> {
             }),
             length,
             batch,
+            inline_data: None,
         })
     }
 }

@@ -11,6 +11,7 @@ mod shm;
 
 use std::sync::Arc;
 
+use augserve_core::buffers::OutputSlot;
 use augserve_core::{Batch, BatchOps, Destination};
 use augserve_proto::v1;
 
@@ -20,11 +21,12 @@ use crate::shm::ShmRegistry;
 pub(crate) type Finish<'f> = Box<dyn FnOnce(Destination<'_>) -> augserve_core::Result<Batch> + 'f>;
 
 /// A batch made into a transport's destination: the slot it went to (none inline) and the
-/// tensor bytes it carries.
+/// tensor bytes it carries; inline, the buffer holding them, which the message then owns.
 pub(crate) struct Delivered {
     pub batch: Batch,
     pub slot: Option<v1::SlotRef>,
     pub length: usize,
+    pub inline_data: Option<OutputSlot>,
 }
 
 /// A transport's destination for one batch ([`Transport::reserve`]); dropped unused, it is
@@ -65,11 +67,6 @@ pub(crate) trait Transport: Send + Sync {
     }
 }
 
-/// The tensor bytes of a batch, from its shape (a batch written into a slot has no data).
-fn tensor_len(b: &Batch) -> usize {
-    b.tensor.shape.iter().product::<usize>() * b.tensor.dtype.size_bytes()
-}
-
 /// Picks a stream's transport: what the client asked for where possible, else the next best
 /// (CUDA IPC -> SHM -> inline), with the reasons. `local`: the client is on this host.
 pub(crate) fn choose(
@@ -93,5 +90,8 @@ pub(crate) fn choose(
             Err(e) => reasons.push(format!("shm: {e}")),
         }
     }
-    (Arc::new(inline::Inline), reasons.join("; "))
+    (
+        Arc::new(inline::Inline::open(slots, slot_bytes, ops)),
+        reasons.join("; "),
+    )
 }

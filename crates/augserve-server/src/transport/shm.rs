@@ -8,7 +8,7 @@ use augserve_core::pipeline::{BatchOps, HostOutputRegistration};
 use augserve_core::Destination;
 use augserve_proto::v1;
 
-use super::{tensor_len, Delivered, Finish, Reserved, Transport};
+use super::{Delivered, Finish, Reserved, Transport};
 use crate::shm::{ShmRegistry, ShmRing, SlotLease};
 
 pub(crate) struct Shm {
@@ -72,7 +72,7 @@ impl Reserved for ShmBatch<'_> {
     fn deliver(self: Box<Self>, finish: Finish<'_>) -> augserve_core::Result<Delivered> {
         let filled = self.0.fill(|buf| {
             finish(Destination::Host(buf)).map(|b| {
-                let written = tensor_len(&b);
+                let written = b.tensor.byte_len();
                 (b, written)
             })
         });
@@ -85,6 +85,7 @@ impl Reserved for ShmBatch<'_> {
                 length: w.length,
             }),
             length: w.length as usize,
+            inline_data: None,
         })
     }
 }
