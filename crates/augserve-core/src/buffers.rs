@@ -175,6 +175,7 @@ pub struct OutputSlots {
     free: Mutex<Vec<AlignedBuffer>>,
     returned: Condvar,
     bytes: usize,
+    count: usize,
 }
 
 /// A buffer whose usable part starts on a page boundary (what `cuMemHostRegister` pins).
@@ -219,12 +220,18 @@ impl OutputSlots {
             free: Mutex::new(buffers),
             returned: Condvar::new(),
             bytes,
+            count: count.max(1),
         })
     }
 
     /// The size of each buffer.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// How many buffers there are.
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     /// A free buffer, waiting for one to come back while all are lent; `None` once

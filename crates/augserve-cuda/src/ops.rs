@@ -186,9 +186,11 @@ impl GpuBatchOps {
         let stream = slot.stream().clone();
         let t_slot = t0.elapsed();
         let hw = spec.size.width as usize * spec.size.height as usize;
+        // Pinned output staging only for a download that lands there.
+        let staged = !in_place && ring.is_none();
         let mut b = slot.buffers(&BufferSizes {
             stage_in: host.layout.cpu_bytes,
-            stage_out: out_bytes,
+            stage_out: if staged { out_bytes } else { 0 },
             src: host.resize.src_bytes,
             tmp: host.resize.tmp_bytes,
             resized: n * hw * 3,
@@ -385,8 +387,10 @@ impl BatchOps for GpuBatchOps {
         self.slots.len()
     }
 
-    /// Every slot's output-shaped buffers (pinned and device), for full batches; the ones
-    /// the source images size (packed regions, decoded images) grow at the first batches.
+    /// Every slot's output-shaped device buffers, for full batches; the ones the source
+    /// images size (packed regions, decoded images) grow at the first batches, and pinned
+    /// output staging at the first batch downloaded into it (every front but `bench`'s
+    /// warm-up downloads into registered host memory or a device ring instead).
     fn reserve_for_batches(&self, spec: &PipelineSpec, batch_size: usize) {
         let started = Instant::now();
         let need = BufferSizes::for_output(spec, batch_size);

@@ -75,14 +75,16 @@ pub(crate) struct BufferSizes {
 }
 
 impl BufferSizes {
-    /// What a batch of `n` images under `spec` needs of the buffers the output shape sizes;
-    /// the others (packed regions, source images, tables) zero.
+    /// What a batch of `n` images under `spec` needs of the device buffers the output shape
+    /// sizes; the others (packed regions, source images, tables) zero, and the pinned
+    /// output staging too: the fronts download into registered memory or a device ring, and
+    /// one that does not (`bench`) grows it at its first batch.
     pub(crate) fn for_output(spec: &PipelineSpec, n: usize) -> Self {
         let out = tensor_bytes(spec, n);
         let hw = spec.size.width as usize * spec.size.height as usize;
         BufferSizes {
             stage_in: 0,
-            stage_out: out,
+            stage_out: 0,
             src: 0,
             tmp: 0,
             resized: n * hw * 3,

@@ -140,19 +140,11 @@ impl BatchOps for StandInOps {
         self.cpu.buffers.give(buf);
     }
 
-    /// As the GPU backend: its slots' batches in flight, their output buffers sized first.
+    /// As the GPU backend: its slots' batches in flight. Their staging buffers for the
+    /// output grow at the first batch that is copied out of them (none, when every batch
+    /// goes to registered memory), as the GPU backend's pinned ones do.
     fn batches_in_flight(&self) -> usize {
         self.slots.len()
-    }
-
-    fn reserve_for_batches(&self, spec: &PipelineSpec, batch_size: usize) {
-        let out_bytes = tensor_bytes(spec, batch_size);
-        for i in 0..self.slots.len() {
-            let mut slot = self.slots.lock(i);
-            if slot.stage_out.len() < out_bytes {
-                slot.stage_out.resize(out_bytes, 0);
-            }
-        }
     }
 
     fn release_idle_memory(&self) {
@@ -165,6 +157,15 @@ impl BatchOps for StandInOps {
         start: *mut u8,
         len: usize,
     ) -> Option<augserve_core::pipeline::HostOutputRegistration> {
+        // Page-locking faults every page in: what `cuMemHostRegister` costs the host.
+        for offset in (0..len).step_by(4096) {
+            // SAFETY: the caller vouches that the range is mapped and writable, and nothing
+            // writes it while it is being registered; each byte is written back unchanged.
+            unsafe {
+                let p = start.add(offset);
+                p.write_volatile(p.read_volatile());
+            }
+        }
         // SAFETY: no driver call without a context; the caller's contract covers the rest.
         let r = unsafe { HostRegistration::new(None, start, len, self.registered.clone()) };
         r.ok().map(|r| Box::new(r) as _)
@@ -185,8 +186,14 @@ impl BatchOps for StandInOps {
         let host = plan_batch(images, plan, spec, WeightsOn::Device, roi);
         let mut slot = self.slots.acquire();
         self.run_host_steps(images, &host, &mut slot);
-        // The download lands in pinned memory (stage_out); then the same copy out of it.
-        if slot.stage_out.len() < out_bytes {
+        // The download lands in pinned memory (stage_out), unless the destination is
+        // registered or on the device; then the same copy out of it.
+        let staged = match &to {
+            Destination::Owned => true,
+            Destination::Host(out) => !self.registered.contains(out),
+            Destination::Device { .. } => false,
+        };
+        if staged && slot.stage_out.len() < out_bytes {
             slot.stage_out.resize(out_bytes, 0);
         }
         let mut copied_out = out_bytes;

@@ -385,6 +385,7 @@ impl AugServe for AugServeService {
             plan.wanted,
             local,
             plan.slots,
+            plan.prefetch + plan.in_flight,
             plan.slot_bytes,
             ops.as_ref(),
             &st.shm,

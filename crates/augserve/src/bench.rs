@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use augserve_core::pipeline::{run_in_flight, BatchJob, CpuBatchOps};
+use augserve_core::buffers::OutputSlots;
+use augserve_core::pipeline::{run_in_flight, tensor_bytes, BatchJob, CpuBatchOps};
 use augserve_core::spec::{ColorJitter, DType, Layout, MixSpec, OutputSpec};
 use augserve_core::{
-    BatchOps, Dataset, DatasetFormat, DecodeLimits, Destination, Pipeline, PipelineOptions,
-    PipelineSpec, StageTimings,
+    BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec,
+    StageTimings,
 };
 use augserve_cuda::jpeg::route::DecodeSplit;
 use augserve_cuda::{open_backend, DeviceRequest, GpuDevice};
 
 use crate::chart;
+use crate::run::{finish_into_slot, with_output_slot};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -424,31 +426,34 @@ fn measure(
     let started = Instant::now();
     // The batch loop `augserve run` and the server use: preparing batch k+1 overlaps
     // batch k's batch ops, and a GPU has several batches in its batch ops at once.
-    let make = |prepared: augserve_core::Result<_>| {
-        prepared.and_then(|p| pipeline.finish_batch(p, Destination::Owned))
+    // Into output slots registered with the batch ops, as `run` and the inline transport.
+    let out_slots = OutputSlots::new(
+        ops.as_ref(),
+        ops.batches_in_flight().max(1),
+        tensor_bytes(pipeline.spec(), batch_size),
+    );
+    let admit = |prepared| ControlFlow::Continue(with_output_slot(&out_slots, prepared));
+    let make = |admitted: augserve_core::Result<_>| {
+        admitted.and_then(|(p, slot)| finish_into_slot(&pipeline, p, slot))
     };
     run_in_flight(
         &pipeline,
         0,
         jobs,
         usize::MAX,
-        ControlFlow::Continue,
+        admit,
         make,
-        |made| {
-            match made {
-                Ok(b) => {
-                    images += b.len();
-                    bytes += b.tensor.data.len();
-                    crate::run::add_timings(&mut acc, &b.timings);
-                    // As a trainer's loop would (the server does it once a batch is sent).
-                    pipeline.recycle(b.tensor.data);
-                    bar.inc(1);
-                    ControlFlow::Continue(())
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    ControlFlow::Break(())
-                }
+        |made| match made {
+            Ok((b, slot)) => {
+                images += b.len();
+                bytes += slot.as_ref().len();
+                crate::run::add_timings(&mut acc, &b.timings);
+                bar.inc(1);
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
             }
         },
     );

@@ -275,8 +275,21 @@ pub fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.host_copy_bytes += t.host_copy_bytes;
 }
 
+/// A prepared batch with the output slot it will be written into, taken in batch order
+/// (`run_in_flight`'s admit step), waiting for one to come back while all are out.
+pub(crate) fn with_output_slot(
+    slots: &Arc<OutputSlots>,
+    prepared: augserve_core::Result<PreparedBatch>,
+) -> augserve_core::Result<(PreparedBatch, OutputSlot)> {
+    let p = prepared?;
+    // Never `None`: nothing here gives up waiting.
+    let slot = slots.take(&|| false);
+    slot.map(|s| (p, s))
+        .ok_or_else(|| augserve_core::Error::Backend("no output slot".into()))
+}
+
 /// The batch stage of `p`, its tensor written into `slot`.
-fn finish_into_slot(
+pub(crate) fn finish_into_slot(
     pipeline: &Pipeline,
     p: PreparedBatch,
     mut slot: OutputSlot,
@@ -316,14 +329,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         pipeline.batch_ops().batches_in_flight().max(1),
         tensor_bytes(&job.spec, args.batch_size),
     );
-    let admit = |prepared: augserve_core::Result<_>| {
-        ControlFlow::Continue(prepared.and_then(|p| {
-            // Never `None`: nothing here gives up waiting.
-            let slot = out_slots.take(&|| false);
-            slot.map(|s| (p, s))
-                .ok_or_else(|| augserve_core::Error::Backend("no output slot".into()))
-        }))
-    };
+    let admit = |prepared| ControlFlow::Continue(with_output_slot(&out_slots, prepared));
     let make = |admitted: augserve_core::Result<_>| {
         admitted.and_then(|(p, slot)| finish_into_slot(pipeline, p, slot))
     };

@@ -15,11 +15,12 @@ pub(crate) struct Inline {
 }
 
 impl Inline {
-    /// `slots` buffers of `slot_bytes`: one for each queued batch, each being made, and the
-    /// one tonic is encoding.
-    pub(crate) fn open(slots: u32, slot_bytes: usize, ops: &dyn BatchOps) -> Self {
+    /// `batches_held` buffers of `slot_bytes`: one for each batch the stream's in-flight
+    /// tokens let exist (queued, being made, the one tonic took last, whose buffer is back
+    /// once tonic has encoded it), so a batch that has its token finds a buffer free.
+    pub(crate) fn open(batches_held: u32, slot_bytes: usize, ops: &dyn BatchOps) -> Self {
         Inline {
-            buffers: OutputSlots::new(ops, slots as usize, slot_bytes),
+            buffers: OutputSlots::new(ops, batches_held as usize, slot_bytes),
         }
     }
 }
@@ -31,11 +32,10 @@ impl Transport for Inline {
 
     fn describe(&self, _info: &mut v1::TransportInfo) {}
 
-    fn reserved_bytes(&self, prefetch: u32, in_flight: u32, batch_bytes: usize) -> u64 {
-        // Queued batches, those being made, the one tonic encodes, and its encoded copy. The
-        // buffers cover the first three (the stream's slot count), at most.
-        let held = u64::from(prefetch) + u64::from(in_flight) + 1;
-        (held + 1) * batch_bytes as u64
+    fn reserved_bytes(&self, _prefetch: u32, _in_flight: u32, _batch_bytes: usize) -> u64 {
+        // The buffers (queued batches, those being made, the one tonic took last) and the
+        // copy tonic encoded that one into.
+        (self.buffers.count() as u64 + 1) * self.buffers.bytes() as u64
     }
 
     fn reserve(&self, give_up: &dyn Fn() -> bool) -> Option<Box<dyn Reserved + '_>> {

@@ -68,11 +68,14 @@ pub(crate) trait Transport: Send + Sync {
 }
 
 /// Picks a stream's transport: what the client asked for where possible, else the next best
-/// (CUDA IPC -> SHM -> inline), with the reasons. `local`: the client is on this host.
+/// (CUDA IPC -> SHM -> inline), with the reasons. `local`: the client is on this host;
+/// `batches_held`: the most batches the stream holds at once (its in-flight tokens), the
+/// inline transport's buffer count.
 pub(crate) fn choose(
     wanted: v1::Transport,
     local: bool,
     slots: u32,
+    batches_held: u32,
     slot_bytes: usize,
     ops: &dyn BatchOps,
     shm: &ShmRegistry,
@@ -91,7 +94,7 @@ pub(crate) fn choose(
         }
     }
     (
-        Arc::new(inline::Inline::open(slots, slot_bytes, ops)),
+        Arc::new(inline::Inline::open(batches_held, slot_bytes, ops)),
         reasons.join("; "),
     )
 }
