@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use augserve_core::buffers::OutputSlots;
-use augserve_core::pipeline::{run_in_flight, tensor_bytes, BatchJob, CpuBatchOps};
+use augserve_core::pipeline::{run_in_flight, BatchJob, CpuBatchOps};
 use augserve_core::spec::{ColorJitter, DType, Layout, MixSpec, OutputSpec};
 use augserve_core::{
     BatchOps, Dataset, DatasetFormat, DecodeLimits, Pipeline, PipelineOptions, PipelineSpec,
@@ -19,7 +18,7 @@ use augserve_cuda::jpeg::route::DecodeSplit;
 use augserve_cuda::{open_backend, DeviceRequest, GpuDevice};
 
 use crate::chart;
-use crate::run::{finish_into_slot, with_output_slot};
+use crate::run::{finish_into_slot, output_slots, with_output_slot};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -427,11 +426,7 @@ fn measure(
     // The batch loop `augserve run` and the server use: preparing batch k+1 overlaps
     // batch k's batch ops, and a GPU has several batches in its batch ops at once.
     // Into output slots registered with the batch ops, as `run` and the inline transport.
-    let out_slots = OutputSlots::new(
-        ops.as_ref(),
-        ops.batches_in_flight().max(1),
-        tensor_bytes(pipeline.spec(), batch_size),
-    );
+    let out_slots = output_slots(&pipeline, batch_size);
     let admit = |prepared| ControlFlow::Continue(with_output_slot(&out_slots, prepared));
     let make = |admitted: augserve_core::Result<_>| {
         admitted.and_then(|(p, slot)| finish_into_slot(&pipeline, p, slot))

@@ -275,6 +275,17 @@ pub fn add_timings(acc: &mut StageTimings, t: &StageTimings) {
     acc.host_copy_bytes += t.host_copy_bytes;
 }
 
+/// Output slots for batches of up to `batch_size` images, registered with `pipeline`'s
+/// batch ops: one for each batch they make at once.
+pub(crate) fn output_slots(pipeline: &Pipeline, batch_size: usize) -> Arc<OutputSlots> {
+    let ops = pipeline.batch_ops();
+    OutputSlots::new(
+        ops.as_ref(),
+        ops.batches_in_flight().max(1),
+        tensor_bytes(pipeline.spec(), batch_size),
+    )
+}
+
 /// A prepared batch with the output slot it will be written into, taken in batch order
 /// (`run_in_flight`'s admit step), waiting for one to come back while all are out.
 pub(crate) fn with_output_slot(
@@ -324,11 +335,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // GPU has several batches in its batch ops at once (delivered in order).
     // Each batch goes straight into one of these (a GPU downloads into it), one per batch the
     // ops make at once: a slot is taken in batch order and given back once the batch is tallied.
-    let out_slots = OutputSlots::new(
-        pipeline.batch_ops().as_ref(),
-        pipeline.batch_ops().batches_in_flight().max(1),
-        tensor_bytes(&job.spec, args.batch_size),
-    );
+    let out_slots = output_slots(pipeline, args.batch_size);
     let admit = |prepared| ControlFlow::Continue(with_output_slot(&out_slots, prepared));
     let make = |admitted: augserve_core::Result<_>| {
         admitted.and_then(|(p, slot)| finish_into_slot(pipeline, p, slot))
