@@ -54,7 +54,10 @@ impl Server {
             _dir: dir,
         };
         let t = Instant::now();
-        while !(s.uds.exists() && std::net::TcpStream::connect(&s.tcp).is_ok()) {
+        // A connect, not the socket file, which exists from bind(), before listen().
+        while !(std::os::unix::net::UnixStream::connect(&s.uds).is_ok()
+            && std::net::TcpStream::connect(&s.tcp).is_ok())
+        {
             assert!(
                 t.elapsed() < Duration::from_secs(30),
                 "server did not start"

@@ -63,7 +63,13 @@ impl Server {
         }
         let mut child = cmd.spawn().unwrap();
         let t = Instant::now();
-        while !(uds.exists() && std::net::TcpStream::connect(&tcp).is_ok()) {
+        // Connects, not only the socket file: it exists from bind(), before listen(), and a
+        // connect in between is refused.
+        let listening = || {
+            std::os::unix::net::UnixStream::connect(&uds).is_ok()
+                && std::net::TcpStream::connect(&tcp).is_ok()
+        };
+        while !listening() {
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "server exited at start"
