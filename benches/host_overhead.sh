@@ -6,7 +6,8 @@
 # `augserve run --device stand-in` runs the whole pipeline with the GPU backend's host side on
 # host memory and no-op kernels and nvJPEG (crates/augserve-cuda/src/stand_in.rs): every image
 # the GPU would decode is read, header-parsed and drawn for on the CPU, and each batch's host
-# plan, uploads from pageable memory and copy out of pinned memory run as on a GPU. The figure
+# plan and uploads from pageable memory run as on a GPU (the output is written into registered
+# output slots, as a GPU downloads into them, so nothing is copied out of pinned memory). The figure
 # is the process's CPU time (user + system, all threads, getrusage) over the images it
 # delivered. Each configuration also runs for SHORT_EPOCHS, so the one-time costs (start-up,
 # registering the output buffers) separate from the steady per-image cost:
