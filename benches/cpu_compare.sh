@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole CPU comparison, one command, on a fresh machine:
-#   benches/cpu_compare.sh      (IMAGES=1000 ImageNet-size, LARGE_IMAGES=300 large photos, REPEATS=3;
+#   benches/cpu_compare.sh      (IMAGES=1000 ImageNet-size, LARGE_IMAGES=300 large photos, REPEATS=3,
+#                                LONG_EPOCHS=4 for augserve's steady rate;
 #                                MACHINE names the results folder)
 # Builds the release binary, cuts two corpora from real photographs (ImageNet-size, and large
 # photos with long side 1200-2400), installs the peers (OpenCV, simplejpeg, Pillow, torchvision,
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 images=${IMAGES:-1000}
 large_images=${LARGE_IMAGES:-300}
 repeats=${REPEATS:-3}
+long_epochs=${LONG_EPOCHS:-4}
 cores=$(nproc)
 machine=${MACHINE:-$(hostname)-${cores}c}
 venv=target/pyenv
@@ -74,14 +76,19 @@ one_corpus() { # name dir
         --out "$work/$name-$mode-peers-1-$r.json" 2> >(grep -v -i warning >&2)
       "$venv/bin/python" benches/peers.py --corpus "$dir" --mode "$mode" --procs "$cores" \
         --out "$work/$name-$mode-peers-$cores-$r.json" 2> >(grep -v -i warning >&2)
-      # Two epochs; the second reads from the page cache, like the peers' in-memory reads.
+      # augserve runs for 1 and for $LONG_EPOCHS epochs (files from the page cache); the steady
+      # rate is the difference of the two, (images(long) - images(1)) / (secs(long) - secs(1)):
+      # start-up, the pipeline's fill and drain and first-use buffer growth cancel out, as the
+      # peers are timed after their warm-up. The long run's own rate is kept beside it.
       for t in 1 "$cores"; do
         pin=(); [ "$t" = 1 ] && pin=(taskset -c 0)
         for ours in augserve augserve_dct; do
           spec="$work/$mode.toml"; [ "$ours" = augserve_dct ] && spec="$work/$mode-dct.toml"
-          "${pin[@]}" ./target/release/augserve run --data "$dir" --spec "$spec" --threads "$t" \
-            --batch-size 256 --epochs 2 --quiet --summary-json "$work/$name-$mode-$ours-$t-$r.json" 2>/dev/null |
-            grep '^total'
+          for e in 1 "$long_epochs"; do
+            "${pin[@]}" ./target/release/augserve run --data "$dir" --spec "$spec" --threads "$t" \
+              --batch-size 256 --epochs "$e" --quiet --summary-json "$work/$name-$mode-$ours-$t-$r-e$e.json" 2>/dev/null |
+              grep '^total'
+          done
         done
       done
     done
@@ -105,4 +112,5 @@ echo "== augserve bench (ImageNet-size corpus)"
 echo "== service level (ImageNet-size corpus)"
 "$venv/bin/python" benches/service_compare.py --corpus "target/bench-corpus-$images" --spec "$work/float16.toml" \
   --threads "$cores" --out "$work/service.json"
-"$venv/bin/python" benches/summarize.py --work "$work" --cores "$cores" --repeats "$repeats" --out "benches/results/$machine"
+"$venv/bin/python" benches/summarize.py --work "$work" --cores "$cores" --repeats "$repeats" --out "benches/results/$machine" \
+  --long-epochs "$long_epochs"

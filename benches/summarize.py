@@ -32,6 +32,9 @@ PEERS = {
 # augserve's own rows: its default (exact) and with the spec's dct_scaling (large crops decoded
 # at 1/2-1/8 scale; pixels within a few levels of the exact output, ARCHITECTURE.md).
 OURS = {"augserve": "augserve", "augserve_dct": "augserve, dct_scaling"}
+# The long runs' own rates, start-up and the pipeline's fill and drain included: shown beside
+# the steady rates, never a peer.
+WHOLE_RUN = {f"{k}_whole_run": f"{v}, whole {{e}}-epoch run" for k, v in OURS.items()}
 # The issue's targets: augserve / fastest peer, per (corpus, mode, one core?).
 TARGETS = {("imagenet", "uint8", True): 1.4, ("large", "uint8", True): 2.0}
 FLOAT_TARGET_ALL_CORES = 1.5
@@ -47,7 +50,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def load_rates(work: pathlib.Path, cores: int, repeats: int) -> tuple[dict, dict]:
+def steady_rate(work: pathlib.Path, stem: str, long_epochs: int) -> tuple[float, float] | None:
+    """augserve's steady rate from a 1-epoch and a `long_epochs` run of the same configuration,
+    (images(long) - images(1)) / (secs(long) - secs(1)), and the long run's own rate. Older
+    work folders (one run, `<stem>.json`) give that run's rate for both."""
+    short, long = work / f"{stem}-e1.json", work / f"{stem}-e{long_epochs}.json"
+    if short.exists() and long.exists():
+        a, b = json.loads(short.read_text()), json.loads(long.read_text())
+        return (b["images"] - a["images"]) / (b["seconds"] - a["seconds"]), b["images_per_s"]
+    single = work / f"{stem}.json"
+    if single.exists():
+        ips = json.loads(single.read_text())["images_per_s"]
+        return ips, ips
+    return None
+
+
+def load_rates(work: pathlib.Path, cores: int, repeats: int, long_epochs: int) -> tuple[dict, dict]:
     """{(corpus, mode, cores): {name: [images/s per repeat]}} and the peers' versions."""
     rates: dict = {}
     versions: dict = {}
@@ -61,9 +79,10 @@ def load_rates(work: pathlib.Path, cores: int, repeats: int) -> tuple[dict, dict
                     for key, ips in peers["images_per_s"].items():
                         row.setdefault(key.split("/")[0], []).append(ips)
                     for ours in OURS:
-                        found = work / f"{corpus}-{mode}-{ours}-{c}-{r}.json"
-                        if found.exists():
-                            row.setdefault(ours, []).append(json.loads(found.read_text())["images_per_s"])
+                        found = steady_rate(work, f"{corpus}-{mode}-{ours}-{c}-{r}", long_epochs)
+                        if found:
+                            row.setdefault(ours, []).append(found[0])
+                            row.setdefault(f"{ours}_whole_run", []).append(found[1])
     return rates, versions
 
 
@@ -87,7 +106,7 @@ def ratio_rows(rates: dict, cores: int) -> list[str]:
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for (corpus, mode, c), row in rates.items():
-        peers = [k for k in row if k not in OURS]
+        peers = [k for k in row if k not in OURS and k not in WHOLE_RUN]
         peer = max(peers, key=lambda k: med(row[k]))
         target = TARGETS.get((corpus, mode, c == 1))
         if mode == "float16" and c == cores:
@@ -109,7 +128,7 @@ def ratio_rows(rates: dict, cores: int) -> list[str]:
     return lines
 
 
-def figure_rows(rates: dict, cores: int) -> list[str]:
+def figure_rows(rates: dict, cores: int, long_epochs: int) -> list[str]:
     med = statistics.median
     lines = []
     for corpus in CORPORA:
@@ -120,12 +139,15 @@ def figure_rows(rates: dict, cores: int) -> list[str]:
                 f"| pipeline | 1 core | {cores} cores |",
                 "| --- | ---: | ---: |",
             ]
-            for name in [*OURS, *PEERS]:
+            for name in [*OURS, *WHOLE_RUN, *PEERS]:
                 cells = []
                 for c in sorted({1, cores}):
                     v = rates[(corpus, mode, c)].get(name)
                     cells.append(f"{med(v):.0f} ({min(v):.0f}-{max(v):.0f})" if v else "n/a")
-                label = f"**{OURS[name]}**" if name in OURS else PEERS[name]
+                if name in OURS:
+                    label = f"**{OURS[name]}**"
+                else:
+                    label = WHOLE_RUN[name].format(e=long_epochs) if name in WHOLE_RUN else PEERS[name]
                 lines.append(f"| {label} | {' | '.join(cells)} |")
             lines.append("")
     return lines
@@ -213,9 +235,10 @@ def main() -> int:
     p.add_argument("--work", type=pathlib.Path, required=True, help="folder with the run's JSON files")
     p.add_argument("--cores", type=int, default=os.cpu_count())
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--long-epochs", type=int, default=4, help="epochs of augserve's long run")
     p.add_argument("--out", type=pathlib.Path, required=True, help="results folder for this machine")
     a = p.parse_args()
-    rates, versions = load_rates(a.work, a.cores, a.repeats)
+    rates, versions = load_rates(a.work, a.cores, a.repeats, a.long_epochs)
     manifests = {c: json.loads((a.work / f"{c}-manifest.json").read_text()) for c in CORPORA}
     service = json.loads((a.work / "service.json").read_text())["median"]
     build = (a.work / "build.txt").read_text().split("\n", 1) if (a.work / "build.txt").exists() else None
@@ -261,10 +284,12 @@ def main() -> int:
         "",
         "`benches/peers.py --corpus <corpus> --mode <output> --procs <cores>` (each peer reads the corpus into memory, "
         "then is warmed up and timed) and `augserve run --data <corpus> --spec <output>.toml --threads <cores> "
-        "--batch-size 256 --epochs 2` (images/s over both epochs, start-up included; the second epoch reads from the "
-        "page cache):",
+        f"--batch-size 256 --epochs E` for E = 1 and {a.long_epochs} (files read from the page cache during the run; "
+        "the peers read theirs into memory first). augserve's rows are its steady rate, (images(long) - images(1)) / "
+        "(seconds(long) - seconds(1)), so start-up and the pipeline's fill and drain cancel out, as the peers are timed "
+        f"after a warm-up; the `whole {a.long_epochs}-epoch run` rows are the long runs' own rates, all of that included:",
         "",
-        *figure_rows(rates, a.cores),
+        *figure_rows(rates, a.cores, a.long_epochs),
         *decoder_rows(a.work),
         "`augserve bench --data <ImageNet-size corpus> --batches 4` (ms per batch per stage; read/decode/colour summed "
         "over threads):",
