@@ -61,6 +61,43 @@ fn run_on_the_demo_dataset_reports_and_writes_a_preview() {
     assert!(s["images_per_s"].as_f64().unwrap() > 0.0);
 }
 
+/// Each epoch's line is timed from the previous epoch's last batch (the run's start for the
+/// first) to its own last batch, so the epochs add up to the run: timed from their own first
+/// batch, epochs whose batches were prepared ahead showed absurd rates (two batches an epoch
+/// here, so the old timing missed a third of the run).
+#[test]
+fn epoch_lines_add_up_to_the_run() {
+    let d = tempfile::tempdir().unwrap();
+    let out = augserve()
+        .args(["run", "--quiet", "--epochs", "3", "--batch-size", "160"])
+        .args(["--threads", "2"])
+        .arg("--cache-dir")
+        .arg(d.path().join("cache"))
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    assert!(out.status.success(), "{stdout}\n{}", stderr_of(&out));
+    // "epoch 0: 320 images in 0.42 s (762 images/s)"; "total: 960 images in 30 batches, 1.27 s: ..."
+    let seconds_before = |line: &str, unit: &str| -> f64 {
+        let head = line.split(unit).next().unwrap();
+        head.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let epochs: Vec<f64> = stdout
+        .lines()
+        .filter(|l| l.starts_with("epoch "))
+        .map(|l| seconds_before(l, " s ("))
+        .collect();
+    assert_eq!(epochs.len(), 3, "{stdout}");
+    let total_line = stdout.lines().find(|l| l.starts_with("total: ")).unwrap();
+    let total = seconds_before(total_line, " s: ");
+    let sum: f64 = epochs.iter().sum();
+    // Printed to 10 ms each; the run's own end comes a moment after its last batch.
+    assert!(
+        (sum - total).abs() <= 0.05 + 0.05 * total,
+        "epochs {epochs:?} add up to {sum} s, the run took {total} s\n{stdout}"
+    );
+}
+
 /// The stand-in device (the GPU path's host side, no GPU): every JPEG is left to its no-op
 /// decoder, and the run reports its CPU time per image.
 #[test]
