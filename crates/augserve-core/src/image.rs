@@ -84,10 +84,60 @@ pub fn copy_flipped(src: &[u8], dst: &mut [u8], width: usize) {
         .chunks_exact(width * 3)
         .zip(dst.chunks_exact_mut(width * 3))
     {
-        for (sp, dp) in s.chunks_exact(3).rev().zip(d.chunks_exact_mut(3)) {
-            dp.copy_from_slice(sp);
-        }
+        mirror_row(s, d);
     }
+}
+
+/// One row of RGB pixels mirrored into `d`. Five pixels at a time with one byte shuffle
+/// where the CPU has SSSE3: the pixel-by-pixel 3-byte moves were 3 % of the CPU path's time
+/// per ImageNet-size image.
+fn mirror_row(s: &[u8], d: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // SAFETY: the CPU has SSSE3, checked just above.
+        let done = unsafe { mirror_row_ssse3(s, d) };
+        return mirror_row_scalar(&s[..s.len() - done], &mut d[done..]);
+    }
+    mirror_row_scalar(s, d);
+}
+
+/// The mirror of `s` into `d`, one pixel at a time.
+fn mirror_row_scalar(s: &[u8], d: &mut [u8]) {
+    for (sp, dp) in s.chunks_exact(3).rev().zip(d.chunks_exact_mut(3)) {
+        dp.copy_from_slice(sp);
+    }
+}
+
+/// Mirrors the first pixels of `d` (five at a time, from the end of `s`) and returns how
+/// many bytes of `d` it wrote: the caller mirrors the rest, `s[..len - done]` into
+/// `d[done..]`. Each step loads the 16 bytes that end at the next five source pixels and
+/// stores 16 bytes, the 16th overwritten by the next step, so it stops while a whole
+/// 16-byte store still fits in `d`.
+///
+/// # Safety
+/// The CPU must support SSSE3.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+#[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
+unsafe fn mirror_row_ssse3(s: &[u8], d: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let n = s.len().min(d.len());
+    // Loaded bytes 1..16 are source pixels q = 0..5 (byte 1 + 3q + c); output pixel p takes
+    // source pixel 4 - p.
+    let mask = _mm_setr_epi8(13, 14, 15, 10, 11, 12, 7, 8, 9, 4, 5, 6, 1, 2, 3, -1);
+    let mut done = 0;
+    while done + 16 <= n {
+        // The five source pixels end `done` bytes before the end of `s`: 16 <= n - done.
+        let from = n - done - 16;
+        // SAFETY: `from + 16 <= n <= s.len()` and `done + 16 <= n <= d.len()`: both
+        // 16-byte accesses lie inside their slices.
+        unsafe {
+            let v = _mm_loadu_si128(s.as_ptr().add(from).cast());
+            _mm_storeu_si128(d.as_mut_ptr().add(done).cast(), _mm_shuffle_epi8(v, mask));
+        }
+        done += 15;
+    }
+    done
 }
 
 #[cfg(test)]

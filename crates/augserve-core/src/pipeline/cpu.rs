@@ -15,7 +15,7 @@ use crate::error::{Error, Result, SampleError};
 use crate::image::{copy_flipped, flip_rows, RgbImage};
 use crate::ops::crop::CropBox;
 use crate::ops::mix::{
-    keeps_image, kept_image_sums, mix_normalize_image, MixPlan, NormalizeCoeffs,
+    keeps_image, kept_image_sums, mix_normalize_image, ImageSums, MixPlan, NormalizeCoeffs,
 };
 use crate::ops::resize::{resize_u8_reference_into, FastResizer};
 use crate::ops::stats::{abs_dev_sums, combine_stats, BatchStats};
@@ -88,6 +88,19 @@ impl CpuBatchOps {
         pool: &ThreadPool,
         out: &mut [u8],
     ) {
+        self.resize_each_into(images, spec, pool, out, |_| ());
+    }
+
+    /// [`Self::resize_batch_into`], calling `then` on each image as soon as it is written
+    /// (while it is in cache); its results in batch order.
+    fn resize_each_into<T: Send>(
+        &self,
+        images: &[PreparedImage],
+        spec: &PipelineSpec,
+        pool: &ThreadPool,
+        out: &mut [u8],
+        then: impl Fn(&[u8]) -> T + Sync,
+    ) -> Vec<T> {
         let (w, h) = (spec.size.width, spec.size.height);
         let img_len = w as usize * h as usize * 3;
         // Every byte is written below (one whole image per chunk), so a reused buffer's old
@@ -97,7 +110,7 @@ impl CpuBatchOps {
         pool.install(|| {
             out.par_chunks_mut(img_len.max(1))
                 .zip(images.par_iter())
-                .for_each(|(dst, im)| {
+                .map(|(dst, im)| {
                     let resized = (im.region.width, im.region.height) == (w, h)
                         && im.crop == CropBox::full(w, h);
                     match (resized, im.flip) {
@@ -111,8 +124,10 @@ impl CpuBatchOps {
                             }
                         }
                     }
+                    then(dst)
                 })
-        });
+                .collect()
+        })
     }
 }
 
@@ -240,9 +255,13 @@ impl CpuBatchOps {
             // uint8 NHWC, nothing mixed: the output is the resized batch, so the resize
             // writes it in place and only the statistics read it (no second pass writing
             // the whole tensor again).
-            self.resize_batch_into(images, spec, pool, out);
+            // Each image's sums are taken as it is written, while it is in cache (a pass
+            // over the whole batch afterwards read it from memory again).
+            let (w, h) = (spec.size.width, spec.size.height);
+            let sums =
+                self.resize_each_into(images, spec, pool, out, |im| kept_image_sums(im, h, w));
             let t1 = Instant::now();
-            (t1, kept_batch_stats(out, plan.len(), spec, pool))
+            (t1, kept_batch_stats(out, &sums, spec, pool))
         } else {
             let resized = self.resize_batch(images, spec, pool);
             let t1 = Instant::now();
@@ -275,19 +294,19 @@ fn output_is_resized(plan: &MixPlan, spec: &PipelineSpec) -> bool {
         && (0..plan.len()).all(|i| keeps_image(plan, i))
 }
 
-/// The statistics of a uint8 NHWC batch written unchanged: the same figures, bit for bit,
-/// as `mix_normalize_batch_to` gives for it.
-fn kept_batch_stats(out: &[u8], n: usize, spec: &PipelineSpec, pool: &ThreadPool) -> BatchStats {
-    let (w, h) = (spec.size.width, spec.size.height);
-    let hw = w as usize * h as usize;
-    let img = hw * 3;
+/// The statistics of a uint8 NHWC batch written unchanged, from its images' sums
+/// ([`kept_image_sums`]): the same figures, bit for bit, as `mix_normalize_batch_to` gives
+/// for it.
+fn kept_batch_stats(
+    out: &[u8],
+    sums: &[ImageSums],
+    spec: &PipelineSpec,
+    pool: &ThreadPool,
+) -> BatchStats {
+    let hw = spec.size.width as usize * spec.size.height as usize;
+    let (img, n) = (hw * 3, sums.len());
     pool.install(|| {
-        let sums: Vec<_> = out
-            .par_chunks(img.max(1))
-            .take(n)
-            .map(|im| kept_image_sums(im, h, w))
-            .collect();
-        combine_stats(&sums, hw, |mean| {
+        combine_stats(sums, hw, |mean| {
             out.par_chunks(img.max(1))
                 .take(n)
                 .map(|im| abs_dev_sums(im, hw, DType::Uint8, Layout::Nhwc, mean))
@@ -314,7 +333,16 @@ mod tests {
 
     #[test]
     fn flips_match_the_reference_for_odd_and_even_widths() {
-        for (width, height) in [(1, 2), (2, 3), (5, 4), (224, 3), (7, 1)] {
+        for (width, height) in [
+            (1, 2),
+            (2, 3),
+            (5, 4),
+            (6, 2),
+            (11, 3),
+            (224, 3),
+            (7, 1),
+            (301, 2),
+        ] {
             let img: Vec<u8> = (0..width * height * 3)
                 .map(|i| (i * 7 % 251) as u8)
                 .collect();

@@ -327,9 +327,13 @@ pub fn finish_batch(
     timings.stats = out.stats_time + t_percentiles.elapsed();
     let sample_ids = images.iter().map(|p| p.sample_id).collect();
     let warnings = images.iter().filter_map(|p| p.warning.clone()).collect();
-    // The device-decoded images' files, read into recycled buffers, go back for the next reads.
-    for d in images.into_iter().filter_map(|p| p.deferred) {
-        crate::buffers::recycle_read_buffer(d.bytes);
+    // The device-decoded images' files and the per-image stage's resized images, in recycled
+    // buffers, go back for the next reads and resizes.
+    for p in images {
+        crate::buffers::recycle_read_buffer(p.region.data);
+        if let Some(d) = p.deferred {
+            crate::buffers::recycle_read_buffer(d.bytes);
+        }
     }
     timings.total = t0.elapsed();
     Ok(Batch {

@@ -203,7 +203,8 @@ fn resize_and_recycle(
     w: u32,
     h: u32,
 ) -> Result<RgbImage, SampleErrorKind> {
-    let mut out = vec![0u8; w as usize * h as usize * 3];
+    // Given back by the batch stage once copied into the batch (`finish_batch`).
+    let mut out = crate::buffers::take_buffer_to_overwrite(w as usize * h as usize * 3);
     kind.resize_one(&region, crop, w, h, &mut out);
     recycle_decode_buffer(region.data);
     RgbImage::from_vec(w, h, out)
