@@ -55,7 +55,8 @@ pub struct DecodeTally {
     pub region: u32,
     /// Of `region`, decoded at 1/2-1/8 scale (the spec's `dct_scaling`).
     pub scaled: u32,
-    /// Of `region`, progressive files: libjpeg-turbo reads every scan, whatever the region.
+    /// Of `region`, progressive files: libjpeg-turbo reads every scan, each down to the
+    /// region's last rows (the patched copy in vendor/turbojpeg-sys).
     pub progressive: u32,
     /// Decoded whole, then cut: zune-jpeg (what libjpeg-turbo declines), PNG, WebP.
     pub whole: u32,

@@ -118,7 +118,8 @@ pub struct RegionHeader {
     pub height: u32,
     /// The largest DCT scaling denominator the decoder offers (1: none).
     pub max_denom: u32,
-    /// A progressive JPEG: libjpeg-turbo reads every scan, whatever the region.
+    /// A progressive JPEG: libjpeg-turbo reads every scan, each down to the region's last
+    /// rows (vendor/turbojpeg-sys).
     pub progressive: bool,
 }
 

@@ -3,7 +3,9 @@
 //! crop region: `tj3SetCroppingRegion` skips the entropy-decoded blocks left of the region
 //! (no IDCT, upsampling or colour conversion there) and the rows above and below it, so a
 //! RandomResizedCrop costs what its region costs (benches/decoder_candidates: 1.85x zune-jpeg's
-//! whole decode on ImageNet-size files, 1.80x on large photos).
+//! whole decode on ImageNet-size files, 1.80x on large photos). A progressive file's scans are
+//! decoded only down to the region's rows too: a patch of ours (vendor/turbojpeg-sys, see
+//! vendor/README.md).
 //!
 //! What libjpeg-turbo warns about (corrupt data, padding between segments) or refuses (CMYK,
 //! a fatal error) is `Declined`: zune-jpeg then decodes the whole file and judges it, so the

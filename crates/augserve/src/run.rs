@@ -663,7 +663,7 @@ impl RunTally {
         }
         let d = &t.decoded;
         println!(
-            "decoded: {} by region (libjpeg-turbo; {} of them scaled, {} progressive: every scan read), {} whole (zune-jpeg, PNG, WebP), {} left to the GPU decoder",
+            "decoded: {} by region (libjpeg-turbo; {} of them scaled, {} progressive: every scan read down to the crop), {} whole (zune-jpeg, PNG, WebP), {} left to the GPU decoder",
             d.region, d.scaled, d.progressive, d.whole, d.device
         );
         if let Some(s) = &self.last_stats {
