@@ -12,11 +12,8 @@ cd "$(dirname "$0")/.."
 version=${1:?usage: scripts/vendor-h2.sh H2_VERSION}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/p/src"
-printf '[package]\nname = "h2-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nh2 = "=%s"\n[workspace]\n' "$version" > "$work/p/Cargo.toml"
-: > "$work/p/src/lib.rs"
-(cd "$work/p" && cargo vendor --quiet --versioned-dirs "$work/v" >/dev/null)
-src="$work/v/h2-$version"
+src="$work/h2-$version"
+scripts/fetch-crate.sh h2 "$version" "$src"
 rm -rf vendor/h2
 mkdir -p vendor/h2
 cp -r "$src/src" "$src/LICENSE" "$src/README.md" vendor/h2/

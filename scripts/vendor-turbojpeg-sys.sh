@@ -10,14 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:?usage: scripts/vendor-turbojpeg-sys.sh TURBOJPEG_SYS_VERSION}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/p/src"
-printf '[package]\nname = "tj-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nturbojpeg-sys = "=%s"\n[workspace]\n' "$version" > "$work/p/Cargo.toml"
-: > "$work/p/src/lib.rs"
-(cd "$work/p" && cargo vendor --quiet --versioned-dirs "$work/v" >/dev/null)
-rm -rf vendor/turbojpeg-sys
-cp -r "$work/v/turbojpeg-sys-$version" vendor/turbojpeg-sys
-rm -f vendor/turbojpeg-sys/.cargo-checksum.json
+scripts/fetch-crate.sh turbojpeg-sys "$version" vendor/turbojpeg-sys
 (cd vendor/turbojpeg-sys && patch -p1 --quiet < ../turbojpeg-sys.patch)
 echo "vendor/turbojpeg-sys is turbojpeg-sys $version with vendor/turbojpeg-sys.patch applied"
