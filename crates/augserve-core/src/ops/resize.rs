@@ -567,7 +567,8 @@ mod x86 {
     }
 
     /// `R` padded rows resampled into `outs`, two output pixels per register, the weights
-    /// loaded once per step for all rows.
+    /// loaded once per step for all rows; the sums of two pixel pairs are packed and stored
+    /// together (one pair at a time, packing and storing was a third of the pass).
     ///
     /// # Safety
     /// The CPU must support AVX2, and every pixel pair's reads (`fa.max(fb) + 6 * tap_pairs
@@ -580,38 +581,41 @@ mod x86 {
         ctx: &PassContext<'_>,
     ) {
         let out_w = outs[0].len() / 3;
-        for (pair, &(fa, fb, steps)) in ctx.plan.iter().enumerate() {
-            // SAFETY: AVX2 is enabled; the row reads stay in each row (the caller's bound),
-            // the weight reads in `w_hi`/`w_lo` (pair * tap_pairs + steps <= their length / 8).
-            unsafe {
-                let at = pair * ctx.tap_pairs * 8;
-                let (mut hi, mut lo) = (ctx.w_hi.as_ptr().add(at), ctx.w_lo.as_ptr().add(at));
-                let mut acc_hi = [_mm256_setzero_si256(); R];
-                let mut acc_lo = [_mm256_setzero_si256(); R];
-                for step in 0..steps {
-                    let (h, l) = (_mm256_loadu_si256(hi.cast()), _mm256_loadu_si256(lo.cast()));
-                    for k in 0..R {
-                        let row = rows[k].as_ptr();
-                        let bytes = _mm256_set_m128i(
-                            _mm_loadl_epi64(row.add(fb + 6 * step).cast()),
-                            _mm_loadl_epi64(row.add(fa + 6 * step).cast()),
-                        );
-                        let v = _mm256_shuffle_epi8(bytes, ctx.spread);
-                        acc_hi[k] = _mm256_add_epi32(acc_hi[k], _mm256_madd_epi16(v, h));
-                        acc_lo[k] = _mm256_add_epi32(acc_lo[k], _mm256_madd_epi16(v, l));
-                    }
-                    (hi, lo) = (hi.add(8), lo.add(8));
-                }
+        let pairs = ctx.plan.len();
+        // SAFETY (whole block): AVX2 is enabled; `pair_sums` has this function's contract,
+        // and every store below is bounds-checked (`copy_from_slice`, or `at + 16 <= len`).
+        unsafe {
+            // Dwords a, c, a, c | b, d, b, d (one pixel's 3 bytes + 1 each) to a, b, c, d.
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            // Four 3-byte pixels from their dwords, 12 bytes.
+            let compact = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+            let mut pair = 0;
+            while pair + 2 <= pairs {
+                let (v0, v1) = (pair_sums(&rows, ctx, pair), pair_sums(&rows, ctx, pair + 1));
                 for k in 0..R {
-                    let acc = _mm256_add_epi32(
-                        _mm256_slli_epi32::<SPLIT_BITS>(acc_hi[k]),
-                        _mm256_add_epi32(acc_lo[k], _mm256_set1_epi32(1 << (PRECISION_BITS - 1))),
-                    );
-                    let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
-                    // Lanes 0-3 (pixel a) and 4-7 (pixel b) to bytes, saturating: clip8.
+                    // Saturating packs (clip8), per 128-bit half: pixels a, c | b, d.
+                    let words = _mm256_packus_epi32(v0[k], v1[k]);
+                    let bytes = _mm256_packus_epi16(words, words);
+                    let ordered = _mm256_permutevar8x32_epi32(bytes, order);
+                    let px = _mm_shuffle_epi8(_mm256_castsi256_si128(ordered), compact);
+                    let (at, out) = (pair * 6, &mut *outs[k]);
+                    if at + 16 <= out.len() {
+                        // 4 bytes past the 12 are written too; the next pixels overwrite them.
+                        _mm_storeu_si128(out.as_mut_ptr().add(at).cast(), px);
+                    } else {
+                        let mut b = [0u8; 16];
+                        _mm_storeu_si128(b.as_mut_ptr().cast(), px);
+                        out[at..at + 12].copy_from_slice(&b[..12]);
+                    }
+                }
+                pair += 2;
+            }
+            if pair < pairs {
+                let v = pair_sums(&rows, ctx, pair);
+                for k in 0..R {
                     let words = _mm_packus_epi32(
-                        _mm256_castsi256_si128(v),
-                        _mm256_extracti128_si256::<1>(v),
+                        _mm256_castsi256_si128(v[k]),
+                        _mm256_extracti128_si256::<1>(v[k]),
                     );
                     let bytes = _mm_packus_epi16(words, _mm_setzero_si128());
                     let [a0, a1, a2, _, b0, b1, b2, _] = _mm_cvtsi128_si64(bytes).to_le_bytes();
@@ -630,12 +634,158 @@ mod x86 {
             }
         }
     }
+
+    /// Pixel pair `pair`'s sums in each of the `R` rows, shifted down to the output range
+    /// (lanes 0-3 pixel a, 4-7 pixel b; not yet clamped).
+    ///
+    /// # Safety
+    /// As [`row_block_avx2`].
+    #[target_feature(enable = "avx2")]
+    #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
+    #[inline]
+    unsafe fn pair_sums<const R: usize>(
+        rows: &[&[u8]; R],
+        ctx: &PassContext<'_>,
+        pair: usize,
+    ) -> [__m256i; R] {
+        let (fa, fb, steps) = ctx.plan[pair];
+        // SAFETY: AVX2 is enabled; the row reads stay in each row (the caller's bound), the
+        // weight reads in `w_hi`/`w_lo` (pair * tap_pairs + steps <= their length / 8).
+        unsafe {
+            let at = pair * ctx.tap_pairs * 8;
+            let (mut hi, mut lo) = (ctx.w_hi.as_ptr().add(at), ctx.w_lo.as_ptr().add(at));
+            let mut acc_hi = [_mm256_setzero_si256(); R];
+            // The rounding half, added once here rather than per pixel at the end.
+            let mut acc_lo = [_mm256_set1_epi32(1 << (PRECISION_BITS - 1)); R];
+            for step in 0..steps {
+                let (h, l) = (_mm256_loadu_si256(hi.cast()), _mm256_loadu_si256(lo.cast()));
+                for k in 0..R {
+                    let row = rows[k].as_ptr();
+                    let bytes = _mm256_set_m128i(
+                        _mm_loadl_epi64(row.add(fb + 6 * step).cast()),
+                        _mm_loadl_epi64(row.add(fa + 6 * step).cast()),
+                    );
+                    let v = _mm256_shuffle_epi8(bytes, ctx.spread);
+                    acc_hi[k] = _mm256_add_epi32(acc_hi[k], _mm256_madd_epi16(v, h));
+                    acc_lo[k] = _mm256_add_epi32(acc_lo[k], _mm256_madd_epi16(v, l));
+                }
+                (hi, lo) = (hi.add(8), lo.add(8));
+            }
+            std::array::from_fn(|k| {
+                let acc = _mm256_add_epi32(_mm256_slli_epi32::<SPLIT_BITS>(acc_hi[k]), acc_lo[k]);
+                _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(acc)
+            })
+        }
+    }
+
+    /// The vertical pass 16 bytes of a row at a time, the sums kept in registers across
+    /// taps (the autovectorised loop stored them after every tap and multiplied in 32 bits,
+    /// two uops each): two input rows' bytes are interleaved into 16-bit pairs and
+    /// multiplied-and-added (`pmaddwd`) with the two rows' weights, split into high and low
+    /// parts as in the horizontal pass ([`SPLIT_BITS`]), so the 32-bit sums, and the bytes,
+    /// are the scalar loop's. A last odd tap is paired with itself at weight 0. Rows whose
+    /// width is not a multiple of 16 end with a chunk overlapping the one before it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `stride >= 16`.
+    #[target_feature(enable = "avx2")]
+    #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
+    pub(super) unsafe fn vertical_pass_avx2(
+        tmp: &[u8],
+        row_offset: u32,
+        coeffs: &Coeffs,
+        out: &mut [u8],
+        stride: usize,
+    ) {
+        assert!(
+            stride >= 16,
+            "vertical_pass_avx2 needs rows of 16 bytes or more"
+        );
+        let mut pairs: Vec<(__m256i, __m256i)> = Vec::with_capacity(coeffs.ksize.div_ceil(2));
+        // The chunks' starts: every 16 bytes, the last one ending at the row's end.
+        let starts: Vec<usize> = (0..stride.div_ceil(16))
+            .map(|c| (16 * c).min(stride - 16))
+            .collect();
+        for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
+            let n = coeffs.count[yy] as usize;
+            let weights = &coeffs.weights[yy * coeffs.ksize..][..n];
+            let first_row = (coeffs.first[yy] - row_offset) as usize;
+            // Bounds-checked once: every read below lies in `rows`.
+            let rows = &tmp[first_row * stride..(first_row + n) * stride];
+            pairs.clear();
+            for ws in weights.chunks(2) {
+                let (w0, w1) = (ws[0], ws.get(1).copied().unwrap_or(0));
+                let mask = (1 << SPLIT_BITS) - 1;
+                // SAFETY: AVX2 is enabled; the intrinsics take values only.
+                pairs.push(unsafe {
+                    (
+                        _mm256_set1_epi32(weight_pair(w0 >> SPLIT_BITS, w1 >> SPLIT_BITS)),
+                        _mm256_set1_epi32(weight_pair(w0 & mask, w1 & mask)),
+                    )
+                });
+            }
+            for &x in &starts {
+                // SAFETY: AVX2 is enabled; tap `t` reads bytes `t * stride + x..+16` of
+                // `rows` with `t < n` and `x + 16 <= stride`, so inside it; the store writes
+                // `out_row[x..x + 16]`, inside it.
+                unsafe {
+                    let base = rows.as_ptr().add(x);
+                    let mut acc = [_mm256_setzero_si256(); 4];
+                    for (p, &(hi, lo)) in pairs.iter().enumerate() {
+                        let t0 = 2 * p;
+                        let t1 = if t0 + 1 < n { t0 + 1 } else { t0 };
+                        let a = _mm_loadu_si128(base.add(t0 * stride).cast());
+                        let b = _mm_loadu_si128(base.add(t1 * stride).cast());
+                        // Pixels 0-7 and 8-15 as 16-bit pairs (row t0, row t1).
+                        let p0 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b));
+                        let p1 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(a, b));
+                        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(p0, hi));
+                        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, hi));
+                        acc[2] = _mm256_add_epi32(acc[2], _mm256_madd_epi16(p0, lo));
+                        acc[3] = _mm256_add_epi32(acc[3], _mm256_madd_epi16(p1, lo));
+                    }
+                    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+                    let sum = |h: __m256i, l: __m256i| {
+                        let acc = _mm256_add_epi32(
+                            _mm256_slli_epi32::<SPLIT_BITS>(h),
+                            _mm256_add_epi32(l, half),
+                        );
+                        _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(acc)
+                    };
+                    let (v0, v1) = (sum(acc[0], acc[2]), sum(acc[1], acc[3]));
+                    // Saturating packs (clip8); the 256-bit pack works per 128-bit half,
+                    // so its 64-bit quarters come out as v0 0-3, v1 0-3, v0 4-7, v1 4-7.
+                    let words =
+                        _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(v0, v1));
+                    let bytes = _mm_packus_epi16(
+                        _mm256_castsi256_si128(words),
+                        _mm256_extracti128_si256::<1>(words),
+                    );
+                    _mm_storeu_si128(out_row.as_mut_ptr().add(x).cast(), bytes);
+                }
+            }
+        }
+    }
 }
 
 /// Resamples `tmp` (rows of `stride` bytes, its first row being input row `row_offset`)
-/// along y into `out`: whole rows at a time (taps outer, pixels inner), which vectorises.
-#[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
+/// along y into `out`, one output row per row of `out`. AVX2 where the CPU has it, else
+/// the autovectorised loop; both give the same bytes.
 fn vertical_pass(tmp: &[u8], row_offset: u32, coeffs: &Coeffs, out: &mut [u8], stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if stride >= 16 && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above; the stride is at least 16.
+            unsafe { x86::vertical_pass_avx2(tmp, row_offset, coeffs, out, stride) };
+            return;
+        }
+    }
+    vertical_pass_rows(tmp, row_offset, coeffs, out, stride);
+}
+
+/// [`vertical_pass`] whole rows at a time (taps outer, pixels inner), which vectorises.
+#[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
+fn vertical_pass_rows(tmp: &[u8], row_offset: u32, coeffs: &Coeffs, out: &mut [u8], stride: usize) {
     let mut acc = vec![0i32; stride];
     for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
         let n = coeffs.count[yy] as usize;
@@ -934,6 +1084,50 @@ mod tests {
                     got, want,
                     "{path}, case {case}: {w}x{h}, x {x0}..{x1} -> {out_w}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn simd_vertical_pass_equals_the_row_loop() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for case in 0..200 {
+            // Widths around the 16-byte chunks (the overlapping last chunk), the last 40
+            // photo-sized columns shrunk to about 224 (many taps, odd counts).
+            let (w, h) = if case < 160 {
+                (rng.random_range(6..90u32), rng.random_range(1..60u32))
+            } else {
+                (224, rng.random_range(300..2600u32))
+            };
+            let stride = w as usize * 3;
+            let y0 = rng.random_range(0.0..h as f32);
+            let y1 = if case % 2 == 0 {
+                h as f32
+            } else {
+                rng.random_range(y0..=h as f32)
+            };
+            let out_h = if case < 160 {
+                rng.random_range(1..120u32)
+            } else {
+                rng.random_range(220..230u32)
+            };
+            let coeffs = Coeffs::new(h, y0, y1.max(y0 + 0.01), out_h);
+            let (lo, hi) = coeffs.span();
+            let tmp: Vec<u8> = (0..(hi - lo) as usize * stride)
+                .map(|_| rng.random())
+                .collect();
+            let mut want = vec![0u8; out_h as usize * stride];
+            vertical_pass_rows(&tmp, lo, &coeffs, &mut want, stride);
+            let mut got = vec![1u8; out_h as usize * stride];
+            vertical_pass(&tmp, lo, &coeffs, &mut got, stride);
+            assert_eq!(got, want, "dispatched, case {case}: {w}x{h} y {y0}..{y1}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut got = vec![2u8; out_h as usize * stride];
+                // SAFETY: the CPU has AVX2 (checked); every stride here is at least 18.
+                unsafe { x86::vertical_pass_avx2(&tmp, lo, &coeffs, &mut got, stride) };
+                assert_eq!(got, want, "avx2, case {case}: {w}x{h} y {y0}..{y1}");
             }
         }
     }
