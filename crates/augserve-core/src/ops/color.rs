@@ -87,6 +87,68 @@ fn scale_bytes(data: &mut [u8], mul: u32) {
     }
 }
 
+/// `v = lut[v]` for every byte. The whole table in four registers where the CPU has AVX-512
+/// VBMI (64 bytes per two 128-entry permutes and a blend; the scaling below was 3.7 % of the
+/// CPU path's time on ImageNet-size images); else, for brightness alone (`brightness` given:
+/// the table is `round(v * f)`), its linear form; else one lookup per byte.
+fn map_bytes(data: &mut [u8], lut: &[u8; 256], brightness: Option<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vbmi")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        // SAFETY: the CPU has AVX-512 BW and VBMI (and so F), checked just above.
+        unsafe { x86::map_bytes_avx512(data, lut) };
+        return;
+    }
+    match brightness.and_then(|b| linear_form(lut, b)) {
+        Some(mul) => scale_bytes(data, mul),
+        None => {
+            for v in data.iter_mut() {
+                *v = lut[*v as usize];
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::map_bytes`] with AVX-512 VBMI: each 64 bytes looked up in both halves of the
+    /// table (`vpermi2b`, 128 entries each, indexed by the low 7 bits) and blended on the top
+    /// bit; the last bytes with masked loads and stores.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
+    pub(super) unsafe fn map_bytes_avx512(data: &mut [u8], lut: &[u8; 256]) {
+        // SAFETY: the features are enabled; the table loads read 64 bytes at 0, 64, 128, 192
+        // of the 256-byte table; the data loads and stores stay in `data` (whole chunks of
+        // 64, then the remainder under a mask of its length).
+        unsafe {
+            let t: [__m512i; 4] =
+                std::array::from_fn(|i| _mm512_loadu_si512(lut.as_ptr().add(64 * i).cast()));
+            let map = |x: __m512i| {
+                let low = _mm512_permutex2var_epi8(t[0], x, t[1]);
+                let high = _mm512_permutex2var_epi8(t[2], x, t[3]);
+                _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), low, high)
+            };
+            let mut chunks = data.chunks_exact_mut(64);
+            for c in &mut chunks {
+                let x = _mm512_loadu_si512(c.as_ptr().cast());
+                _mm512_storeu_si512(c.as_mut_ptr().cast(), map(x));
+            }
+            let rest = chunks.into_remainder();
+            if !rest.is_empty() {
+                let mask = (1u64 << rest.len()) - 1; // rest.len() < 64
+                let x = _mm512_maskz_loadu_epi8(mask, rest.as_ptr().cast());
+                _mm512_mask_storeu_epi8(rest.as_mut_ptr().cast(), mask, map(x));
+            }
+        }
+    }
+}
+
 /// Applies `f` to every pixel of `img`.
 pub fn apply_color_jitter(img: &mut RgbImage, f: &ColorFactors) {
     if f.is_identity() || img.data.is_empty() {
@@ -117,16 +179,11 @@ pub fn apply_color_jitter(img: &mut RgbImage, f: &ColorFactors) {
         }
     }
     if f.saturation == 1.0 {
-        // Brightness alone: the table is `round(v * f)`; with contrast it is not linear.
-        let linear = (f.contrast == 1.0).then(|| linear_form(&lut, f.brightness));
-        match linear.flatten() {
-            Some(mul) => scale_bytes(&mut img.data, mul),
-            None => {
-                for v in img.data.iter_mut() {
-                    *v = lut[*v as usize];
-                }
-            }
-        }
+        map_bytes(
+            &mut img.data,
+            &lut,
+            (f.contrast == 1.0).then_some(f.brightness),
+        );
         return;
     }
     // Saturation blends each pixel with its own luma, in 16-bit fixed point.
@@ -222,6 +279,36 @@ mod tests {
             *v = round_clamp_u8(f32::from(*v) * 1.23);
         }
         assert_eq!(a, b);
+    }
+
+    /// Every path of `map_bytes` gives the table's bytes: arbitrary tables (contrast's), and
+    /// lengths around the 64-byte chunks.
+    #[test]
+    fn mapped_bytes_equal_the_table() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for len in [0usize, 1, 63, 64, 65, 127, 128, 1000, 4099] {
+            let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let table: [u8; 256] = std::array::from_fn(|_| next() as u8);
+            let want: Vec<u8> = data.iter().map(|&v| table[usize::from(v)]).collect();
+            let mut got = data.clone();
+            map_bytes(&mut got, &table, None);
+            assert_eq!(got, want, "{len}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512vbmi")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                let mut got = data.clone();
+                // SAFETY: the CPU has the features (checked).
+                unsafe { x86::map_bytes_avx512(&mut got, &table) };
+                assert_eq!(got, want, "avx512, {len}");
+            }
+        }
     }
 
     #[test]

@@ -306,6 +306,14 @@ fn horizontal_pass(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        if avx512::usable(coeffs) {
+            // SAFETY: the CPU has AVX-512 F, BW and VBMI and the weights suit the pass:
+            // `usable` checks both.
+            unsafe {
+                avx512::horizontal_pass_avx512(src, in_stride, row_lo, coeffs, out, out_stride)
+            };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
             unsafe { x86::horizontal_pass_avx2(src, in_stride, row_lo, coeffs, out, out_stride) };
@@ -352,6 +360,9 @@ fn resample_pixel(row: &[u8], coeffs: &Coeffs, xx: usize) -> [u8; 3] {
     }
     [clip8(a0), clip8(a1), clip8(a2)]
 }
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -419,10 +430,10 @@ mod x86 {
     /// The split of every weight `w` into `w >> 11` and `w & 0x7ff`: both fit in 16 bits
     /// (weights lie in `[-2^22, 2^22]`), and `(hi << 11) + lo == w`, so two 16-bit
     /// multiply-adds (`pmaddwd`) per pair of taps give the scalar loop's 32-bit sums exactly.
-    const SPLIT_BITS: i32 = 11;
+    pub(super) const SPLIT_BITS: i32 = 11;
 
     /// Two weights as one `pmaddwd` operand word: `a` in the low 16 bits, `b` in the high.
-    fn weight_pair(a: i32, b: i32) -> i32 {
+    pub(super) fn weight_pair(a: i32, b: i32) -> i32 {
         (u32::from(a as i16 as u16) | (u32::from(b as i16 as u16) << 16)) as i32
     }
 
@@ -539,7 +550,7 @@ mod x86 {
     /// The row of `src` at `start` (`in_stride` bytes) as a slice at least `reach` bytes
     /// long: `src` itself when it holds that much from `start`, else the row copied into
     /// `pad` (zero past the row, `reach` bytes long).
-    fn padded_row<'a>(
+    pub(super) fn padded_row<'a>(
         src: &'a [u8],
         start: usize,
         in_stride: usize,
@@ -774,6 +785,12 @@ mod x86 {
 fn vertical_pass(tmp: &[u8], row_offset: u32, coeffs: &Coeffs, out: &mut [u8], stride: usize) {
     #[cfg(target_arch = "x86_64")]
     {
+        if avx512::vertical_usable(stride) {
+            // SAFETY: the CPU has AVX-512 F, BW and VBMI and the stride is at least 32:
+            // `vertical_usable` checks both.
+            unsafe { avx512::vertical_pass_avx512(tmp, row_offset, coeffs, out, stride) };
+            return;
+        }
         if stride >= 16 && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above; the stride is at least 16.
             unsafe { x86::vertical_pass_avx2(tmp, row_offset, coeffs, out, stride) };
@@ -1025,6 +1042,7 @@ mod tests {
     fn simd_horizontal_pass_equals_the_scalar_one() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut avx512_cases = 0;
         for case in 0..240 {
             // The last 40: photo-sized rows shrunk to about 224 (wide filters, many taps).
             let (w, h) = if case < 200 {
@@ -1060,7 +1078,12 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             {
                 type Pass = unsafe fn(&[u8], usize, usize, &Coeffs, &mut [u8], usize);
-                let simd: [(&str, bool, Pass); 2] = [
+                let simd: [(&str, bool, Pass); 3] = [
+                    (
+                        "avx512",
+                        avx512::usable(&coeffs),
+                        avx512::horizontal_pass_avx512,
+                    ),
                     (
                         "sse4.1",
                         std::arch::is_x86_feature_detected!("sse4.1"),
@@ -1072,6 +1095,7 @@ mod tests {
                         x86::horizontal_pass_avx2,
                     ),
                 ];
+                avx512_cases += usize::from(simd[0].1);
                 for (name, _, pass) in simd.into_iter().filter(|(_, present, _)| *present) {
                     let mut got = vec![2u8; rows * stride];
                     // SAFETY: the CPU has the pass's features (filtered on `present`).
@@ -1085,6 +1109,14 @@ mod tests {
                     "{path}, case {case}: {w}x{h}, x {x0}..{x1} -> {out_w}"
                 );
             }
+        }
+        // Where the CPU has the AVX-512 pass, most cases ran it (not the wide downscales).
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512vbmi") {
+            assert!(
+                avx512_cases > 150,
+                "{avx512_cases} cases ran the AVX-512 pass"
+            );
         }
     }
 
@@ -1128,6 +1160,13 @@ mod tests {
                 // SAFETY: the CPU has AVX2 (checked); every stride here is at least 18.
                 unsafe { x86::vertical_pass_avx2(&tmp, lo, &coeffs, &mut got, stride) };
                 assert_eq!(got, want, "avx2, case {case}: {w}x{h} y {y0}..{y1}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            if avx512::vertical_usable(stride) {
+                let mut got = vec![3u8; out_h as usize * stride];
+                // SAFETY: the CPU has the features and the stride is at least 32 (checked).
+                unsafe { avx512::vertical_pass_avx512(&tmp, lo, &coeffs, &mut got, stride) };
+                assert_eq!(got, want, "avx512, case {case}: {w}x{h} y {y0}..{y1}");
             }
         }
     }

@@ -236,7 +236,10 @@ fn deviation_counts_nhwc(data: &[u8], t: [u8; 3]) -> ([u64; 3], [u64; 3], [u64; 
     let mut done = 0;
     let (mut dev, mut above) = ([0u64; 3], [0u64; 3]);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX-512 BW (and so F), checked just above.
+        (done, dev, above) = unsafe { x86::deviation_counts_nhwc_avx512(data, t) };
+    } else if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         (done, dev, above) = unsafe { x86::deviation_counts_nhwc_avx2(data, t) };
     }
@@ -283,8 +286,12 @@ mod x86 {
             let mv: [[__m256i; 3]; 3] =
                 std::array::from_fn(|j| std::array::from_fn(|c| load(&masks[c], j)));
             let (one8, one16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
-            let (mut dev32, mut above32) =
-                ([_mm256_setzero_si256(); 3], [_mm256_setzero_si256(); 3]);
+            let total = |v: __m256i| {
+                let mut lanes = [0u32; 8];
+                _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v);
+                lanes.iter().map(|&x| u64::from(x)).sum::<u64>()
+            };
+            let (mut dev, mut above) = ([0u64; 3], [0u64; 3]);
             for group in (0..blocks).step_by(GROUP) {
                 let (mut dev16, mut above16) =
                     ([_mm256_setzero_si256(); 3], [_mm256_setzero_si256(); 3]);
@@ -302,17 +309,71 @@ mod x86 {
                         }
                     }
                 }
+                // Into u64 per run: any image size, no 32-bit lane wraps.
                 for c in 0..3 {
-                    dev32[c] = _mm256_add_epi32(dev32[c], _mm256_madd_epi16(dev16[c], one16));
-                    above32[c] = _mm256_add_epi32(above32[c], _mm256_madd_epi16(above16[c], one16));
+                    dev[c] += total(_mm256_madd_epi16(dev16[c], one16));
+                    above[c] += total(_mm256_madd_epi16(above16[c], one16));
                 }
             }
-            let total = |v: __m256i| {
-                let mut lanes = [0u32; 8];
-                _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v);
-                lanes.iter().map(|&x| u64::from(x)).sum::<u64>()
-            };
-            (96 * blocks, dev32.map(total), above32.map(total))
+            (96 * blocks, dev, above)
+        }
+    }
+
+    /// [`deviation_counts_nhwc_avx2`] with 512-bit registers: 192-byte blocks (64 pixels).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
+    pub(super) unsafe fn deviation_counts_nhwc_avx512(
+        data: &[u8],
+        t: [u8; 3],
+    ) -> (usize, [u64; 3], [u64; 3]) {
+        const GROUP: usize = 21; // blocks per 16-bit run: 63 registers * 255 < 2^15
+        const BLOCK: usize = 192;
+        let blocks = data.len() / BLOCK;
+        let (mut thresholds, mut masks) = ([0u8; BLOCK], [[0u8; BLOCK]; 3]);
+        for i in 0..BLOCK {
+            thresholds[i] = t[i % 3];
+            masks[i % 3][i] = 1;
+        }
+        // SAFETY: the features are enabled; the pattern loads read 64 bytes at 0, 64, 128 of
+        // 192-byte arrays; the data loads read block `b < blocks` at 192 * b + 64 * j + 64
+        // <= len.
+        unsafe {
+            let load =
+                |a: &[u8; BLOCK], j: usize| _mm512_loadu_si512(a.as_ptr().add(64 * j).cast());
+            let tv: [__m512i; 3] = std::array::from_fn(|j| load(&thresholds, j));
+            let mv: [[__m512i; 3]; 3] =
+                std::array::from_fn(|j| std::array::from_fn(|c| load(&masks[c], j)));
+            let (one8, one16) = (_mm512_set1_epi8(1), _mm512_set1_epi16(1));
+            let zero = _mm512_setzero_si512();
+            // A run's 16-bit sums widened: at most 63 * 255 * 2 per 32-bit lane.
+            let total = |v: __m512i| _mm512_reduce_add_epi32(v) as u32 as u64;
+            let (mut dev, mut above) = ([0u64; 3], [0u64; 3]);
+            for group in (0..blocks).step_by(GROUP) {
+                let (mut dev16, mut above16) = ([zero; 3], [zero; 3]);
+                for b in group..blocks.min(group + GROUP) {
+                    for j in 0..3 {
+                        let x = _mm512_loadu_si512(data.as_ptr().add(BLOCK * b + 64 * j).cast());
+                        let up = _mm512_subs_epu8(x, tv[j]);
+                        let dev = _mm512_or_si512(up, _mm512_subs_epu8(tv[j], x));
+                        let above = _mm512_min_epu8(up, one8);
+                        for c in 0..3 {
+                            dev16[c] =
+                                _mm512_add_epi16(dev16[c], _mm512_maddubs_epi16(dev, mv[j][c]));
+                            above16[c] =
+                                _mm512_add_epi16(above16[c], _mm512_maddubs_epi16(above, mv[j][c]));
+                        }
+                    }
+                }
+                // Into u64 per run: any image size, no 32-bit lane wraps.
+                for c in 0..3 {
+                    dev[c] += total(_mm512_madd_epi16(dev16[c], one16));
+                    above[c] += total(_mm512_madd_epi16(above16[c], one16));
+                }
+            }
+            (BLOCK * blocks, dev, above)
         }
     }
 }
@@ -477,6 +538,10 @@ mod tests {
                         want[channel(i)] += (f64::from(v) - mean[channel(i)]).abs();
                     }
                     let got = abs_dev_sums(&data, hw, DType::Uint8, layout, mean);
+                    #[cfg(target_arch = "x86_64")]
+                    if layout == Layout::Nhwc {
+                        simd_deviation_counts_equal_the_scalar_ones(&data, mean);
+                    }
                     for c in 0..3 {
                         assert!(
                             (got[c] - want[c]).abs() <= 1e-9 * want[c].max(1.0),
@@ -485,6 +550,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Both SIMD deviation counters (where the CPU has them) give the scalar sums.
+    #[cfg(target_arch = "x86_64")]
+    fn simd_deviation_counts_equal_the_scalar_ones(data: &[u8], mean: [f64; 3]) {
+        let t = mean.map(|m| m.floor() as u8);
+        let count = |from: usize, mut d: ([u64; 3], [u64; 3])| {
+            for (i, &v) in data[from..].iter().enumerate() {
+                d.0[i % 3] += u64::from(v.abs_diff(t[i % 3]));
+                d.1[i % 3] += u64::from(v > t[i % 3]);
+            }
+            d
+        };
+        let want = count(0, ([0; 3], [0; 3]));
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked).
+            let (done, d, a) = unsafe { x86::deviation_counts_nhwc_avx2(data, t) };
+            assert_eq!(count(done, (d, a)), want, "avx2 {} {mean:?}", data.len());
+        }
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU has AVX-512 BW (checked).
+            let (done, d, a) = unsafe { x86::deviation_counts_nhwc_avx512(data, t) };
+            assert_eq!(count(done, (d, a)), want, "avx512 {} {mean:?}", data.len());
         }
     }
 

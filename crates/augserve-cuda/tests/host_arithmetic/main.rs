@@ -113,7 +113,7 @@ fn random_image(rng: &mut impl Rng, w: u32, h: u32) -> RgbImage {
     rng.fill_bytes(&mut data);
     // Smooth half the rows so the image has structure as well as noise.
     for (i, v) in data.iter_mut().enumerate() {
-        if (i / (w as usize * 3)) % 2 == 0 {
+        if (i / (w as usize * 3)).is_multiple_of(2) {
             *v = ((i % 251) as u8).wrapping_add(*v / 8);
         }
     }
