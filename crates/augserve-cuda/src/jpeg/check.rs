@@ -100,7 +100,11 @@ pub fn test_jpeg(
 ) -> Result<Vec<u8>, EncodingError> {
     let (w, h) = (width as u16, height as u16);
     let luma = |x: u32, y: u32| {
-        let checker = if (x / 5 + y / 7).is_multiple_of(2) { 60 } else { 0 };
+        let checker = if (x / 5 + y / 7).is_multiple_of(2) {
+            60
+        } else {
+            0
+        };
         ((x * 127 / width + y * 63 / height) as u8).wrapping_add(checker)
     };
     let mut out = Vec::new();

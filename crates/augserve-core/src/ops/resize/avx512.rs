@@ -1,7 +1,9 @@
-//! The horizontal pass with AVX-512 (F, BW and VBMI): four output pixels per register, one
-//! in each 128-bit lane. The same arithmetic as the AVX2 pass (`x86::horizontal_pass_avx2`),
-//! so the same bytes; per step it needs one load and one byte permute for four pixels where
-//! the AVX2 pass needs two loads, an insert and a shuffle for two.
+//! Both resize passes with AVX-512 (F, BW, VBMI and VNNI). The same arithmetic as the AVX2
+//! passes (`x86::horizontal_pass_avx2`, `x86::vertical_pass_avx2`), so the same bytes, with
+//! twice the lanes: byte permutes (VBMI `vpermb`) spread the taps into 16-bit pairs in one
+//! instruction where AVX2 needs loads, inserts and shuffles, and each multiply-add of a
+//! pair of taps is one VNNI `vpdpwssd` (a `pmaddwd` and an add in one). In the horizontal
+//! pass, four output pixels per register, one in each 128-bit lane.
 
 use std::arch::x86_64::*;
 
@@ -20,6 +22,7 @@ pub(super) fn usable(coeffs: &Coeffs) -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vbmi")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
         && coeffs.first.chunks_exact(GROUP).all(|f| {
             // Lane k reads bytes 3 * (f[k] - f[0]) + 0..6 of each step's load.
             (f[GROUP - 1] - f[0]) as usize * 3 + 6 <= LOAD
@@ -123,8 +126,8 @@ impl<'a> Pass<'a> {
 /// [`super::horizontal_pass`] with AVX-512: two rows at a time, four pixels per register.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F, BW and VBMI, and [`usable`] must hold for `coeffs`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+/// The CPU must support AVX-512 F, BW, VBMI and VNNI, and [`usable`] must hold for `coeffs`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
 pub(super) unsafe fn horizontal_pass_avx512(
     src: &[u8],
     in_stride: usize,
@@ -159,8 +162,8 @@ pub(super) unsafe fn horizontal_pass_avx512(
 /// groups) packed and stored together.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F, BW and VBMI; every row holds `pass.reach()` bytes.
-#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+/// The CPU must support AVX-512 F, BW, VBMI and VNNI; every row holds `pass.reach()` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
 #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
 unsafe fn row_block<const R: usize>(rows: [&[u8]; R], outs: [&mut [u8]; R], pass: &Pass<'_>) {
     let out_w = outs[0].len() / 3;
@@ -209,7 +212,7 @@ unsafe fn row_block<const R: usize>(rows: [&[u8]; R], outs: [&mut [u8]; R], pass
 ///
 /// # Safety
 /// As [`row_block`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
 #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
 #[inline]
 unsafe fn group_sums<const R: usize>(rows: &[&[u8]; R], pass: &Pass<'_>, g: usize) -> [__m512i; R] {
@@ -228,8 +231,8 @@ unsafe fn group_sums<const R: usize>(rows: &[&[u8]; R], pass: &Pass<'_>, g: usiz
             for k in 0..R {
                 let bytes = _mm512_loadu_si512(rows[k].as_ptr().add(group.first + 6 * step).cast());
                 let v = _mm512_maskz_permutexvar_epi8(KEEP, group.spread, bytes);
-                acc_hi[k] = _mm512_add_epi32(acc_hi[k], _mm512_madd_epi16(v, h));
-                acc_lo[k] = _mm512_add_epi32(acc_lo[k], _mm512_madd_epi16(v, l));
+                acc_hi[k] = _mm512_dpwssd_epi32(acc_hi[k], v, h);
+                acc_lo[k] = _mm512_dpwssd_epi32(acc_lo[k], v, l);
             }
             (hi, lo) = (hi.add(16), lo.add(16));
         }
@@ -249,6 +252,7 @@ pub(super) fn vertical_usable(stride: usize) -> bool {
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vbmi")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
 /// The vertical pass 32 bytes of a row at a time, as `x86::vertical_pass_avx2` does 16: two
@@ -257,8 +261,8 @@ pub(super) fn vertical_usable(stride: usize) -> bool {
 /// weights; the same sums, so the same bytes.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F, BW and VBMI; `stride >= 32`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+/// The CPU must support AVX-512 F, BW, VBMI and VNNI; `stride >= 32`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
 #[allow(unused_unsafe)] // the intrinsics are safe here from Rust 1.87 on, unsafe before
 pub(super) unsafe fn vertical_pass_avx512(
     tmp: &[u8],
@@ -324,10 +328,10 @@ pub(super) unsafe fn vertical_pass_avx512(
                     );
                     let p0 = _mm512_maskz_permutexvar_epi8(LOW_BYTES, s0, both);
                     let p1 = _mm512_maskz_permutexvar_epi8(LOW_BYTES, s1, both);
-                    acc[0] = _mm512_add_epi32(acc[0], _mm512_madd_epi16(p0, hi));
-                    acc[1] = _mm512_add_epi32(acc[1], _mm512_madd_epi16(p1, hi));
-                    acc[2] = _mm512_add_epi32(acc[2], _mm512_madd_epi16(p0, lo));
-                    acc[3] = _mm512_add_epi32(acc[3], _mm512_madd_epi16(p1, lo));
+                    acc[0] = _mm512_dpwssd_epi32(acc[0], p0, hi);
+                    acc[1] = _mm512_dpwssd_epi32(acc[1], p1, hi);
+                    acc[2] = _mm512_dpwssd_epi32(acc[2], p0, lo);
+                    acc[3] = _mm512_dpwssd_epi32(acc[3], p1, lo);
                 }
                 for (i, (h, l)) in [(acc[0], acc[2]), (acc[1], acc[3])].into_iter().enumerate() {
                     let sum = _mm512_add_epi32(_mm512_slli_epi32::<{ SPLIT_BITS as u32 }>(h), l);
