@@ -91,16 +91,25 @@ one_corpus() { # name dir
           done
         done
       done
+      # The pipeline's decoder decoding the same images whole, one core, right after each
+      # repeat of augserve's one-core runs: the "pipeline / decode alone" ratio compares the
+      # medians of runs taken side by side (one decode run was noisier than the pipeline's
+      # three: 1045 to 1316 images/s on the same VM on one day).
+      if [ "$name" = imagenet ] && [ "$mode" = uint8 ]; then
+        taskset -c 0 benches/decoder_candidates/target/release/decoder-candidates "$dir" \
+          "$work/imagenet-decoders-$r.json" >/dev/null
+      fi
     done
   done
 }
-one_corpus imagenet "target/bench-corpus-$images"
-one_corpus large "target/bench-large-$large_images"
 
 # Decoder candidates for decoding only the crop. libjpeg-turbo 3 is built from source: cmake
 # (PyPI) and nasm (Debian's package, unpacked) come from scripts/fetch-build-tools.sh, no root.
-echo "== decoder candidates (one core)"
 cargo build --release --locked --quiet --manifest-path benches/decoder_candidates/Cargo.toml
+one_corpus imagenet "target/bench-corpus-$images"
+one_corpus large "target/bench-large-$large_images"
+
+echo "== decoder candidates (one core)"
 for name in imagenet large; do
   dir="target/bench-corpus-$images"; [ "$name" = large ] && dir="target/bench-large-$large_images"
   taskset -c 0 benches/decoder_candidates/target/release/decoder-candidates "$dir" "$work/$name-decoders.json"
