@@ -64,9 +64,13 @@ impl<'a> Pass<'a> {
                 0
             }
         };
-        let (mut w_hi, mut w_lo) = (Vec::new(), Vec::new());
-        let mut groups = Vec::new();
-        for g in 0..out_w / GROUP {
+        let count = out_w / GROUP;
+        let (mut w_hi, mut w_lo) = (
+            vec![0; count * tap_pairs * 16],
+            vec![0; count * tap_pairs * 16],
+        );
+        let mut groups = Vec::with_capacity(count);
+        for g in 0..count {
             let px = g * GROUP..(g + 1) * GROUP;
             let first = coeffs.first[px.start] as usize * 3;
             let mut idx = [0u8; 64];
@@ -80,8 +84,6 @@ impl<'a> Pass<'a> {
                     let (w0, w1) = (weight(xx, 2 * j), weight(xx, 2 * j + 1));
                     let mask = (1 << SPLIT_BITS) - 1;
                     let at = (g * tap_pairs + j) * 16 + 4 * k;
-                    w_hi.resize(w_hi.len().max(at + 4), 0);
-                    w_lo.resize(w_lo.len().max(at + 4), 0);
                     w_hi[at..at + 4].fill(weight_pair(w0 >> SPLIT_BITS, w1 >> SPLIT_BITS));
                     w_lo[at..at + 4].fill(weight_pair(w0 & mask, w1 & mask));
                 }
