@@ -84,8 +84,8 @@ pub struct RunArgs {
     /// on the same GPU and libnvjpeg, as it is on the CPU; the tuned split depends on timing.
     #[arg(long, value_name = "F", env = "AUGSERVE_GPU_DECODE_SHARE", value_parser = parse_share)]
     gpu_decode_share: Option<f64>,
-    /// CPU resize: `reference` (Pillow-exact, identical to the GPU kernel) or `fast`
-    /// (fast_image_resize SIMD, within one level, faster).
+    /// CPU resize: `reference` (Pillow-exact, identical to the GPU kernel; the faster one
+    /// since its own AVX2/AVX-512 passes) or `fast` (fast_image_resize, within one level).
     #[arg(long, value_enum, default_value = "reference")]
     resize: ResizeArg,
     /// Refuse images with more pixels than this (checked from the header, before decoding).

@@ -28,8 +28,9 @@ pub enum CpuResize {
     /// are then identical byte for byte.
     #[default]
     Reference,
-    /// fast_image_resize (SIMD); within one level of the reference; about 2x faster per image
-    /// (0.15 vs 0.31 ms), under 10 % faster over the whole CPU batch stage.
+    /// fast_image_resize (SIMD); within one level of the reference. Once 2x faster per image
+    /// (0.15 vs 0.31 ms); since the reference's AVX2 and AVX-512 passes, slower (190 against
+    /// 124-176 us for a 400x330 crop, criterion, 2026-12-04). Kept for comparison.
     Fast,
 }
 
