@@ -490,7 +490,7 @@ mod x86 {
         let out_w = out_stride / 3;
         let tap_pairs = ksize.div_ceil(2);
         let (w_hi, w_lo) = split_weights(coeffs, out_w, tap_pairs);
-        let mut row = vec![0u8; in_stride + ksize * 3 + 16];
+        let reach = in_stride + ksize * 3 + 16;
         // SAFETY: AVX2 is enabled on this function; the intrinsics take values only.
         let spread = unsafe {
             // Bytes r0 g0 b0 r1 g1 b1 to 16-bit lanes r0 r1 g0 g1 b0 b1 0 0 (-1: zero).
@@ -510,18 +510,16 @@ mod x86 {
                 )
             })
             .collect();
-        // Every tap read lies in the padded row: first * 3 <= in_stride (a box inside the
-        // image) and a pixel's reads end 6 * tap_pairs + 2 <= ksize * 3 + 5 bytes after its
-        // first tap. Checked, not assumed: the unchecked reads below rely on it.
+        // Every tap read lies within `reach` of its row's start: first * 3 <= in_stride (a box
+        // inside the image) and a pixel's reads end 6 * tap_pairs + 2 <= ksize * 3 + 5 bytes
+        // after its first tap. Checked, not assumed: the unchecked reads below rely on it.
+        // A row with `reach` bytes of `src` after its start is read in place (reads past its
+        // end fall on the next row, with weight 0); only the last rows are copied into
+        // zero-padded buffers (copying every row was 3 % of the CPU path's time per
+        // ImageNet-size image).
         assert!(plan
             .iter()
-            .all(|&(fa, fb, _)| fa.max(fb) + 6 * tap_pairs + 2 <= row.len()));
-        let mut row2 = row.clone();
-        // How far past a row's start the reads go. A row with that much of `src` after its
-        // start is read in place (reads past its end fall on the next row, with weight 0);
-        // only the last rows are copied into the zero-padded buffers (copying every row was
-        // 3 % of the CPU path's time per ImageNet-size image).
-        let reach = row.len();
+            .all(|&(fa, fb, _)| fa.max(fb) + 6 * tap_pairs + 2 <= reach));
         let ctx = PassContext {
             plan: &plan,
             w_hi: &w_hi,
@@ -530,21 +528,70 @@ mod x86 {
             spread,
             coeffs,
         };
-        // Two rows at a time: each weight load serves both.
-        for (block, outs) in out.chunks_mut(2 * out_stride).enumerate() {
-            let start = (row_lo + 2 * block) * in_stride;
-            let r0 = padded_row(src, start, in_stride, reach, &mut row);
-            if outs.len() == 2 * out_stride {
-                let r1 = padded_row(src, start + in_stride, in_stride, reach, &mut row2);
-                let (o0, o1) = outs.split_at_mut(out_stride);
-                // SAFETY: AVX2 is enabled here; `ctx.plan` was checked against `reach`
-                // above, and both rows are at least that long (`padded_row`).
-                unsafe { row_block_avx2([r0, r1], [o0, o1], &ctx) };
-            } else {
-                // SAFETY: as above.
-                unsafe { row_block_avx2([r0], [outs], &ctx) };
+        let rows = RowPairs {
+            src,
+            in_stride,
+            row_lo,
+            reach,
+        };
+        rows.each(
+            out,
+            out_stride,
+            // SAFETY: AVX2 is enabled here; `ctx.plan` was checked against `reach` above, and
+            // the rows are at least that long (`RowPairs`).
+            |r, o| unsafe { row_block_avx2(r, o, &ctx) },
+            // SAFETY: as above.
+            |r, o| unsafe { row_block_avx2(r, o, &ctx) },
+        );
+    }
+
+    /// Rows `row_lo..` of `src` (rows of `in_stride` bytes), each seen as a slice at least
+    /// `reach` bytes long: in place where `src` holds that much after the row's start, else
+    /// a copy padded with zeros. A pass reads past a pixel's taps (weight 0) up to `reach`.
+    pub(super) struct RowPairs<'a> {
+        pub src: &'a [u8],
+        pub in_stride: usize,
+        pub row_lo: usize,
+        pub reach: usize,
+    }
+
+    impl RowPairs<'_> {
+        /// Calls `two` with each pair of rows and its two rows of `out` (rows of `out_stride`
+        /// bytes), so each weight load serves both; `one` with a last odd row.
+        pub fn each(
+            &self,
+            out: &mut [u8],
+            out_stride: usize,
+            mut two: impl FnMut([&[u8]; 2], [&mut [u8]; 2]),
+            mut one: impl FnMut([&[u8]; 1], [&mut [u8]; 1]),
+        ) {
+            let (mut pad0, mut pad1) = (vec![0u8; self.reach], vec![0u8; self.reach]);
+            for (block, outs) in out.chunks_mut(2 * out_stride).enumerate() {
+                let start = (self.row_lo + 2 * block) * self.in_stride;
+                let r0 = padded_row(self.src, start, self.in_stride, self.reach, &mut pad0);
+                if outs.len() == 2 * out_stride {
+                    let next = start + self.in_stride;
+                    let r1 = padded_row(self.src, next, self.in_stride, self.reach, &mut pad1);
+                    let (o0, o1) = outs.split_at_mut(out_stride);
+                    two([r0, r1], [o0, o1]);
+                } else {
+                    one([r0], [outs]);
+                }
             }
         }
+    }
+
+    /// A row's taps as `pmaddwd` operand words, two taps each: the high and the low parts
+    /// of their weights ([`SPLIT_BITS`]); a last odd tap paired with weight 0.
+    pub(super) fn split_pairs(weights: &[i32]) -> impl Iterator<Item = (i32, i32)> + '_ {
+        let mask = (1 << SPLIT_BITS) - 1;
+        weights.chunks(2).map(move |ws| {
+            let (w0, w1) = (ws[0], ws.get(1).copied().unwrap_or(0));
+            (
+                weight_pair(w0 >> SPLIT_BITS, w1 >> SPLIT_BITS),
+                weight_pair(w0 & mask, w1 & mask),
+            )
+        })
     }
 
     /// The row of `src` at `start` (`in_stride` bytes) as a slice at least `reach` bytes
@@ -724,17 +771,11 @@ mod x86 {
             // Bounds-checked once: every read below lies in `rows`.
             let rows = &tmp[first_row * stride..(first_row + n) * stride];
             pairs.clear();
-            for ws in weights.chunks(2) {
-                let (w0, w1) = (ws[0], ws.get(1).copied().unwrap_or(0));
-                let mask = (1 << SPLIT_BITS) - 1;
-                // SAFETY: AVX2 is enabled; the intrinsics take values only.
-                pairs.push(unsafe {
-                    (
-                        _mm256_set1_epi32(weight_pair(w0 >> SPLIT_BITS, w1 >> SPLIT_BITS)),
-                        _mm256_set1_epi32(weight_pair(w0 & mask, w1 & mask)),
-                    )
-                });
-            }
+            // SAFETY: AVX2 is enabled; the intrinsics take values only.
+            pairs.extend(
+                split_pairs(weights)
+                    .map(|(h, l)| unsafe { (_mm256_set1_epi32(h), _mm256_set1_epi32(l)) }),
+            );
             for &x in &starts {
                 // SAFETY: AVX2 is enabled; tap `t` reads bytes `t * stride + x..+16` of
                 // `rows` with `t < n` and `x + 16 <= stride`, so inside it; the store writes

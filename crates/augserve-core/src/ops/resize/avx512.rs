@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{padded_row, weight_pair, SPLIT_BITS};
+use super::x86::{split_pairs, RowPairs, SPLIT_BITS};
 use super::{Coeffs, PRECISION_BITS};
 
 /// Output pixels per register.
@@ -57,13 +57,6 @@ impl<'a> Pass<'a> {
     #[target_feature(enable = "avx512f")]
     unsafe fn new(coeffs: &'a Coeffs, out_w: usize) -> Self {
         let tap_pairs = coeffs.ksize.div_ceil(2);
-        let weight = |xx: usize, t: usize| {
-            if t < coeffs.count[xx] as usize {
-                coeffs.weights[xx * coeffs.ksize + t]
-            } else {
-                0
-            }
-        };
         let count = out_w / GROUP;
         let (mut w_hi, mut w_lo) = (
             vec![0; count * tap_pairs * 16],
@@ -80,12 +73,13 @@ impl<'a> Pass<'a> {
                 for (w, b) in [0u8, 3, 1, 4, 2, 5].into_iter().enumerate() {
                     idx[16 * k + 2 * w] = o + b;
                 }
-                for j in 0..tap_pairs {
-                    let (w0, w1) = (weight(xx, 2 * j), weight(xx, 2 * j + 1));
-                    let mask = (1 << SPLIT_BITS) - 1;
+                let n = coeffs.count[xx] as usize;
+                let weights = &coeffs.weights[xx * coeffs.ksize..][..n];
+                // Tap pairs past the pixel's count keep weight 0.
+                for (j, (h, l)) in split_pairs(weights).enumerate() {
                     let at = (g * tap_pairs + j) * 16 + 4 * k;
-                    w_hi[at..at + 4].fill(weight_pair(w0 >> SPLIT_BITS, w1 >> SPLIT_BITS));
-                    w_lo[at..at + 4].fill(weight_pair(w0 & mask, w1 & mask));
+                    w_hi[at..at + 4].fill(h);
+                    w_lo[at..at + 4].fill(l);
                 }
             }
             let steps = px
@@ -144,20 +138,20 @@ pub(super) unsafe fn horizontal_pass_avx512(
     // Rows with `reach` bytes of `src` after their start are read in place; the last ones
     // from zero-padded copies (reads past a pixel's taps have weight 0).
     let reach = pass.reach().max(in_stride);
-    let (mut pad0, mut pad1) = (vec![0u8; reach], vec![0u8; reach]);
-    for (block, outs) in out.chunks_mut(2 * out_stride).enumerate() {
-        let start = (row_lo + 2 * block) * in_stride;
-        let r0 = padded_row(src, start, in_stride, reach, &mut pad0);
-        if outs.len() == 2 * out_stride {
-            let r1 = padded_row(src, start + in_stride, in_stride, reach, &mut pad1);
-            let (o0, o1) = outs.split_at_mut(out_stride);
-            // SAFETY: the features are enabled; both rows are `reach` bytes long or more.
-            unsafe { row_block([r0, r1], [o0, o1], &pass) };
-        } else {
-            // SAFETY: as above.
-            unsafe { row_block([r0], [outs], &pass) };
-        }
-    }
+    let rows = RowPairs {
+        src,
+        in_stride,
+        row_lo,
+        reach,
+    };
+    rows.each(
+        out,
+        out_stride,
+        // SAFETY: the features are enabled; the rows are `reach` bytes long or more.
+        |r, o| unsafe { row_block(r, o, &pass) },
+        // SAFETY: as above.
+        |r, o| unsafe { row_block(r, o, &pass) },
+    );
 }
 
 /// `R` rows (each at least `pass.reach()` bytes) resampled into `outs`, eight pixels (two
@@ -310,14 +304,9 @@ pub(super) unsafe fn vertical_pass_avx512(
             let first_row = (coeffs.first[yy] - row_offset) as usize;
             let rows = &tmp[first_row * stride..(first_row + n) * stride];
             pairs.clear();
-            for ws in weights.chunks(2) {
-                let (w0, w1) = (ws[0], ws.get(1).copied().unwrap_or(0));
-                let mask = (1 << SPLIT_BITS) - 1;
-                pairs.push((
-                    _mm512_set1_epi32(weight_pair(w0 >> SPLIT_BITS, w1 >> SPLIT_BITS)),
-                    _mm512_set1_epi32(weight_pair(w0 & mask, w1 & mask)),
-                ));
-            }
+            pairs.extend(
+                split_pairs(weights).map(|(h, l)| (_mm512_set1_epi32(h), _mm512_set1_epi32(l))),
+            );
             for &x in &starts {
                 let base = rows.as_ptr().add(x);
                 let mut acc = [zero, zero, half, half];
