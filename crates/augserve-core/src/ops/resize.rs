@@ -294,8 +294,8 @@ thread_local! {
 }
 
 /// Resamples rows `row_lo..` of `src` (rows of `in_stride` bytes) along x into `out` (rows
-/// of `out_stride` bytes), one output row per row of `out`. AVX2 or SSE4.1 where the CPU
-/// has them, else scalar; all give the same bytes.
+/// of `out_stride` bytes), one output row per row of `out`. AVX-512 (`avx512::usable`), AVX2
+/// or SSE4.1 where the CPU has them, else scalar; all give the same bytes.
 fn horizontal_pass(
     src: &[u8],
     in_stride: usize,
@@ -821,8 +821,8 @@ mod x86 {
 }
 
 /// Resamples `tmp` (rows of `stride` bytes, its first row being input row `row_offset`)
-/// along y into `out`, one output row per row of `out`. AVX2 where the CPU has it, else
-/// the autovectorised loop; both give the same bytes.
+/// along y into `out`, one output row per row of `out`. AVX-512 or AVX2 where the CPU has
+/// it, else the autovectorised loop; all give the same bytes.
 fn vertical_pass(tmp: &[u8], row_offset: u32, coeffs: &Coeffs, out: &mut [u8], stride: usize) {
     #[cfg(target_arch = "x86_64")]
     {
