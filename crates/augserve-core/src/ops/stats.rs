@@ -77,23 +77,25 @@ pub fn output_percentiles(
 /// Per channel, the values of `data` (elements of `dtype`) at `positions` (each sampled
 /// pixel's element index per channel), sorted in `f32::total_cmp`'s order. uint8 and float16
 /// values are counted into one bin per bit pattern and read back in order: the same sorted
-/// values a comparison sort gives, at a fraction of its cost; uint8 in one pass over the
-/// pixels (an NHWC pixel's channels share a cache line). float32 values are sorted.
+/// values a comparison sort gives, at a fraction of its cost. float32 values are sorted.
 fn sorted_samples(
     data: &[u8],
     dtype: DType,
     positions: impl Iterator<Item = [usize; 3]> + Clone,
 ) -> [Vec<f32>; 3] {
+    let elements = match dtype {
+        DType::Uint8 => gather_elements::<1>(data, positions),
+        DType::Float16 => gather_elements::<2>(data, positions),
+        DType::Float32 => gather_elements::<4>(data, positions),
+    };
     match dtype {
-        DType::Uint8 => {
-            let mut bins = [[0u32; 256]; 3];
-            for at in positions {
-                for (b, i) in bins.iter_mut().zip(at) {
-                    b[usize::from(data[i])] += 1;
-                }
+        DType::Uint8 => elements.map(|values| {
+            let mut bins = [0u32; 256];
+            for v in values {
+                bins[v as usize] += 1;
             }
-            bins.map(|b| from_bins(&b, |v| v as f32))
-        }
+            from_bins(&bins, |v| v as f32)
+        }),
         DType::Float16 => {
             // IEEE's total order of halves as unsigned keys: negatives reversed below the
             // positives, as f32::total_cmp orders their f32 values.
@@ -109,27 +111,72 @@ fn sorted_samples(
                 half::f16::from_bits(if k & 0x8000 != 0 { k & 0x7FFF } else { !k }).to_f32()
             };
             let mut bins = vec![0u32; 1 << 16];
-            std::array::from_fn(|c| {
+            elements.map(|values| {
                 bins.fill(0);
-                for at in positions.clone() {
-                    let i = 2 * at[c];
-                    bins[usize::from(key(u16::from_le_bytes([data[i], data[i + 1]])))] += 1;
+                for v in values {
+                    bins[usize::from(key(v as u16))] += 1;
                 }
                 from_bins(&bins, unkey)
             })
         }
-        DType::Float32 => std::array::from_fn(|c| {
-            let mut v: Vec<f32> = positions
-                .clone()
-                .map(|at| {
-                    let b = &data[4 * at[c]..4 * at[c] + 4];
-                    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-                })
-                .collect();
+        DType::Float32 => elements.map(|values| {
+            let mut v: Vec<f32> = values.into_iter().map(f32::from_bits).collect();
             v.sort_unstable_by(f32::total_cmp);
             v
         }),
     }
+}
+
+/// How many sampled pixels ahead [`gather_elements`] prefetches.
+const PREFETCH_AHEAD: usize = 32;
+
+/// Per channel, the little-endian `SIZE`-byte elements of `data` at `positions`, as u32
+/// bit patterns. The sampled positions are far apart in a tensor that is out of cache (tens
+/// of MB, just written by the batch ops or a device), so each read is a cache and TLB miss;
+/// prefetching some pixels ahead overlaps them (float16 NCHW, batch 256, out of cache on the
+/// 2-core Xeon VM: 10.1-11.5 us per image read one after another, 3.3-3.5 with prefetching).
+fn gather_elements<const SIZE: usize>(
+    data: &[u8],
+    positions: impl Iterator<Item = [usize; 3]> + Clone,
+) -> [Vec<u32>; 3] {
+    let (count, _) = positions.size_hint();
+    let mut out: [Vec<u32>; 3] = std::array::from_fn(|_| Vec::with_capacity(count));
+    let mut ahead = positions.clone().skip(PREFETCH_AHEAD);
+    for at in positions {
+        if let Some(next) = ahead.next() {
+            // One prefetch per cache line (an NHWC pixel's channels share one).
+            let mut line = usize::MAX;
+            for i in next {
+                if (SIZE * i) / 64 != line {
+                    line = (SIZE * i) / 64;
+                    prefetch(data, SIZE * i);
+                }
+            }
+        }
+        for (values, i) in out.iter_mut().zip(at) {
+            let mut le = [0u8; 4];
+            le[..SIZE].copy_from_slice(&data[SIZE * i..SIZE * (i + 1)]);
+            values.push(u32::from_le_bytes(le));
+        }
+    }
+    out
+}
+
+/// Asks the CPU to bring `data[at]`'s cache line in (a hint; nothing elsewhere).
+#[inline]
+fn prefetch(data: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(byte) = data.get(at) {
+        // SAFETY: SSE is part of x86-64; a prefetch never faults, and the address is a byte
+        // of `data`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                std::ptr::from_ref(byte).cast(),
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, at);
 }
 
 /// The values of counted bins in bin order, each as often as counted.
