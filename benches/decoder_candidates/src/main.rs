@@ -10,7 +10,8 @@
 //!   turbo_whole        libjpeg-turbo 3 (TurboJPEG API), the whole image
 //!   turbo_crop         the same, only the crop region (tj3SetCroppingRegion: entropy decoding
 //!                      stops after the crop's last MCU row, IDCT and colour skip the columns;
-//!                      one iMCU column more on each side, see EXTRA_IMCU)
+//!                      one iMCU column more on a side whose edge is on an iMCU
+//!                      boundary, see EXTRA_IMCU; augserve's turbojpeg.rs does the same)
 //!   turbo_scaled       the whole image at 1/k (tj3SetScalingFactor: a reduced IDCT)
 //!   turbo_crop_scaled  the crop region at 1/k
 //!   jpeg_decoder_scaled  image-rs jpeg-decoder 0.3, the whole image at 1/k (its `scale`)
@@ -27,8 +28,10 @@ use std::time::Instant;
 use turbojpeg_sys as tj;
 
 const SIZE: f64 = 224.0;
-/// iMCU columns decoded beyond each side of the crop: fancy upsampling at a region's edge
-/// lacks the neighbouring column, so the edge pixels would differ from the whole decode.
+/// iMCU columns decoded beyond a side of the crop whose edge is on an iMCU boundary: fancy
+/// upsampling of the decoded area's first and last columns lacks the neighbouring chroma, so
+/// those pixels would differ from the whole decode. An edge inside an iMCU needs none (the
+/// area already reaches past it).
 const EXTRA_IMCU: u32 = 1;
 
 /// One image: its bytes, size, crop box (x, y, w, h) and DCT scale denominator.
@@ -201,8 +204,16 @@ impl Turbo {
                 };
                 let imcu = (mcu_w / k).max(1);
                 let (x, y, cw, ch) = it.crop;
-                let x0 = ((x / k) / imcu).saturating_sub(EXTRA_IMCU) * imcu;
-                let x1 = (scaled(x + cw).div_ceil(imcu) * imcu + imcu * EXTRA_IMCU).min(sw);
+                let margin = |v: u32| {
+                    if v.is_multiple_of(imcu) {
+                        EXTRA_IMCU
+                    } else {
+                        0
+                    }
+                };
+                let (left, right) = (x / k, scaled(x + cw));
+                let x0 = (left / imcu).saturating_sub(margin(left)) * imcu;
+                let x1 = (right.div_ceil(imcu) * imcu + imcu * margin(right)).min(sw);
                 let (y0, y1) = ((y / k).min(sh - 1), scaled(y + ch).min(sh));
                 region = tj::tjregion {
                     x: x0 as c_int,

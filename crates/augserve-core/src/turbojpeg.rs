@@ -25,12 +25,15 @@ use crate::image::RgbImage;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Declined(pub String);
 
-/// Columns decoded beyond the wanted region on each side, in iMCUs. libjpeg-turbo's "fancy"
-/// chroma upsampling of a region's edge column reads the chroma of the column next to it,
-/// which a region that starts at the wanted iMCU does not have: without the margin 772 of
-/// 1000 ImageNet-size files differed from the whole decode at the region's edges (by up to 37
-/// levels); with one iMCU, none (benches/decoder_candidates, both corpora). Rows need no margin:
-/// libjpeg-turbo's row skipping keeps the context rows the upsampler reads.
+/// Columns decoded beyond the wanted region on a side, in iMCUs, where the region's edge lies
+/// on an iMCU boundary inside the image. libjpeg-turbo's "fancy" chroma upsampling of the
+/// decoded area's first and last columns reads chroma outside the area, which it replicates
+/// from the edge instead: without any margin 772 of 1000 ImageNet-size files differed from the
+/// whole decode at the region's edges (by up to 37 levels). Only those two columns differ, so
+/// a wanted edge inside an iMCU (the area is widened to the iMCU boundary past it) needs no
+/// margin; one that falls on the boundary gets one iMCU (a margin on every side was 2 iMCUs,
+/// 32 pixels, of IDCT, upsampling and colour conversion per 4:2:0 region). Rows need no
+/// margin: libjpeg-turbo's row skipping keeps the context rows the upsampler reads.
 const MARGIN_IMCUS: u32 = 1;
 
 /// Scans a progressive file may have before libjpeg-turbo refuses it: a hostile file with
@@ -266,8 +269,11 @@ fn decode_with(
     // A crop starts on an iMCU column of the scaled image (8, 16 or 32 pixels / denom).
     let area = match d.imcu_width().map(|imcu| imcu / denom) {
         Some(imcu) if imcu > 0 => {
-            let x0 = (x / imcu).saturating_sub(MARGIN_IMCUS) * imcu;
-            let x1 = ((x + w).div_ceil(imcu) + MARGIN_IMCUS) * imcu;
+            let on_boundary = |v: u32| v.is_multiple_of(imcu);
+            let left = if on_boundary(x) { MARGIN_IMCUS } else { 0 };
+            let right = if on_boundary(x + w) { MARGIN_IMCUS } else { 0 };
+            let x0 = (x / imcu).saturating_sub(left) * imcu;
+            let x1 = ((x + w).div_ceil(imcu) + right) * imcu;
             (x0, y, x1.min(width) - x0, h)
         }
         // TurboJPEG crops no other layout: the whole image.

@@ -75,6 +75,16 @@ fn regions(w: u32, h: u32, random: usize, seed: u64) -> Vec<(u32, u32, u32, u32)
         (w / 3, 0, (w / 3).max(1), h),
         (0, h / 3, w, (h / 3).max(1)),
     ];
+    // Edges on and next to the first and last iMCU boundaries (8, 16 and 32 pixels: every
+    // layout and scale), where the decoded area's edge columns meet the wanted region.
+    for imcu in [8, 16, 32] {
+        for b in [imcu, w / imcu * imcu].into_iter().filter(|&b| b > 0) {
+            for x in [b - 1, b, b + 1].into_iter().filter(|&x| x < w) {
+                v.push((x, 0, (w - x).min(imcu + 3), h));
+                v.push((0, 0, x, h.min(5)));
+            }
+        }
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for _ in 0..random {
         let rw = rng.random_range(1..=w);
