@@ -291,6 +291,15 @@ fn rate(items: &[Item], mut f: impl FnMut(&Item) -> usize) -> (f64, usize) {
 }
 
 fn main() {
+    // The allocator settings augserve's binary runs with
+    // (`augserve_server::memory::keep_freed_memory_for_reuse`): freed decoder memory (the
+    // outputs, a progressive file's coefficient arrays) kept for the next image instead of
+    // faulted in afresh, so "decode alone" is measured as the pipeline's decoder runs.
+    // SAFETY: mallopt only changes the allocator's tuning; no other thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
     let args: Vec<String> = std::env::args().collect();
     let Some(corpus) = args.get(1) else {
         eprintln!("usage: decoder-candidates CORPUS [OUT.json]");

@@ -106,6 +106,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    augserve_server::memory::keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     // A mistyped AUGSERVE_* variable must not pass silently, whichever subcommand reads it.
