@@ -138,6 +138,24 @@ impl RegionHeader {
 /// The part of an image a caller wants, from what the header said.
 pub type RegionFor<'a> = &'a mut dyn FnMut(RegionHeader) -> RegionRequest;
 
+/// A decoded region with what the decoder decoded around it: libjpeg-turbo decodes whole iMCU
+/// columns (8-32 pixels), so the area asked for is `inner` (x, y, w, h) of `image`. A caller
+/// that reads only inside `inner` (the resize) skips the copy that cuts it out.
+#[derive(Debug)]
+pub struct DecodedArea {
+    pub image: RgbImage,
+    pub inner: (u32, u32, u32, u32),
+}
+
+impl DecodedArea {
+    /// Exactly the area asked for, cut out in its own buffer.
+    pub fn into_inner(self) -> RgbImage {
+        let mut image = self.image;
+        image.crop_in_place(self.inner);
+        image
+    }
+}
+
 /// The scaling denominators libjpeg-turbo's IDCT offers (of its 1/8 steps, the ones that keep
 /// every 8x8 block a whole number of pixels).
 pub const DCT_DENOMS: [u32; 3] = [8, 4, 2];
@@ -155,10 +173,21 @@ pub fn decode_image_region(
     accept_damage: bool,
     region_for: RegionFor<'_>,
 ) -> Result<(RgbImage, Option<SampleErrorKind>), SampleErrorKind> {
+    decode_image_area(bytes, limits, accept_damage, region_for)
+        .map(|(area, damage)| (area.into_inner(), damage))
+}
+
+/// [`decode_image_region`] with what was decoded around the region left in place.
+pub fn decode_image_area(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    accept_damage: bool,
+    region_for: RegionFor<'_>,
+) -> Result<(DecodedArea, Option<SampleErrorKind>), SampleErrorKind> {
     check_file_size(bytes, limits)?;
     if sniff_format(bytes)? == ImageFormat::Jpeg {
-        if let Some(region) = turbo_region(bytes, limits, region_for) {
-            return Ok((region, None));
+        if let Some(area) = turbo_region(bytes, limits, region_for) {
+            return Ok((area, None));
         }
     }
     // libjpeg-turbo declined (or not a JPEG): zune-jpeg decodes and judges it, whole.
@@ -181,7 +210,14 @@ pub fn decode_image_region(
             img.width, img.height
         )));
     }
-    Ok((img.into_region((x, y, w, h)), damage))
+    let image = img.into_region((x, y, w, h));
+    Ok((
+        DecodedArea {
+            image,
+            inner: (0, 0, w, h),
+        },
+        damage,
+    ))
 }
 
 /// A WebP decoder with the file's chunk headers read (no pixels decoded or allocated).
@@ -452,6 +488,7 @@ pub fn decode_jpeg_turbo(bytes: &[u8], limits: &DecodeLimits) -> Option<RgbImage
     turbo_region(bytes, limits, &mut |h| {
         RegionRequest::unscaled((0, 0, h.width, h.height))
     })
+    .map(DecodedArea::into_inner)
 }
 
 /// Takes back a decoded region's buffer for the next decode on this thread: the per-image
@@ -465,7 +502,7 @@ fn turbo_region(
     bytes: &[u8],
     limits: &DecodeLimits,
     region_for: RegionFor<'_>,
-) -> Option<RgbImage> {
+) -> Option<DecodedArea> {
     if bytes.len() as u64 > limits.max_file_bytes || !for_turbo(bytes) {
         return None;
     }

@@ -39,6 +39,23 @@ impl RgbImage {
         }
     }
 
+    /// Cuts (x, y, w, h) out of the image in its own buffer: each row moves towards the start,
+    /// never over a row not yet moved (a new buffer would cost an allocation and its page
+    /// faults). The spare capacity stays. The caller keeps the rectangle inside the image.
+    pub fn crop_in_place(&mut self, (x, y, w, h): (u32, u32, u32, u32)) {
+        debug_assert!(x + w <= self.width && y + h <= self.height);
+        if (x, y, w, h) == (0, 0, self.width, self.height) {
+            return;
+        }
+        let (stride, row) = (self.width as usize * 3, w as usize * 3);
+        for r in 0..h as usize {
+            let from = (y as usize + r) * stride + x as usize * 3;
+            self.data.copy_within(from..from + row, r * row);
+        }
+        self.data.truncate(row * h as usize);
+        (self.width, self.height) = (w, h);
+    }
+
     /// Copies the rectangle `[x0, x0+w) x [y0, y0+h)`; the caller keeps it inside the image.
     pub fn crop(&self, x0: u32, y0: u32, w: u32, h: u32) -> RgbImage {
         debug_assert!(x0 + w <= self.width && y0 + h <= self.height);

@@ -18,7 +18,7 @@ use std::ffi::{c_int, CStr};
 
 use turbojpeg_sys as tj;
 
-use crate::decode::{DecodeLimits, RegionHeader, RegionRequest, DCT_DENOMS};
+use crate::decode::{DecodeLimits, DecodedArea, RegionHeader, RegionRequest, DCT_DENOMS};
 use crate::image::RgbImage;
 
 /// Why libjpeg-turbo did not decode a file: the caller decodes it with zune-jpeg instead.
@@ -212,16 +212,17 @@ pub(crate) fn recycle_buffer(buf: Vec<u8>) {
 }
 
 /// Decodes the JPEG `bytes` with libjpeg-turbo, only as much as `region_for` (called with the
-/// header: size, scaling up to 1/8, progressive or not) asks for: exactly that region comes
-/// back, at the scale asked, equal byte for byte to the same region of libjpeg-turbo's
-/// whole-image decode at that scale. Damage
+/// header: size, scaling up to 1/8, progressive or not) asks for: that region comes back
+/// (inside the whole iMCU columns decoded around it: `DecodedArea::inner`), at the scale
+/// asked, equal byte for byte to the same region of libjpeg-turbo's whole-image decode at
+/// that scale. Damage
 /// libjpeg-turbo sees in the rows it decodes declines the file; it stops reading after the
 /// region's last row, so damage below it goes unseen (a missing end is checked before).
 pub(crate) fn decode_region(
     bytes: &[u8],
     limits: &DecodeLimits,
     region_for: &mut dyn FnMut(RegionHeader) -> RegionRequest,
-) -> Result<RgbImage, Declined> {
+) -> Result<DecodedArea, Declined> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -245,7 +246,7 @@ fn decode_with(
     bytes: &[u8],
     limits: &DecodeLimits,
     region_for: &mut dyn FnMut(RegionHeader) -> RegionRequest,
-) -> Result<RgbImage, Declined> {
+) -> Result<DecodedArea, Declined> {
     let (full_w, full_h) = d.read_header(bytes, limits)?;
     let asked = region_for(RegionHeader {
         width: full_w,
@@ -279,25 +280,11 @@ fn decode_with(
         // TurboJPEG crops no other layout: the whole image.
         _ => (0, 0, width, height),
     };
-    let mut decoded = d.decode_area(bytes, area, area == (0, 0, width, height))?;
-    if area != (x, y, w, h) {
-        crop_in_place(&mut decoded, x - area.0, y - area.1, w, h);
-    }
-    Ok(decoded)
-}
-
-/// Cuts (x, y, w, h) out of `img` in its own buffer: each row moves towards the start, never
-/// over a row not yet moved (a new buffer would cost an allocation and its page faults).
-fn crop_in_place(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
-    let (stride, row) = (img.width as usize * 3, w as usize * 3);
-    for r in 0..h as usize {
-        let from = (y as usize + r) * stride + x as usize * 3;
-        img.data.copy_within(from..from + row, r * row);
-    }
-    // The spare capacity stays: the per-image stage either gives the buffer back at once
-    // (`recycle_buffer`) or trims it before the region waits for its batch.
-    img.data.truncate(row * h as usize);
-    (img.width, img.height) = (w, h);
+    let image = d.decode_area(bytes, area, area == (0, 0, width, height))?;
+    Ok(DecodedArea {
+        image,
+        inner: (x - area.0, y - area.1, w, h),
+    })
 }
 
 #[cfg(test)]
