@@ -135,8 +135,9 @@ pub fn use_one_malloc_arena() {
 /// image, so every image's arrays were faulted in and zeroed afresh: 8 page faults per image
 /// over the ImageNet-size corpus, 0.1 with these settings, and 2 % more images per second on
 /// one core (4 interleaved pairs on the 2-core VM). What is kept is what the next image takes
-/// again, so the peak is unchanged; `malloc_trim` after the server's last stream still
-/// returns it. `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or glibc's malloc tunables
+/// again, so the peak of a one-job process is unchanged (`augserve run`, `bench`; the server
+/// keeps glibc's defaults, under which its streams' batch buffers are mapped and unmapped
+/// whole). `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or glibc's malloc tunables
 /// override. Call it first thing, before threads start.
 pub fn keep_freed_memory_for_reuse() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -106,8 +106,12 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    augserve_server::memory::keep_freed_memory_for_reuse();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Not for the server: its one arena is shared by every stream's batch buffers, which
+        // glibc's defaults map and unmap whole (the documented memory bound counts on it).
+        augserve_server::memory::keep_freed_memory_for_reuse();
+    }
     init_logging(cli.log_format);
     // A mistyped AUGSERVE_* variable must not pass silently, whichever subcommand reads it.
     if let Err(e) = augserve_server::config::check_variables(std::env::vars()) {
