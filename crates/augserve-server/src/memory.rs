@@ -133,8 +133,8 @@ pub fn use_one_malloc_arena() {
 /// the heap over twice that is trimmed; libjpeg-turbo allocates a progressive file's
 /// coefficient arrays (0.6 MB for an ImageNet-size file, about 5 MB for a large photo) for each
 /// image, so every image's arrays were faulted in and zeroed afresh: 8 page faults per image
-/// over the ImageNet-size corpus, 0.1 with these settings, and 2 % more images per second on
-/// one core (4 interleaved pairs on the 2-core VM). What is kept is what the next image takes
+/// over the ImageNet-size corpus, 0.1 with these settings, and 2-4 % more images per second
+/// on one core (two series of 4 interleaved pairs on the 2-core VM). What is kept is what the next image takes
 /// again, so the peak of a one-job process is unchanged (`augserve run`, `bench`; the server
 /// keeps glibc's defaults, under which its streams' batch buffers are mapped and unmapped
 /// whole). `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or glibc's malloc tunables
